@@ -1,0 +1,122 @@
+"""Request/response headers and the request base shared by every server's API.
+
+A request class is a ``@message`` with class attributes ``API_KEY``, ``DEFAULT_API_VERSION``,
+``MIN_API_VERSION``, ``MAX_API_VERSION`` and ``Response`` (a ``@message`` class), as in Fluvio's
+``Request`` trait. Frames:
+
+    request  := size:i32  api_key:u16 api_version:i16 correlation_id:i32 client_id:str  body
+    response := size:i32  correlation_id:i32  body
+
+The body of a response is encoded with the version of the request it answers
+(../shared/fluvio-protocol/README.md §3.3, §4).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from fluvial.errors import Error
+from fluvial.protocol.codec import ERROR_CODE, STR, DecodeError, Reader
+
+_HDR = struct.Struct(">Hhi")
+_I32 = struct.Struct(">i")
+
+
+@dataclass(slots=True)
+class RequestHeader:
+    api_key: int
+    api_version: int
+    correlation_id: int
+    client_id: str = "fluvio"
+
+    def encode(self) -> bytes:
+        w = bytearray(_HDR.pack(self.api_key, self.api_version, self.correlation_id))
+        STR.encode(w, self.client_id, 0)
+        return bytes(w)
+
+    @classmethod
+    def read(cls, r: Reader) -> RequestHeader:
+        key, version, corr = r.unpack(_HDR, "request header")
+        return cls(key, version, corr, STR.decode(r, 0))
+
+
+class Request:
+    """Mixin for request messages; subclasses set the class attributes below."""
+
+    API_KEY: ClassVar[int]
+    DEFAULT_API_VERSION: ClassVar[int] = 0
+    MIN_API_VERSION: ClassVar[int] = 0
+    MAX_API_VERSION: ClassVar[int] = 0
+    Response: ClassVar[type]
+
+
+def encode_request(req: Any, correlation_id: int, version: int | None = None,
+                   client_id: str = "fluvio") -> bytes:
+    """The whole frame (size prefix included) for ``req``."""
+    v = req.DEFAULT_API_VERSION if version is None else version
+    w = bytearray(4)
+    w += _HDR.pack(req.API_KEY, v, correlation_id)
+    STR.encode(w, client_id, 0)
+    req.wire_encode(w, v)
+    _I32.pack_into(w, 0, len(w) - 4)
+    return bytes(w)
+
+
+def encode_response(resp: Any, correlation_id: int, version: int) -> bytes:
+    """The whole frame (size prefix included) for ``resp`` answering ``correlation_id``."""
+    w = bytearray(8)
+    resp.wire_encode(w, version)
+    _I32.pack_into(w, 0, len(w) - 4)
+    _I32.pack_into(w, 4, correlation_id)
+    return bytes(w)
+
+
+def encode_error_response(correlation_id: int, error: Error) -> bytes:
+    """The answer to a request we cannot decode at all (unknown api key or version): the
+    correlation id followed by an ErrorCode. Every fluvial response that can fail as a whole starts
+    with its ErrorCode, and ApiVersionsResponse does too, so a client reads it as an error."""
+    w = bytearray(8)
+    ERROR_CODE.encode(w, error, 0)
+    _I32.pack_into(w, 0, len(w) - 4)
+    _I32.pack_into(w, 4, correlation_id)
+    return bytes(w)
+
+
+def decode_request(payload: bytes, registry: dict[int, type]) -> tuple[RequestHeader, Any]:
+    """Decode a request payload (no size prefix) with the class registered for its api key.
+
+    Raises:
+        UnsupportedRequest: the key is unknown or the version out of range; carries the header.
+        DecodeError: the bytes are malformed.
+    """
+    r = Reader(payload)
+    header = RequestHeader.read(r)
+    cls = registry.get(header.api_key)
+    if cls is None:
+        raise UnsupportedRequest(header, f"unknown api key {header.api_key}")
+    if not cls.MIN_API_VERSION <= header.api_version <= cls.MAX_API_VERSION:
+        raise UnsupportedRequest(
+            header, f"api key {header.api_key} version {header.api_version} not in "
+                    f"{cls.MIN_API_VERSION}..{cls.MAX_API_VERSION}")
+    return header, cls.wire_decode(r, header.api_version)
+
+
+def decode_response(payload: bytes, cls: type, version: int) -> tuple[int, Any]:
+    """(correlation_id, response) from a response payload (no size prefix)."""
+    r = Reader(payload)
+    (corr,) = r.unpack(_I32, "correlation id")
+    return corr, cls.wire_decode(r, version)
+
+
+def response_correlation_id(payload: bytes) -> int:
+    if len(payload) < 4:
+        raise DecodeError(f"response: {len(payload)} bytes, shorter than a correlation id")
+    return _I32.unpack_from(payload, 0)[0]
+
+
+class UnsupportedRequest(DecodeError):
+    def __init__(self, header: RequestHeader, reason: str):
+        super().__init__(reason)
+        self.header = header
