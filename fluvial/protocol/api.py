@@ -120,3 +120,45 @@ class UnsupportedRequest(DecodeError):
     def __init__(self, header: RequestHeader, reason: str):
         super().__init__(reason)
         self.header = header
+
+
+# ------------------------------------------------------------------------------ ApiVersions (18)
+# Shared by the SC and the SPU (sc.md §2). Defined here so both servers' registries can use it.
+
+from fluvial.protocol.codec import I16, Vec, message, wire  # noqa: E402
+
+API_VERSIONS_KEY = 18
+
+
+@message
+class ApiVersionKey:
+    api_key: int = wire(I16)
+    min_version: int = wire(I16)
+    max_version: int = wire(I16)
+
+
+@message
+class ApiVersionsResponse:
+    error_code: Error = wire(ERROR_CODE)
+    api_keys: list[ApiVersionKey] = wire(Vec(ApiVersionKey))
+    platform_version: str = wire(STR, default="0.0.0")
+
+    def lookup_version(self, api_key: int, min_version: int, max_version: int) -> int | None:
+        """Fluvio's lookup_version: the first overlapping entry gives min(max_version, entry.max)."""
+        for k in self.api_keys:
+            if k.api_key == api_key and k.max_version >= min_version and k.min_version <= max_version:
+                return min(max_version, k.max_version)
+        return None
+
+
+@message
+class ApiVersionsRequest(Request):
+    API_KEY: ClassVar[int] = API_VERSIONS_KEY
+    DEFAULT_API_VERSION: ClassVar[int] = 2
+    MIN_API_VERSION: ClassVar[int] = 0
+    MAX_API_VERSION: ClassVar[int] = 2
+    Response: ClassVar[type] = ApiVersionsResponse
+
+    client_version: str = wire(STR, min_version=1, default="0.15.2")
+    client_os: str = wire(STR, min_version=1, default="linux")
+    client_arch: str = wire(STR, min_version=1, default="x86_64")
