@@ -26,6 +26,7 @@ Decoders never look at trailing bytes; the caller decides whether leftovers matt
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import struct
 from enum import IntEnum
@@ -425,8 +426,9 @@ def wire(t: Any, *, default: Any = dataclasses.MISSING, min_version: int = 0,
     wt = as_type(t)
     meta = {"wire": wt, "min": min_version, "max": max_version}
     if default is not dataclasses.MISSING:
-        if isinstance(default, (list, dict, bytearray)):
-            return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta, repr=repr)
+        if isinstance(default, (list, dict, bytearray)) or _is_message(type(default)):
+            return dataclasses.field(default_factory=lambda d=default: copy.deepcopy(d), metadata=meta,
+                                     repr=repr)
         return dataclasses.field(default=default, metadata=meta, repr=repr)
     d = wt.default()
     if isinstance(d, (list, dict)) or _is_message(type(d)):
