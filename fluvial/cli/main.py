@@ -22,5 +22,19 @@ def version() -> None:
     typer.echo(f"fluvial {__version__} (fluvio platform {PLATFORM_VERSION})")
 
 
+def _register() -> None:
+    from fluvial.cli import cluster, run
+
+    app.add_typer(cluster.app, name="cluster")
+    app.add_typer(run.app, name="run")
+
+
+_register()
+
+
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

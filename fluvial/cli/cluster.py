@@ -1,0 +1,231 @@
+"""``fluvial cluster``: a local cluster of background processes under $FLUVIAL_HOME.
+
+Layout: ``cluster.json`` (members: kind, id, pid, ports, data dir, log), ``data/sc``,
+``data/spu-<id>``, ``logs/<member>.log``. Every member is started as ``fluvial run ...`` (the
+same code path as a multi-host deployment) and reports its bound ports through a ready file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from fluvial.client import profile as prof
+
+app = typer.Typer(no_args_is_help=True, help="Start and manage a local cluster.")
+START_TIMEOUT_SECONDS = 60.0
+
+
+def _home() -> Path:
+    return prof.fluvial_home()
+
+
+def _state_path() -> Path:
+    return _home() / "cluster.json"
+
+
+def _load() -> dict | None:
+    try:
+        return json.loads(_state_path().read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _save(state: dict) -> None:
+    path = _state_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, path)
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _member_name(m: dict) -> str:
+    return "sc" if m["kind"] == "sc" else f"spu-{m['id']}"
+
+
+def _spawn(m: dict, sc: dict | None) -> None:
+    home = _home()
+    name = _member_name(m)
+    ready = home / "run" / f"{name}.ready"
+    ready.parent.mkdir(parents=True, exist_ok=True)
+    ready.unlink(missing_ok=True)
+    log = home / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "fluvial.cli.main", "run", m["kind"], "--data-dir", m["data_dir"],
+           "--public-port", str(m["public_port"]), "--private-port", str(m["private_port"]),
+           "--ready-file", str(ready)]
+    if m["kind"] == "spu":
+        cmd += ["--id", str(m["id"]), "--sc", f"127.0.0.1:{sc['private_port']}"]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    m["pid"] = proc.pid
+    m["log"] = str(log)
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while not ready.exists():
+        if proc.poll() is not None:
+            raise typer.Exit(_fail(f"{name} exited with code {proc.returncode}; see {log}"))
+        if time.monotonic() > deadline:
+            proc.terminate()
+            raise typer.Exit(_fail(f"{name} did not come up within {START_TIMEOUT_SECONDS:.0f}s; see {log}"))
+        time.sleep(0.05)
+    info = json.loads(ready.read_text())
+    m["public_port"], m["private_port"] = info["public_port"], info["private_port"]
+
+
+def _fail(msg: str) -> int:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    return 1
+
+
+def _write_profile(state: dict) -> str:
+    endpoint = f"127.0.0.1:{state['members'][0]['public_port']}"
+    cfg = prof.load_config()
+    cfg.add_profile("local", endpoint, set_current=True)
+    prof.save_config(cfg)
+    return endpoint
+
+
+@app.command()
+def start(
+    spus: Annotated[int, typer.Option("--spus", min=1, help="How many SPUs to run.")] = 1,
+    sc_port: Annotated[int, typer.Option(help="SC public port; 0 picks a free one.")] = 9003,
+    sc_private_port: Annotated[int, typer.Option(help="SC private port; 0 picks one.")] = 0,
+    spu_port: Annotated[int, typer.Option(help="First SPU public port (each SPU takes the next "
+                                                   "two); 0 picks free ones.")] = 0,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Data directory (default $FLUVIAL_HOME/data).")] = None,
+) -> None:
+    """Start an SC and N SPUs in the background and select the `local` profile.
+
+    Example: fluvial cluster start --spus 3
+    """
+    old = _load()
+    if old and any(_alive(m.get("pid")) for m in old["members"]):
+        raise typer.Exit(_fail("a cluster is already running here; `fluvial cluster shutdown` first"))
+    data = (data_dir or _home() / "data").resolve()
+    members = [{"kind": "sc", "id": 0, "public_port": sc_port, "private_port": sc_private_port,
+                "data_dir": str(data / "sc")}]
+    for i in range(spus):
+        pub = spu_port + 2 * i if spu_port else 0
+        members.append({"kind": "spu", "id": 5001 + i, "public_port": pub,
+                        "private_port": pub + 1 if pub else 0, "data_dir": str(data / f"spu-{5001 + i}")})
+    state = {"members": members}
+    for m in members:
+        _spawn(m, members[0])
+        _save(state)
+    endpoint = _write_profile(state)
+    typer.echo(f"cluster started: SC at {endpoint}, {spus} SPU(s); profile 'local' selected")
+
+
+def _status_rows(state: dict) -> list[dict]:
+    rows = []
+    for m in state["members"]:
+        rows.append({"name": _member_name(m), "kind": m["kind"], "id": m["id"], "pid": m.get("pid"),
+                     "public_port": m["public_port"], "private_port": m["private_port"],
+                     "up": _alive(m.get("pid")), "log": m.get("log")})
+    return rows
+
+
+@app.command()
+def status(output: Annotated[str, typer.Option("-O", "--output", help="table or json.")] = "table") -> None:
+    """Show every member of the local cluster.
+
+    Example: fluvial cluster status -O json
+    """
+    state = _load()
+    if state is None:
+        raise typer.Exit(_fail("no local cluster here; run `fluvial cluster start`"))
+    rows = _status_rows(state)
+    if output == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from fluvial.cli.output import print_table
+
+    print_table(["name", "kind", "id", "pid", "public_port", "private_port", "up"], rows)
+
+
+@app.command()
+def shutdown(timeout: Annotated[float, typer.Option(help="Seconds to wait before SIGKILL.")] = 15.0) -> None:
+    """Stop every member gracefully (SIGTERM, then SIGKILL after the timeout).
+
+    Example: fluvial cluster shutdown
+    """
+    state = _load()
+    if state is None:
+        raise typer.Exit(_fail("no local cluster here"))
+    for m in reversed(state["members"]):  # SPUs first, the SC last
+        pid = m.get("pid")
+        if _alive(pid):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for m in state["members"]:
+        while _alive(m.get("pid")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(m.get("pid")):
+            os.kill(m["pid"], signal.SIGKILL)
+    typer.echo("cluster stopped")
+
+
+@app.command()
+def resume() -> None:
+    """Restart the members that are not running, with their data and ports.
+
+    Example: fluvial cluster resume
+    """
+    state = _load()
+    if state is None:
+        raise typer.Exit(_fail("no local cluster here; run `fluvial cluster start`"))
+    sc = state["members"][0]
+    started = 0
+    for m in state["members"]:
+        if not _alive(m.get("pid")):
+            _spawn(m, sc)
+            _save(state)
+            started += 1
+    endpoint = _write_profile(state)
+    typer.echo(f"cluster resumed ({started} member(s) started): SC at {endpoint}")
+
+
+@app.command()
+def delete(force: Annotated[bool, typer.Option("--force", help="Do not ask.")] = False) -> None:
+    """Stop the cluster and remove its data.
+
+    Example: fluvial cluster delete --force
+    """
+    state = _load()
+    if state is None:
+        raise typer.Exit(_fail("no local cluster here"))
+    if not force and not typer.confirm("Delete the local cluster and all its data?"):
+        raise typer.Exit(1)
+    if any(_alive(m.get("pid")) for m in state["members"]):
+        shutdown(timeout=15.0)
+    for m in state["members"]:
+        shutil.rmtree(m["data_dir"], ignore_errors=True)
+    shutil.rmtree(_home() / "run", ignore_errors=True)
+    _state_path().unlink(missing_ok=True)
+    typer.echo("cluster deleted")

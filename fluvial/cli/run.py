@@ -1,0 +1,91 @@
+"""``fluvial run sc|spu``: one server in the foreground (the code path ``cluster start`` uses)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Annotated, Optional
+
+import trio
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Run one fluvial server in the foreground.")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _write_ready(path: Optional[Path], info: dict) -> None:
+    if path is None:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, path)
+
+
+async def _run_until_signal(serve, ready_file: Optional[Path], describe) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            ports = await nursery.start(serve)
+            _write_ready(ready_file, describe(ports))
+            async for _ in signals:
+                logging.getLogger("fluvial").info("signal received: shutting down")
+                nursery.cancel_scope.cancel()
+                break
+
+
+@app.command("sc")
+def run_sc(
+    data_dir: Annotated[Path, typer.Option(help="Where the SC keeps its metadata.")],
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    public_port: Annotated[int, typer.Option(help="Public port (clients); 0 picks one.")] = 9003,
+    private_port: Annotated[int, typer.Option(help="Private port (SPUs); 0 picks one.")] = 9004,
+    ready_file: Annotated[Optional[Path], typer.Option(help="Write the bound ports here once up.")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run the streaming controller.
+
+    Example: fluvial run sc --data-dir /var/lib/fluvial/sc --public-port 9003
+    """
+    from fluvial.sc.server import ScConfig, serve_sc
+
+    _setup_logging(log_level)
+    cfg = ScConfig(data_dir=data_dir, host=host, public_port=public_port, private_port=private_port)
+    trio.run(_run_until_signal, lambda task_status=trio.TASK_STATUS_IGNORED: serve_sc(cfg, task_status=task_status),
+             ready_file, lambda p: {"pid": os.getpid(), "public_port": p[0], "private_port": p[1]})
+
+
+@app.command("spu")
+def run_spu(
+    id: Annotated[int, typer.Option("--id", help="This SPU's id.")],
+    data_dir: Annotated[Path, typer.Option(help="Where the SPU keeps its replicas.")],
+    sc: Annotated[str, typer.Option(help="The SC's private endpoint, host:port.")] = "127.0.0.1:9004",
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    public_port: Annotated[int, typer.Option(help="Public port (clients); 0 picks one.")] = 0,
+    private_port: Annotated[int, typer.Option(help="Private port (replication); 0 picks one.")] = 0,
+    advertised_host: Annotated[Optional[str], typer.Option(help="Host clients should dial.")] = None,
+    rack: Annotated[Optional[str], typer.Option(help="Rack label for placement.")] = None,
+    flush: Annotated[str, typer.Option(help="sync (fsync before ack), interval or none.")] = "sync",
+    ready_file: Annotated[Optional[Path], typer.Option(help="Write the bound ports here once up.")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run one streaming processing unit.
+
+    Example: fluvial run spu --id 5001 --data-dir /var/lib/fluvial/spu-5001 --sc 10.0.0.1:9004
+    """
+    from fluvial.spu.server import SpuConfig, serve_spu
+
+    _setup_logging(log_level)
+    sc_host, _, sc_port = sc.rpartition(":")
+    if not sc_host or not sc_port.isdigit():
+        raise typer.BadParameter(f"--sc must be host:port, got {sc!r}")
+    cfg = SpuConfig(spu_id=id, data_dir=data_dir, sc_host=sc_host, sc_port=int(sc_port), host=host,
+                    public_port=public_port, private_port=private_port,
+                    advertised_host=advertised_host, rack=rack, flush=flush)
+    trio.run(_run_until_signal, lambda task_status=trio.TASK_STATUS_IGNORED: serve_spu(cfg, task_status=task_status),
+             ready_file, lambda p: {"pid": os.getpid(), "public_port": p[0], "private_port": p[1]})

@@ -1,0 +1,227 @@
+"""fluvial's private APIs: SC <-> SPU control and SPU <-> SPU replication (docs/internal-protocol.md).
+
+Same framing, header and encoding as Fluvio's public API; our own api keys, at version 0. Every
+request carries the sender's SPU id so a server can refuse a non-member (mTLS identities confirm it
+once TLS is on), and every replication request carries the leader epoch the sender believes in, so
+a stale leader or follower is refused (``FencedLeaderEpoch``-style, sent as ErrorCode
+NotLeaderForPartition with an Other message for detail).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import ClassVar
+
+from fluvial.errors import Error
+from fluvial.protocol.api import ApiVersionKey, ApiVersionsRequest, Request
+from fluvial.protocol.codec import (
+    BOOL, ERROR_CODE, I32, I64, RECORDS, STR, U8, U16, U32, U64, Opt, Vec, message, wire,
+)
+
+
+class InternalScApiKey(IntEnum):
+    ApiVersion = 18
+    RegisterSpu = 5001
+    WatchReplicas = 5002
+    ReportReplicas = 5003
+
+
+class InternalSpuApiKey(IntEnum):
+    ApiVersion = 18
+    FetchReplica = 6001
+    OffsetForLeaderEpoch = 6002
+    UpdateConsumerOffsetStore = 6003
+
+
+# ----------------------------------------------------------------------------- SC private API
+
+
+@message
+class RegisterSpuResponse:
+    error_code: Error = wire(ERROR_CODE)
+    message: str | None = wire(Opt(STR))
+
+
+@message
+class RegisterSpuRequest(Request):
+    """First request of an SPU on the SC's private port: who it is and where it listens."""
+
+    API_KEY: ClassVar[int] = InternalScApiKey.RegisterSpu
+    Response: ClassVar[type] = RegisterSpuResponse
+
+    spu_id: int = wire(I32)
+    public_host: str = wire(STR, default="127.0.0.1")
+    public_port: int = wire(U16)
+    private_host: str = wire(STR, default="127.0.0.1")
+    private_port: int = wire(U16)
+    rack: str | None = wire(Opt(STR))
+
+
+@message
+class ReplicaSettings:
+    """The topic settings a replica needs (copied from the topic spec by the SC)."""
+
+    segment_max_bytes: int = wire(U32, default=1 << 30)
+    retention_seconds: int | None = wire(Opt(U32))
+    max_partition_bytes: int | None = wire(Opt(U64))
+    compression: int = wire(U8, default=4)  # CompressionAlgorithm, Any
+    min_isr: int = wire(U32, default=1)
+    system: bool = wire(BOOL)
+
+
+@message
+class ReplicaAssignment:
+    topic: str = wire(STR)
+    partition: int = wire(U32)
+    leader: int = wire(I32)
+    leader_epoch: int = wire(I32)
+    replicas: list[int] = wire(Vec(I32))
+    isr: list[int] = wire(Vec(I32))
+    settings: ReplicaSettings = wire(ReplicaSettings)
+
+
+@message
+class SpuAddress:
+    spu_id: int = wire(I32)
+    host: str = wire(STR)
+    port: int = wire(U16)
+
+
+@message
+class WatchReplicasResponse:
+    """One push on the assignment stream: the complete desired state for this SPU."""
+
+    epoch: int = wire(I64)
+    replicas: list[ReplicaAssignment] = wire(Vec(ReplicaAssignment))
+    peers: list[SpuAddress] = wire(Vec(SpuAddress))
+    offsets_leader: int = wire(I32, default=-1)  # leader of consumer-offset/0, -1 when none
+
+
+@message
+class WatchReplicasRequest(Request):
+    API_KEY: ClassVar[int] = InternalScApiKey.WatchReplicas
+    Response: ClassVar[type] = WatchReplicasResponse
+
+    spu_id: int = wire(I32)
+
+
+@message
+class ReplicaReport:
+    topic: str = wire(STR)
+    partition: int = wire(U32)
+    leader_epoch: int = wire(I32)
+    is_leader: bool = wire(BOOL)
+    leo: int = wire(I64)
+    hw: int = wire(I64)
+    log_start_offset: int = wire(I64)
+    size: int = wire(I64)
+    isr: list[int] = wire(Vec(I32))
+    follower_leos: list[int] = wire(Vec(I64))  # flattened pairs: spu, leo, spu, leo, ...
+    error: str | None = wire(Opt(STR))
+
+
+@message
+class ReportReplicasResponse:
+    error_code: Error = wire(ERROR_CODE)
+
+
+@message
+class ReportReplicasRequest(Request):
+    """Replica state of one SPU; sent on every change and at least every heartbeat interval."""
+
+    API_KEY: ClassVar[int] = InternalScApiKey.ReportReplicas
+    Response: ClassVar[type] = ReportReplicasResponse
+
+    spu_id: int = wire(I32)
+    replicas: list[ReplicaReport] = wire(Vec(ReplicaReport))
+
+
+# ----------------------------------------------------------------------------- SPU private API
+
+
+@message
+class FetchReplicaResponse:
+    error_code: Error = wire(ERROR_CODE)
+    leader_epoch: int = wire(I32)
+    hw: int = wire(I64)
+    leo: int = wire(I64)
+    log_start_offset: int = wire(I64)
+    records: bytes = wire(RECORDS)
+
+
+@message
+class FetchReplicaRequest(Request):
+    """Follower -> leader long-poll fetch (Kafka style). ``fetch_offset`` is the follower's LEO,
+    which is how the leader learns it; the leader answers at once when it has data or news,
+    otherwise after ``max_wait_ms``."""
+
+    API_KEY: ClassVar[int] = InternalSpuApiKey.FetchReplica
+    Response: ClassVar[type] = FetchReplicaResponse
+
+    follower_id: int = wire(I32)
+    topic: str = wire(STR)
+    partition: int = wire(U32)
+    leader_epoch: int = wire(I32)
+    fetch_offset: int = wire(I64)
+    max_bytes: int = wire(I32, default=1 << 20)
+    max_wait_ms: int = wire(I32, default=500)
+
+
+@message
+class OffsetForLeaderEpochResponse:
+    error_code: Error = wire(ERROR_CODE)
+    epoch: int = wire(I32)
+    end_offset: int = wire(I64)
+
+
+@message
+class OffsetForLeaderEpochRequest(Request):
+    """KIP-279: the end offset, on the leader, of the largest epoch <= ``requested_epoch``."""
+
+    API_KEY: ClassVar[int] = InternalSpuApiKey.OffsetForLeaderEpoch
+    Response: ClassVar[type] = OffsetForLeaderEpochResponse
+
+    follower_id: int = wire(I32)
+    topic: str = wire(STR)
+    partition: int = wire(U32)
+    leader_epoch: int = wire(I32)
+    requested_epoch: int = wire(I32)
+
+
+@message
+class UpdateConsumerOffsetStoreResponse:
+    error_code: Error = wire(ERROR_CODE)
+
+
+@message
+class UpdateConsumerOffsetStoreRequest(Request):
+    """Forwarded to the leader of consumer-offset/0: store (or delete) one consumer offset."""
+
+    API_KEY: ClassVar[int] = InternalSpuApiKey.UpdateConsumerOffsetStore
+    Response: ClassVar[type] = UpdateConsumerOffsetStoreResponse
+
+    spu_id: int = wire(I32)
+    consumer_id: str = wire(STR)
+    topic: str = wire(STR)
+    partition: int = wire(U32)
+    offset: int = wire(I64)
+    delete: bool = wire(BOOL)
+
+
+INTERNAL_SC_REQUESTS: dict[int, type] = {
+    18: ApiVersionsRequest,
+    InternalScApiKey.RegisterSpu: RegisterSpuRequest,
+    InternalScApiKey.WatchReplicas: WatchReplicasRequest,
+    InternalScApiKey.ReportReplicas: ReportReplicasRequest,
+}
+INTERNAL_SPU_REQUESTS: dict[int, type] = {
+    18: ApiVersionsRequest,
+    InternalSpuApiKey.FetchReplica: FetchReplicaRequest,
+    InternalSpuApiKey.OffsetForLeaderEpoch: OffsetForLeaderEpochRequest,
+    InternalSpuApiKey.UpdateConsumerOffsetStore: UpdateConsumerOffsetStoreRequest,
+}
+
+
+def advertise(registry: dict[int, type]) -> list[ApiVersionKey]:
+    return [ApiVersionKey(int(k), c.MIN_API_VERSION, c.MAX_API_VERSION)
+            for k, c in registry.items() if k != 18]

@@ -1,0 +1,90 @@
+"""The SC's private API: SPUs register, watch their replica assignments, report replica state.
+
+A private connection belongs to one SPU once it has registered. When it closes, or when no
+report arrives within the heartbeat timeout, the SPU is marked offline (fluvial.sc.server runs the
+timeout check on a monotonic clock).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from fluvial.errors import OK, Error, ErrorCode
+from fluvial.protocol import internal_api as ia
+from fluvial.protocol.api import (
+    ApiVersionsResponse, UnsupportedRequest, decode_request, encode_error_response, encode_response,
+)
+from fluvial.protocol.codec import DecodeError
+from fluvial.sc import controller as ctl
+from fluvial.sc.state import ScState, SpuLink
+
+log = logging.getLogger("fluvial.sc")
+
+
+async def handle_request(state: ScState, auto_register: bool, conn, payload: bytes) -> None:
+    try:
+        header, req = decode_request(payload, ia.INTERNAL_SC_REQUESTS)
+    except UnsupportedRequest as e:
+        await conn.send(encode_error_response(e.header.correlation_id, Error.other(str(e))))
+        return
+    except DecodeError as e:
+        log.warning("private %s: undecodable request, closing: %s", conn.peer, e)
+        conn.close()
+        return
+
+    async def reply(resp):
+        await conn.send(encode_response(resp, header.correlation_id, header.api_version))
+
+    if header.api_key == 18:
+        await reply(ApiVersionsResponse(OK, ia.advertise(ia.INTERNAL_SC_REQUESTS), "0.17.3"))
+        return
+    registered = conn.state.get("spu_id")
+    if isinstance(req, ia.RegisterSpuRequest):
+        if registered is not None and registered != req.spu_id:
+            await reply(ia.RegisterSpuResponse(Error(ErrorCode.SpuRegisterationFailed),
+                                               "this connection belongs to another SPU"))
+            return
+        err = ctl.register_spu(state, req, auto_register)
+        if not err.ok:
+            await reply(ia.RegisterSpuResponse(err, f"SPU {req.spu_id} is not a registered member"))
+            return
+        old = state.links.get(req.spu_id)
+        if old is not None:
+            old.closed.set()
+        link = SpuLink(req.spu_id, trio.current_time())
+        state.links[req.spu_id] = link
+        conn.state["spu_id"] = req.spu_id
+        conn.state["link"] = link
+        log.info("SPU %d online (%s)", req.spu_id, conn.peer)
+        await reply(ia.RegisterSpuResponse(OK, None))
+        await _watch_connection(state, conn, link)
+        return
+    link = conn.state.get("link")
+    spu_id = getattr(req, "spu_id", None)
+    if link is None or spu_id != registered:
+        await reply(type(req).Response(Error(ErrorCode.PermissionDenied)))
+        return
+    link.last_seen = trio.current_time()
+    if isinstance(req, ia.ReportReplicasRequest):
+        ctl.apply_report(state, req)
+        await reply(ia.ReportReplicasResponse(OK))
+    elif isinstance(req, ia.WatchReplicasRequest):
+        while not link.closed.is_set():
+            link.assignments_changed = trio.Event()
+            await reply(ctl.assignments_for(state, spu_id))
+            await link.assignments_changed.wait()
+
+
+async def _watch_connection(state: ScState, conn, link: SpuLink) -> None:
+    """Runs on in the Register handler: when the connection goes, the SPU goes offline."""
+    try:
+        await conn.closed.wait()
+    finally:
+        if state.links.get(link.spu_id) is link:
+            del state.links[link.spu_id]
+            link.closed.set()
+            log.warning("SPU %d offline (private connection closed)", link.spu_id)
+            with trio.CancelScope(shield=True):
+                ctl.set_spu_offline(state, link.spu_id)

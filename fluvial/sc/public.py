@@ -1,0 +1,238 @@
+"""The SC's public API (../shared/fluvio-protocol/sc.md): ApiVersions, Create, Delete, List,
+Watch and Update over the TypeBuffer scheme."""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from fluvial.errors import Error, ErrorCode
+from fluvial.protocol import sc_api as sa
+from fluvial.protocol import sc_objects as so
+from fluvial.protocol.api import UnsupportedRequest, encode_error_response, encode_response
+from fluvial.protocol.codec import DecodeError
+from fluvial.sc import controller as ctl
+from fluvial.sc.state import ScState
+
+log = logging.getLogger("fluvial.sc")
+
+DEFAULT_CREATE_TIMEOUT_MS = 30_000
+# a decodable placeholder for the "never leave a client store empty" rule (README §6.3, option b)
+_DUMMY = {
+    "Topic": lambda: so.Metadata("none", so.TopicSpec.computed(1, 1)),
+    "Partition": lambda: so.Metadata("none-0", so.PartitionSpec(-1, [])),
+    "SPU": lambda: so.Metadata("none", so.SpuSpec()),
+}
+
+
+async def handle_request(state: ScState, conn, payload: bytes) -> None:
+    try:
+        header, req = sa.decode_sc_request(payload)
+    except sa.UnknownObjectType as e:
+        hdr = getattr(e, "header", None)
+        if hdr is None:
+            conn.close()
+            return
+        if hdr.api_key in (sa.ScApiKey.List, sa.ScApiKey.Watch):
+            await conn.send(encode_error_response(hdr.correlation_id, Error.other(str(e))))
+            return
+        status = sa.Status("create error", Error.other("unknown admin object type"), None)
+        await conn.send(encode_response(status, hdr.correlation_id, hdr.api_version))
+        return
+    except UnsupportedRequest as e:
+        await conn.send(encode_error_response(e.header.correlation_id, Error.other(str(e))))
+        return
+    except DecodeError as e:
+        log.warning("%s: undecodable request, closing: %s", conn.peer, e)
+        conn.close()
+        return
+    handler = HANDLERS[header.api_key]
+    resp = await handler(state, conn, header, req)
+    if resp is not None:
+        await conn.send(encode_response(resp, header.correlation_id, header.api_version))
+
+
+async def handle_api_versions(state, conn, header, req):
+    return sa.sc_api_versions_response()
+
+
+# ----------------------------------------------------------------------------------- create
+
+
+async def handle_create(state: ScState, conn, header, req: sa.ObjectApiCreateRequest):
+    common, spec = req.request.common, req.request.spec
+    name = common.name
+    if req.label == "Topic":
+        try:
+            ctl.validate_new_topic(state, name, spec)
+            if common.dry_run:
+                ctl.replica_map_for(state, spec)
+                return sa.Status.new_ok(name)
+            partitions = ctl.create_topic(state, name, spec)
+        except ctl.CreateError as e:
+            return sa.Status(name, e.error, e.message)
+        timeout = (common.timeout or DEFAULT_CREATE_TIMEOUT_MS) / 1000
+        online = await wait_partitions_online(state, partitions, timeout)
+        await state.wait_watchers_synced(("Topic", "Partition"))
+        if online < len(partitions):
+            return sa.Status(name, Error(ErrorCode.TopicNotProvisioned),
+                             f"only {online} out of {len(partitions)} provisioned")
+        return sa.Status.new_ok(name)
+    store = state.stores.get(req.label)
+    if store is None:
+        return sa.Status("create error", Error.other("unknown admin object type"), None)
+    if req.label == "SmartModule" and spec.meta is not None:
+        name = spec.meta.store_id() if hasattr(spec.meta, "store_id") else name
+    if name in store:
+        code = {"SmartModule": ErrorCode.SmartModuleError, "TableFormat": ErrorCode.TableFormatAlreadyExists,
+                "CustomSpu": ErrorCode.SpuAlreadyExists}.get(req.label, ErrorCode.Other)
+        err = Error(code) if code != ErrorCode.Other else Error.other(f"{req.label} '{name}' already exists")
+        return sa.Status(name, err, f"{req.label} '{name}' already exists")
+    if req.label == "CustomSpu" and any(o.spec.id == spec.id for o in store.values()):
+        return sa.Status(name, Error(ErrorCode.SpuAlreadyExists), f"SPU id {spec.id} already registered")
+    if not common.dry_run:
+        store.upsert(name, spec, type(spec).Status())
+        state.commit(req.label)
+        await state.wait_watchers_synced((req.label,))
+    return sa.Status.new_ok(name)
+
+
+async def wait_partitions_online(state: ScState, names: list[str], timeout: float) -> int:
+    def online() -> int:
+        return sum(1 for n in names if (p := state.partitions.get(n)) is not None
+                   and p.status.resolution == so.PartitionResolution.Online)
+
+    with trio.move_on_after(timeout):
+        while online() < len(names):
+            await state.wait_changed("Partition")
+    return online()
+
+
+# ----------------------------------------------------------------------------------- delete
+
+
+async def handle_delete(state: ScState, conn, header, req: sa.ObjectApiDeleteRequest):
+    key, force = req.request.key, req.request.force
+    if req.label == "Topic":
+        t = state.topics.get(key)
+        if t is None:
+            return sa.Status(key, Error(ErrorCode.TopicNotFound), "not found")
+        if t.spec.system and not force:
+            return sa.Status(key, Error(ErrorCode.SystemSpecDeletionAttempt, ("topic", key)), None)
+        ctl.delete_topic(state, key)
+        await state.wait_watchers_synced(("Topic", "Partition"))
+        return sa.Status.new_ok(key)
+    store = state.stores.get(req.label)
+    if store is None:
+        return sa.Status("delete error", Error.other("unknown admin object type"), None)
+    name = key
+    if req.label == "CustomSpu" and isinstance(key, int):
+        name = next((o.name for o in store.values() if o.spec.id == key), None)
+    if name is None or name not in store:
+        code = {"SmartModule": Error(ErrorCode.SmartModuleNotFound, (str(key),)),
+                "TableFormat": Error(ErrorCode.TableFormatNotFound),
+                "CustomSpu": Error(ErrorCode.SpuNotFound)}.get(req.label, Error.other("not found"))
+        return sa.Status(str(key), code, "not found")
+    obj = store.delete(name)
+    labels = [req.label]
+    if req.label == "CustomSpu":
+        for s in state.spus.values():
+            if s.spec.id == obj.spec.id:
+                state.spus.delete(s.name)
+                labels.append("SPU")
+    state.commit(*labels)
+    await state.wait_watchers_synced(tuple(labels))
+    return sa.Status.new_ok(str(key))
+
+
+# ------------------------------------------------------------------------------------- list
+
+
+def _metadata(obj) -> so.Metadata:
+    return so.Metadata(obj.name, obj.spec, obj.status)
+
+
+def list_objects(state: ScState, label: str, filters: list[str], summary: bool, system: bool):
+    if label == "Mirror":
+        return []
+    objs = state.stores[label].values()
+    if label in ("Topic", "Partition"):
+        objs = [o for o in objs if bool(o.spec.system) == system]
+    if label != "Partition" and filters:
+        objs = [o for o in objs if any(f in o.name for f in filters)]
+    items = [_metadata(o) for o in sorted(objs, key=lambda o: o.name)]
+    return [m.summarized() for m in items] if summary else items
+
+
+async def handle_list(state: ScState, conn, header, req: sa.ObjectApiListRequest):
+    r = req.request
+    items = list_objects(state, req.label, r.filter_names(), r.summary, r.system)
+    return sa.ObjectApiListResponse(req.label, items)
+
+
+# ------------------------------------------------------------------------------------ watch
+
+
+async def handle_watch(state: ScState, conn, header, req: sa.ObjectApiWatchRequest):
+    label = req.label
+    if label not in state.stores:
+        await conn.send(encode_error_response(header.correlation_id, Error.other("Not Valid Watch Request")))
+        return None
+    store = state.stores[label]
+    summary = req.request.summary
+    wid, sent = state.add_watcher(label)
+    try:
+        first = True
+        while True:
+            ch = store.changes_since(sent[0])
+            metas = [_metadata(o) for o in ch.updates]
+            if summary:
+                metas = [m.summarized() for m in metas]
+            if ch.full:
+                update = sa.MetadataUpdate(ch.epoch, [], metas)
+                if not metas and label in _DUMMY:
+                    update.changes = [sa.Message(sa.MsgType.DELETE, _DUMMY[label]())]
+            else:
+                changes = [sa.Message(sa.MsgType.UPDATE, m) for m in metas]
+                changes += [sa.Message(sa.MsgType.DELETE, _metadata(o)) for o in ch.deletes]
+                update = sa.MetadataUpdate(ch.epoch, changes, [])
+            if first or update.changes or update.all:
+                await conn.send(encode_response(sa.ObjectApiWatchResponse(label, update),
+                                                header.correlation_id, header.api_version))
+            first = False
+            sent[0] = ch.epoch
+            state.watch_progress()
+            if store.epoch == sent[0]:
+                await state.wait_changed(label)
+    finally:
+        state.remove_watcher(wid)
+
+
+# ----------------------------------------------------------------------------------- update
+
+
+async def handle_update(state: ScState, conn, header, req: sa.ObjectApiUpdateRequest):
+    key, action = req.request.key, req.request.action
+    if req.label != "Topic" or not isinstance(action, so.AddPartition):
+        return sa.Status(str(key), Error.other("update not supported for this object"), None)
+    t = state.topics.get(key)
+    if t is None:
+        return sa.Status(key, Error(ErrorCode.TopicNotFound), "not found")
+    try:
+        names = ctl.add_partitions(state, key, action.count)
+    except ctl.CreateError as e:
+        return sa.Status(key, e.error, e.message)
+    await wait_partitions_online(state, names, DEFAULT_CREATE_TIMEOUT_MS / 1000)
+    await state.wait_watchers_synced(("Topic", "Partition"))
+    return sa.Status.new_ok(key)
+
+
+HANDLERS = {
+    sa.ScApiKey.ApiVersion: handle_api_versions,
+    sa.ScApiKey.Create: handle_create,
+    sa.ScApiKey.Delete: handle_delete,
+    sa.ScApiKey.List: handle_list,
+    sa.ScApiKey.Watch: handle_watch,
+    sa.ScApiKey.Update: handle_update,
+}

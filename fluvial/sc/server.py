@@ -1,0 +1,64 @@
+"""The SC process: public and private listeners over one ScState.
+
+``serve_sc(config, task_status=)`` loads the stores from the data dir, binds both listeners and
+reports ``(public_port, private_port)``. A background task marks SPUs offline whose last report
+is older than ``heartbeat_timeout_seconds`` (trio's clock is monotonic).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from fluvial.net.server import ServerLimits, listener_port, serve_tcp
+from fluvial.sc import controller as ctl
+from fluvial.sc import private, public
+from fluvial.sc.backend import FileBackend
+from fluvial.sc.state import ScState
+
+log = logging.getLogger("fluvial.sc")
+
+
+@dataclass
+class ScConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    public_port: int = 9003
+    private_port: int = 9004
+    auto_register_spus: bool = True
+    heartbeat_timeout_seconds: float = 10.0
+    limits: ServerLimits = field(default_factory=ServerLimits)
+
+
+async def _failure_detector(state: ScState, timeout: float) -> None:
+    while True:
+        await trio.sleep(timeout / 4)
+        now = trio.current_time()
+        for spu_id, link in list(state.links.items()):
+            if now - link.last_seen > timeout:
+                log.warning("SPU %d missed its heartbeats for %.1fs: offline", spu_id, timeout)
+                del state.links[spu_id]
+                link.closed.set()
+                ctl.set_spu_offline(state, spu_id)
+
+
+async def serve_sc(config: ScConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    state = ScState(FileBackend(Path(config.data_dir) / "metadata"))
+    state.load()
+    # every SPU starts offline until it registers again
+    for o in state.spus.values():
+        ctl.set_spu_offline(state, o.spec.id)
+    async with trio.open_nursery() as nursery:
+        pub = await nursery.start(partial(serve_tcp, partial(public.handle_request, state),
+                                          config.host, config.public_port, limits=config.limits))
+        priv = await nursery.start(partial(serve_tcp, partial(private.handle_request, state,
+                                                              config.auto_register_spus),
+                                           config.host, config.private_port, limits=config.limits))
+        nursery.start_soon(_failure_detector, state, config.heartbeat_timeout_seconds)
+        ports = (listener_port(pub), listener_port(priv))
+        log.info("SC listening: public %d, private %d", *ports)
+        task_status.started(ports)

@@ -1,0 +1,333 @@
+"""The SPU's public API: produce, stream fetch, offsets (../shared/fluvio-protocol/spu.md).
+
+One ``handle_<api>(ctx, conn, header, request)`` per api key. Handlers answer with
+``conn.send``; a stream fetch keeps sending on its correlation id until the connection closes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import trio
+
+from fluvial.errors import OK, Error, ErrorCode
+from fluvial.protocol.api import (
+    ApiVersionsResponse, RequestHeader, UnsupportedRequest, decode_request, encode_error_response,
+    encode_response,
+)
+from fluvial.protocol.batch import BatchError, iter_batches
+from fluvial.protocol.codec import DecodeError
+from fluvial.protocol import spu_api as api
+from fluvial.spu.consumer_offsets import CONSUMER_OFFSET_TOPIC
+from fluvial.spu.partition import PartitionReplica, Waiter
+from fluvial.storage import errors as serr
+
+log = logging.getLogger("fluvial.spu")
+
+# topic CompressionAlgorithm -> the batch codec it allows (Any = 4 allows all)
+_TOPIC_CODEC = {0: 0, 1: 1, 2: 2, 3: 3, 5: 4}
+
+
+async def handle_request(ctx, conn, payload: bytes) -> None:
+    try:
+        header, req = decode_request(payload, api.SPU_REQUESTS)
+    except UnsupportedRequest as e:
+        await conn.send(encode_error_response(e.header.correlation_id, Error.other(str(e))))
+        return
+    except DecodeError as e:
+        log.warning("%s: undecodable request, closing: %s", conn.peer, e)
+        conn.close()
+        return
+    handler = HANDLERS[header.api_key]
+    await handler(ctx, conn, header, req)
+
+
+async def _reply(conn, header: RequestHeader, resp) -> None:
+    await conn.send(encode_response(resp, header.correlation_id, header.api_version))
+
+
+async def handle_api_versions(ctx, conn, header, req) -> None:
+    await _reply(conn, header, ApiVersionsResponse(OK, list(api.SPU_API_VERSIONS), "0.17.3"))
+
+
+def _storage_error(e: Exception, topic: str, partition: int) -> Error:
+    if isinstance(e, serr.DiskFull):
+        return Error(ErrorCode.PartitionFull, ((topic, partition),))
+    if isinstance(e, serr.InvalidBatch):
+        return Error.other(f"invalid batch: {e}")
+    if isinstance(e, serr.StorageError) and "short" in type(e).__name__.lower():
+        return Error(ErrorCode.PartitionShortCircuited)
+    return Error(ErrorCode.StorageError)
+
+
+async def _produce_one(ctx, topic: str, part: api.PartitionProduceData, committed: bool,
+                       timeout_ms: int, smartmodules: bool) -> api.PartitionProduceResponse:
+    p = part.partition_index
+    resp = api.PartitionProduceResponse(p, OK, 0)
+    replica = ctx.replicas.get((topic, p))
+    if replica is None or not replica.is_leader:
+        resp.error_code = Error(ErrorCode.NotLeaderForPartition if replica or ctx.knows_topic(topic)
+                                else ErrorCode.TopicNotFound)
+        return resp
+    if smartmodules:
+        resp.error_code = Error(ErrorCode.SmartModuleChainInitError, ("smartmodules are not supported",))
+        return resp
+    records = part.records
+    if not records:
+        return resp
+    try:
+        for _, h in iter_batches(records, max_batch_bytes=ctx.max_batch_bytes):
+            allowed = _TOPIC_CODEC.get(replica.assignment.settings.compression)
+            if allowed is not None and h.compression != allowed:
+                resp.error_code = Error(ErrorCode.CompressionError)
+                return resp
+    except BatchError as e:
+        resp.error_code = Error.other(f"rejected: {e}")
+        return resp
+    try:
+        with trio.fail_after(max(timeout_ms, 1) / 1000):
+            base, leo = await replica.append(records)
+            resp.base_offset = base
+            if committed:
+                await replica.wait_hw(leo)
+    except trio.TooSlowError:
+        resp.error_code = Error(ErrorCode.RequestTimedOut, (timeout_ms, 0))
+    except serr.StorageError as e:
+        resp.error_code = _storage_error(e, topic, p)
+    resp.log_start_offset = replica.log_start_offset
+    return resp
+
+
+async def handle_produce(ctx, conn, header, req: api.ProduceRequest) -> None:
+    committed = req.isolation == api.Isolation.ReadCommitted
+    out = api.ProduceResponse([], 0)
+    for t in req.topics:
+        tr = api.TopicProduceResponse(t.name, [])
+        out.responses.append(tr)
+        results: list = [None] * len(t.partitions)
+
+        async def one(i, part, name=t.name):
+            results[i] = await _produce_one(ctx, name, part, committed, req.timeout_ms,
+                                            bool(req.smartmodules))
+
+        # partitions of one request are written in request order, then awaited together
+        async with trio.open_nursery() as n:
+            for i, part in enumerate(t.partitions):
+                n.start_soon(one, i, part)
+                await trio.lowlevel.checkpoint()
+        tr.partitions = results
+    await _reply(conn, header, out)
+
+
+# ----------------------------------------------------------------------------- stream fetch
+
+
+@dataclass
+class FetchStream:
+    stream_id: int
+    topic: str
+    partition: int
+    consumer_id: str | None
+    waiter: Waiter = field(default_factory=Waiter)
+    acked: int | None = None
+    ack_pending: list[int] = field(default_factory=list)
+
+
+def _streams(conn) -> dict[int, FetchStream]:
+    return conn.state.setdefault("streams", {})
+
+
+async def _send_fetch(ctx, conn, header, stream: FetchStream, replica: PartitionReplica,
+                      start: int, max_bytes: int, committed: bool) -> int:
+    """Send the whole batches from ``start`` up to the read limit; returns the offset reached."""
+    limit = replica.limit(committed)
+    chunk = replica.storage.read(start, max_bytes, limit)
+    data = chunk.read_bytes()
+    prefix = api.encode_stream_fetch_response_prefix(
+        header.correlation_id, header.api_version, stream.topic, stream.stream_id, stream.partition,
+        len(data), high_watermark=replica.hw, log_start_offset=replica.log_start_offset)
+    await conn.send_parts([prefix, data])
+    return chunk.next_offset if data else start
+
+
+async def _send_stream_error(conn, header, topic, stream_id, partition, error: Error) -> None:
+    prefix = api.encode_stream_fetch_response_prefix(
+        header.correlation_id, header.api_version, topic, stream_id, partition, 0, error=error)
+    await conn.send(prefix)
+
+
+async def handle_stream_fetch(ctx, conn, header, req: api.StreamFetchRequest) -> None:
+    replica = ctx.replicas.get((req.topic, req.partition))
+    if replica is None or not replica.is_leader:
+        await _send_stream_error(conn, header, req.topic, 0, req.partition,
+                                 Error(ErrorCode.NotLeaderForPartition))
+        return
+    seq = conn.state.get("stream_seq", 0) + 1
+    conn.state["stream_seq"] = seq
+    stream = FetchStream(seq, req.topic, req.partition, req.consumer_id)
+    if req.smartmodules or req.smartmodule or req.derivedstream or req.wasm_module:
+        await _send_stream_error(conn, header, req.topic, seq, req.partition, Error(
+            ErrorCode.SmartModuleChainInitError, ("smartmodules are not supported by fluvial",)))
+        return
+    committed = req.isolation == api.Isolation.ReadCommitted
+    max_bytes = max(req.max_bytes, 1)
+    streams = _streams(conn)
+    streams[seq] = stream
+    replica.waiters.add(stream.waiter)
+    try:
+        pos: int | None = req.fetch_offset  # where the next response starts; None: awaiting an ack
+        reached = req.fetch_offset  # the offset the last response ended at
+        while True:
+            if replica.closed or not replica.is_leader:
+                await _send_stream_error(conn, header, req.topic, seq, req.partition,
+                                         Error(ErrorCode.NotLeaderForPartition))
+                return
+            stream.waiter.reset()
+            if pos is not None:
+                if pos < replica.log_start_offset:
+                    await _send_stream_error(conn, header, req.topic, seq, req.partition, Error(
+                        ErrorCode.OffsetEvicted, (pos, replica.log_start_offset)))
+                    return
+                if pos > replica.leo:
+                    await _send_stream_error(conn, header, req.topic, seq, req.partition, Error.other(
+                        f"start offset: {pos} is greater than leo: {replica.leo}"))
+                    return
+                if pos < replica.limit(committed):
+                    # at most one unacknowledged response in flight (spu.md §3.3)
+                    reached = await _send_fetch(ctx, conn, header, stream, replica, pos, max_bytes,
+                                                committed)
+                    stream.acked = None
+                else:
+                    stream.acked = pos  # caught up: push as soon as data arrives
+                pos = None
+            while pos is None:
+                if stream.ack_pending:
+                    u = stream.ack_pending.pop(0)
+                    if u < reached:
+                        pos = u  # the client is behind: max_bytes capped the last response
+                    else:
+                        stream.acked = u
+                    continue
+                if stream.acked is not None and stream.acked < replica.limit(committed):
+                    pos = stream.acked
+                    break
+                if replica.closed or not replica.is_leader:
+                    break
+                await stream.waiter.wake.wait()
+                stream.waiter.reset()
+    finally:
+        replica.waiters.discard(stream.waiter)
+        streams.pop(seq, None)
+
+
+async def handle_update_offsets(ctx, conn, header, req: api.UpdateOffsetsRequest) -> None:
+    out = api.UpdateOffsetsResponse([])
+    streams = _streams(conn)
+    for u in req.offsets:
+        s = streams.get(u.session_id)
+        if s is None:
+            out.status.append(api.OffsetUpdateStatus(u.session_id, Error(ErrorCode.FetchSessionNotFoud)))
+            continue
+        s.ack_pending.append(u.offset)
+        s.waiter.wake.set()
+        out.status.append(api.OffsetUpdateStatus(u.session_id, OK))
+    await _reply(conn, header, out)
+
+
+async def handle_fetch_offsets(ctx, conn, header, req: api.FetchOffsetsRequest) -> None:
+    out = api.FetchOffsetsResponse([])
+    for t in req.topics:
+        tr = api.FetchOffsetTopicResponse(t.name, [])
+        for p in t.partitions:
+            replica = ctx.replicas.get((t.name, p.partition_index))
+            if replica is None or not replica.is_leader:
+                tr.partitions.append(api.FetchOffsetPartitionResponse(
+                    Error(ErrorCode.PartitionNotLeader), p.partition_index, 0, 0))
+            else:
+                tr.partitions.append(api.FetchOffsetPartitionResponse(
+                    OK, p.partition_index, replica.log_start_offset, replica.hw))
+        out.topics.append(tr)
+    await _reply(conn, header, out)
+
+
+async def handle_fetch(ctx, conn, header, req: api.FetchRequest) -> None:
+    """Classic Fetch: one read per partition, no waiting."""
+    out = api.FetchResponse(0, OK, 0, [])
+    committed = req.isolation_level == api.Isolation.ReadCommitted
+    for t in req.topics:
+        tr = api.FetchableTopicResponse(t.name, [])
+        for p in t.fetch_partitions:
+            replica = ctx.replicas.get((t.name, p.partition_index))
+            r = api.FetchablePartitionResponse(p.partition_index, OK, 0, 0, 0, None, b"")
+            if replica is None or not replica.is_leader:
+                r.error_code = Error(ErrorCode.NotLeaderForPartition)
+            elif p.fetch_offset < replica.log_start_offset:
+                r.error_code = Error(ErrorCode.OffsetEvicted, (p.fetch_offset, replica.log_start_offset))
+            elif p.fetch_offset > replica.leo:
+                r.error_code = Error.other(f"start offset: {p.fetch_offset} is greater than leo: {replica.leo}")
+            else:
+                limit = replica.limit(committed)
+                if p.fetch_offset < limit:
+                    r.records = replica.storage.read(p.fetch_offset, max(p.max_bytes, 1), limit).read_bytes()
+                r.high_watermark, r.log_start_offset = replica.hw, replica.log_start_offset
+            tr.partitions.append(r)
+        out.topics.append(tr)
+    await _reply(conn, header, out)
+
+
+# --------------------------------------------------------------------------- consumer offsets
+
+
+async def handle_update_consumer_offset(ctx, conn, header, req: api.UpdateConsumerOffsetRequest) -> None:
+    s = _streams(conn).get(req.session_id)
+    if s is None:
+        err = Error(ErrorCode.FetchSessionNotFoud)
+    elif not s.consumer_id:
+        err = Error.other("stream without consumer id")
+    else:
+        err = await ctx.store_consumer_offset(s.consumer_id, s.topic, s.partition, req.offset, False)
+    await _reply(conn, header, api.UpdateConsumerOffsetResponse(req.offset if err.ok else 0, err))
+
+
+async def handle_delete_consumer_offset(ctx, conn, header, req: api.DeleteConsumerOffsetRequest) -> None:
+    store = ctx.offset_store()
+    if store is None:
+        err = Error(ErrorCode.PartitionNotLeader)
+    else:
+        try:
+            await store.delete((req.consumer_id, req.replica_id.topic, req.replica_id.partition))
+            err = OK
+        except serr.StorageError as e:
+            err = _storage_error(e, CONSUMER_OFFSET_TOPIC, 0)
+    await _reply(conn, header, api.DeleteConsumerOffsetResponse(err))
+
+
+async def handle_fetch_consumer_offsets(ctx, conn, header, req: api.FetchConsumerOffsetsRequest) -> None:
+    store = ctx.offset_store()
+    if store is None:
+        await _reply(conn, header, api.FetchConsumerOffsetsResponse(Error(ErrorCode.PartitionNotLeader), []))
+        return
+    f = req.filter_opts
+    topic = partition = consumer = None
+    if f is not None:
+        if f.replica_id is not None:
+            topic, partition = f.replica_id.topic, f.replica_id.partition
+        consumer = f.consumer_id
+    out = []
+    for (cid, t, p), offset, mtime in store.list(topic, partition, consumer):
+        out.append(api.ConsumerOffset(cid, api.ReplicaKey(t, p), offset, mtime))
+    await _reply(conn, header, api.FetchConsumerOffsetsResponse(OK, out))
+
+
+HANDLERS = {
+    api.SpuApiKey.ApiVersion: handle_api_versions,
+    api.SpuApiKey.Produce: handle_produce,
+    api.SpuApiKey.Fetch: handle_fetch,
+    api.SpuApiKey.FetchOffsets: handle_fetch_offsets,
+    api.SpuApiKey.StreamFetch: handle_stream_fetch,
+    api.SpuApiKey.UpdateOffsets: handle_update_offsets,
+    api.SpuApiKey.UpdateConsumerOffset: handle_update_consumer_offset,
+    api.SpuApiKey.DeleteConsumerOffset: handle_delete_consumer_offset,
+    api.SpuApiKey.FetchConsumerOffsets: handle_fetch_consumer_offsets,
+}

@@ -1,0 +1,268 @@
+"""The SPU process: public and private listeners, the link to the SC, the replicas it holds.
+
+``serve_spu(config, task_status=)`` binds both listeners, then keeps a link to the SC: register,
+watch the replica assignments (the SC pushes this SPU's complete desired state), apply them
+(open, create, re-role or delete replicas), and report replica state on every change and at least
+every ``heartbeat_seconds``. If the SC goes away the SPU keeps serving what it has and reconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from fluvial.errors import OK, Error, ErrorCode
+from fluvial.net.multiplexer import open_connection
+from fluvial.net.server import ServerLimits, listener_port, serve_tcp
+from fluvial.protocol import internal_api as ia
+from fluvial.protocol.api import (
+    ApiVersionsResponse, UnsupportedRequest, decode_request, encode_error_response, encode_response,
+)
+from fluvial.protocol.codec import DecodeError
+from fluvial.spu import public
+from fluvial.spu.consumer_offsets import CONSUMER_OFFSET_TOPIC, ConsumerOffsetStore
+from fluvial.spu.partition import PartitionReplica
+from fluvial.storage import errors as serr
+from fluvial.storage.config import ReplicaConfig
+from fluvial.storage.replica import Replica
+
+log = logging.getLogger("fluvial.spu")
+
+
+@dataclass
+class SpuConfig:
+    spu_id: int
+    data_dir: Path
+    sc_host: str = "127.0.0.1"
+    sc_port: int = 9004
+    host: str = "127.0.0.1"
+    public_port: int = 0
+    private_port: int = 0
+    advertised_host: str | None = None
+    rack: str | None = None
+    heartbeat_seconds: float = 1.0
+    max_batch_bytes: int = 16 * 1024 * 1024
+    flush: str = "sync"
+    limits: ServerLimits = field(default_factory=ServerLimits)
+
+
+class SpuContext:
+    def __init__(self, config: SpuConfig, nursery: trio.Nursery):
+        self.config = config
+        self.spu_id = config.spu_id
+        self.nursery = nursery
+        self.replicas: dict[tuple[str, int], PartitionReplica] = {}
+        self.topics: set[str] = set()
+        self.max_batch_bytes = config.max_batch_bytes
+        self.offsets_leader = -1
+        self.peers: dict[int, ia.SpuAddress] = {}
+        self._offsets: ConsumerOffsetStore | None = None
+        self.report_wanted = trio.Event()
+        self.public_port = 0
+        self.private_port = 0
+
+    # -------------------------------------------------------------------------------- lookups
+
+    def knows_topic(self, topic: str) -> bool:
+        return topic in self.topics
+
+    def offset_store(self) -> ConsumerOffsetStore | None:
+        r = self.replicas.get((CONSUMER_OFFSET_TOPIC, 0))
+        if r is None or not r.is_leader:
+            return None
+        if self._offsets is None or self._offsets.replica is not r:
+            store = ConsumerOffsetStore(r)
+            store.load()
+            self._offsets = store
+        return self._offsets
+
+    async def store_consumer_offset(self, consumer_id: str, topic: str, partition: int,
+                                    offset: int, delete: bool) -> Error:
+        store = self.offset_store()
+        try:
+            if store is not None:
+                key = (consumer_id, topic, partition)
+                await (store.delete(key) if delete else store.put(key, offset))
+                return OK
+            peer = self.peers.get(self.offsets_leader)
+            if peer is None:
+                return Error(ErrorCode.PartitionNotLeader)
+            with trio.fail_after(10):
+                async with open_connection(peer.host, peer.port) as c:
+                    resp = await c.call(ia.UpdateConsumerOffsetStoreRequest(
+                        self.spu_id, consumer_id, topic, partition, offset, delete))
+            return resp.error_code
+        except serr.StorageError:
+            return Error(ErrorCode.StorageError)
+        except (OSError, trio.TooSlowError, Exception) as e:  # noqa: BLE001 - reported to the client
+            return Error.other(f"consumer offset store unreachable: {e}")
+
+    # ---------------------------------------------------------------------------- replicas
+
+    def replica_config(self, a: ia.ReplicaAssignment) -> ReplicaConfig:
+        s = a.settings
+        return ReplicaConfig(segment_max_bytes=s.segment_max_bytes,
+                             retention_seconds=s.retention_seconds,
+                             max_partition_bytes=s.max_partition_bytes,
+                             flush=self.config.flush, max_batch_bytes=self.max_batch_bytes)
+
+    def apply(self, push: ia.WatchReplicasResponse) -> None:
+        """Make the replicas on disk match the SC's desired state for this SPU."""
+        self.peers = {p.spu_id: p for p in push.peers}
+        self.offsets_leader = push.offsets_leader
+        wanted = {(a.topic, a.partition): a for a in push.replicas}
+        self.topics = {a.topic for a in push.replicas}
+        for key in list(self.replicas):
+            if key not in wanted:
+                self._drop(key)
+        for key, a in wanted.items():
+            r = self.replicas.get(key)
+            if r is None:
+                try:
+                    storage = Replica.open(self.config.data_dir, a.topic, a.partition,
+                                           self.replica_config(a))
+                except serr.StorageError as e:
+                    log.error("cannot open replica %s-%s: %s", a.topic, a.partition, e)
+                    continue
+                r = PartitionReplica(storage, a, self.spu_id)
+                self.replicas[key] = r
+                self.nursery.start_soon(r.run_flusher)
+                if r.is_leader:
+                    r.update_hw()
+            else:
+                was_leader = r.is_leader
+                r.assignment = a
+                if was_leader != r.is_leader:
+                    r.notify()
+        self.report_wanted.set()
+
+    def _drop(self, key) -> None:
+        r = self.replicas.pop(key)
+        r.closed = True
+        r._flush_wanted.set()
+        r.notify()
+        path = Path(self.config.data_dir) / f"{key[0]}-{key[1]}"
+        try:
+            r.storage.close()
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def report(self) -> ia.ReportReplicasRequest:
+        reps = []
+        for (topic, partition), r in sorted(self.replicas.items()):
+            reps.append(ia.ReplicaReport(
+                topic, partition, r.leader_epoch, r.is_leader, r.leo, r.hw, r.log_start_offset,
+                r.storage.size_bytes(), [self.spu_id] if r.is_leader else [], [],
+                str(r.failed) if r.failed else None))
+        return ia.ReportReplicasRequest(self.spu_id, reps)
+
+    def close(self) -> None:
+        for r in self.replicas.values():
+            r.closed = True
+            try:
+                r.storage.checkpoint_hw()
+            except (OSError, serr.StorageError):
+                pass
+            r.storage.close()
+
+
+# ------------------------------------------------------------------------------- private API
+
+
+async def handle_private(ctx: SpuContext, conn, payload: bytes) -> None:
+    try:
+        header, req = decode_request(payload, ia.INTERNAL_SPU_REQUESTS)
+    except UnsupportedRequest as e:
+        await conn.send(encode_error_response(e.header.correlation_id, Error.other(str(e))))
+        return
+    except DecodeError as e:
+        log.warning("private %s: undecodable request, closing: %s", conn.peer, e)
+        conn.close()
+        return
+    if header.api_key == 18:
+        resp = ApiVersionsResponse(OK, ia.advertise(ia.INTERNAL_SPU_REQUESTS), "0.17.3")
+    elif isinstance(req, ia.UpdateConsumerOffsetStoreRequest):
+        store = ctx.offset_store()
+        if store is None:
+            resp = ia.UpdateConsumerOffsetStoreResponse(Error(ErrorCode.PartitionNotLeader))
+        else:
+            resp = ia.UpdateConsumerOffsetStoreResponse(await ctx.store_consumer_offset(
+                req.consumer_id, req.topic, req.partition, req.offset, req.delete))
+    else:
+        resp = type(req).Response(Error(ErrorCode.NotLeaderForPartition))
+    await conn.send(encode_response(resp, header.correlation_id, header.api_version))
+
+
+# -------------------------------------------------------------------------------- SC link
+
+
+async def _sc_session(ctx: SpuContext, registered: trio.Event) -> None:
+    cfg = ctx.config
+    host = cfg.advertised_host or cfg.host
+    async with open_connection(cfg.sc_host, cfg.sc_port) as conn:
+        await conn.handshake()
+        resp = await conn.call(ia.RegisterSpuRequest(cfg.spu_id, host, ctx.public_port, host,
+                                                     ctx.private_port, cfg.rack), timeout=30)
+        if not resp.error_code.ok:
+            raise RuntimeError(f"SC refused registration: {resp.message or resp.error_code.message}")
+        log.info("spu %d registered with SC %s:%d", cfg.spu_id, cfg.sc_host, cfg.sc_port)
+
+        async def reporter():
+            while True:
+                await conn.call(ctx.report(), timeout=30)
+                with trio.move_on_after(cfg.heartbeat_seconds):
+                    await ctx.report_wanted.wait()
+                ctx.report_wanted = trio.Event()
+
+        async with trio.open_nursery() as n:
+            first = True
+            async with conn.open_stream(ia.WatchReplicasRequest(cfg.spu_id)) as stream:
+                async for push in stream:
+                    ctx.apply(push)
+                    if first:
+                        first = False
+                        n.start_soon(reporter)
+                        registered.set()
+            n.cancel_scope.cancel()
+
+
+async def run_sc_link(ctx: SpuContext, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    registered = trio.Event()
+    started = False
+    delay = 0.1
+    while True:
+        try:
+            async with trio.open_nursery() as n:
+                n.start_soon(_sc_session, ctx, registered)
+                if not started:
+                    await registered.wait()
+                    task_status.started()
+                    started = True
+        except (OSError, trio.BrokenResourceError, trio.TooSlowError, RuntimeError, Exception) as e:  # noqa: BLE001
+            log.warning("spu %d: SC link lost: %s; retrying", ctx.spu_id, e)
+        await trio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+async def serve_spu(config: SpuConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Run one SPU until cancelled. ``task_status.started((public_port, private_port))`` once both
+    listeners are bound and the SC has accepted the registration and sent the assignments."""
+    Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+    async with trio.open_nursery() as nursery:
+        ctx = SpuContext(config, nursery)
+        try:
+            pub = await nursery.start(partial(serve_tcp, partial(public.handle_request, ctx),
+                                              config.host, config.public_port, limits=config.limits))
+            priv = await nursery.start(partial(serve_tcp, partial(handle_private, ctx),
+                                               config.host, config.private_port, limits=config.limits))
+            ctx.public_port, ctx.private_port = listener_port(pub), listener_port(priv)
+            await nursery.start(run_sc_link, ctx)
+            task_status.started((ctx.public_port, ctx.private_port))
+            await trio.sleep_forever()
+        finally:
+            ctx.close()

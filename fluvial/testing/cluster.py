@@ -1,0 +1,101 @@
+"""An in-process cluster for tests: one SC and N SPUs in the caller's trio run.
+
+    async with open_test_cluster(tmp_path, spus=3) as cluster:
+        cluster.endpoint            # "127.0.0.1:<sc public port>"
+        await cluster.stop_spu(5002)   # cancel that SPU (its data stays)
+        await cluster.start_spu(5002)  # bring it back on the same ports and data
+
+Every server binds 127.0.0.1 port 0 and lives under the given directory. Leaving the block
+cancels everything it started.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from fluvial.sc.server import ScConfig, serve_sc
+from fluvial.spu.server import SpuConfig, serve_spu
+
+
+@dataclass
+class _Member:
+    config: object
+    scope: trio.CancelScope | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class TestCluster:
+    __test__ = False  # not a pytest class
+
+    def __init__(self, base: Path, nursery: trio.Nursery, heartbeat_timeout: float):
+        self.base = base
+        self.nursery = nursery
+        self.sc_config = ScConfig(data_dir=base / "sc", public_port=0, private_port=0,
+                                  heartbeat_timeout_seconds=heartbeat_timeout)
+        self.sc: _Member | None = None
+        self.spus: dict[int, _Member] = {}
+        self.sc_ports = (0, 0)
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.sc_ports[0]}"
+
+    async def _run(self, member: _Member, serve, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            with trio.CancelScope() as scope:
+                member.scope = scope
+                await serve(member.config, task_status=task_status)
+        finally:
+            member.done.set()
+
+    async def start_sc(self) -> None:
+        self.sc = _Member(self.sc_config)
+        self.sc_ports = await self.nursery.start(self._run, self.sc, serve_sc)
+        # restart on the same ports
+        self.sc_config.public_port, self.sc_config.private_port = self.sc_ports
+
+    async def stop_sc(self) -> None:
+        await self._stop(self.sc)
+
+    async def start_spu(self, spu_id: int) -> tuple[int, int]:
+        m = self.spus.get(spu_id)
+        if m is None:
+            cfg = SpuConfig(spu_id=spu_id, data_dir=self.base / f"spu-{spu_id}",
+                            sc_port=self.sc_ports[1], heartbeat_seconds=0.2)
+            m = _Member(cfg)
+        else:
+            m = _Member(m.config)
+        m.config.sc_port = self.sc_ports[1]
+        self.spus[spu_id] = m
+        ports = await self.nursery.start(self._run, m, serve_spu)
+        m.config.public_port, m.config.private_port = ports
+        return ports
+
+    async def stop_spu(self, spu_id: int) -> None:
+        await self._stop(self.spus[spu_id])
+
+    @staticmethod
+    async def _stop(m: _Member | None) -> None:
+        if m is not None and m.scope is not None:
+            m.scope.cancel()
+            await m.done.wait()
+
+
+@asynccontextmanager
+async def open_test_cluster(base: Path, spus: int = 1, *, first_id: int = 5001,
+                            heartbeat_timeout: float = 3.0):
+    async with trio.open_nursery() as nursery:
+        cluster = TestCluster(Path(base), nursery, heartbeat_timeout)
+        await cluster.start_sc()
+        for i in range(spus):
+            await cluster.start_spu(first_id + i)
+        try:
+            yield cluster
+        finally:
+            nursery.cancel_scope.cancel()
+
+
