@@ -12,6 +12,7 @@ from fluvial.errors import Error, ErrorCode
 from fluvial.metadata.placement import PlacementError, SpuInfo, place_replicas
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol import sc_objects as so
+from fluvial.replication.election import elect_leader
 from fluvial.sc.state import ScState
 
 log = logging.getLogger("fluvial.sc")
@@ -85,7 +86,7 @@ def create_topic(state: ScState, name: str, spec: so.TopicSpec) -> list[str]:
     names = []
     for pid, replicas in sorted(replica_map.items()):
         pname = f"{name}-{pid}"
-        pspec = so.PartitionSpec.from_topic(spec, replicas)
+        pspec = so.PartitionSpec.from_replicas(replicas, spec)
         pstatus = so.PartitionStatus(so.PartitionResolution.Offline,
                                      so.ReplicaStatus(pspec.leader, 0, 0), 0, [], 0, False, 0)
         state.partitions.upsert(pname, pspec, pstatus, {"epoch": 1, "isr": list(replicas)})
@@ -125,38 +126,106 @@ def register_spu(state: ScState, req: ia.RegisterSpuRequest, auto_register: bool
     state.spus.upsert(name, spec, so.SpuStatus(so.SpuStatusResolution.Online))
     state.commit("SPU")
     ensure_system_topics(state)
+    elect_offline_partitions(state)
     return Error()
 
 
-def set_spu_offline(state: ScState, spu_id: int) -> None:
+def mark_spu_offline(state: ScState, spu_id: int) -> None:
+    """Status only: used at SC start, before SPUs have had a chance to reconnect."""
     for o in state.spus.values():
         if o.spec.id == spu_id and o.status.resolution != so.SpuStatusResolution.Offline:
             state.spus.update_status(o.name, so.SpuStatus(so.SpuStatusResolution.Offline))
+
+
+def set_spu_offline(state: ScState, spu_id: int) -> None:
+    """An SPU failed: drop it from every ISR and elect new leaders where it led."""
+    mark_spu_offline(state, spu_id)
+    live = {o.spec.id for o in state.online_spus()}
     changed = False
     for p in state.partitions.values():
-        if p.spec.leader == spu_id and p.status.resolution == so.PartitionResolution.Online:
-            st = p.status
-            state.partitions.update_status(p.name, so.PartitionStatus(
-                so.PartitionResolution.LeaderOffline, st.leader, st.lsr, st.replicas, st.size,
-                st.is_being_deleted, st.base_offset))
+        if spu_id not in p.spec.replicas:
+            continue
+        isr = [s for s in p.extra.get("isr", p.spec.replicas) if s != spu_id or p.spec.leader == spu_id]
+        if p.spec.leader == spu_id:
+            changed |= elect(state, p, live)
+        elif isr != p.extra.get("isr"):
+            p.extra["isr"] = isr
+            state.partitions.touch(p.name)
             changed = True
     state.commit("SPU", *(("Partition",) if changed else ()))
 
 
+def elect(state: ScState, p, live: set[int]) -> bool:
+    """Run a clean election (ISR only, highest LEO first) for partition object ``p``; bump the
+    epoch when the leader changes. Returns True when ``p`` changed."""
+    topic = state.topics.get(p.name.rpartition("-")[0])
+    unclean_ok = bool(topic and topic.extra.get("unclean_leader_election"))
+    isr = p.extra.get("isr", list(p.spec.replicas))
+    leos = state.leos.get(p.name, {})
+    result = elect_leader(p.spec.replicas, isr, live, leos, p.spec.leader, unclean_ok)
+    st = p.status
+    if result.leader is None:
+        if st.resolution != so.PartitionResolution.LeaderOffline:
+            p.status = so.PartitionStatus(so.PartitionResolution.LeaderOffline, st.leader, st.lsr,
+                                          st.replicas, st.size, st.is_being_deleted, st.base_offset)
+            state.partitions.touch(p.name)
+            log.warning("%s: no eligible leader (%s)", p.name, result.reason)
+            return True
+        return False
+    if result.leader == p.spec.leader:
+        return False
+    epoch = p.extra.get("epoch", 1) + 1
+    log.warning("%s: leader %d -> %d at epoch %d (%s)%s", p.name, p.spec.leader, result.leader,
+                epoch, result.reason, " UNCLEAN" if result.unclean else "")
+    p.spec.leader = result.leader
+    p.extra["epoch"] = epoch
+    ordered = [s for s in p.spec.replicas if s in result.isr]
+    p.extra["isr"] = ordered or [result.leader]
+    p.status = so.PartitionStatus(so.PartitionResolution.ElectionLeaderFound,
+                                  so.ReplicaStatus(result.leader, st.leader.hw, leos.get(result.leader, -1)),
+                                  0, [], st.size, st.is_being_deleted, st.base_offset)
+    state.partitions.touch(p.name)
+    return True
+
+
+def elect_offline_partitions(state: ScState) -> None:
+    """After an SPU comes back: partitions without a live leader may elect one now."""
+    live = {o.spec.id for o in state.online_spus()}
+    changed = False
+    for p in state.partitions.values():
+        if p.spec.leader not in live:
+            changed |= elect(state, p, live)
+    if changed:
+        state.commit("Partition")
+
+
 def apply_report(state: ScState, report: ia.ReportReplicasRequest) -> None:
-    """Fold an SPU's replica report into the partition statuses."""
+    """Fold an SPU's replica report into partition statuses, LEOs and the ISR."""
     changed = False
     for r in report.replicas:
         pname = f"{r.topic}-{r.partition}"
         obj = state.partitions.get(pname)
-        if obj is None or obj.spec.leader != report.spu_id or not r.is_leader:
+        if obj is None or r.leader_epoch != obj.extra.get("epoch", 1):
             continue
-        if r.leader_epoch != obj.extra.get("epoch", 1):
+        leos = state.leos.setdefault(pname, {})
+        leos[report.spu_id] = r.leo
+        if obj.spec.leader != report.spu_id or not r.is_leader:
             continue
+        pairs = r.follower_leos
+        followers = dict(zip(pairs[0::2], pairs[1::2]))
+        leos.update({s: leo for s, leo in followers.items() if leo >= 0})
+        isr = [s for s in obj.spec.replicas if s in set(r.isr) | {report.spu_id}]
+        if isr != obj.extra.get("isr"):
+            log.info("%s: ISR %s -> %s", pname, obj.extra.get("isr"), isr)
+            obj.extra["isr"] = isr
+            state.partitions.touch(pname)
+            changed = True
         st = obj.status
         resolution = so.PartitionResolution.OutOfStorage if r.error else so.PartitionResolution.Online
+        replicas = [so.ReplicaStatus(s, min(r.hw, leo), leo) for s, leo in followers.items()]
+        lsr = sum(1 for s, leo in followers.items() if leo == r.leo)
         new = so.PartitionStatus(resolution, so.ReplicaStatus(report.spu_id, r.hw, r.leo),
-                                 st.lsr, st.replicas, r.size, False, r.log_start_offset)
+                                 lsr, replicas, r.size, False, r.log_start_offset)
         if new != st:
             state.partitions.update_status(pname, new)
             changed = True
@@ -182,8 +251,9 @@ def assignments_for(state: ScState, spu_id: int) -> ia.WatchReplicasResponse:
         out.append(ia.ReplicaAssignment(topic, int(part), p.spec.leader, p.extra.get("epoch", 1),
                                         list(p.spec.replicas), list(p.extra.get("isr", p.spec.replicas)),
                                         settings))
+    # only live SPUs: a leader drops a follower the SC has declared failed from its ISR at once
     peers = [ia.SpuAddress(o.spec.id, o.spec.private_endpoint.host, o.spec.private_endpoint.port)
-             for o in state.spus.values()]
+             for o in state.online_spus()]
     offsets = state.partitions.get(f"{CONSUMER_OFFSET_TOPIC}-0")
     return ia.WatchReplicasResponse(state.assignment_epoch, out, peers,
                                     offsets.spec.leader if offsets else -1)
@@ -202,7 +272,7 @@ def add_partitions(state: ScState, name: str, count: int) -> list[str]:
     for i, replicas in sorted(extra.items()):
         pid = first + i
         t.status.replica_map[pid] = replicas
-        pspec = so.PartitionSpec.from_topic(t.spec, replicas)
+        pspec = so.PartitionSpec.from_replicas(replicas, t.spec)
         pstatus = so.PartitionStatus(so.PartitionResolution.Offline,
                                      so.ReplicaStatus(pspec.leader, 0, 0), 0, [], 0, False, 0)
         state.partitions.upsert(f"{name}-{pid}", pspec, pstatus, {"epoch": 1, "isr": list(replicas)})

@@ -48,7 +48,13 @@ async def handle_request(state: ScState, conn, payload: bytes) -> None:
         conn.close()
         return
     handler = HANDLERS[header.api_key]
-    resp = await handler(state, conn, header, req)
+    try:
+        resp = await handler(state, conn, header, req)
+    except Exception as e:  # a bug of ours: answer with an error, keep the connection and server
+        log.exception("%s: %s failed", conn.peer, type(req).__name__)
+        resp = None
+        await conn.send(encode_error_response(header.correlation_id,
+                                              Error.other(f"internal error: {type(e).__name__}: {e}")))
     if resp is not None:
         await conn.send(encode_response(resp, header.correlation_id, header.api_version))
 

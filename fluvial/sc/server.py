@@ -35,6 +35,10 @@ class ScConfig:
 
 
 async def _failure_detector(state: ScState, timeout: float) -> None:
+    """An SPU fails when its private connection closes (fluvial.sc.private) or when it sends
+    nothing for ``timeout`` seconds; an SPU that does not come back within ``timeout`` of an SC
+    start is failed too, so its partitions elect new leaders."""
+    pending = {o.spec.id for o in state.spus.values()}
     while True:
         await trio.sleep(timeout / 4)
         now = trio.current_time()
@@ -44,14 +48,21 @@ async def _failure_detector(state: ScState, timeout: float) -> None:
                 del state.links[spu_id]
                 link.closed.set()
                 ctl.set_spu_offline(state, spu_id)
+        if pending and now - state.started_at > timeout:
+            for spu_id in pending - set(state.links):
+                log.warning("SPU %d did not come back after the SC started: offline", spu_id)
+                ctl.set_spu_offline(state, spu_id)
+            pending = set()
 
 
 async def serve_sc(config: ScConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     state = ScState(FileBackend(Path(config.data_dir) / "metadata"))
     state.load()
-    # every SPU starts offline until it registers again
+    # every SPU starts offline until it registers again; no election before they had a chance
     for o in state.spus.values():
-        ctl.set_spu_offline(state, o.spec.id)
+        ctl.mark_spu_offline(state, o.spec.id)
+    state.commit("SPU")
+    state.started_at = trio.current_time()
     async with trio.open_nursery() as nursery:
         pub = await nursery.start(partial(serve_tcp, partial(public.handle_request, state),
                                           config.host, config.public_port, limits=config.limits))

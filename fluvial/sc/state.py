@@ -49,6 +49,8 @@ class ScState:
         self._watch_progress = trio.Event()
         self.links: dict[int, SpuLink] = {}
         self.assignment_epoch = 0
+        self.leos: dict[str, dict[int, int]] = {}  # partition -> spu -> last reported LEO
+        self.started_at = 0.0
 
     # ------------------------------------------------------------------ persistence + changes
 

@@ -7,8 +7,13 @@ Theory of operation
   ``durable_leo`` covers its batch. The flusher task runs ``Replica.flush`` (an fsync) in a worker
   thread; every append that lands while an fsync runs is covered by the next one, so N concurrent
   producers cost one fsync per round, not N.
-* The high watermark only counts durable data. With a single in-sync replica it is the durable
-  LEO; with followers (core-4) it is the minimum LEO over the ISR, capped by the durable LEO.
+* The high watermark only counts durable data: the leader's durable LEO and the LEOs its
+  followers report, which are durable on their side too (a follower fsyncs before it fetches
+  again, and fetches from its LEO). Followers are served only durable leader data.
+* HW = min over the ISR (``fluvial.replication.isr.LeaderState``), where the ISR that counts is the
+  leader's own ISR *plus* the members the SC still has on record: a shrink takes effect for the HW
+  only once the SC has committed it (Kafka's "maximal ISR", KIP-497), so an election, which picks
+  from the SC's ISR, can never choose a replica that misses an acknowledged record.
 * Readers (stream fetches, follower fetches) park in ``waiters``; every LEO or HW move wakes them.
 """
 
@@ -20,6 +25,8 @@ from dataclasses import dataclass
 import trio
 
 from fluvial.protocol.internal_api import ReplicaAssignment
+from fluvial.replication.isr import LeaderState
+from fluvial.replication.offsets import compute_hw
 from fluvial.storage.replica import Replica
 
 log = logging.getLogger("fluvial.spu")
@@ -53,8 +60,11 @@ class PartitionReplica:
         self._flush_wanted = trio.Event()
         self._durable_changed = trio.Event()
         self.failed: BaseException | None = None
-        self.follower_leos: dict[int, int] = {}
         self.closed = False
+        self.leader_state: LeaderState | None = None
+        self.follower_scope: trio.CancelScope | None = None
+        self.on_change = None  # called when the ISR changes (the SPU then reports to the SC)
+        self._take_role(None)
 
     # --------------------------------------------------------------------------------- roles
 
@@ -81,21 +91,75 @@ class PartitionReplica:
     def limit(self, committed: bool) -> int:
         return self.storage.hw if committed else self.storage.leo
 
+    def reassign(self, assignment: ReplicaAssignment) -> bool:
+        """Apply a new assignment; returns True when the role or epoch changed."""
+        old = self.assignment
+        self.assignment = assignment
+        changed = (old.leader != assignment.leader or old.leader_epoch != assignment.leader_epoch)
+        if changed or (self.is_leader and self.leader_state is None):
+            self._take_role(old)
+        elif self.is_leader:
+            self.update_hw()
+        self.notify()
+        return changed
+
+    def _take_role(self, old: ReplicaAssignment | None) -> None:
+        a = self.assignment
+        if a.leader != self.spu_id:
+            self.leader_state = None
+            return
+        # a new leader makes its log durable, then starts its epoch at its LEO
+        self.storage.flush()
+        self.storage.assign_epoch(a.leader_epoch)
+        isr = [s for s in a.isr if s in a.replicas]
+        self.leader_state = LeaderState(self.spu_id, a.replicas, leo=self.storage.durable_leo,
+                                        hw=self.storage.hw, now=trio.current_time(), isr=isr)
+        self.update_hw()
+
     # ------------------------------------------------------------------------------- changes
 
     def notify(self) -> None:
         for w in self.waiters:
             w.wake.set()
 
+    def hw_members(self) -> set[int]:
+        """The followers whose LEO holds the HW: the leader's ISR plus the SC's recorded ISR."""
+        st = self.leader_state
+        return (set(st.isr) | set(self.assignment.isr)) & set(st.followers)
+
     def update_hw(self) -> None:
-        """HW = min(durable LEO, LEO of every in-sync follower)."""
-        hw = self.storage.durable_leo
-        isr = [s for s in self.assignment.isr if s != self.spu_id] if self.is_leader else []
-        for spu in isr:
-            hw = min(hw, self.follower_leos.get(spu, 0))
-        if self.is_leader and hw > self.storage.hw:
+        st = self.leader_state
+        if st is None:
+            return
+        durable = self.storage.durable_leo
+        if durable > st.leo:
+            st.update_leader_leo(durable, trio.current_time())
+        leos = [st.followers[s].leo for s in self.hw_members()]
+        hw = compute_hw(st.leo, leos, current_hw=self.storage.hw)
+        if hw > self.storage.hw:
             self.storage.set_hw(hw)
             self.notify()
+
+    def drop_failed_followers(self, live: set[int]) -> bool:
+        """Followers the SC has declared failed leave the ISR now, not after the lag time: the
+        SC has already removed them from its own ISR record."""
+        st = self.leader_state
+        if st is None:
+            return False
+        failed = {s for s in st.isr if s != self.spu_id and s not in live}
+        if not failed:
+            return False
+        st.remove_from_isr(failed)
+        self.update_hw()
+        return True
+
+    def isr(self) -> list[int]:
+        return sorted(self.leader_state.isr) if self.leader_state else []
+
+    def under_min_isr(self) -> bool:
+        min_isr = self.assignment.settings.min_isr
+        st = self.leader_state
+        return st is None or len(st.isr & set(self.assignment.isr) | {self.spu_id}) < min_isr
 
     # ------------------------------------------------------------------------------- appends
 
@@ -116,6 +180,14 @@ class PartitionReplica:
                 raise self.failed
             self._flush_wanted.set()
             await self._durable_changed.wait()
+
+    async def wait_change(self) -> None:
+        w = Waiter()
+        self.waiters.add(w)
+        try:
+            await w.wake.wait()
+        finally:
+            self.waiters.discard(w)
 
     async def wait_hw(self, offset: int) -> None:
         w = Waiter()

@@ -40,7 +40,12 @@ async def handle_request(ctx, conn, payload: bytes) -> None:
         conn.close()
         return
     handler = HANDLERS[header.api_key]
-    await handler(ctx, conn, header, req)
+    try:
+        await handler(ctx, conn, header, req)
+    except Exception as e:  # a bug of ours: answer with an error, keep the connection and server
+        log.exception("%s: %s failed", conn.peer, type(req).__name__)
+        await conn.send(encode_error_response(header.correlation_id,
+                                              Error.other(f"internal error: {type(e).__name__}: {e}")))
 
 
 async def _reply(conn, header: RequestHeader, resp) -> None:
@@ -87,6 +92,9 @@ async def _produce_one(ctx, topic: str, part: api.PartitionProduceData, committe
         return resp
     try:
         with trio.fail_after(max(timeout_ms, 1) / 1000):
+            if committed:  # accept only what can be committed: wait for enough in-sync replicas
+                while replica.under_min_isr():
+                    await replica.wait_change()
             base, leo = await replica.append(records)
             resp.base_offset = base
             if committed:

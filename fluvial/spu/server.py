@@ -27,6 +27,7 @@ from fluvial.protocol.codec import DecodeError
 from fluvial.spu import public
 from fluvial.spu.consumer_offsets import CONSUMER_OFFSET_TOPIC, ConsumerOffsetStore
 from fluvial.spu.partition import PartitionReplica
+from fluvial.spu.replication import handle_fetch_replica, handle_offset_for_leader_epoch, run_follower
 from fluvial.storage import errors as serr
 from fluvial.storage.config import ReplicaConfig
 from fluvial.storage.replica import Replica
@@ -46,6 +47,7 @@ class SpuConfig:
     advertised_host: str | None = None
     rack: str | None = None
     heartbeat_seconds: float = 1.0
+    replica_lag_time_max_seconds: float = 10.0
     max_batch_bytes: int = 16 * 1024 * 1024
     flush: str = "sync"
     limits: ServerLimits = field(default_factory=ServerLimits)
@@ -130,20 +132,50 @@ class SpuContext:
                     log.error("cannot open replica %s-%s: %s", a.topic, a.partition, e)
                     continue
                 r = PartitionReplica(storage, a, self.spu_id)
+                r.on_change = self.report_wanted.set
                 self.replicas[key] = r
                 self.nursery.start_soon(r.run_flusher)
-                if r.is_leader:
-                    r.update_hw()
-            else:
-                was_leader = r.is_leader
-                r.assignment = a
-                if was_leader != r.is_leader:
-                    r.notify()
+                self._follow(r)
+            elif r.reassign(a):
+                self._follow(r)
+            if r.drop_failed_followers(set(self.peers)):
+                self.report_wanted.set()
         self.report_wanted.set()
+
+    def _follow(self, r: PartitionReplica) -> None:
+        """(Re)start the follower task for ``r`` when it follows; stop it when it leads."""
+        if r.follower_scope is not None:
+            r.follower_scope.cancel()
+            r.follower_scope = None
+        if r.is_leader or r.closed:
+            return
+        scope = trio.CancelScope()
+        r.follower_scope = scope
+
+        async def follow():
+            with scope:
+                await run_follower(self, r)
+
+        self.nursery.start_soon(follow)
+
+    async def run_isr_checks(self) -> None:
+        """Drop followers that lag longer than ``replica_lag_time_max_seconds`` from the ISR."""
+        lag = self.config.replica_lag_time_max_seconds
+        while True:
+            await trio.sleep(lag / 4)
+            now = trio.current_time()
+            for r in list(self.replicas.values()):
+                st = r.leader_state
+                if st is not None and st.maybe_shrink_isr(now, lag):
+                    log.warning("%s-%s: ISR shrunk to %s", r.topic, r.partition, sorted(st.isr))
+                    r.update_hw()
+                    self.report_wanted.set()
 
     def _drop(self, key) -> None:
         r = self.replicas.pop(key)
         r.closed = True
+        if r.follower_scope is not None:
+            r.follower_scope.cancel()
         r._flush_wanted.set()
         r.notify()
         path = Path(self.config.data_dir) / f"{key[0]}-{key[1]}"
@@ -155,9 +187,13 @@ class SpuContext:
     def report(self) -> ia.ReportReplicasRequest:
         reps = []
         for (topic, partition), r in sorted(self.replicas.items()):
+            follower_leos = []
+            if r.leader_state is not None:
+                for spu, f in sorted(r.leader_state.followers.items()):
+                    follower_leos += [spu, f.leo]
             reps.append(ia.ReplicaReport(
-                topic, partition, r.leader_epoch, r.is_leader, r.leo, r.hw, r.log_start_offset,
-                r.storage.size_bytes(), [self.spu_id] if r.is_leader else [], [],
+                topic, partition, r.leader_epoch, r.is_leader, r.storage.durable_leo, r.hw,
+                r.log_start_offset, r.storage.size_bytes(), r.isr(), follower_leos,
                 str(r.failed) if r.failed else None))
         return ia.ReportReplicasRequest(self.spu_id, reps)
 
@@ -186,6 +222,10 @@ async def handle_private(ctx: SpuContext, conn, payload: bytes) -> None:
         return
     if header.api_key == 18:
         resp = ApiVersionsResponse(OK, ia.advertise(ia.INTERNAL_SPU_REQUESTS), "0.17.3")
+    elif isinstance(req, ia.FetchReplicaRequest):
+        resp = await handle_fetch_replica(ctx, req)
+    elif isinstance(req, ia.OffsetForLeaderEpochRequest):
+        resp = await handle_offset_for_leader_epoch(ctx, req)
     elif isinstance(req, ia.UpdateConsumerOffsetStoreRequest):
         store = ctx.offset_store()
         if store is None:
@@ -231,6 +271,12 @@ async def _sc_session(ctx: SpuContext, registered: trio.Event) -> None:
             n.cancel_scope.cancel()
 
 
+def _describe(e: BaseException) -> str:
+    if isinstance(e, BaseExceptionGroup):
+        return "; ".join(_describe(x) for x in e.exceptions)
+    return f"{type(e).__name__}: {e}"
+
+
 async def run_sc_link(ctx: SpuContext, task_status=trio.TASK_STATUS_IGNORED) -> None:
     registered = trio.Event()
     started = False
@@ -243,8 +289,8 @@ async def run_sc_link(ctx: SpuContext, task_status=trio.TASK_STATUS_IGNORED) -> 
                     await registered.wait()
                     task_status.started()
                     started = True
-        except (OSError, trio.BrokenResourceError, trio.TooSlowError, RuntimeError, Exception) as e:  # noqa: BLE001
-            log.warning("spu %d: SC link lost: %s; retrying", ctx.spu_id, e)
+        except Exception as e:  # noqa: BLE001 - the link is retried whatever broke it
+            log.warning("spu %d: SC link lost: %s; retrying", ctx.spu_id, _describe(e))
         await trio.sleep(delay)
         delay = min(delay * 2, 2.0)
 
@@ -262,6 +308,7 @@ async def serve_spu(config: SpuConfig, *, task_status=trio.TASK_STATUS_IGNORED) 
                                                config.host, config.private_port, limits=config.limits))
             ctx.public_port, ctx.private_port = listener_port(pub), listener_port(priv)
             await nursery.start(run_sc_link, ctx)
+            nursery.start_soon(ctx.run_isr_checks)
             task_status.started((ctx.public_port, ctx.private_port))
             await trio.sleep_forever()
         finally:
