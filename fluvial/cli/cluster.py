@@ -81,6 +81,7 @@ def _spawn(m: dict, sc: dict | None) -> None:
            "--ready-file", str(ready)]
     if m["kind"] == "spu":
         cmd += ["--id", str(m["id"]), "--sc", f"127.0.0.1:{sc['private_port']}"]
+    cmd += [str(a) for a in m.get("args", [])]
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
@@ -119,6 +120,8 @@ def start(
     spu_port: Annotated[int, typer.Option(help="First SPU public port (each SPU takes the next "
                                                    "two); 0 picks free ones.")] = 0,
     data_dir: Annotated[Optional[Path], typer.Option(help="Data directory (default $FLUVIAL_HOME/data).")] = None,
+    heartbeat_timeout: Annotated[float, typer.Option(help="Seconds of SPU silence before the SC fails it.")] = 10.0,
+    replica_lag_time_max: Annotated[float, typer.Option(help="Seconds a follower may lag before it leaves the ISR.")] = 10.0,
 ) -> None:
     """Start an SC and N SPUs in the background and select the `local` profile.
 
@@ -129,11 +132,12 @@ def start(
         raise typer.Exit(_fail("a cluster is already running here; `fluvial cluster shutdown` first"))
     data = (data_dir or _home() / "data").resolve()
     members = [{"kind": "sc", "id": 0, "public_port": sc_port, "private_port": sc_private_port,
-                "data_dir": str(data / "sc")}]
+                "data_dir": str(data / "sc"), "args": ["--heartbeat-timeout", heartbeat_timeout]}]
     for i in range(spus):
         pub = spu_port + 2 * i if spu_port else 0
         members.append({"kind": "spu", "id": 5001 + i, "public_port": pub,
-                        "private_port": pub + 1 if pub else 0, "data_dir": str(data / f"spu-{5001 + i}")})
+                        "private_port": pub + 1 if pub else 0, "data_dir": str(data / f"spu-{5001 + i}"),
+                        "args": ["--replica-lag-time-max", replica_lag_time_max]})
     state = {"members": members}
     for m in members:
         _spawn(m, members[0])

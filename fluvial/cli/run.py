@@ -45,6 +45,7 @@ def run_sc(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     public_port: Annotated[int, typer.Option(help="Public port (clients); 0 picks one.")] = 9003,
     private_port: Annotated[int, typer.Option(help="Private port (SPUs); 0 picks one.")] = 9004,
+    heartbeat_timeout: Annotated[float, typer.Option(help="Seconds of SPU silence before it is failed.")] = 10.0,
     ready_file: Annotated[Optional[Path], typer.Option(help="Write the bound ports here once up.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
@@ -55,7 +56,8 @@ def run_sc(
     from fluvial.sc.server import ScConfig, serve_sc
 
     _setup_logging(log_level)
-    cfg = ScConfig(data_dir=data_dir, host=host, public_port=public_port, private_port=private_port)
+    cfg = ScConfig(data_dir=data_dir, host=host, public_port=public_port, private_port=private_port,
+                   heartbeat_timeout_seconds=heartbeat_timeout)
     trio.run(_run_until_signal, lambda task_status=trio.TASK_STATUS_IGNORED: serve_sc(cfg, task_status=task_status),
              ready_file, lambda p: {"pid": os.getpid(), "public_port": p[0], "private_port": p[1]})
 
@@ -71,6 +73,7 @@ def run_spu(
     advertised_host: Annotated[Optional[str], typer.Option(help="Host clients should dial.")] = None,
     rack: Annotated[Optional[str], typer.Option(help="Rack label for placement.")] = None,
     flush: Annotated[str, typer.Option(help="sync (fsync before ack), interval or none.")] = "sync",
+    replica_lag_time_max: Annotated[float, typer.Option(help="Seconds a follower may lag before it leaves the ISR.")] = 10.0,
     ready_file: Annotated[Optional[Path], typer.Option(help="Write the bound ports here once up.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
@@ -86,6 +89,7 @@ def run_spu(
         raise typer.BadParameter(f"--sc must be host:port, got {sc!r}")
     cfg = SpuConfig(spu_id=id, data_dir=data_dir, sc_host=sc_host, sc_port=int(sc_port), host=host,
                     public_port=public_port, private_port=private_port,
-                    advertised_host=advertised_host, rack=rack, flush=flush)
+                    advertised_host=advertised_host, rack=rack, flush=flush,
+                    replica_lag_time_max_seconds=replica_lag_time_max)
     trio.run(_run_until_signal, lambda task_status=trio.TASK_STATUS_IGNORED: serve_spu(cfg, task_status=task_status),
              ready_file, lambda p: {"pid": os.getpid(), "public_port": p[0], "private_port": p[1]})

@@ -153,8 +153,13 @@ class SpuContext:
         r.follower_scope = scope
 
         async def follow():
+            # cancelled when the assignment changes; an error caught up with that cancellation
+            # (e.g. the leader's connection dropping at the same moment) must not end the SPU
             with scope:
-                await run_follower(self, r)
+                try:
+                    await run_follower(self, r)
+                except* Exception as eg:
+                    log.warning("%s-%s: follower task ended: %s", r.topic, r.partition, _describe(eg))
 
         self.nursery.start_soon(follow)
 
