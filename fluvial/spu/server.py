@@ -48,6 +48,8 @@ class SpuConfig:
     rack: str | None = None
     heartbeat_seconds: float = 1.0
     replica_lag_time_max_seconds: float = 10.0
+    checkpoint_seconds: float = 5.0
+    retention_check_seconds: float = 60.0
     max_batch_bytes: int = 16 * 1024 * 1024
     flush: str = "sync"
     limits: ServerLimits = field(default_factory=ServerLimits)
@@ -162,6 +164,36 @@ class SpuContext:
                     log.warning("%s-%s: follower task ended: %s", r.topic, r.partition, _describe(eg))
 
         self.nursery.start_soon(follow)
+
+    async def run_housekeeping(self) -> None:
+        """Off the request path: checkpoint HWs (in a worker thread) and enforce retention
+        (whole old segments; on the event loop so it never races an append)."""
+        last_retention = -1e18
+        while True:
+            await trio.sleep(self.config.checkpoint_seconds)
+            for r in list(self.replicas.values()):
+                if r.closed:
+                    continue
+                try:
+                    await trio.to_thread.run_sync(r.storage.checkpoint_hw)
+                except (OSError, serr.StorageError) as e:
+                    log.error("%s-%s: HW checkpoint failed: %s", r.topic, r.partition, e)
+            now = trio.current_time()
+            if now - last_retention >= self.config.retention_check_seconds:
+                last_retention = now
+                for r in list(self.replicas.values()):
+                    if r.closed:
+                        continue
+                    try:
+                        deleted = r.storage.enforce_retention()
+                    except (OSError, serr.StorageError) as e:
+                        log.error("%s-%s: retention failed: %s", r.topic, r.partition, e)
+                        continue
+                    if deleted:
+                        log.info("%s-%s: retention deleted %d segment(s); log start %d",
+                                 r.topic, r.partition, len(deleted), r.log_start_offset)
+                        r.notify()
+                        self.report_wanted.set()
 
     async def run_isr_checks(self) -> None:
         """Drop followers that lag longer than ``replica_lag_time_max_seconds`` from the ISR."""
@@ -314,6 +346,7 @@ async def serve_spu(config: SpuConfig, *, task_status=trio.TASK_STATUS_IGNORED) 
             ctx.public_port, ctx.private_port = listener_port(pub), listener_port(priv)
             await nursery.start(run_sc_link, ctx)
             nursery.start_soon(ctx.run_isr_checks)
+            nursery.start_soon(ctx.run_housekeeping)
             task_status.started((ctx.public_port, ctx.private_port))
             await trio.sleep_forever()
         finally:

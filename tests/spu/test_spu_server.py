@@ -175,3 +175,40 @@ async def test_consumer_offsets_round_trip(cluster):
             assert d.error_code.ok
             got = await spu.call(api.FetchConsumerOffsetsRequest(None))
             assert got.consumers == []
+
+
+async def test_retention_runs_in_the_background_and_evicted_offsets_are_reported(tmp_path):
+    with trio.fail_after(30):
+        async with open_test_cluster(tmp_path, spus=1) as c:
+            spu_cfg = c.spus[5001].config
+            spu_cfg.checkpoint_seconds = 0.05
+            spu_cfg.retention_check_seconds = 0.0
+            await c.stop_spu(5001)
+            await c.start_spu(5001)
+            spec = so.TopicSpec.computed(
+                1, 1, storage=so.TopicStorageConfig(1024, 4096))
+            await create_topic_spec(c, "ret", spec)
+            async with open_connection("127.0.0.1", leader_port(c)) as spu:
+                await spu.handshake()
+                for _ in range(20):
+                    await spu.call(produce_req("ret", [encode_batch([bytes(500)])]))
+
+                async def start_offset():
+                    o = await spu.call(api.FetchOffsetsRequest([api.FetchOffsetTopic("ret", [api.FetchOffsetPartition(0)])]))
+                    return o.topics[0].partitions[0].start_offset
+
+                while (start := await start_offset()) == 0:
+                    await trio.sleep(0.02)
+                assert start > 0
+                async with spu.open_stream(api.StreamFetchRequest("ret", 0, 0)) as stream:
+                    msg = await stream.__anext__()
+                    assert msg.partition.error_code.code == ErrorCode.OffsetEvicted
+                    assert msg.partition.error_code.args == (0, start)
+
+
+async def create_topic_spec(cluster, name, spec):
+    host, port = cluster.endpoint.split(":")
+    async with open_connection(host, int(port)) as sc:
+        await sc.handshake()
+        status = await sc.call(sa.ObjectApiCreateRequest.of(name, spec), timeout=30)
+        assert status.error_code.ok, status
