@@ -104,10 +104,50 @@ def _fail(msg: str) -> int:
     return 1
 
 
+def _ensure_certs(spus: int, domain: str) -> Path:
+    """Certificates and a default policy under $FLUVIAL_HOME/certs, minted once."""
+    from fluvial.testing.certs import mint_cluster_certs
+
+    certs = (_home() / "certs").resolve()
+    names = [f"custom-spu-{5001 + i}" for i in range(spus)]
+    if not (certs / "ca.crt").exists() or not all((certs / f"{n}.crt").exists() for n in names):
+        mint_cluster_certs(certs, domain, spu_names=names, client_cns=("admin",))
+    policy = certs / "policy.toml"
+    if not policy.exists():
+        policy.write_text(DEFAULT_POLICY)
+    return certs
+
+
+DEFAULT_POLICY = """\
+# fluvial authorization policy: principals are client-certificate CNs.
+allow_anonymous = false
+
+[members]
+names = ["sc", "custom-spu-*"]
+
+[principals.admin]
+roles = ["admin"]
+
+[roles.admin]
+permissions = [
+  { action = "admin" },
+  { action = "read" },
+  { action = "produce", topics = "*" },
+  { action = "consume", topics = "*" },
+]
+"""
+
+
 def _write_profile(state: dict) -> str:
     endpoint = f"127.0.0.1:{state['members'][0]['public_port']}"
     cfg = prof.load_config()
-    cfg.add_profile("local", endpoint, set_current=True)
+    tls_state = state.get("tls")
+    tls = None
+    if tls_state:
+        d = Path(tls_state["dir"])
+        tls = prof.TlsVerified(tls_state["domain"], str(d / "client-admin.key"),
+                               str(d / "client-admin.crt"), str(d / "ca.crt"))
+    cfg.add_profile("local", endpoint, tls, set_current=True)
     prof.save_config(cfg)
     return endpoint
 
@@ -122,6 +162,9 @@ def start(
     data_dir: Annotated[Optional[Path], typer.Option(help="Data directory (default $FLUVIAL_HOME/data).")] = None,
     heartbeat_timeout: Annotated[float, typer.Option(help="Seconds of SPU silence before the SC fails it.")] = 10.0,
     replica_lag_time_max: Annotated[float, typer.Option(help="Seconds a follower may lag before it leaves the ISR.")] = 10.0,
+    tls: Annotated[bool, typer.Option("--tls/--no-tls", help="TLS on every port with certificates "
+                                      "under $FLUVIAL_HOME/certs (minted when missing).")] = False,  # flipped to True once fluvial.auth lands
+    domain: Annotated[str, typer.Option(help="The TLS name of the servers.")] = "fluvial.local",
 ) -> None:
     """Start an SC and N SPUs in the background and select the `local` profile.
 
@@ -131,14 +174,18 @@ def start(
     if old and any(_alive(m.get("pid")) for m in old["members"]):
         raise typer.Exit(_fail("a cluster is already running here; `fluvial cluster shutdown` first"))
     data = (data_dir or _home() / "data").resolve()
+    tls_args: list = []
+    if tls:
+        certs = _ensure_certs(spus, domain)
+        tls_args = ["--tls-dir", str(certs), "--domain", domain]
     members = [{"kind": "sc", "id": 0, "public_port": sc_port, "private_port": sc_private_port,
-                "data_dir": str(data / "sc"), "args": ["--heartbeat-timeout", heartbeat_timeout]}]
+                "data_dir": str(data / "sc"), "args": ["--heartbeat-timeout", heartbeat_timeout, *tls_args]}]
     for i in range(spus):
         pub = spu_port + 2 * i if spu_port else 0
         members.append({"kind": "spu", "id": 5001 + i, "public_port": pub,
                         "private_port": pub + 1 if pub else 0, "data_dir": str(data / f"spu-{5001 + i}"),
-                        "args": ["--replica-lag-time-max", replica_lag_time_max]})
-    state = {"members": members}
+                        "args": ["--replica-lag-time-max", replica_lag_time_max, *tls_args]})
+    state = {"members": members, "tls": {"dir": tls_args[1], "domain": domain} if tls else None}
     for m in members:
         _spawn(m, members[0])
         _save(state)

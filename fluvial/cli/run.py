@@ -20,6 +20,19 @@ def _setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def _tls(tls_dir: Optional[Path], member: str, domain: str, policy_file: Optional[Path]):
+    """(ClusterTls or None, Policy or None) from the --tls-dir / --policy flags."""
+    if tls_dir is None:
+        if policy_file is not None:
+            raise typer.BadParameter("--policy needs --tls-dir: principals come from client certificates")
+        return None, None
+    from fluvial.auth import load_policy
+    from fluvial.net.tls import ClusterTls
+
+    policy = load_policy(policy_file or tls_dir / "policy.toml")
+    return ClusterTls(tls_dir, member, domain, anonymous_clients=policy.allow_anonymous), policy
+
+
 def _write_ready(path: Optional[Path], info: dict) -> None:
     if path is None:
         return
@@ -46,6 +59,9 @@ def run_sc(
     public_port: Annotated[int, typer.Option(help="Public port (clients); 0 picks one.")] = 9003,
     private_port: Annotated[int, typer.Option(help="Private port (SPUs); 0 picks one.")] = 9004,
     heartbeat_timeout: Annotated[float, typer.Option(help="Seconds of SPU silence before it is failed.")] = 10.0,
+    tls_dir: Annotated[Optional[Path], typer.Option(help="Certificates from `fluvial cluster certs`; enables TLS on every port.")] = None,
+    domain: Annotated[str, typer.Option(help="The name clients dial the servers by (a SAN of the certificates).")] = "fluvial.local",
+    policy: Annotated[Optional[Path], typer.Option(help="Authorization policy (default: policy.toml in --tls-dir).")] = None,
     ready_file: Annotated[Optional[Path], typer.Option(help="Write the bound ports here once up.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
@@ -56,8 +72,9 @@ def run_sc(
     from fluvial.sc.server import ScConfig, serve_sc
 
     _setup_logging(log_level)
+    tls, pol = _tls(tls_dir, "sc", domain, policy)
     cfg = ScConfig(data_dir=data_dir, host=host, public_port=public_port, private_port=private_port,
-                   heartbeat_timeout_seconds=heartbeat_timeout)
+                   heartbeat_timeout_seconds=heartbeat_timeout, tls=tls, policy=pol)
     trio.run(_run_until_signal, lambda task_status=trio.TASK_STATUS_IGNORED: serve_sc(cfg, task_status=task_status),
              ready_file, lambda p: {"pid": os.getpid(), "public_port": p[0], "private_port": p[1]})
 
@@ -74,6 +91,9 @@ def run_spu(
     rack: Annotated[Optional[str], typer.Option(help="Rack label for placement.")] = None,
     flush: Annotated[str, typer.Option(help="sync (fsync before ack), interval or none.")] = "sync",
     replica_lag_time_max: Annotated[float, typer.Option(help="Seconds a follower may lag before it leaves the ISR.")] = 10.0,
+    tls_dir: Annotated[Optional[Path], typer.Option(help="Certificates from `fluvial cluster certs`; enables TLS on every port.")] = None,
+    domain: Annotated[str, typer.Option(help="The name clients dial the servers by (a SAN of the certificates).")] = "fluvial.local",
+    policy: Annotated[Optional[Path], typer.Option(help="Authorization policy (default: policy.toml in --tls-dir).")] = None,
     ready_file: Annotated[Optional[Path], typer.Option(help="Write the bound ports here once up.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
@@ -87,7 +107,8 @@ def run_spu(
     sc_host, _, sc_port = sc.rpartition(":")
     if not sc_host or not sc_port.isdigit():
         raise typer.BadParameter(f"--sc must be host:port, got {sc!r}")
-    cfg = SpuConfig(spu_id=id, data_dir=data_dir, sc_host=sc_host, sc_port=int(sc_port), host=host,
+    tls, pol = _tls(tls_dir, f"custom-spu-{id}", domain, policy)
+    cfg = SpuConfig(spu_id=id, tls=tls, policy=pol, data_dir=data_dir, sc_host=sc_host, sc_port=int(sc_port), host=host,
                     public_port=public_port, private_port=private_port,
                     advertised_host=advertised_host, rack=rack, flush=flush,
                     replica_lag_time_max_seconds=replica_lag_time_max)

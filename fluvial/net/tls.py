@@ -72,3 +72,55 @@ def common_name(peer_cert: dict | None) -> str | None:
             if key == "commonName":
                 return value
     return None
+
+
+class ClusterTls:
+    """The TLS material of one cluster member, as ``fluvial cluster certs`` lays it out in a
+    directory: ``ca.crt``; ``server.crt``/``.key`` for public listeners; ``<member>.crt``/``.key``
+    (serverAuth + clientAuth) for the private listener and for connections to other members.
+
+    Args:
+        directory: where the files are.
+        member: this member's name (``sc`` or the SPU's name, e.g. ``custom-spu-5001``).
+        domain: the name servers are dialled by (their certificates carry it as a SAN).
+        anonymous_clients: accept public clients that present no certificate (they are then the
+            principal ``anonymous``); otherwise a client certificate is required.
+    """
+
+    def __init__(self, directory: PathLike, member: str, domain: str = "fluvial.local", *,
+                 anonymous_clients: bool = False):
+        self.dir = os.fspath(directory)
+        self.member, self.domain = member, domain
+        self.anonymous_clients = anonymous_clients
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+    def public_server_context(self) -> ssl.SSLContext:
+        return server_ssl_context(self._path("server.crt"), self._path("server.key"),
+                                  ca_file=self._path("ca.crt"),
+                                  require_client_cert=not self.anonymous_clients)
+
+    def private_server_context(self) -> ssl.SSLContext:
+        return server_ssl_context(self._path(f"{self.member}.crt"), self._path(f"{self.member}.key"),
+                                  ca_file=self._path("ca.crt"), require_client_cert=True)
+
+    def member_client_context(self) -> ssl.SSLContext:
+        return client_ssl_context(self._path("ca.crt"), cert_file=self._path(f"{self.member}.crt"),
+                                  key_file=self._path(f"{self.member}.key"))
+
+
+ANONYMOUS = "anonymous"
+
+
+def principal_of(conn) -> str:
+    """Who is on the other end of a server connection: the verified client certificate's CN,
+    or ``anonymous`` (no TLS, or no client certificate)."""
+    return common_name(getattr(conn, "peer_cert", None)) or ANONYMOUS
+
+
+def allowed(policy, conn, action: str, kind: str | None = None, name: str | None = None) -> bool:
+    """``policy.allows`` for this connection's principal; no policy allows everything."""
+    if policy is None:
+        return True
+    return policy.allows(principal_of(conn), action, kind=kind, name=name)

@@ -12,6 +12,7 @@ import logging
 import trio
 
 from fluvial.errors import OK, Error, ErrorCode
+from fluvial.net.tls import allowed, principal_of
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol.api import (
     ApiVersionsResponse, UnsupportedRequest, decode_request, encode_error_response, encode_response,
@@ -39,6 +40,11 @@ async def handle_request(state: ScState, auto_register: bool, conn, payload: byt
 
     if header.api_key == 18:
         await reply(ApiVersionsResponse(OK, ia.advertise(ia.INTERNAL_SC_REQUESTS), "0.17.3"))
+        return
+    if not allowed(state.policy, conn, "member"):
+        log.warning("private %s: %s is not a member; refused", conn.peer, principal_of(conn))
+        await conn.send(encode_error_response(header.correlation_id, Error(ErrorCode.PermissionDenied)))
+        conn.close()
         return
     registered = conn.state.get("spu_id")
     if isinstance(req, ia.RegisterSpuRequest):

@@ -8,6 +8,7 @@ import logging
 import trio
 
 from fluvial.errors import Error, ErrorCode
+from fluvial.net.tls import allowed, principal_of
 from fluvial.protocol import sc_api as sa
 from fluvial.protocol import sc_objects as so
 from fluvial.protocol.api import UnsupportedRequest, encode_error_response, encode_response
@@ -47,6 +48,10 @@ async def handle_request(state: ScState, conn, payload: bytes) -> None:
         log.warning("%s: undecodable request, closing: %s", conn.peer, e)
         conn.close()
         return
+    denied = _denied(state, conn, header, req)
+    if denied is not None:
+        await conn.send(denied)
+        return
     handler = HANDLERS[header.api_key]
     try:
         resp = await handler(state, conn, header, req)
@@ -57,6 +62,25 @@ async def handle_request(state: ScState, conn, payload: bytes) -> None:
                                               Error.other(f"internal error: {type(e).__name__}: {e}")))
     if resp is not None:
         await conn.send(encode_response(resp, header.correlation_id, header.api_version))
+
+
+def _denied(state: ScState, conn, header, req) -> bytes | None:
+    """The answer to a request the connection's principal may not make, or None."""
+    key = header.api_key
+    if key == sa.ScApiKey.ApiVersion:
+        return None
+    kind = req.label.lower()
+    if key in (sa.ScApiKey.List, sa.ScApiKey.Watch):
+        if allowed(state.policy, conn, "read", kind):
+            return None
+        return encode_error_response(header.correlation_id, Error(ErrorCode.PermissionDenied))
+    inner = req.request
+    name = inner.common.name if key == sa.ScApiKey.Create else str(inner.key)
+    if allowed(state.policy, conn, "admin", kind, name):
+        return None
+    log.warning("%s: %s denied %s on %s %r", conn.peer, principal_of(conn), type(req).__name__, kind, name)
+    status = sa.Status(name, Error(ErrorCode.PermissionDenied), f"{principal_of(conn)} may not change {kind} '{name}'")
+    return encode_response(status, header.correlation_id, header.api_version)
 
 
 async def handle_api_versions(state, conn, header, req):

@@ -15,6 +15,7 @@ from pathlib import Path
 import trio
 
 from fluvial.net.server import ServerLimits, listener_port, serve_tcp
+from fluvial.net.tls import ClusterTls
 from fluvial.sc import controller as ctl
 from fluvial.sc import private, public
 from fluvial.sc.backend import FileBackend
@@ -32,6 +33,8 @@ class ScConfig:
     auto_register_spus: bool = True
     heartbeat_timeout_seconds: float = 10.0
     limits: ServerLimits = field(default_factory=ServerLimits)
+    tls: ClusterTls | None = None  # None: plaintext on both ports
+    policy: object | None = None  # fluvial.auth.Policy; None allows everything (no TLS)
 
 
 async def _failure_detector(state: ScState, timeout: float) -> None:
@@ -57,6 +60,7 @@ async def _failure_detector(state: ScState, timeout: float) -> None:
 
 async def serve_sc(config: ScConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     state = ScState(FileBackend(Path(config.data_dir) / "metadata"))
+    state.policy = config.policy
     state.load()
     # every SPU starts offline until it registers again; no election before they had a chance
     for o in state.spus.values():
@@ -64,11 +68,14 @@ async def serve_sc(config: ScConfig, *, task_status=trio.TASK_STATUS_IGNORED) ->
     state.commit("SPU")
     state.started_at = trio.current_time()
     async with trio.open_nursery() as nursery:
-        pub = await nursery.start(partial(serve_tcp, partial(public.handle_request, state),
-                                          config.host, config.public_port, limits=config.limits))
-        priv = await nursery.start(partial(serve_tcp, partial(private.handle_request, state,
-                                                              config.auto_register_spus),
-                                           config.host, config.private_port, limits=config.limits))
+        tls = config.tls
+        pub = await nursery.start(partial(
+            serve_tcp, partial(public.handle_request, state), config.host, config.public_port,
+            limits=config.limits, ssl_context=tls.public_server_context() if tls else None))
+        priv = await nursery.start(partial(
+            serve_tcp, partial(private.handle_request, state, config.auto_register_spus),
+            config.host, config.private_port, limits=config.limits,
+            ssl_context=tls.private_server_context() if tls else None))
         nursery.start_soon(_failure_detector, state, config.heartbeat_timeout_seconds)
         ports = (listener_port(pub), listener_port(priv))
         log.info("SC listening: public %d, private %d", *ports)

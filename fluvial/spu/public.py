@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import trio
 
 from fluvial.errors import OK, Error, ErrorCode
+from fluvial.net.tls import allowed
 from fluvial.protocol.api import (
     ApiVersionsResponse, RequestHeader, UnsupportedRequest, decode_request, encode_error_response,
     encode_response,
@@ -113,6 +114,10 @@ async def handle_produce(ctx, conn, header, req: api.ProduceRequest) -> None:
     for t in req.topics:
         tr = api.TopicProduceResponse(t.name, [])
         out.responses.append(tr)
+        if not allowed(ctx.policy, conn, "produce", "topic", t.name):
+            tr.partitions = [api.PartitionProduceResponse(p.partition_index, Error(ErrorCode.PermissionDenied), 0)
+                             for p in t.partitions]
+            continue
         results: list = [None] * len(t.partitions)
 
         async def one(i, part, name=t.name):
@@ -166,6 +171,9 @@ async def _send_stream_error(conn, header, topic, stream_id, partition, error: E
 
 
 async def handle_stream_fetch(ctx, conn, header, req: api.StreamFetchRequest) -> None:
+    if not allowed(ctx.policy, conn, "consume", "topic", req.topic):
+        await _send_stream_error(conn, header, req.topic, 0, req.partition, Error(ErrorCode.PermissionDenied))
+        return
     replica = ctx.replicas.get((req.topic, req.partition))
     if replica is None or not replica.is_leader:
         await _send_stream_error(conn, header, req.topic, 0, req.partition,
@@ -249,7 +257,10 @@ async def handle_fetch_offsets(ctx, conn, header, req: api.FetchOffsetsRequest) 
         tr = api.FetchOffsetTopicResponse(t.name, [])
         for p in t.partitions:
             replica = ctx.replicas.get((t.name, p.partition_index))
-            if replica is None or not replica.is_leader:
+            if not allowed(ctx.policy, conn, "consume", "topic", t.name):
+                tr.partitions.append(api.FetchOffsetPartitionResponse(
+                    Error(ErrorCode.PermissionDenied), p.partition_index, 0, 0))
+            elif replica is None or not replica.is_leader:
                 tr.partitions.append(api.FetchOffsetPartitionResponse(
                     Error(ErrorCode.PartitionNotLeader), p.partition_index, 0, 0))
             else:
@@ -268,7 +279,9 @@ async def handle_fetch(ctx, conn, header, req: api.FetchRequest) -> None:
         for p in t.fetch_partitions:
             replica = ctx.replicas.get((t.name, p.partition_index))
             r = api.FetchablePartitionResponse(p.partition_index, OK, 0, 0, 0, None, b"")
-            if replica is None or not replica.is_leader:
+            if not allowed(ctx.policy, conn, "consume", "topic", t.name):
+                r.error_code = Error(ErrorCode.PermissionDenied)
+            elif replica is None or not replica.is_leader:
                 r.error_code = Error(ErrorCode.NotLeaderForPartition)
             elif p.fetch_offset < replica.log_start_offset:
                 r.error_code = Error(ErrorCode.OffsetEvicted, (p.fetch_offset, replica.log_start_offset))
@@ -300,7 +313,9 @@ async def handle_update_consumer_offset(ctx, conn, header, req: api.UpdateConsum
 
 async def handle_delete_consumer_offset(ctx, conn, header, req: api.DeleteConsumerOffsetRequest) -> None:
     store = ctx.offset_store()
-    if store is None:
+    if not allowed(ctx.policy, conn, "consume", "topic", req.replica_id.topic):
+        err = Error(ErrorCode.PermissionDenied)
+    elif store is None:
         err = Error(ErrorCode.PartitionNotLeader)
     else:
         try:
@@ -324,6 +339,8 @@ async def handle_fetch_consumer_offsets(ctx, conn, header, req: api.FetchConsume
         consumer = f.consumer_id
     out = []
     for (cid, t, p), offset, mtime in store.list(topic, partition, consumer):
+        if not allowed(ctx.policy, conn, "consume", "topic", t):
+            continue
         out.append(api.ConsumerOffset(cid, api.ReplicaKey(t, p), offset, mtime))
     await _reply(conn, header, api.FetchConsumerOffsetsResponse(OK, out))
 

@@ -24,7 +24,6 @@ import logging
 import trio
 
 from fluvial.errors import OK, Error, ErrorCode
-from fluvial.net.multiplexer import open_connection
 from fluvial.protocol import internal_api as ia
 from fluvial.replication.election import truncation_offset
 from fluvial.replication.isr import FollowerAheadError
@@ -127,7 +126,7 @@ async def run_follower(ctx, r: PartitionReplica) -> None:
         try:
             if peer is None:
                 raise _Retry(f"no address for leader {leader}")
-            async with open_connection(peer.host, peer.port) as conn:
+            async with ctx.connect_member(peer.host, peer.port) as conn:
                 await _reconcile(r, conn, ctx.spu_id, epoch)
                 delay = 0.05
                 while not r.closed:

@@ -19,6 +19,7 @@ import trio
 from fluvial.errors import OK, Error, ErrorCode
 from fluvial.net.multiplexer import open_connection
 from fluvial.net.server import ServerLimits, listener_port, serve_tcp
+from fluvial.net.tls import ClusterTls, allowed, principal_of
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol.api import (
     ApiVersionsResponse, UnsupportedRequest, decode_request, encode_error_response, encode_response,
@@ -53,6 +54,8 @@ class SpuConfig:
     max_batch_bytes: int = 16 * 1024 * 1024
     flush: str = "sync"
     limits: ServerLimits = field(default_factory=ServerLimits)
+    tls: ClusterTls | None = None  # None: plaintext on every port
+    policy: object | None = None  # fluvial.auth.Policy; None allows everything (no TLS)
 
 
 class SpuContext:
@@ -69,6 +72,15 @@ class SpuContext:
         self.report_wanted = trio.Event()
         self.public_port = 0
         self.private_port = 0
+        self.policy = config.policy
+        self._member_ctx = config.tls.member_client_context() if config.tls else None
+
+    def connect_member(self, host: str, port: int):
+        """A connection to another member (the SC or an SPU), with mutual TLS when configured."""
+        if self._member_ctx is None:
+            return open_connection(host, port)
+        return open_connection(host, port, ssl_context=self._member_ctx,
+                               server_hostname=self.config.tls.domain)
 
     # -------------------------------------------------------------------------------- lookups
 
@@ -97,7 +109,7 @@ class SpuContext:
             if peer is None:
                 return Error(ErrorCode.PartitionNotLeader)
             with trio.fail_after(10):
-                async with open_connection(peer.host, peer.port) as c:
+                async with self.connect_member(peer.host, peer.port) as c:
                     resp = await c.call(ia.UpdateConsumerOffsetStoreRequest(
                         self.spu_id, consumer_id, topic, partition, offset, delete))
             return resp.error_code
@@ -259,6 +271,11 @@ async def handle_private(ctx: SpuContext, conn, payload: bytes) -> None:
         return
     if header.api_key == 18:
         resp = ApiVersionsResponse(OK, ia.advertise(ia.INTERNAL_SPU_REQUESTS), "0.17.3")
+    elif not allowed(ctx.policy, conn, "member"):
+        log.warning("private %s: %s is not a member; refused", conn.peer, principal_of(conn))
+        await conn.send(encode_error_response(header.correlation_id, Error(ErrorCode.PermissionDenied)))
+        conn.close()
+        return
     elif isinstance(req, ia.FetchReplicaRequest):
         resp = await handle_fetch_replica(ctx, req)
     elif isinstance(req, ia.OffsetForLeaderEpochRequest):
@@ -281,7 +298,7 @@ async def handle_private(ctx: SpuContext, conn, payload: bytes) -> None:
 async def _sc_session(ctx: SpuContext, registered: trio.Event) -> None:
     cfg = ctx.config
     host = cfg.advertised_host or cfg.host
-    async with open_connection(cfg.sc_host, cfg.sc_port) as conn:
+    async with ctx.connect_member(cfg.sc_host, cfg.sc_port) as conn:
         await conn.handshake()
         resp = await conn.call(ia.RegisterSpuRequest(cfg.spu_id, host, ctx.public_port, host,
                                                      ctx.private_port, cfg.rack), timeout=30)
@@ -339,10 +356,13 @@ async def serve_spu(config: SpuConfig, *, task_status=trio.TASK_STATUS_IGNORED) 
     async with trio.open_nursery() as nursery:
         ctx = SpuContext(config, nursery)
         try:
-            pub = await nursery.start(partial(serve_tcp, partial(public.handle_request, ctx),
-                                              config.host, config.public_port, limits=config.limits))
-            priv = await nursery.start(partial(serve_tcp, partial(handle_private, ctx),
-                                               config.host, config.private_port, limits=config.limits))
+            tls = config.tls
+            pub = await nursery.start(partial(
+                serve_tcp, partial(public.handle_request, ctx), config.host, config.public_port,
+                limits=config.limits, ssl_context=tls.public_server_context() if tls else None))
+            priv = await nursery.start(partial(
+                serve_tcp, partial(handle_private, ctx), config.host, config.private_port,
+                limits=config.limits, ssl_context=tls.private_server_context() if tls else None))
             ctx.public_port, ctx.private_port = listener_port(pub), listener_port(priv)
             await nursery.start(run_sc_link, ctx)
             nursery.start_soon(ctx.run_isr_checks)
