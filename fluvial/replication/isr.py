@@ -25,7 +25,8 @@ Rule 3 is ours. Kafka's followers poll, so their fetch times stay fresh while id
 leader *pushes* records and an idle follower may stay silent for a long time. Without rule 3 the
 first append after a quiet spell would make every silent, fully caught-up follower look
 ``lag_time_max`` late at once. With it, a follower that dies while caught up leaves the ISR
-``lag_time_max`` after the first append it misses, which is Kafka's bound too.
+``lag_time_max`` after the first append it misses (Kafka: after its last fetch; the two agree
+under steady traffic).
 
 **Leaving the ISR** (``maybe_shrink_isr``): a follower leaves when its LEO < leader LEO *and*
 ``now - last_caught_up_time > lag_time_max`` (Kafka's ``replica.lag.time.max.ms``). A follower whose
@@ -36,7 +37,10 @@ whose offset is >= the leader's HW *and* >= ``epoch_start_offset`` (the leader's
 leader; Kafka's ``isFollowerInSync``, KAFKA-7128). "Has fetched within the lag time" holds
 trivially: it is fetching now. The HW condition is what keeps the HW monotonic: a new ISR member
 never holds less than the HW. The epoch-start condition stops a follower from rejoining on a new
-leader's stale, lagging HW before it holds everything the previous leader may have committed.
+leader's stale, lagging HW before it holds everything the previous leader may have committed. A
+follower that rejoins while still short of the leader's LEO, and was not caught up within the lag
+time, is dropped again at the next check, as in Kafka: safe, at the price of ISR churn while it
+catches up.
 
 **HW** is ``compute_hw(leo, ISR followers' LEOs, current_hw=hw)``: the minimum over the ISR, never
 backwards. A lone leader (ISR = {leader}) commits each append at once. ``min_isr`` does not hold the
@@ -265,7 +269,8 @@ class LeaderState:
         """
         f = self._followers.get(spu)
         if f is None:
-            raise ValueError(f"spu {spu} is not a follower of this partition (replicas {list(self.replicas)})")
+            raise ValueError(
+                f"spu {spu} is not a follower of this partition (replicas {list(self.replicas)})")
         if fetch_offset < 0:
             raise ValueError(f"follower {spu}: negative fetch offset {fetch_offset}")
         if fetch_offset > self._leo:
