@@ -201,7 +201,7 @@ def elect_offline_partitions(state: ScState) -> None:
 
 def apply_report(state: ScState, report: ia.ReportReplicasRequest) -> None:
     """Fold an SPU's replica report into partition statuses, LEOs and the ISR."""
-    changed = False
+    changed = persist = False
     for r in report.replicas:
         pname = f"{r.topic}-{r.partition}"
         obj = state.partitions.get(pname)
@@ -219,7 +219,7 @@ def apply_report(state: ScState, report: ia.ReportReplicasRequest) -> None:
             log.info("%s: ISR %s -> %s", pname, obj.extra.get("isr"), isr)
             obj.extra["isr"] = isr
             state.partitions.touch(pname)
-            changed = True
+            changed = persist = True
         st = obj.status
         resolution = so.PartitionResolution.OutOfStorage if r.error else so.PartitionResolution.Online
         replicas = [so.ReplicaStatus(s, min(r.hw, leo), leo) for s, leo in followers.items()]
@@ -227,10 +227,12 @@ def apply_report(state: ScState, report: ia.ReportReplicasRequest) -> None:
         new = so.PartitionStatus(resolution, so.ReplicaStatus(report.spu_id, r.hw, r.leo),
                                  lsr, replicas, r.size, False, r.log_start_offset)
         if new != st:
+            if new.resolution != st.resolution:
+                persist = True
             state.partitions.update_status(pname, new)
             changed = True
     if changed:
-        state.commit("Partition")
+        state.commit("Partition", persist=persist)
 
 
 def assignments_for(state: ScState, spu_id: int) -> ia.WatchReplicasResponse:

@@ -60,10 +60,12 @@ class ScState:
             spec_cls, status_cls = KINDS[label]
             self.stores[label].load(self.backend.load(label, spec_cls, status_cls))
 
-    def commit(self, *labels: str) -> None:
-        """Persist the given kinds and wake everyone waiting on them."""
+    def commit(self, *labels: str, persist: bool = True) -> None:
+        """Persist the given kinds and wake everyone waiting on them. ``persist=False`` for
+        status-only changes (offsets reported by SPUs), which are rebuilt from reports after a
+        restart and need no fsync."""
         for label in labels:
-            if label in PERSISTED:
+            if persist and label in PERSISTED:
                 self.backend.save(label, self.stores[label].values())
             self._changed[label].set()
             self._changed[label] = trio.Event()
