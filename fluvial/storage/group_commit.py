@@ -1,0 +1,92 @@
+"""Group commit bookkeeping: many appends, one fsync. Pure: no threads, no trio, no files.
+
+Under the "sync" flush policy a produce is acknowledged only once its records are durable. An
+fsync costs about as much for one batch as for a hundred, so the appends that arrive while one
+fsync runs all wait for the next one. ``GroupCommit`` keeps the waiters in LEO order and tells
+the caller when to start a flush; ``Replica.flush()`` does the fsync.
+
+How a trio server uses it (every ``GroupCommit`` call on the event-loop thread)::
+
+    result = replica.append(records, leader_epoch=epoch)
+    if not gc.covered(result.leo):
+        done = trio.Event()
+        if gc.add_waiter(result.leo, done):
+            nursery.start_soon(run_flushes)         # nobody is flushing: start
+        await done.wait()                           # then check done's error, if the server keeps one
+
+    async def run_flushes():
+        while True:
+            try:
+                durable = await trio.to_thread.run_sync(replica.flush)
+            except StorageError as exc:
+                for waiter in gc.flush_failed():
+                    fail(waiter, exc)
+                return
+            released, again = gc.flush_done(durable)
+            for waiter in released:
+                waiter.set()
+            if not again:
+                return
+
+At most one flush runs at a time: waiters that arrive during it are covered by the next one,
+which starts as soon as the current one returns. With N concurrent producers each fsync covers
+up to N appends.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import Any
+
+
+class GroupCommit:
+    """Waiters keyed by the LEO they need durable. Not thread-safe: call it from one thread."""
+
+    def __init__(self, durable_leo: int = 0):
+        self.durable_leo = durable_leo
+        self.flushing = False
+        self._waiters: list[tuple[int, int, Any]] = []
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        """Waiters not yet released."""
+        return len(self._waiters)
+
+    def covered(self, leo: int) -> bool:
+        """True when records up to ``leo`` (exclusive) are already durable."""
+        return leo <= self.durable_leo
+
+    def add_waiter(self, leo: int, waiter: Any) -> bool:
+        """Register ``waiter`` until records below ``leo`` are durable.
+
+        Returns:
+            True when the caller must start a flush now (none is running); the flag stays set
+            until ``flush_done`` or ``flush_failed``.
+        """
+        heapq.heappush(self._waiters, (leo, next(self._seq), waiter))
+        if self.flushing:
+            return False
+        self.flushing = True
+        return True
+
+    def flush_done(self, durable_leo: int) -> tuple[list[Any], bool]:
+        """A flush returned ``durable_leo``.
+
+        Returns:
+            (waiters now covered, in LEO order; True when others still wait and the caller must
+            flush again; ``flushing`` stays set in that case).
+        """
+        self.durable_leo = durable_leo
+        released = []
+        while self._waiters and self._waiters[0][0] <= durable_leo:
+            released.append(heapq.heappop(self._waiters)[2])
+        self.flushing = bool(self._waiters)
+        return released, self.flushing
+
+    def flush_failed(self) -> list[Any]:
+        """A flush raised: every waiter fails with it. Returns them all."""
+        waiters = [w for _, _, w in sorted(self._waiters)]
+        self._waiters.clear()
+        self.flushing = False
+        return waiters
