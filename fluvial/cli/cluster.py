@@ -68,7 +68,9 @@ def _member_name(m: dict) -> str:
     return "sc" if m["kind"] == "sc" else f"spu-{m['id']}"
 
 
-def _spawn(m: dict, sc: dict | None) -> None:
+def _spawn(m: dict, sc: dict | None, state: dict) -> None:
+    """Start one member and wait for its ready file. Its PID is recorded before the wait, so a
+    member that never comes up can still be stopped; on failure it is stopped here."""
     home = _home()
     name = _member_name(m)
     ready = home / "run" / f"{name}.ready"
@@ -87,12 +89,14 @@ def _spawn(m: dict, sc: dict | None) -> None:
                                 start_new_session=True)
     m["pid"] = proc.pid
     m["log"] = str(log)
+    _save(state)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while not ready.exists():
         if proc.poll() is not None:
             raise typer.Exit(_fail(f"{name} exited with code {proc.returncode}; see {log}"))
         if time.monotonic() > deadline:
-            proc.terminate()
+            _stop_pids([proc.pid], 10.0)
+            proc.wait()
             raise typer.Exit(_fail(f"{name} did not come up within {START_TIMEOUT_SECONDS:.0f}s; see {log}"))
         time.sleep(0.05)
     info = json.loads(ready.read_text())
@@ -186,9 +190,14 @@ def start(
                         "private_port": pub + 1 if pub else 0, "data_dir": str(data / f"spu-{5001 + i}"),
                         "args": ["--replica-lag-time-max", replica_lag_time_max, *tls_args]})
     state = {"members": members, "tls": {"dir": tls_args[1], "domain": domain} if tls else None}
-    for m in members:
-        _spawn(m, members[0])
-        _save(state)
+    try:
+        for m in members:
+            _spawn(m, members[0], state)
+            _save(state)
+    except typer.Exit:
+        # do not leave half a cluster running
+        _stop_pids([m["pid"] for m in reversed(members) if _alive(m.get("pid"))], 15.0)
+        raise
     endpoint = _write_profile(state)
     typer.echo(f"cluster started: SC at {endpoint}, {spus} SPU(s); profile 'local' selected")
 
@@ -229,17 +238,27 @@ def shutdown(timeout: Annotated[float, typer.Option(help="Seconds to wait before
     state = _load()
     if state is None:
         raise typer.Exit(_fail("no local cluster here"))
-    for m in reversed(state["members"]):  # SPUs first, the SC last
-        pid = m.get("pid")
-        if _alive(pid):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for m in state["members"]:
-        while _alive(m.get("pid")) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _alive(m.get("pid")):
-            os.kill(m["pid"], signal.SIGKILL)
+    _stop_pids([m.get("pid") for m in reversed(state["members"])], timeout)  # SPUs first
     typer.echo("cluster stopped")
+
+
+def _stop_pids(pids: list, timeout: float) -> None:
+    """SIGTERM each live PID (in order), then SIGKILL what is left after ``timeout``."""
+    live = [p for p in pids if _alive(p)]
+    for pid in live:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    for pid in live:
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 @app.command()
@@ -255,7 +274,7 @@ def resume() -> None:
     started = 0
     for m in state["members"]:
         if not _alive(m.get("pid")):
-            _spawn(m, sc)
+            _spawn(m, sc, state)
             _save(state)
             started += 1
     endpoint = _write_profile(state)

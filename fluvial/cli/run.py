@@ -42,14 +42,18 @@ def _write_ready(path: Optional[Path], info: dict) -> None:
 
 
 async def _run_until_signal(serve, ready_file: Optional[Path], describe) -> None:
+    """Run ``serve`` until SIGTERM/SIGINT, which are honoured at any time, even while starting."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
+            async def stop_on_signal():
+                async for _ in signals:
+                    logging.getLogger("fluvial").info("signal received: shutting down")
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
             ports = await nursery.start(serve)
             _write_ready(ready_file, describe(ports))
-            async for _ in signals:
-                logging.getLogger("fluvial").info("signal received: shutting down")
-                nursery.cancel_scope.cancel()
-                break
 
 
 @app.command("sc")
