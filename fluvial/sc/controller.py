@@ -124,6 +124,7 @@ def register_spu(state: ScState, req: ia.RegisterSpuRequest, auto_register: bool
         so.IngressPort(req.public_port, [so.IngressAddr(req.public_host, None)], so.EncryptionEnum.PLAINTEXT),
         so.Endpoint(req.private_port, req.private_host, so.EncryptionEnum.PLAINTEXT), req.rack, None)
     state.spus.upsert(name, spec, so.SpuStatus(so.SpuStatusResolution.Online))
+    state.pending_spus.discard(spu_id)
     state.commit("SPU")
     ensure_system_topics(state)
     elect_offline_partitions(state)
@@ -139,6 +140,7 @@ def mark_spu_offline(state: ScState, spu_id: int) -> None:
 
 def set_spu_offline(state: ScState, spu_id: int) -> None:
     """An SPU failed: drop it from every ISR and elect new leaders where it led."""
+    state.pending_spus.discard(spu_id)
     mark_spu_offline(state, spu_id)
     live = {o.spec.id for o in state.online_spus()}
     changed = False
@@ -193,7 +195,8 @@ def elect_offline_partitions(state: ScState) -> None:
     live = {o.spec.id for o in state.online_spus()}
     changed = False
     for p in state.partitions.values():
-        if p.spec.leader not in live:
+        # a leader the SC has not heard from since it restarted gets its grace period
+        if p.spec.leader not in live and p.spec.leader not in state.pending_spus:
             changed |= elect(state, p, live)
     if changed:
         state.commit("Partition")

@@ -84,9 +84,20 @@ async def handle_request(state: ScState, auto_register: bool, conn, payload: byt
 
 
 async def _watch_connection(state: ScState, conn, link: SpuLink) -> None:
-    """Runs on in the Register handler: when the connection goes, the SPU goes offline."""
+    """Runs on in the Register handler: when the connection goes, the SPU goes offline. When the
+    SC fails the SPU first (missed heartbeats) or the SPU registers on another connection, the
+    link closes and so does this connection: a stalled SPU that wakes up then sees its SC link
+    drop, registers again and learns its new role, instead of serving a stale assignment on a
+    connection the SC no longer listens to."""
     try:
-        await conn.closed.wait()
+        async with trio.open_nursery() as nursery:
+            async def close_when_link_closes() -> None:
+                await link.closed.wait()
+                conn.close()
+
+            nursery.start_soon(close_when_link_closes)
+            await conn.closed.wait()
+            nursery.cancel_scope.cancel()
     finally:
         if state.links.get(link.spu_id) is link:
             del state.links[link.spu_id]

@@ -41,7 +41,6 @@ async def _failure_detector(state: ScState, timeout: float) -> None:
     """An SPU fails when its private connection closes (fluvial.sc.private) or when it sends
     nothing for ``timeout`` seconds; an SPU that does not come back within ``timeout`` of an SC
     start is failed too, so its partitions elect new leaders."""
-    pending = {o.spec.id for o in state.spus.values()}
     while True:
         await trio.sleep(timeout / 4)
         now = trio.current_time()
@@ -51,11 +50,11 @@ async def _failure_detector(state: ScState, timeout: float) -> None:
                 del state.links[spu_id]
                 link.closed.set()
                 ctl.set_spu_offline(state, spu_id)
-        if pending and now - state.started_at > timeout:
-            for spu_id in pending - set(state.links):
+        if state.pending_spus and now - state.started_at > timeout:
+            for spu_id in sorted(state.pending_spus - set(state.links)):
                 log.warning("SPU %d did not come back after the SC started: offline", spu_id)
                 ctl.set_spu_offline(state, spu_id)
-            pending = set()
+            state.pending_spus.clear()
 
 
 async def serve_sc(config: ScConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -65,6 +64,7 @@ async def serve_sc(config: ScConfig, *, task_status=trio.TASK_STATUS_IGNORED) ->
     # every SPU starts offline until it registers again; no election before they had a chance
     for o in state.spus.values():
         ctl.mark_spu_offline(state, o.spec.id)
+        state.pending_spus.add(o.spec.id)
     state.commit("SPU")
     state.started_at = trio.current_time()
     async with trio.open_nursery() as nursery:

@@ -51,6 +51,7 @@ class ScState:
         self.assignment_epoch = 0
         self.leos: dict[str, dict[int, int]] = {}  # partition -> spu -> last reported LEO
         self.started_at = 0.0
+        self.pending_spus: set[int] = set()  # known before a restart, not yet back or failed
         self.policy = None  # fluvial.auth.Policy, or None: everything allowed
 
     # ------------------------------------------------------------------ persistence + changes
