@@ -14,6 +14,7 @@ may only read metadata until the file says more.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -24,7 +25,7 @@ from fluvial.auth import default_policy
 from fluvial.client import profile as prof
 from fluvial.testing.certs import DEFAULT_DOMAIN, DEFAULT_VALID_DAYS, mint_cluster_certs
 
-__all__ = ["POLICY_FILE", "certs_command", "register", "spu_member_name"]
+__all__ = ["POLICY_FILE", "certs_command", "register", "spu_member_name", "write_default_policy"]
 
 POLICY_FILE = "policy.toml"
 DEFAULT_SPUS = 3
@@ -98,11 +99,10 @@ def certs_command(
         paths = mint_cluster_certs(directory, domain=domain, spu_names=tuple(spu_names),
                                    client_cns=tuple(clients), extra_hosts=tuple(host or ()),
                                    valid_days=days)
+        write_default_policy(directory / POLICY_FILE, admins=admins, members=["sc", *spu_names],
+                             clients=clients)
     except (ValueError, OSError) as e:
         raise typer.Exit(_fail(str(e)))
-    policy_path = directory / POLICY_FILE
-    document = default_policy(admins=admins, members=["sc", *spu_names], clients=clients)
-    _write_text(policy_path, _POLICY_HEADER + tomli_w.dumps(document))
 
     width = max(len(p.name) for p in paths.values())
     typer.echo(f"wrote {len(paths) + 1} files to {directory} (domain {domain}, valid {days} days):")
@@ -110,6 +110,14 @@ def certs_command(
         typer.echo(f"  {path.name:<{width}}  {_describe(key, admins)}")
     typer.echo(f"  {POLICY_FILE:<{width}}  authorization policy: admin {', '.join(admins)}; "
                f"members sc{''.join(', ' + n for n in spu_names)}")
+
+
+def write_default_policy(path: Path, *, admins: Sequence[str] = ("admin",),
+                         members: Sequence[str] = ("sc",), clients: Sequence[str] = ()) -> None:
+    """Write ``fluvial.auth.default_policy`` as commented TOML to ``path`` (atomically):
+    ``admins`` get every permission, ``members`` the private APIs, ``clients`` read only."""
+    document = default_policy(admins=admins, members=members, clients=clients)
+    _write_text(path, _POLICY_HEADER + tomli_w.dumps(document))
 
 
 def register(cluster_app: typer.Typer) -> None:
