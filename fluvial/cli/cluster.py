@@ -19,9 +19,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from fluvial.cli import certs as _certs
 from fluvial.client import profile as prof
 
 app = typer.Typer(no_args_is_help=True, help="Start and manage a local cluster.")
+_certs.register(app)  # fluvial cluster certs
 START_TIMEOUT_SECONDS = 60.0
 
 
@@ -118,28 +120,10 @@ def _ensure_certs(spus: int, domain: str) -> Path:
         mint_cluster_certs(certs, domain, spu_names=names, client_cns=("admin",))
     policy = certs / "policy.toml"
     if not policy.exists():
-        policy.write_text(DEFAULT_POLICY)
+        _certs.write_default_policy(policy, admins=("admin",), members=("sc", "custom-spu-*"))
     return certs
 
 
-DEFAULT_POLICY = """\
-# fluvial authorization policy: principals are client-certificate CNs.
-allow_anonymous = false
-
-[members]
-names = ["sc", "custom-spu-*"]
-
-[principals.admin]
-roles = ["admin"]
-
-[roles.admin]
-permissions = [
-  { action = "admin" },
-  { action = "read" },
-  { action = "produce", topics = "*" },
-  { action = "consume", topics = "*" },
-]
-"""
 
 
 def _write_profile(state: dict) -> str:
@@ -167,7 +151,7 @@ def start(
     heartbeat_timeout: Annotated[float, typer.Option(help="Seconds of SPU silence before the SC fails it.")] = 10.0,
     replica_lag_time_max: Annotated[float, typer.Option(help="Seconds a follower may lag before it leaves the ISR.")] = 10.0,
     tls: Annotated[bool, typer.Option("--tls/--no-tls", help="TLS on every port with certificates "
-                                      "under $FLUVIAL_HOME/certs (minted when missing).")] = False,  # flipped to True once fluvial.auth lands
+                                      "under $FLUVIAL_HOME/certs (minted when missing).")] = True,
     domain: Annotated[str, typer.Option(help="The TLS name of the servers.")] = "fluvial.local",
 ) -> None:
     """Start an SC and N SPUs in the background and select the `local` profile.

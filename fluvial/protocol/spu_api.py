@@ -325,6 +325,11 @@ _COUNT = struct.Struct(">i")  # a vec count
 _PART_HEAD = struct.Struct(">Ii")  # partition_index u32, record set length i32
 
 
+# Bounds on a request's shape, so a few MiB of empty entries cannot become millions of objects.
+MAX_PRODUCE_TOPICS = 1024
+MAX_PRODUCE_ENTRIES = 65536
+
+
 def decode_produce_request(r: Reader, version: int) -> ProduceRequest:
     """Decode a ProduceRequest body at ``r``: the hot path, with the same result and the same
     errors as the generic decoder but without a Python call per field.
@@ -337,12 +342,18 @@ def decode_produce_request(r: Reader, version: int) -> ProduceRequest:
     timeout_ms = TIMEOUT_MS.decode(r, version)
     buf, end = r.buf, r.end
     (n_topics,) = r.unpack(_COUNT, "vec<TopicProduceData> count")
+    if n_topics > MAX_PRODUCE_TOPICS:
+        raise DecodeError(f"vec<TopicProduceData>: {n_topics} topics, more than {MAX_PRODUCE_TOPICS}")
+    entries = 0
     if n_topics > r.remaining():
         raise DecodeError(f"vec<TopicProduceData>: count {n_topics} exceeds the {r.remaining()} bytes left")
     topics = []
     for _ in range(n_topics):
         name = STR.decode(r, version)
         (n_parts,) = r.unpack(_COUNT, "vec<PartitionProduceData> count")
+        entries += max(n_parts, 0)
+        if entries > MAX_PRODUCE_ENTRIES:
+            raise DecodeError(f"ProduceRequest: more than {MAX_PRODUCE_ENTRIES} partition entries")
         if n_parts > r.remaining():
             raise DecodeError(
                 f"vec<PartitionProduceData>: count {n_parts} exceeds the {r.remaining()} bytes left")

@@ -24,7 +24,19 @@ from fluvial.sc.state import ScState, SpuLink
 log = logging.getLogger("fluvial.sc")
 
 
+def spu_member_name(spu_id: int) -> str:
+    """The member-certificate CN an SPU must present (``fluvial cluster certs`` mints these)."""
+    return f"custom-spu-{spu_id}"
+
+
+MAX_PRIVATE_REQUEST_BYTES = 16 << 20  # a report of every replica of a big SPU fits
+
+
 async def handle_request(state: ScState, auto_register: bool, conn, payload: bytes) -> None:
+    if len(payload) > MAX_PRIVATE_REQUEST_BYTES:
+        log.warning("private %s: %d-byte request, closing", conn.peer, len(payload))
+        conn.close()
+        return
     try:
         header, req = decode_request(payload, ia.INTERNAL_SC_REQUESTS)
     except UnsupportedRequest as e:
@@ -48,6 +60,11 @@ async def handle_request(state: ScState, auto_register: bool, conn, payload: byt
         return
     registered = conn.state.get("spu_id")
     if isinstance(req, ia.RegisterSpuRequest):
+        if state.policy is not None and principal_of(conn) != spu_member_name(req.spu_id):
+            log.warning("private %s: %s may not register as SPU %d", conn.peer, principal_of(conn), req.spu_id)
+            await reply(ia.RegisterSpuResponse(Error(ErrorCode.PermissionDenied),
+                                               f"certificate {principal_of(conn)!r} is not SPU {req.spu_id}"))
+            return
         if registered is not None and registered != req.spu_id:
             await reply(ia.RegisterSpuResponse(Error(ErrorCode.SpuRegisterationFailed),
                                                "this connection belongs to another SPU"))
@@ -70,7 +87,9 @@ async def handle_request(state: ScState, auto_register: bool, conn, payload: byt
     link = conn.state.get("link")
     spu_id = getattr(req, "spu_id", None)
     if link is None or spu_id != registered:
-        await reply(type(req).Response(Error(ErrorCode.PermissionDenied)))
+        # not registered on this connection (or another SPU's id): refuse and hang up
+        await conn.send(encode_error_response(header.correlation_id, Error(ErrorCode.PermissionDenied)))
+        conn.close()
         return
     link.last_seen = trio.current_time()
     if isinstance(req, ia.ReportReplicasRequest):

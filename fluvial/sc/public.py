@@ -7,7 +7,7 @@ import logging
 
 import trio
 
-from fluvial.errors import Error, ErrorCode
+from fluvial.errors import ConnectionLost, Error, ErrorCode
 from fluvial.net.tls import allowed, principal_of
 from fluvial.protocol import sc_api as sa
 from fluvial.protocol import sc_objects as so
@@ -27,7 +27,17 @@ _DUMMY = {
 }
 
 
+MAX_REQUEST_BYTES = 1 << 20  # every SC request but Create (SmartModule payloads) is small
+MAX_CREATE_BYTES = 8 << 20
+
+
 async def handle_request(state: ScState, conn, payload: bytes) -> None:
+    limit = MAX_CREATE_BYTES if payload[:2] == b"\x03\xe9" else MAX_REQUEST_BYTES  # 1001 Create
+    if len(payload) > limit:
+        # decoding megabytes of empty list entries would stall the event loop: refuse first
+        log.warning("%s: %d-byte request over the %d-byte limit, closing", conn.peer, len(payload), limit)
+        conn.close()
+        return
     try:
         header, req = sa.decode_sc_request(payload)
     except sa.UnknownObjectType as e:
@@ -55,6 +65,8 @@ async def handle_request(state: ScState, conn, payload: bytes) -> None:
     handler = HANDLERS[header.api_key]
     try:
         resp = await handler(state, conn, header, req)
+    except ConnectionLost:
+        return  # the client went away mid-request: nothing to answer
     except Exception as e:  # a bug of ours: answer with an error, keep the connection and server
         log.exception("%s: %s failed", conn.peer, type(req).__name__)
         resp = None

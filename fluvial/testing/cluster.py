@@ -31,14 +31,24 @@ class _Member:
 class TestCluster:
     __test__ = False  # not a pytest class
 
-    def __init__(self, base: Path, nursery: trio.Nursery, heartbeat_timeout: float):
+    def __init__(self, base: Path, nursery: trio.Nursery, heartbeat_timeout: float,
+                 certs: Path | None = None, policy=None):
         self.base = base
         self.nursery = nursery
+        self.certs, self.policy = certs, policy
         self.sc_config = ScConfig(data_dir=base / "sc", public_port=0, private_port=0,
-                                  heartbeat_timeout_seconds=heartbeat_timeout)
+                                  heartbeat_timeout_seconds=heartbeat_timeout,
+                                  tls=self._tls("sc"), policy=policy)
         self.sc: _Member | None = None
         self.spus: dict[int, _Member] = {}
         self.sc_ports = (0, 0)
+
+    def _tls(self, member: str):
+        if self.certs is None:
+            return None
+        from fluvial.net.tls import ClusterTls
+
+        return ClusterTls(self.certs, member, anonymous_clients=bool(self.policy and self.policy.allow_anonymous))
 
     @property
     def endpoint(self) -> str:
@@ -65,7 +75,8 @@ class TestCluster:
         m = self.spus.get(spu_id)
         if m is None:
             cfg = SpuConfig(spu_id=spu_id, data_dir=self.base / f"spu-{spu_id}",
-                            sc_port=self.sc_ports[1], heartbeat_seconds=0.2)
+                            sc_port=self.sc_ports[1], heartbeat_seconds=0.2,
+                            tls=self._tls(f"custom-spu-{spu_id}"), policy=self.policy)
             m = _Member(cfg)
         else:
             m = _Member(m.config)
@@ -87,9 +98,11 @@ class TestCluster:
 
 @asynccontextmanager
 async def open_test_cluster(base: Path, spus: int = 1, *, first_id: int = 5001,
-                            heartbeat_timeout: float = 3.0):
+                            heartbeat_timeout: float = 3.0, certs: Path | None = None, policy=None):
+    """``certs``: a directory from ``fluvial cluster certs`` (TLS on every port, mutual TLS
+    between members); ``policy``: a ``fluvial.auth.Policy`` enforced by every server."""
     async with trio.open_nursery() as nursery:
-        cluster = TestCluster(Path(base), nursery, heartbeat_timeout)
+        cluster = TestCluster(Path(base), nursery, heartbeat_timeout, certs, policy)
         await cluster.start_sc()
         for i in range(spus):
             await cluster.start_spu(first_id + i)
