@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from fluvial.errors import OK, Error, ErrorCode
+from fluvial.errors import OK, ConnectionLost, Error, ErrorCode
 from fluvial.net.tls import allowed
 from fluvial.protocol.api import (
     ApiVersionsResponse, RequestHeader, UnsupportedRequest, decode_request, encode_error_response,
@@ -30,7 +30,16 @@ log = logging.getLogger("fluvial.spu")
 _TOPIC_CODEC = {0: 0, 1: 1, 2: 2, 3: 3, 5: 4}
 
 
+MAX_CONTROL_REQUEST_BYTES = 1 << 20  # every request but Produce is small; decode no more
+
+
 async def handle_request(ctx, conn, payload: bytes) -> None:
+    if len(payload) > MAX_CONTROL_REQUEST_BYTES and payload[:2] != b"\x00\x00":
+        # (Produce is api key 0.) A big control request can only be an attack: a few MiB of
+        # empty list entries would decode into millions of objects on the event loop.
+        log.warning("%s: %d-byte non-produce request, closing", conn.peer, len(payload))
+        conn.close()
+        return
     try:
         header, req = decode_request(payload, api.SPU_REQUESTS)
     except UnsupportedRequest as e:
@@ -43,6 +52,8 @@ async def handle_request(ctx, conn, payload: bytes) -> None:
     handler = HANDLERS[header.api_key]
     try:
         await handler(ctx, conn, header, req)
+    except ConnectionLost:
+        return  # the client went away mid-request: nothing to answer
     except Exception as e:  # a bug of ours: answer with an error, keep the connection and server
         log.exception("%s: %s failed", conn.peer, type(req).__name__)
         await conn.send(encode_error_response(header.correlation_id,
@@ -96,10 +107,22 @@ async def _produce_one(ctx, topic: str, part: api.PartitionProduceData, committe
             if committed:  # accept only what can be committed: wait for enough in-sync replicas
                 while replica.under_min_isr():
                     await replica.wait_change()
+            leadership = replica.leader_state
             base, leo = await replica.append(records)
             resp.base_offset = base
-            if committed:
-                await replica.wait_hw(leo)
+            if committed:  # until the HW covers the batch, or this SPU no longer leads
+                while replica.hw < leo and replica.leader_state is leadership:
+                    await replica.wait_change()
+        if replica.leader_state is not leadership:
+            # Demoted while waiting: as a follower this log may have been truncated under the
+            # batch and refilled from the new leader, so its durable LEO and HW say nothing
+            # about this batch any more.
+            resp.error_code = Error(ErrorCode.NotLeaderForPartition)
+        elif committed and replica.under_min_isr():
+            # The HW covered the batch only because the ISR shrank below min_isr (Kafka's
+            # NOT_ENOUGH_REPLICAS_AFTER_APPEND). Fluvio has no such code; like a timeout, this
+            # says "not acknowledged, may be stored" and is retriable.
+            resp.error_code = Error(ErrorCode.RequestTimedOut, (timeout_ms, 0))
     except trio.TooSlowError:
         resp.error_code = Error(ErrorCode.RequestTimedOut, (timeout_ms, 0))
     except serr.StorageError as e:

@@ -259,7 +259,14 @@ class SpuContext:
 # ------------------------------------------------------------------------------- private API
 
 
+MAX_PRIVATE_REQUEST_BYTES = 1 << 20  # followers' fetches and offset updates are tiny
+
+
 async def handle_private(ctx: SpuContext, conn, payload: bytes) -> None:
+    if len(payload) > MAX_PRIVATE_REQUEST_BYTES:
+        log.warning("private %s: %d-byte request, closing", conn.peer, len(payload))
+        conn.close()
+        return
     try:
         header, req = decode_request(payload, ia.INTERNAL_SPU_REQUESTS)
     except UnsupportedRequest as e:
