@@ -210,7 +210,7 @@ async def handle_stream_fetch(ctx, conn, header, req: api.StreamFetchRequest) ->
             ErrorCode.SmartModuleChainInitError, ("smartmodules are not supported by fluvial",)))
         return
     committed = req.isolation == api.Isolation.ReadCommitted
-    max_bytes = max(req.max_bytes, 1)
+    max_bytes = min(max(req.max_bytes, 1), ctx.max_fetch_bytes)  # bounded, whatever was asked
     streams = _streams(conn)
     streams[seq] = stream
     replica.waiters.add(stream.waiter)
@@ -313,7 +313,8 @@ async def handle_fetch(ctx, conn, header, req: api.FetchRequest) -> None:
             else:
                 limit = replica.limit(committed)
                 if p.fetch_offset < limit:
-                    r.records = replica.storage.read(p.fetch_offset, max(p.max_bytes, 1), limit).read_bytes()
+                    r.records = replica.storage.read(p.fetch_offset, min(max(p.max_bytes, 1), ctx.max_fetch_bytes),
+                                                     limit).read_bytes()
                 r.high_watermark, r.log_start_offset = replica.hw, replica.log_start_offset
             tr.partitions.append(r)
         out.topics.append(tr)

@@ -52,6 +52,7 @@ class SpuConfig:
     checkpoint_seconds: float = 5.0
     retention_check_seconds: float = 60.0
     max_batch_bytes: int = 16 * 1024 * 1024
+    max_fetch_bytes: int = 8 * 1024 * 1024  # a response holds at most this (or one whole batch)
     flush: str = "sync"
     limits: ServerLimits = field(default_factory=ServerLimits)
     tls: ClusterTls | None = None  # None: plaintext on every port
@@ -66,6 +67,7 @@ class SpuContext:
         self.replicas: dict[tuple[str, int], PartitionReplica] = {}
         self.topics: set[str] = set()
         self.max_batch_bytes = config.max_batch_bytes
+        self.max_fetch_bytes = config.max_fetch_bytes
         self.offsets_leader = -1
         self.peers: dict[int, ia.SpuAddress] = {}
         self._offsets: ConsumerOffsetStore | None = None

@@ -421,7 +421,14 @@ class Cluster:
     # ---- clients
 
     def config(self) -> fluvio.FluvioConfig:
-        return fluvio.FluvioConfig.new(self.endpoint)
+        """A config for this cluster's endpoint, with verified mutual TLS when the cluster runs
+        TLS (the default of `cluster start`): the certificates it minted under $FLUVIAL_HOME."""
+        cfg = fluvio.FluvioConfig.new(self.endpoint)
+        certs = self.home / "certs"
+        if (certs / "ca.crt").exists():
+            cfg.set_tls_file_paths("fluvial.local", str(certs / "client-admin.key"),
+                                   str(certs / "client-admin.crt"), str(certs / "ca.crt"))
+        return cfg
 
     def connect(self) -> fluvio.Fluvio:
         return fluvio.Fluvio.connect_with_config(self.config())
@@ -538,7 +545,13 @@ def produce_strings(client: fluvio.Fluvio, topic: str, values: list[str]) -> lis
 def run_client_snippet(code: str, cluster: Cluster, timeout_s: float = 30.0) -> Any:
     """Run *code* in a fresh interpreter that has ``fluvio`` imported and ``ENDPOINT`` set, and return the JSON
     it prints on its last stdout line. Use it for calls that could block forever while holding the GIL."""
-    prelude = "import json, fluvio\nENDPOINT = %r\n" % cluster.endpoint
+    prelude = ("import json, fluvio\nENDPOINT = %r\nCERTS = %r\n" % (cluster.endpoint, str(cluster.home / "certs"))
+               + "def config():\n"
+               + "    cfg = fluvio.FluvioConfig.new(ENDPOINT)\n"
+               + "    import os\n"
+               + "    if os.path.exists(CERTS + '/ca.crt'):\n"
+               + "        cfg.set_tls_file_paths('fluvial.local', CERTS + '/client-admin.key', CERTS + '/client-admin.crt', CERTS + '/ca.crt')\n"
+               + "    return cfg\n")
     env = dict(os.environ, FLV_PROFILE_PATH=str(cluster.config_path), **CLIENT_ENV)
     proc = subprocess.run([sys.executable, "-c", prelude + code], env=env, capture_output=True, text=True,
                           timeout=timeout_s, stdin=subprocess.DEVNULL)
@@ -552,7 +565,8 @@ def run_client_snippet(code: str, cluster: Cluster, timeout_s: float = 30.0) -> 
 def start_producer_proc(cluster: Cluster, topic: str, count: int, *, prefix: str = "live",
                         key: str | None = None, flush_every: int = 0) -> subprocess.Popen:
     """Start ``producer_proc.py`` (official client, separate process) producing *count* records to *topic*."""
-    args = [sys.executable, str(PRODUCER_PROC), "--endpoint", cluster.endpoint, "--topic", topic,
+    args = [sys.executable, str(PRODUCER_PROC), "--endpoint", cluster.endpoint,
+            "--certs", str(cluster.home / "certs"), "--topic", topic,
             "--count", str(count), "--prefix", prefix]
     if key is not None:
         args += ["--key", key]

@@ -17,6 +17,7 @@ several separate pushes.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 
@@ -26,6 +27,7 @@ import fluvio
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--endpoint", help="SC host:port; the FLV_PROFILE_PATH profile when omitted")
+    parser.add_argument("--certs", help="a `fluvial cluster certs` directory: verified mutual TLS")
     parser.add_argument("--topic", required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--prefix", default="rec")
@@ -34,7 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.endpoint:
-        client = fluvio.Fluvio.connect_with_config(fluvio.FluvioConfig.new(args.endpoint))
+        config = fluvio.FluvioConfig.new(args.endpoint)
+        if args.certs and os.path.exists(os.path.join(args.certs, "ca.crt")):
+            config.set_tls_file_paths("fluvial.local", os.path.join(args.certs, "client-admin.key"),
+                                      os.path.join(args.certs, "client-admin.crt"),
+                                      os.path.join(args.certs, "ca.crt"))
+        client = fluvio.Fluvio.connect_with_config(config)
     else:
         client = fluvio.Fluvio.connect()
     producer = client.topic_producer(args.topic)

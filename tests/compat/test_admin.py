@@ -48,11 +48,11 @@ def test_connect_via_profile() -> None:
 
 
 def test_connect_with_config(cluster: Cluster) -> None:
-    config = fluvio.FluvioConfig.new(cluster.endpoint)
+    config = cluster.config()
     config.set_client_id("compat-suite")
     client = fluvio.Fluvio.connect_with_config(config)
     assert client is not None
-    admin = fluvio.FluvioAdmin.connect_with_config(fluvio.FluvioConfig.new(cluster.endpoint))
+    admin = fluvio.FluvioAdmin.connect_with_config(cluster.config())
     assert isinstance(admin.all_topics(), list)
 
 
@@ -217,7 +217,7 @@ def test_watch_topic_first_update_lists_topics(cluster: Cluster) -> None:
     topic = unique_name("adm-watch")
     admin.create_topic(topic)
     code = """
-admin = fluvio.FluvioAdmin.connect_with_config(fluvio.FluvioConfig.new(ENDPOINT))
+admin = fluvio.FluvioAdmin.connect_with_config(config())
 update = next(iter(admin.watch_topic()))
 print(json.dumps({"all": [t.name() for t in update.all()], "epoch": update.epoch()}))
 """
@@ -230,7 +230,7 @@ def test_watch_topic_reports_created_and_deleted_topics(cluster: Cluster) -> Non
     """After the first frame, a create and a delete arrive as changes (UPDATE, then DELETE)."""
     topic = unique_name("adm-watch2")
     code = f"""
-config = fluvio.FluvioConfig.new(ENDPOINT)
+config = config()
 watcher = fluvio.FluvioAdmin.connect_with_config(config)
 other = fluvio.FluvioAdmin.connect_with_config(config)
 updates = iter(watcher.watch_topic())
