@@ -19,6 +19,7 @@ from crc32c import crc32c
 
 from fluvial.metadata.store import StoredObject
 from fluvial.protocol.codec import BYTES, I64, STR, DecodeError, Reader, Vec, message, wire
+from fluvial.storage.checkpoint import write_atomic
 
 STORE_VERSION = 19
 _MAGIC = b"FLVMETA1"
@@ -90,22 +91,4 @@ class FileBackend:
         w = bytearray()
         _RECORDS.encode(w, records, 0)
         blob = _HEAD.pack(_MAGIC, crc32c(w), len(w)) + bytes(w)
-        atomic_write(self._path(label), blob)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+        write_atomic(str(self._path(label)), blob)

@@ -15,9 +15,9 @@ from fluvial.errors import OK, Error, ErrorCode
 from fluvial.net.tls import allowed, principal_of
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol.api import (
-    ApiVersionsResponse, UnsupportedRequest, decode_request, encode_error_response, encode_response,
+    ApiVersionsResponse, encode_error_response, encode_response,
 )
-from fluvial.protocol.codec import DecodeError
+from fluvial.net.dispatch import decode_or_refuse
 from fluvial.sc import controller as ctl
 from fluvial.sc.state import ScState, SpuLink
 
@@ -33,19 +33,11 @@ MAX_PRIVATE_REQUEST_BYTES = 16 << 20  # a report of every replica of a big SPU f
 
 
 async def handle_request(state: ScState, auto_register: bool, conn, payload: bytes) -> None:
-    if len(payload) > MAX_PRIVATE_REQUEST_BYTES:
-        log.warning("private %s: %d-byte request, closing", conn.peer, len(payload))
-        conn.close()
+    decoded = await decode_or_refuse(conn, payload, ia.INTERNAL_SC_REQUESTS,
+                                     MAX_PRIVATE_REQUEST_BYTES, "private ")
+    if decoded is None:
         return
-    try:
-        header, req = decode_request(payload, ia.INTERNAL_SC_REQUESTS)
-    except UnsupportedRequest as e:
-        await conn.send(encode_error_response(e.header.correlation_id, Error.other(str(e))))
-        return
-    except DecodeError as e:
-        log.warning("private %s: undecodable request, closing: %s", conn.peer, e)
-        conn.close()
-        return
+    header, req = decoded
 
     async def reply(resp):
         await conn.send(encode_response(resp, header.correlation_id, header.api_version))

@@ -14,11 +14,11 @@ import trio
 from fluvial.errors import OK, ConnectionLost, Error, ErrorCode
 from fluvial.net.tls import allowed
 from fluvial.protocol.api import (
-    ApiVersionsResponse, RequestHeader, UnsupportedRequest, decode_request, encode_error_response,
+    ApiVersionsResponse, RequestHeader, encode_error_response,
     encode_response,
 )
 from fluvial.protocol.batch import BatchError, iter_batches
-from fluvial.protocol.codec import DecodeError
+from fluvial.net.dispatch import decode_or_refuse
 from fluvial.protocol import spu_api as api
 from fluvial.spu.consumer_offsets import CONSUMER_OFFSET_TOPIC
 from fluvial.spu.partition import PartitionReplica, Waiter
@@ -34,21 +34,12 @@ MAX_CONTROL_REQUEST_BYTES = 1 << 20  # every request but Produce is small; decod
 
 
 async def handle_request(ctx, conn, payload: bytes) -> None:
-    if len(payload) > MAX_CONTROL_REQUEST_BYTES and payload[:2] != b"\x00\x00":
-        # (Produce is api key 0.) A big control request can only be an attack: a few MiB of
-        # empty list entries would decode into millions of objects on the event loop.
-        log.warning("%s: %d-byte non-produce request, closing", conn.peer, len(payload))
-        conn.close()
+    # Produce (api key 0) carries records; every other request is small
+    limit = ctx.max_request_bytes if payload[:2] == b"\x00\x00" else MAX_CONTROL_REQUEST_BYTES
+    decoded = await decode_or_refuse(conn, payload, api.SPU_REQUESTS, limit)
+    if decoded is None:
         return
-    try:
-        header, req = decode_request(payload, api.SPU_REQUESTS)
-    except UnsupportedRequest as e:
-        await conn.send(encode_error_response(e.header.correlation_id, Error.other(str(e))))
-        return
-    except DecodeError as e:
-        log.warning("%s: undecodable request, closing: %s", conn.peer, e)
-        conn.close()
-        return
+    header, req = decoded
     handler = HANDLERS[header.api_key]
     try:
         await handler(ctx, conn, header, req)

@@ -22,9 +22,9 @@ from fluvial.net.server import ServerLimits, listener_port, serve_tcp
 from fluvial.net.tls import ClusterTls, allowed, principal_of
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol.api import (
-    ApiVersionsResponse, UnsupportedRequest, decode_request, encode_error_response, encode_response,
+    ApiVersionsResponse, encode_error_response, encode_response,
 )
-from fluvial.protocol.codec import DecodeError
+from fluvial.net.dispatch import decode_or_refuse
 from fluvial.spu import public
 from fluvial.spu.consumer_offsets import CONSUMER_OFFSET_TOPIC, ConsumerOffsetStore
 from fluvial.spu.partition import PartitionReplica
@@ -68,6 +68,7 @@ class SpuContext:
         self.topics: set[str] = set()
         self.max_batch_bytes = config.max_batch_bytes
         self.max_fetch_bytes = config.max_fetch_bytes
+        self.max_request_bytes = config.limits.max_frame_bytes
         self.offsets_leader = -1
         self.peers: dict[int, ia.SpuAddress] = {}
         self._offsets: ConsumerOffsetStore | None = None
@@ -265,19 +266,11 @@ MAX_PRIVATE_REQUEST_BYTES = 1 << 20  # followers' fetches and offset updates are
 
 
 async def handle_private(ctx: SpuContext, conn, payload: bytes) -> None:
-    if len(payload) > MAX_PRIVATE_REQUEST_BYTES:
-        log.warning("private %s: %d-byte request, closing", conn.peer, len(payload))
-        conn.close()
+    decoded = await decode_or_refuse(conn, payload, ia.INTERNAL_SPU_REQUESTS,
+                                     MAX_PRIVATE_REQUEST_BYTES, "private ")
+    if decoded is None:
         return
-    try:
-        header, req = decode_request(payload, ia.INTERNAL_SPU_REQUESTS)
-    except UnsupportedRequest as e:
-        await conn.send(encode_error_response(e.header.correlation_id, Error.other(str(e))))
-        return
-    except DecodeError as e:
-        log.warning("private %s: undecodable request, closing: %s", conn.peer, e)
-        conn.close()
-        return
+    header, req = decoded
     if header.api_key == 18:
         resp = ApiVersionsResponse(OK, ia.advertise(ia.INTERNAL_SPU_REQUESTS), "0.17.3")
     elif not allowed(ctx.policy, conn, "member"):
