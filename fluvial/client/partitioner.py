@@ -112,6 +112,18 @@ class RoundRobinPartitioner:
         self._counter = c + 1
         return c % partition_count
 
+    def take_turns(self, count: int, partition_count: int) -> int:
+        """Take ``count`` turns at once, as ``count`` calls of ``partition`` would; returns the
+        first one's partition (record ``k`` of them goes to ``(first + k) % partition_count``).
+
+        Example: counter at 4, ``take_turns(5, 3)`` -> 1 (partitions 1, 2, 0, 1, 2), counter 9.
+        """
+        if partition_count < 1:
+            raise ValueError(f"partition_count must be at least 1, not {partition_count}")
+        c = self._counter
+        self._counter = c + count
+        return c % partition_count
+
 
 class SiphashRoundRobinPartitioner(RoundRobinPartitioner):
     """Fluvio's default: keyed records by SipHash, records without a key round robin."""

@@ -1,0 +1,470 @@
+"""The producer's batching: records grouped into per-partition batches, and the batch encoder.
+
+Theory of operation
+-------------------
+Pure: no trio, no sockets, no clock of its own (the caller injects one). The producer's trio
+layer (``producer.py``) calls ``append`` for each record and ``drain`` when it can send, and hands
+back what failed with ``reenqueue``.
+
+* **Per-partition queues.** Each partition has a FIFO of batches. Only the last one is *open*
+  (takes new records); every other one is *closed*. A record goes into the open batch unless that
+  batch already holds records and the record would take its estimated size past ``batch_size``:
+  then the batch is closed and a new one opened (Fluvio's ``batch_size`` rule, spu.md §9.1). A
+  single record larger than ``max_request_size`` is refused (``MessageTooLargeError``).
+* **Ready.** A closed batch is ready at once; the open batch is ready once it is ``linger``
+  seconds old, or at once with ``flush=True``. With ``linger = 0`` an open batch is ready at once
+  unless full batches of its partition go out in the same drain (then it keeps filling while they
+  travel), so records batch up while the sender is busy, which is what makes throughput adapt.
+* **drain(now)** takes ready batches from the front of each partition's queue, oldest first, up to
+  ``max_request_size`` bytes per partition (always at least one batch), skipping *muted*
+  partitions (the caller mutes a partition while one of its requests is in flight, which keeps
+  the partition's records in order across retries) and partitions in *backoff*. A drained open
+  batch is closed.
+* **reenqueue(batches)** puts batches that must be retried back at the front, in order.
+
+Record size estimate: value bytes + key bytes + ``RECORD_OVERHEAD`` (the varints and flags of the
+record framing, a little generous).
+
+The encoder, ``encode_producer_batch``, writes exactly the bytes of
+``fluvial.protocol.record.encode_batch`` (tests hold the two equal), faster when a batch's records
+all have the same shape, which producers usually send: every value the same length, and either no
+key or keys all of one length, and no timestamp deltas. A record is then a constant *separator*
+(length, attributes, timestamp delta, offset delta, key tag and lengths) around its key and value;
+only the offset-delta varint changes from record to record, so separators come from a cached
+table and the section is one ``b"".join`` of (separator, key, value) pieces, with no Python code
+per record. Any other batch goes through ``encode_batch``.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from itertools import accumulate, chain, repeat
+from typing import Any
+
+from crc32c import crc32c
+
+from fluvial.errors import Error, ErrorCode, error_class
+from fluvial.protocol.batch import (
+    ATTR_COMPRESSION_MASK, BATCH_HEADER_SIZE, CRC_OFFSET, CRC_START, HEADER, MAGIC, NO_EPOCH,
+)
+from fluvial.protocol.codec import EncodeError, encode_varint
+from fluvial.protocol.record import (
+    NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, RECORD_COUNT, Compression, compress,
+    encode_batch,
+)
+
+__all__ = [
+    "DEFAULT_BATCH_QUEUE_SIZE", "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_REQUEST_SIZE",
+    "RECORD_OVERHEAD", "ProducerBatch", "RecordAccumulator", "encode_producer_batch",
+]
+
+DEFAULT_BATCH_SIZE = 16384  # Fluvio's defaults (producer/config.rs)
+DEFAULT_MAX_REQUEST_SIZE = 1048576
+DEFAULT_BATCH_QUEUE_SIZE = 100
+RECORD_OVERHEAD = 12  # length, attributes, timestamp delta, offset delta, key tag, lengths, headers
+
+MessageTooLargeError = error_class(ErrorCode.MessageTooLarge)
+
+
+class ProducerBatch:
+    """Records bound for one partition, sent (and acknowledged) together.
+
+    Attributes:
+        partition: where the batch goes.
+        values: the values, in order.
+        keys: the keys (None for a record without one), or None while no record has a key.
+        size: the estimated encoded size in bytes.
+        created_at: the caller's clock when the batch was opened (seconds).
+        first_timestamp: wall-clock milliseconds stamped on the batch.
+        deltas: per-record timestamp deltas in milliseconds, or None when all are 0.
+        closed: no more records go in.
+        base_offset: the offset the server gave the first record, once acknowledged.
+        error: the exception the batch failed with, once it failed.
+        waiter: anything the caller wants to hang on the batch (the producer's trio.Event).
+        attempts: how many times the batch was sent.
+    """
+
+    __slots__ = ("partition", "values", "keys", "size", "created_at", "first_timestamp", "deltas",
+                 "closed", "encoded", "base_offset", "error", "waiter", "attempts")
+
+    def __init__(self, partition: int, created_at: float, first_timestamp: int,
+                 with_deltas: bool = False):
+        self.partition = partition
+        self.values: list[bytes] = []
+        self.keys: list[bytes | None] | None = None
+        self.size = 0
+        self.created_at = created_at
+        self.first_timestamp = first_timestamp
+        self.deltas: list[int] | None = [] if with_deltas else None
+        self.closed = False
+        self.encoded: bytes | None = None
+        self.base_offset: int | None = None
+        self.error: BaseException | None = None
+        self.waiter: Any = None
+        self.attempts = 0
+
+    def __repr__(self) -> str:
+        state = ("failed" if self.error is not None else "acked" if self.base_offset is not None
+                 else "closed" if self.closed else "open")
+        return f"<ProducerBatch partition={self.partition} records={len(self.values)} {state}>"
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @property
+    def done(self) -> bool:
+        return self.base_offset is not None or self.error is not None
+
+    def records(self) -> list:
+        """The records in ``encode_batch``'s input form: bytes, or ``(key, value)`` tuples."""
+        if self.keys is None:
+            return self.values
+        return list(zip(self.keys, self.values))
+
+    def encode(self, compression: int = Compression.None_) -> bytes:
+        """The batch bytes (computed once, then kept for retries)."""
+        if self.encoded is None:
+            self.encoded = encode_producer_batch(self.values, self.keys, compression=compression,
+                                                 first_timestamp=self.first_timestamp,
+                                                 deltas=self.deltas)
+        return self.encoded
+
+    def complete(self, base_offset: int) -> None:
+        self.base_offset = base_offset
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+
+
+class RecordAccumulator:
+    """Per-partition batch queues (see the module docstring).
+
+    Args:
+        batch_size: the estimated bytes after which a batch takes no more records.
+        max_request_size: the largest record accepted, and the bytes ``drain`` takes from one
+            partition at a time.
+        linger: seconds an open batch waits for more records before it is ready.
+        clock: the caller's monotonic clock, in seconds (trio.current_time in the producer).
+        wall_clock_ms: milliseconds since the Unix epoch, for batch timestamps.
+    """
+
+    def __init__(self, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                 max_request_size: int = DEFAULT_MAX_REQUEST_SIZE, linger: float = 0.0,
+                 clock: Callable[[], float], wall_clock_ms: Callable[[], int]):
+        if batch_size < 1 or max_request_size < 1:
+            raise ValueError("batch_size and max_request_size must be positive")
+        if linger < 0:
+            raise ValueError(f"linger must not be negative, not {linger}")
+        self.batch_size = batch_size
+        self.max_request_size = max_request_size
+        self.linger = linger
+        self._clock = clock
+        self._wall_ms = wall_clock_ms
+        self._queues: dict[int, deque[ProducerBatch]] = {}
+        self._open: dict[int, ProducerBatch] = {}
+        self._backoff: dict[int, float] = {}
+
+    # ----------------------------------------------------------------------------- appending
+
+    def _new_batch(self, partition: int) -> ProducerBatch:
+        old = self._open.get(partition)
+        if old is not None:
+            old.closed = True
+        b = ProducerBatch(partition, self._clock(), self._wall_ms(), self.linger > 0)
+        q = self._queues.get(partition)
+        if q is None:
+            q = self._queues[partition] = deque()
+        q.append(b)
+        self._open[partition] = b
+        return b
+
+    def _too_large(self, size: int) -> MessageTooLargeError:
+        return MessageTooLargeError(Error(ErrorCode.MessageTooLarge),
+                                    f"a record of about {size} bytes is larger than "
+                                    f"max_request_size ({self.max_request_size} bytes)")
+
+    def append(self, partition: int, value: bytes, key: bytes | None = None) -> ProducerBatch:
+        """Add one record; returns the batch it went into (it is the batch's last record).
+
+        Raises:
+            MessageTooLargeError: the record alone is larger than ``max_request_size``.
+        """
+        size = len(value) + RECORD_OVERHEAD if key is None else len(value) + len(key) + RECORD_OVERHEAD
+        b = self._open.get(partition)
+        if b is None or (b.size + size > self.batch_size and b.values):
+            if size > self.max_request_size:
+                raise self._too_large(size)
+            b = self._new_batch(partition)
+        if key is not None:
+            if b.keys is None:
+                b.keys = [None] * len(b.values)
+            b.keys.append(key)
+        elif b.keys is not None:
+            b.keys.append(None)
+        b.values.append(value)
+        b.size += size
+        if b.deltas is not None:
+            b.deltas.append(int((self._clock() - b.created_at) * 1000))
+        return b
+
+    def append_many(self, partition: int, values: list[bytes],
+                    keys: list[bytes | None] | None = None) -> list[tuple[ProducerBatch, int, int]]:
+        """Add records in order; returns ``(batch, first index, count)`` per batch they went into.
+
+        ``keys`` is None (no record has a key) or a list as long as ``values``.
+
+        Raises:
+            MessageTooLargeError: some record is too large; none of the records was added.
+        """
+        if keys is not None and len(keys) != len(values):
+            raise ValueError(f"{len(keys)} keys for {len(values)} values")
+        if keys is None:
+            sizes = [n + RECORD_OVERHEAD for n in map(len, values)]
+        else:
+            sizes = [len(v) + (0 if k is None else len(k)) + RECORD_OVERHEAD
+                     for k, v in zip(keys, values)]
+        if sizes and max(sizes) > self.max_request_size:
+            raise self._too_large(max(sizes))
+        out: list[tuple[ProducerBatch, int, int]] = []
+        i, n = 0, len(values)
+        ends = list(accumulate(sizes))  # ends[j]: the bytes of records 0..j
+        while i < n:
+            b = self._open.get(partition)
+            if b is None or (b.values and b.size + sizes[i] > self.batch_size):
+                b = self._new_batch(partition)
+            # take records while they fit, and always at least one: j is the first record after
+            # i that would take the batch past batch_size (sizes are positive, ends increase)
+            before = ends[i - 1] if i else 0
+            j = bisect_right(ends, self.batch_size - b.size + before, i + 1, n)
+            size = b.size + ends[j - 1] - before
+            start = len(b.values)
+            if keys is not None:
+                if b.keys is None:
+                    b.keys = [None] * start
+                b.keys.extend(keys[i:j])
+            elif b.keys is not None:
+                b.keys.extend(repeat(None, j - i))
+            b.values.extend(values[i:j])
+            b.size = size
+            if b.deltas is not None:
+                b.deltas.extend(repeat(int((self._clock() - b.created_at) * 1000), j - i))
+            out.append((b, start, j - i))
+            i = j
+        return out
+
+    # ------------------------------------------------------------------------------ draining
+
+    def ready_at(self, muted: Iterable[int] = ()) -> float | None:
+        """When the next batch outside ``muted`` becomes ready: the earliest of the open batches'
+        ``created_at + linger`` and of the partitions' backoff ends; ``-inf`` when a closed batch
+        is waiting; None when nothing outside ``muted`` is queued."""
+        best = None
+        for p, q in self._queues.items():
+            if not q or p in muted:
+                continue
+            t = -math.inf if q[0].closed else q[0].created_at + self.linger
+            b = self._backoff.get(p)
+            if b is not None and b > t:
+                t = b
+            if best is None or t < best:
+                best = t
+        return best
+
+    def drain(self, now: float, *, flush: bool = False, muted: Iterable[int] = (),
+              only: int | None = None) -> dict[int, list[ProducerBatch]]:
+        """Take the ready batches: ``{partition: [batches, oldest first]}``.
+
+        Args:
+            now: the caller's clock.
+            flush: treat every open batch as ready.
+            muted: partitions to leave alone.
+            only: look at this partition only.
+        """
+        out: dict[int, list[ProducerBatch]] = {}
+        linger = self.linger
+        limit = self.max_request_size
+        queues = self._queues.items() if only is None else [(only, self._queues.get(only))]
+        for p, q in queues:
+            if not q or p in muted:
+                continue
+            b = self._backoff.get(p)
+            if b is not None:
+                if b > now:
+                    continue
+                del self._backoff[p]
+            taken: list[ProducerBatch] = []
+            total = 0
+            while q:
+                head = q[0]
+                if not head.closed and not flush:
+                    if head.created_at + linger > now:
+                        break
+                    if taken and not linger:
+                        break  # full batches are going: let this one fill while they travel
+                est = head.size if head.encoded is None else len(head.encoded)
+                if taken and total + est > limit:
+                    break
+                q.popleft()
+                if not head.closed:
+                    head.closed = True
+                    if self._open.get(p) is head:
+                        del self._open[p]
+                taken.append(head)
+                total += est
+            if taken:
+                out[p] = taken
+        return out
+
+    def reenqueue(self, batches: list[ProducerBatch]) -> None:
+        """Put batches back at the front of their partitions' queues, keeping their order."""
+        for b in reversed(batches):
+            q = self._queues.get(b.partition)
+            if q is None:
+                q = self._queues[b.partition] = deque()
+            b.closed = True
+            q.appendleft(b)
+
+    def set_backoff(self, partition: int, until: float) -> None:
+        """Keep ``partition`` out of ``drain`` until the clock reaches ``until``."""
+        self._backoff[partition] = until
+
+    def queued_batches(self, partition: int) -> int:
+        q = self._queues.get(partition)
+        return 0 if q is None else len(q)
+
+    def queued_records(self) -> int:
+        return sum(len(b.values) for q in self._queues.values() for b in q)
+
+    def is_empty(self) -> bool:
+        return not any(self._queues.values())
+
+    def take_all(self) -> list[ProducerBatch]:
+        """Remove and return every queued batch (to fail them when the producer closes)."""
+        out = [b for q in self._queues.values() for b in q]
+        self._queues.clear()
+        self._open.clear()
+        self._backoff.clear()
+        return out
+
+
+# --------------------------------------------------------------------------------- encoding
+
+_OD: list[bytes] = [encode_varint(i) for i in range(8192)]  # offset-delta varints
+_OD_LIMIT = 1 << 20  # grown on demand up to here (3-byte varints); beyond, computed per batch
+_SEP_CACHE: OrderedDict[tuple, list[bytes]] = OrderedDict()
+_SEP_CACHE_ENTRIES = 8
+_SEP_CACHE_MAX_LEN = 16384
+_MIN_FAST_RECORDS = 8
+# the first index whose ZigZag varint is wider than ``width`` bytes (2*i < 128**width)
+_WIDTH_END = {w: 128**w // 2 for w in range(1, 11)}
+
+
+def _offset_deltas(n: int) -> list[bytes]:
+    if n > len(_OD) and n <= _OD_LIMIT:
+        _OD.extend(encode_varint(i) for i in range(len(_OD), n))
+    if n <= len(_OD):
+        return _OD[:n] if n < len(_OD) else _OD
+    return _OD + [encode_varint(i) for i in range(len(_OD), n)]
+
+
+def _separators(key_len: int | None, value_len: int, n: int) -> list[bytes]:
+    """sep[i] = [b"\\0" header count of record i-1] + length + attributes + timestamp delta 0 +
+    offset delta i + key tag [+ key length] (+ value length when there is no key)."""
+    cache_key = (key_len, value_len)
+    cached = _SEP_CACHE.get(cache_key)
+    if cached is not None and len(cached) >= n:
+        _SEP_CACHE.move_to_end(cache_key)
+        return cached if len(cached) == n else cached[:n]
+    vlb = encode_varint(value_len)
+    if key_len is None:
+        tail = b"\x00" + vlb
+        body = 1 + 1 + 1 + len(vlb) + value_len + 1  # attributes, ts delta, key tag, value, headers
+    else:
+        klb = encode_varint(key_len)
+        tail = b"\x01" + klb
+        body = 1 + 1 + 1 + len(klb) + key_len + len(vlb) + value_len + 1
+    ods = _offset_deltas(n)
+    seps: list[bytes] = []
+    i = 0
+    while i < n:  # runs of offset deltas of one varint width: 0..63, 64..8191, 8192..2**20-1...
+        width = len(ods[i])
+        j = min(n, _WIDTH_END[width])
+        head = b"\x00" + encode_varint(body + width) + b"\x00\x00"
+        run = list(map(bytes.__add__, map(head.__add__, ods[i:j]), repeat(tail)))
+        if i == 0:
+            run[0] = run[0][1:]  # the first record has no previous header count before it
+        seps += run
+        i = j
+    if n <= _SEP_CACHE_MAX_LEN:
+        _SEP_CACHE[cache_key] = seps
+        _SEP_CACHE.move_to_end(cache_key)
+        while len(_SEP_CACHE) > _SEP_CACHE_ENTRIES:
+            _SEP_CACHE.popitem(last=False)
+    return seps
+
+
+def _uniform_section(values: list[bytes], keys: list[bytes | None] | None) -> bytes | None:
+    """The records section when every record has the same shape, else None."""
+    n = len(values)
+    if n < _MIN_FAST_RECORDS:
+        return None
+    lengths = set(map(len, values))
+    if len(lengths) != 1:
+        return None
+    (vl,) = lengths
+    if keys is None:
+        seps = _separators(None, vl, n)
+        pieces = chain.from_iterable(zip(seps, values))
+    else:
+        if None in keys:
+            return None
+        key_lengths = set(map(len, keys))
+        if len(key_lengths) != 1:
+            return None
+        (kl,) = key_lengths
+        seps = _separators(kl, vl, n)
+        pieces = chain.from_iterable(zip(seps, keys, repeat(encode_varint(vl)), values))
+    return b"".join((RECORD_COUNT.pack(n), b"".join(pieces), b"\x00"))
+
+
+def encode_producer_batch(values: list[bytes], keys: list[bytes | None] | None = None, *,
+                          compression: int = Compression.None_, first_timestamp: int,
+                          deltas: list[int] | None = None) -> bytes:
+    """A whole batch holding ``values`` (with ``keys``), byte for byte what
+    ``fluvial.protocol.record.encode_batch`` writes for the same records, base_offset 0.
+
+    Args:
+        values: the values (bytes).
+        keys: None, or one key (bytes or None) per value.
+        compression: a ``Compression`` code.
+        first_timestamp: the batch timestamp, ms since the Unix epoch.
+        deltas: per-record timestamp deltas in ms, or None for all 0.
+
+    Raises:
+        EncodeError: no records, an unknown codec, a value that is not bytes-like.
+    """
+    if not values:
+        raise EncodeError("a batch needs at least one record")
+    section = None
+    if deltas is None or not any(deltas):
+        try:
+            section = _uniform_section(values, keys)
+        except TypeError as e:  # a value or key without a length
+            raise EncodeError(f"records: a key or value is not bytes-like: {e}") from None
+    if section is None:
+        records = values if keys is None else list(zip(keys, values))
+        return encode_batch(records, first_timestamp=first_timestamp, compression=compression,
+                            timestamp_deltas=deltas)
+    count = len(values)
+    if compression:
+        section = compress(compression, section)
+    header = bytearray(HEADER.pack(
+        0, BATCH_HEADER_SIZE + len(section), NO_EPOCH, MAGIC, 0,
+        compression & ATTR_COMPRESSION_MASK, count - 1, first_timestamp, first_timestamp,
+        NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE))
+    crc = crc32c(section, crc32c(memoryview(header)[CRC_START:]))
+    header[CRC_OFFSET:CRC_OFFSET + 4] = crc.to_bytes(4, "big")
+    return b"".join((header, section))

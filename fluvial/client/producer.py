@@ -1,0 +1,683 @@
+"""The producer: records in, batches out to each partition's leader, results back to the caller.
+
+Theory of operation
+-------------------
+``send`` chooses the partition (the official client's SipHash-2-4 of the key, round robin
+without a key; ``partitioner.py``), appends the record to the partition's open batch in the
+``RecordAccumulator`` (``accumulator.py``, pure) and returns a ``ProduceFuture``. It does not wait
+for the network, and it yields to the scheduler only when a batch has filled up (so that the
+sender gets to run) or when the partition's queue is full (backpressure): a loop of ``send`` calls
+is cheap.
+
+One *sender* task per producer, running in the connection's nursery, sleeps until a batch is
+ready (full, ``linger`` elapsed, or a flush), drains the ready batches, groups them by the
+partition's leader (from the live metadata cache) and sends one ``ProduceRequest`` per leader,
+each partition's batches concatenated into one record set (the SPU gives them consecutive
+offsets). It then waits again; each request is sent and answered in a task of its own, which,
+once the answer is in, sends whatever became ready meanwhile itself. With ``linger = 0``, a
+record that finds its partition idle (nothing queued, nothing in flight) is dispatched by
+``send`` itself. Both save a pass through the sender task on the way to the wire.
+
+Delivery (``delivery``):
+
+* ``at_least_once`` (default): while a partition has a request in flight it is *muted* (no second
+  request for it), so its records stay in order even across retries. A retriable failure
+  (``NotLeaderForPartition``, ``RequestTimedOut``, a lost or refused connection, ``SpuOffline``...;
+  ``fluvial.errors.RETRIABLE``) puts the batches back at the front of the queue after an
+  exponential backoff (``retry_backoff`` doubling up to ``retry_backoff_max``); by then the SC's
+  watch has usually told the metadata cache about the new leader, and the next attempt goes
+  there. A batch is failed once ``delivery_timeout`` has passed since it was created, or at once
+  on an error that is not retriable. A retry may store records twice.
+* ``at_most_once``: each batch is sent once, with up to ``max_in_flight`` (5) requests per
+  partition awaiting their answers; a failure fails the batch.
+
+A failed batch raises, from every ``ProduceFuture`` of its records, the typed exception of the
+server's ``ErrorCode`` (``TopicNotFoundError``, ``MessageTooLargeError``...) with the server's
+message; ``flush()`` raises the first such failure among the batches it waited for.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import time
+from dataclasses import dataclass
+from collections.abc import Iterable
+from itertools import repeat
+from typing import Any
+
+import trio
+
+from fluvial.client.accumulator import (
+    DEFAULT_BATCH_QUEUE_SIZE, DEFAULT_BATCH_SIZE, DEFAULT_MAX_REQUEST_SIZE, ProducerBatch,
+    RecordAccumulator,
+)
+from fluvial.client.partitioner import (
+    RoundRobinPartitioner, SiphashRoundRobinPartitioner, SpecificPartitioner, key_hash,
+)
+from fluvial.client.types import (
+    TOPIC_TO_BATCH_COMPRESSION, Compression, DeliverySemantic, RecordMetadata, compression_from,
+    isolation_from,
+)
+from fluvial.errors import (
+    RETRIABLE, ConnectionLost, Error, ErrorCode, FluvialError, error_class,
+)
+from fluvial.net.errors import RequestTimeout
+from fluvial.protocol.codec import DecodeError, EncodeError
+from fluvial.protocol.sc_objects import CompressionAlgorithm
+from fluvial.protocol.spu_api import (
+    Isolation, PartitionProduceData, ProduceRequest, TopicProduceData,
+)
+
+log = logging.getLogger("fluvial.client")
+
+__all__ = ["ProduceFuture", "Producer", "ProducerClosedError", "ProducerStatistics"]
+
+CompressionError = error_class(ErrorCode.CompressionError)
+_ONLY_BYTES = {bytes}
+_RESPONSE_MARGIN = 5.0  # seconds a produce response may take beyond the server-side timeout
+
+
+@dataclass(frozen=True)
+class ProducerStatistics:
+    """A snapshot of a producer's state (``Producer.statistics()``).
+
+    Attributes:
+        queued_records: records waiting in batches that have not been sent yet.
+        pending_batches: batches not yet acknowledged or failed (queued or in flight).
+        requests_sent: produce requests sent so far.
+        retries: batches put back for another attempt after a retriable failure.
+        failed_batches: batches given up (their futures raise).
+    """
+
+    queued_records: int
+    pending_batches: int
+    requests_sent: int
+    retries: int
+    failed_batches: int
+
+
+class ProducerClosedError(FluvialError):
+    """The producer was closed before the record could be sent."""
+
+
+class ProduceFuture:
+    """The outcome of one ``send``: ``await future`` (or ``await future.wait()``) gives the
+    record's ``RecordMetadata(partition, offset)`` once the SPU has acknowledged it, or raises
+    the error that failed its batch."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: ProducerBatch, index: int):
+        self._batch = batch
+        self._index = index
+
+    def __repr__(self) -> str:
+        return f"<ProduceFuture partition={self._batch.partition} {'done' if self.done() else 'pending'}>"
+
+    def done(self) -> bool:
+        return self._batch.done
+
+    def result(self) -> RecordMetadata:
+        """The metadata, without waiting.
+
+        Raises:
+            RuntimeError: not acknowledged yet.
+            FluvialError: the batch failed.
+        """
+        b = self._batch
+        if b.error is not None:
+            raise b.error
+        if b.base_offset is None:
+            raise RuntimeError("the record is not acknowledged yet")
+        return RecordMetadata(b.partition, b.base_offset + self._index)
+
+    async def wait(self) -> RecordMetadata:
+        b = self._batch
+        if not b.done:
+            if b.waiter is None:
+                b.waiter = trio.Event()
+            await b.waiter.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+        return self.result()
+
+    def __await__(self):
+        return self.wait().__await__()
+
+
+class Producer:
+    """Sends records to one topic. Get one with ``fl.producer(topic, ...)``.
+
+    Args:
+        topic: the topic to produce to.
+        batch_size: bytes (estimated, uncompressed) after which a batch takes no more records.
+        linger: seconds a batch waits for more records before it is sent (0: send as soon as
+            the sender is free; records batch up while it is busy).
+        compression: "none", "gzip", "snappy", "lz4", "zstd" (or a ``Compression``); None
+            uses the topic's setting ("none" for a topic that accepts any).
+        partitioner: None for the official client's (SipHash of the key, round robin without a
+            key); an int to send everything to that partition; or any object with a
+            ``partition(key, partition_count) -> int`` method.
+        delivery: "at_least_once" (retry retriable failures) or "at_most_once".
+        isolation: "read_uncommitted" (the leader has written the records) or
+            "read_committed" (they are committed to the in-sync replicas; the durable choice).
+        timeout: seconds the SPU may take to commit a batch (the request's ``timeout_ms``).
+        max_request_size: the largest record, and the most bytes sent to one partition at once.
+        batch_queue_size: batches a partition may have queued before ``send`` waits.
+        delivery_timeout: seconds after which a batch that keeps failing is given up.
+        retry_backoff, retry_backoff_max: the first and the largest wait between retries.
+        max_in_flight: requests per partition awaiting their answer; always 1 with
+            at-least-once delivery, 5 by default with at-most-once.
+
+    Raises (from the first ``send``, ``flush`` or ``async with``):
+        TopicNotFoundError: no such topic.
+        CompressionError: ``compression`` differs from the topic's fixed compression.
+    """
+
+    def __init__(self, fl: Any, topic: str, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                 linger: float = 0.0, compression: str | Compression | None = None,
+                 partitioner: Any = None, delivery: str | DeliverySemantic = "at_least_once",
+                 isolation: str | Isolation | None = None, timeout: float = 1.5,
+                 max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
+                 batch_queue_size: int = DEFAULT_BATCH_QUEUE_SIZE,
+                 delivery_timeout: float = 60.0, retry_backoff: float = 0.02,
+                 retry_backoff_max: float = 1.0, max_in_flight: int | None = None):
+        self._fl = fl
+        self.topic = topic
+        self.delivery = DeliverySemantic(delivery)
+        self.isolation = isolation_from(isolation)
+        self._requested_compression = compression_from(compression)
+        self.compression: Compression = Compression.None_
+        if not 0 < timeout * 1000 <= 0x7FFFFFFF:
+            raise ValueError(f"timeout must be positive, not {timeout}")
+        self.timeout = timeout
+        self.delivery_timeout = delivery_timeout
+        self.retry_backoff = retry_backoff
+        self.retry_backoff_max = retry_backoff_max
+        self.batch_queue_size = max(1, batch_queue_size)
+        if self.delivery is DeliverySemantic.AT_LEAST_ONCE:
+            if max_in_flight not in (None, 1):
+                raise ValueError("at_least_once keeps one request in flight per partition (so "
+                                 "that a retry cannot reorder records); max_in_flight must be 1")
+            self.max_in_flight = 1
+        else:
+            self.max_in_flight = 5 if max_in_flight is None else max_in_flight
+            if self.max_in_flight < 1:
+                raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
+        if partitioner is None or isinstance(partitioner, SiphashRoundRobinPartitioner):
+            self._partitioner = None  # the default, inlined in send
+        elif isinstance(partitioner, int) and not isinstance(partitioner, bool):
+            self._partitioner = SpecificPartitioner(partitioner)
+        elif callable(getattr(partitioner, "partition", None)):
+            self._partitioner = partitioner
+        else:
+            raise TypeError(f"partitioner must be None, an int or have a partition() method, "
+                            f"not {partitioner!r}")
+        self._rr = RoundRobinPartitioner()
+        self._acc = RecordAccumulator(batch_size=batch_size, max_request_size=max_request_size,
+                                      linger=linger, clock=trio.current_time,
+                                      wall_clock_ms=lambda: time.time_ns() // 1_000_000)
+        self._partition_count = 0
+        self._meta_version = -1
+        self._started = False
+        self._closed = False
+        self._start_lock = trio.Lock()
+        self._sender_scope: trio.CancelScope | None = None
+        self._sender_done = trio.Event()
+        self._wake = trio.Event()
+        self._space = trio.Event()
+        self._inflight: dict[int, int] = {}  # partition -> requests in flight
+        self._requests: trio.Nursery | None = None
+        self._pending: set[ProducerBatch] = set()
+        self._flushing = 0
+        self._requests_sent = 0
+        self._retries = 0
+        self._failed_batches = 0
+
+    def __repr__(self) -> str:
+        return f"<Producer topic={self.topic!r}{' closed' if self._closed else ''}>"
+
+    def statistics(self) -> ProducerStatistics:
+        return ProducerStatistics(self._acc.queued_records(), len(self._pending),
+                                  self._requests_sent, self._retries, self._failed_batches)
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Producer:
+        await self._ensure_started()
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            await self.aclose()
+        else:
+            await self._abort(ProducerClosedError(detail="the producer was closed by an error "
+                                                         "before the record was sent"))
+
+    async def _ensure_started(self) -> None:
+        if self._started:
+            return
+        if self._closed:
+            raise ProducerClosedError(detail="the producer is closed")
+        async with self._start_lock:
+            if self._started:
+                return
+            meta = await self._fl.metadata.topic(self.topic)
+            await self._fl.metadata.partition(self.topic, 0)
+            self.compression = self._choose_compression(meta.spec.compression_type)
+            self._refresh_partition_count()
+            self._fl.nursery.start_soon(self._sender)
+            self._fl._producers.add(self)
+            self._started = True
+
+    def _choose_compression(self, topic_compression: CompressionAlgorithm) -> Compression:
+        mine = self._requested_compression
+        if topic_compression == CompressionAlgorithm.Any:
+            return Compression.None_ if mine is None else mine
+        theirs = TOPIC_TO_BATCH_COMPRESSION[topic_compression]
+        if mine is not None and mine != theirs:
+            raise CompressionError(detail=(
+                f"Compression in the producer ({mine.name.rstrip('_').lower()}) does not match "
+                f"with topic level compression ({theirs.name.rstrip('_').lower()})"))
+        return theirs
+
+    def _refresh_partition_count(self) -> None:
+        md = self._fl.metadata
+        self._meta_version = md.version
+        n = md.partition_count(self.topic)
+        if n:
+            self._partition_count = n
+
+    async def aclose(self) -> None:
+        """Flush, then stop. Later sends raise ``ProducerClosedError``.
+
+        Raises:
+            FluvialError: as ``flush``.
+        """
+        if self._closed:
+            return
+        try:
+            if self._started:
+                await self.flush()
+        finally:
+            await self._abort(ProducerClosedError(detail="the producer is closed"))
+
+    async def _abort(self, error: FluvialError) -> None:
+        self._closed = True
+        self._fl._producers.discard(self)
+        if self._sender_scope is not None:
+            self._sender_scope.cancel()
+        for b in self._acc.take_all():
+            self._finish(b, error=error)
+        if self._started:
+            await self._sender_done.wait()
+        for b in list(self._pending):
+            self._finish(b, error=error)
+        await trio.lowlevel.checkpoint()
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def _partition(self, key: bytes | None) -> int:
+        if self._fl.metadata.version != self._meta_version:
+            self._refresh_partition_count()
+        n = self._partition_count
+        if self._partitioner is not None:
+            return self._partitioner.partition(key, n)
+        if key is None:
+            return self._rr.partition(None, n)
+        return key_hash(key) % n
+
+    async def send(self, value: bytes | str, key: bytes | str | None = None) -> ProduceFuture:
+        """Queue one record; returns its ``ProduceFuture`` (await it for the offset).
+
+        ``value`` and ``key`` are bytes (a ``str`` is sent as UTF-8). Waits only when the
+        partition's queue is full.
+
+        Raises:
+            MessageTooLargeError: the record is larger than ``max_request_size``.
+            ProducerClosedError: the producer is closed.
+        """
+        if not self._started:
+            await self._ensure_started()
+        if self._closed:
+            raise ProducerClosedError(detail="the producer is closed")
+        if type(value) is not bytes:
+            value = _to_bytes(value, "value")
+        if key is not None and type(key) is not bytes:
+            key = _to_bytes(key, "key")
+        p = self._partition(key)
+        b = self._acc.append(p, value, key)
+        n = len(b.values)
+        if n == 1:  # a new batch: the previous one (if any) is full, or the partition was idle
+            self._pending.add(b)
+            if self._acc.queued_batches(p) > 1:
+                self._wake.set()
+                await self._after_full_batch(p)
+            elif not self._acc.linger and p not in self._inflight and self._requests is not None:
+                # nothing to wait for: send it now rather than through the sender task (one
+                # scheduler round less on the way to the wire)
+                self._dispatch(self._acc.drain(trio.current_time(), only=p), self._requests,
+                               trio.current_time())
+            else:
+                self._wake.set()
+        return ProduceFuture(b, n - 1)
+
+    async def send_many(self, records: Iterable[bytes | str | tuple[Any, Any]]) -> list[ProduceFuture]:
+        """Queue many records at once: values, or ``(key, value)`` pairs. Cheaper than a
+        ``send`` per record. Returns one ``ProduceFuture`` per record, in order."""
+        if not self._started:
+            await self._ensure_started()
+        if self._closed:
+            raise ProducerClosedError(detail="the producer is closed")
+        if type(records) is not list:
+            records = list(records)
+        count = len(records)
+        by_partition = None
+        if self._partitioner is None and count and set(map(type, records)) == _ONLY_BYTES:
+            by_partition = self._round_robin_groups(records)
+        if by_partition is None:
+            by_partition = self._partition_groups(records)
+        out: list[ProduceFuture | None] = [None] * count
+        for p, (indexes, values, keys) in by_partition.items():
+            pieces = self._acc.append_many(p, values, keys)
+            k = 0
+            for b, start, n in pieces:
+                if start == 0:
+                    self._pending.add(b)
+                futures = _futures(b, start, n)
+                if type(indexes) is range:
+                    r = indexes[k:k + n]
+                    out[r.start:r.stop:r.step] = futures
+                else:
+                    for i, f in zip(indexes[k:k + n], futures):
+                        out[i] = f
+                k += n
+            self._wake.set()
+            if self._acc.queued_batches(p) > 1:
+                await self._after_full_batch(p)
+        if count == 0:
+            await trio.lowlevel.checkpoint()
+        return out  # type: ignore[return-value]
+
+    def _round_robin_groups(self, records: list[bytes]) -> dict[int, tuple[range, list[bytes], None]] | None:
+        """``send_many``'s fast path for values without keys under the default partitioner:
+        the records are dealt out round robin, as ``count`` calls of ``_partition(None)`` would
+        deal them, with slices instead of a Python step per record. None if the partition count
+        is not known (the general path then raises what ``_partition`` raises)."""
+        if self._fl.metadata.version != self._meta_version:
+            self._refresh_partition_count()
+        n = self._partition_count
+        if n < 1:
+            return None
+        count = len(records)
+        first = self._rr.take_turns(count, n)
+        if n == 1:
+            return {0: (range(count), records, None)}
+        return {(first + k) % n: (range(k, count, n), records[k::n], None)
+                for k in range(min(n, count))}
+
+    def _partition_groups(self, records: list) -> dict[int, tuple[list[int], list[bytes], list[bytes | None] | None]]:
+        """``{partition: (indexes in records, values, keys or None)}``, one record at a time."""
+        by_partition: dict[int, tuple[list[int], list[bytes], list[bytes | None] | None]] = {}
+        for i, r in enumerate(records):
+            if type(r) is tuple:
+                key, value = r
+                if key is not None and type(key) is not bytes:
+                    key = _to_bytes(key, "key")
+            else:
+                key, value = None, r
+            if type(value) is not bytes:
+                value = _to_bytes(value, "value")
+            p = self._partition(key)
+            slot = by_partition.get(p)
+            if slot is None:
+                slot = by_partition[p] = ([], [], None)
+            if key is not None and slot[2] is None:
+                slot = by_partition[p] = (slot[0], slot[1], [None] * len(slot[1]))
+            slot[0].append(i)
+            slot[1].append(value)
+            if slot[2] is not None:
+                slot[2].append(key)
+        return by_partition
+
+    async def _after_full_batch(self, partition: int) -> None:
+        """Let the sender run; wait while the partition's queue is over its bound."""
+        await trio.lowlevel.checkpoint()
+        while self._acc.queued_batches(partition) > self.batch_queue_size and not self._closed:
+            if self._space.is_set():
+                self._space = trio.Event()
+            await self._space.wait()
+
+    async def flush(self) -> None:
+        """Send everything queued and wait until every record sent so far is acknowledged.
+
+        Raises:
+            FluvialError: the first failure among those records' batches.
+        """
+        if not self._started:
+            await self._ensure_started()
+        waiting = list(self._pending)
+        if not waiting:
+            await trio.lowlevel.checkpoint()
+            return
+        self._flushing += 1
+        self._wake.set()
+        try:
+            for b in waiting:
+                if not b.done:
+                    if b.waiter is None:
+                        b.waiter = trio.Event()
+                    await b.waiter.wait()
+        finally:
+            self._flushing -= 1
+        for b in waiting:
+            if b.error is not None:
+                raise b.error
+
+    # -- the sender ----------------------------------------------------------------------------
+
+    def _finish(self, b: ProducerBatch, base_offset: int | None = None,
+                error: BaseException | None = None) -> None:
+        if b.done:
+            return
+        if error is not None:
+            b.fail(error)
+            self._failed_batches += 1
+        else:
+            b.complete(base_offset)
+        self._pending.discard(b)
+        if b.waiter is not None:
+            b.waiter.set()
+
+    async def _sender(self) -> None:
+        try:
+            with trio.CancelScope() as scope:
+                self._sender_scope = scope
+                if self._closed:
+                    scope.cancel()
+                async with trio.open_nursery() as requests:
+                    self._requests = requests
+                    while True:
+                        now = trio.current_time()
+                        ready = self._acc.drain(now, flush=self._flushing > 0, muted=self._muted())
+                        if ready:
+                            self._dispatch(ready, requests, now)
+                            if not self._space.is_set():
+                                self._space.set()
+                            await trio.lowlevel.checkpoint()
+                            continue
+                        if self._wake.is_set():
+                            self._wake = trio.Event()
+                            continue  # something changed between drain and here: look again
+                        at = self._acc.ready_at(self._muted())
+                        timeout = math.inf if at is None else max(0.0, at - now)
+                        with trio.move_on_after(timeout):
+                            await self._wake.wait()
+                        self._wake = trio.Event()
+        except Exception as e:  # never take the connection's nursery down
+            log.exception("producer for %r failed", self.topic)
+            for b in self._acc.take_all() + list(self._pending):
+                self._finish(b, error=FluvialError(detail=f"the producer failed: {e!r}"))
+        finally:
+            self._requests = None
+            self._sender_done.set()
+
+    def _muted(self) -> Iterable[int]:
+        """Partitions the sender must leave alone: those with ``max_in_flight`` requests in
+        flight (with at-least-once delivery, one: a retry then cannot overtake later records)."""
+        if self.max_in_flight == 1:
+            return self._inflight
+        return [p for p, n in self._inflight.items() if n >= self.max_in_flight]
+
+    def _plan(self, ready: dict[int, list[ProducerBatch]], now: float
+              ) -> dict[int, list[tuple[int, list[ProducerBatch]]]]:
+        """Group drained batches by their partition's leader (counting them as in flight);
+        batches without a leader are retried or failed here."""
+        by_leader: dict[int, list[tuple[int, list[ProducerBatch]]]] = {}
+        md = self._fl.metadata
+        for p, batches in ready.items():
+            leader = md.leader_of(self.topic, p)
+            if leader is None and self.topic not in md.topics:
+                error = TopicNotFoundError(detail=f"Topic not found: {self.topic} (deleted)")
+                for b in batches:
+                    self._finish(b, error=error)
+                continue
+            if leader is None:
+                self._retry_or_fail(p, batches, NotLeaderError(
+                    Error(ErrorCode.NotLeaderForPartition),
+                    f"partition {self.topic}-{p} has no leader in the metadata"), now)
+                continue
+            by_leader.setdefault(leader, []).append((p, batches))
+            self._inflight[p] = self._inflight.get(p, 0) + 1
+        return by_leader
+
+    def _dispatch(self, ready: dict[int, list[ProducerBatch]], requests: trio.Nursery,
+                  now: float) -> None:
+        for leader, entries in self._plan(ready, now).items():
+            requests.start_soon(self._send_request, leader, entries)
+
+    async def _send_request(self, leader: int, entries: list[tuple[int, list[ProducerBatch]]]) -> None:
+        """Send one request and settle its batches; then, while batches are ready (typically
+        those that waited for this request), send the next one from this same task: the answer
+        to one request leads to the next without passing through the sender task."""
+        while True:
+            try:
+                await self._send_once(leader, entries)
+            finally:
+                for p, _ in entries:
+                    left = self._inflight[p] - 1
+                    if left:
+                        self._inflight[p] = left
+                    else:
+                        del self._inflight[p]
+                self._wake.set()
+            if self._closed or self._requests is None:
+                return
+            now = trio.current_time()
+            ready = self._acc.drain(now, flush=self._flushing > 0, muted=self._muted())
+            if not ready:
+                return
+            if not self._space.is_set():
+                self._space.set()
+            groups = iter(self._plan(ready, now).items())
+            first = next(groups, None)
+            if first is None:
+                return
+            for other_leader, other_entries in groups:
+                self._requests.start_soon(self._send_request, other_leader, other_entries)
+            leader, entries = first
+
+    async def _send_once(self, leader: int, entries: list[tuple[int, list[ProducerBatch]]]) -> None:
+        try:
+            parts = []
+            for p, batches in entries:
+                data = b"".join([b.encode(self.compression) for b in batches])
+                for b in batches:
+                    b.attempts += 1
+                parts.append(PartitionProduceData(p, data))
+        except EncodeError as e:
+            for p, batches in entries:
+                for b in batches:
+                    self._finish(b, error=FluvialError(detail=f"cannot encode the batch: {e}"))
+            return
+        req = ProduceRequest(None, self.isolation, int(self.timeout * 1000),
+                             [TopicProduceData(self.topic, parts)], [])
+        try:
+            conn = await self._fl.spu_connection(leader)
+            self._requests_sent += 1
+            resp = await conn.call(req, timeout=self.timeout + _RESPONSE_MARGIN)
+        except (ConnectionLost, RequestTimeout, DecodeError, FluvialError) as e:
+            now = trio.current_time()
+            for p, batches in entries:
+                self._retry_or_fail(p, batches, e, now)
+            return
+        results = [r for t in resp.responses for r in t.partitions]
+        now = trio.current_time()
+        if len(results) != len(entries):
+            err = FluvialError(detail=f"the SPU answered {len(results)} partitions for a "
+                                      f"request of {len(entries)}")
+            for p, batches in entries:
+                self._retry_or_fail(p, batches, err, now)
+            return
+        for (p, batches), r in zip(entries, results):
+            if r.error_code.ok:
+                base = r.base_offset
+                for b in batches:
+                    self._finish(b, base)
+                    base += len(b.values)
+            else:
+                self._retry_or_fail(p, batches, r.error_code.exception(), now)
+
+    def _retry_or_fail(self, partition: int, batches: list[ProducerBatch], error: BaseException,
+                       now: float) -> None:
+        retriable = _is_retriable(error)
+        if (retriable and self.delivery is DeliverySemantic.AT_LEAST_ONCE and not self._closed
+                and now < batches[0].created_at + self.delivery_timeout):
+            attempts = max(b.attempts for b in batches)
+            delay = min(self.retry_backoff * 2 ** max(0, attempts - 1), self.retry_backoff_max)
+            log.debug("produce to %s-%d failed (%s); retry %d in %.3fs", self.topic, partition,
+                      error, attempts, delay)
+            self._retries += len(batches)
+            self._acc.reenqueue(batches)
+            self._acc.set_backoff(partition, now + delay)
+            self._wake.set()
+            return
+        for b in batches:
+            self._finish(b, error=error)
+
+
+NotLeaderError = error_class(ErrorCode.NotLeaderForPartition)
+TopicNotFoundError = error_class(ErrorCode.TopicNotFound)
+
+
+def _is_retriable(error: BaseException) -> bool:
+    if isinstance(error, (ConnectionLost, RequestTimeout)):
+        return True
+    code = getattr(error, "code", None)
+    return code in RETRIABLE or code == ErrorCode.SpuNotFound
+
+
+def _futures(batch: ProducerBatch, start: int, count: int) -> list[ProduceFuture]:
+    """The futures of records ``start .. start + count - 1`` of ``batch``. Built in C with the
+    garbage collector paused: they cannot form reference cycles, and the collections their
+    allocations would trigger rescan the young futures again and again (measured: more than half
+    the cost of building them); ``decode_record_set`` in consumer.py does the same."""
+    if not gc.isenabled():
+        return list(map(ProduceFuture, repeat(batch, count), range(start, start + count)))
+    gc.disable()
+    try:
+        return list(map(ProduceFuture, repeat(batch, count), range(start, start + count)))
+    finally:
+        gc.enable()
+
+
+def _to_bytes(value: Any, what: str) -> bytes:
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, bytes):  # a bytes subclass
+        return bytes(value)
+    raise TypeError(f"the record {what} must be bytes or str, not {type(value).__name__}")
