@@ -42,16 +42,29 @@ class FrameDecoder:
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         if self._failed:
             raise self._failed
-        buf = self._buf
-        buf += data
+        if not self._buf:
+            # Fast path: nothing buffered, so whole frames are cut straight out of ``data`` (one
+            # copy each) and only a trailing partial frame is kept.
+            view = memoryview(data)
+            out, pos = self._split(view)
+            if pos < len(view):
+                self._buf += view[pos:]
+            return out
+        self._buf += data
+        with memoryview(self._buf) as view:
+            out, pos = self._split(view)
+        if pos:
+            del self._buf[:pos]
+        return out
+
+    def _split(self, view: memoryview) -> tuple[list[bytes], int]:
         out: list[bytes] = []
-        pos = 0
-        n = len(buf)
+        pos, n = 0, len(view)
         while True:
             if self._need < 0:
                 if n - pos < 4:
                     break
-                (size,) = _SIZE.unpack_from(buf, pos)
+                (size,) = _SIZE.unpack_from(view, pos)
                 if size < 0:
                     self._failed = DecodeError(f"frame: negative size {size}")
                     raise self._failed
@@ -63,12 +76,10 @@ class FrameDecoder:
                 self._need = size
             if n - pos < self._need:
                 break
-            out.append(bytes(buf[pos : pos + self._need]))
+            out.append(bytes(view[pos : pos + self._need]))
             pos += self._need
             self._need = -1
-        if pos:
-            del buf[:pos]
-        return out
+        return out, pos
 
     def buffered(self) -> int:
         """Bytes held waiting for the rest of a frame."""

@@ -135,8 +135,15 @@ async def handle_create(state: ScState, conn, header, req: sa.ObjectApiCreateReq
         return sa.Status(name, Error(ErrorCode.SpuAlreadyExists), f"SPU id {spec.id} already registered")
     if not common.dry_run:
         store.upsert(name, spec, type(spec).Status())
-        state.commit(req.label)
-        await state.wait_watchers_synced((req.label,))
+        labels = [req.label]
+        if req.label == "CustomSpu" and not any(o.spec.id == spec.id for o in state.spus.values()):
+            # listed at once (offline until it connects), as Fluvio's SC does
+            state.spus.upsert(name, so.SpuSpec(spec.id, so.SpuType.Custom, spec.public_endpoint,
+                                               spec.private_endpoint, spec.rack, spec.public_endpoint_local),
+                              so.SpuStatus(so.SpuStatusResolution.Offline))
+            labels.append("SPU")
+        state.commit(*labels)
+        await state.wait_watchers_synced(tuple(labels))
     return sa.Status.new_ok(name)
 
 

@@ -151,6 +151,7 @@ class PartitionReplica:
             return False
         st.remove_from_isr(failed)
         self.update_hw()
+        self.notify()
         return True
 
     def isr(self) -> list[int]:
@@ -163,14 +164,21 @@ class PartitionReplica:
 
     # ------------------------------------------------------------------------------- appends
 
-    async def append(self, record_set: bytes) -> tuple[int, int]:
-        """Append as leader; returns (base_offset, leo after) once durable.
+    def append_nowait(self, record_set: bytes):
+        """Append as leader now (one write, in call order) and ask the flusher for an fsync;
+        returns the storage's AppendResult. Wait with ``wait_durable(result.leo)``.
 
         Raises:
             storage errors (InvalidBatch, DiskFull, ...) before anything is visible.
         """
         result = self.storage.append(record_set, leader_epoch=self.leader_epoch)
+        self._flush_wanted.set()
         self.notify()
+        return result
+
+    async def append(self, record_set: bytes) -> tuple[int, int]:
+        """Append as leader; returns (base_offset, leo after) once durable."""
+        result = self.append_nowait(record_set)
         await self.wait_durable(result.leo)
         return result.base_offset, result.leo
 

@@ -69,62 +69,68 @@ def _storage_error(e: Exception, topic: str, partition: int) -> Error:
     return Error(ErrorCode.StorageError)
 
 
-async def _produce_one(ctx, topic: str, part: api.PartitionProduceData, committed: bool,
-                       timeout_ms: int, smartmodules: bool) -> api.PartitionProduceResponse:
+def _append_one(ctx, topic: str, part: api.PartitionProduceData, smartmodules: bool):
+    """Validate and append one partition entry, synchronously, so the entries of successive
+    requests reach the log in arrival order. Returns (response, pending) where pending is
+    (replica, leo, leadership) when there is something to wait for."""
     p = part.partition_index
     resp = api.PartitionProduceResponse(p, OK, 0)
     replica = ctx.replicas.get((topic, p))
     if replica is None or not replica.is_leader:
         resp.error_code = Error(ErrorCode.NotLeaderForPartition if replica or ctx.knows_topic(topic)
                                 else ErrorCode.TopicNotFound)
-        return resp
+        return resp, None
     if smartmodules:
         resp.error_code = Error(ErrorCode.SmartModuleChainInitError, ("smartmodules are not supported",))
-        return resp
+        return resp, None
     records = part.records
     if not records:
-        return resp
+        return resp, None
     try:
+        allowed_codec = _TOPIC_CODEC.get(replica.assignment.settings.compression)
         for _, h in iter_batches(records, max_batch_bytes=ctx.max_batch_bytes):
-            allowed = _TOPIC_CODEC.get(replica.assignment.settings.compression)
-            if allowed is not None and h.compression != allowed:
+            if allowed_codec is not None and h.compression != allowed_codec:
                 resp.error_code = Error(ErrorCode.CompressionError)
-                return resp
+                return resp, None
     except BatchError as e:
         resp.error_code = Error.other(f"rejected: {e}")
-        return resp
+        return resp, None
     try:
-        with trio.fail_after(max(timeout_ms, 1) / 1000):
-            if committed:  # accept only what can be committed: wait for enough in-sync replicas
-                while replica.under_min_isr():
-                    await replica.wait_change()
-            leadership = replica.leader_state
-            base, leo = await replica.append(records)
-            resp.base_offset = base
-            if committed:  # until the HW covers the batch, or this SPU no longer leads
-                while replica.hw < leo and replica.leader_state is leadership:
-                    await replica.wait_change()
-        if replica.leader_state is not leadership:
-            # Demoted while waiting: as a follower this log may have been truncated under the
-            # batch and refilled from the new leader, so its durable LEO and HW say nothing
-            # about this batch any more.
-            resp.error_code = Error(ErrorCode.NotLeaderForPartition)
-        elif committed and replica.under_min_isr():
-            # The HW covered the batch only because the ISR shrank below min_isr (Kafka's
-            # NOT_ENOUGH_REPLICAS_AFTER_APPEND). Fluvio has no such code; like a timeout, this
-            # says "not acknowledged, may be stored" and is retriable.
-            resp.error_code = Error(ErrorCode.RequestTimedOut, (timeout_ms, 0))
-    except trio.TooSlowError:
-        resp.error_code = Error(ErrorCode.RequestTimedOut, (timeout_ms, 0))
+        result = replica.append_nowait(records)
     except serr.StorageError as e:
         resp.error_code = _storage_error(e, topic, p)
+        return resp, None
+    resp.base_offset = result.base_offset
     resp.log_start_offset = replica.log_start_offset
-    return resp
+    return resp, (replica, result.leo, replica.leader_state)
+
+
+async def _await_ack(resp: api.PartitionProduceResponse, replica: PartitionReplica, leo: int,
+                     leadership, topic: str, committed: bool, timeout_ms: int) -> None:
+    """Wait until the entry may be acknowledged: durable on the leader; with ReadCommitted also
+    covered by the HW while the ISR meets min_isr. Otherwise set the error (after the timeout)."""
+    try:
+        with trio.fail_after(max(timeout_ms, 1) / 1000):
+            await replica.wait_durable(leo)
+            if committed:
+                while ((replica.hw < leo or replica.under_min_isr())
+                       and replica.leader_state is leadership):
+                    await replica.wait_change()
+        if committed and replica.leader_state is not leadership:
+            # Demoted while waiting: as a follower this log may have been truncated under the
+            # batch and refilled from the new leader; nothing here vouches for the batch.
+            resp.error_code = Error(ErrorCode.NotLeaderForPartition)
+    except trio.TooSlowError:
+        # not acknowledged; it may still be stored (and committed later): retriable
+        resp.error_code = Error(ErrorCode.RequestTimedOut, (timeout_ms, 0))
+    except serr.StorageError as e:
+        resp.error_code = _storage_error(e, topic, resp.partition_index)
 
 
 async def handle_produce(ctx, conn, header, req: api.ProduceRequest) -> None:
     committed = req.isolation == api.Isolation.ReadCommitted
     out = api.ProduceResponse([], 0)
+    waits = []
     for t in req.topics:
         tr = api.TopicProduceResponse(t.name, [])
         out.responses.append(tr)
@@ -132,18 +138,15 @@ async def handle_produce(ctx, conn, header, req: api.ProduceRequest) -> None:
             tr.partitions = [api.PartitionProduceResponse(p.partition_index, Error(ErrorCode.PermissionDenied), 0)
                              for p in t.partitions]
             continue
-        results: list = [None] * len(t.partitions)
-
-        async def one(i, part, name=t.name):
-            results[i] = await _produce_one(ctx, name, part, committed, req.timeout_ms,
-                                            bool(req.smartmodules))
-
-        # partitions of one request are written in request order, then awaited together
+        for part in t.partitions:
+            resp, pending = _append_one(ctx, t.name, part, bool(req.smartmodules))
+            tr.partitions.append(resp)
+            if pending is not None:
+                waits.append((resp, *pending, t.name))
+    if waits:
         async with trio.open_nursery() as n:
-            for i, part in enumerate(t.partitions):
-                n.start_soon(one, i, part)
-                await trio.lowlevel.checkpoint()
-        tr.partitions = results
+            for resp, replica, leo, leadership, topic in waits:
+                n.start_soon(_await_ack, resp, replica, leo, leadership, topic, committed, req.timeout_ms)
     await _reply(conn, header, out)
 
 

@@ -52,8 +52,10 @@ async def handle_fetch_replica(ctx, req: ia.FetchReplicaRequest) -> ia.FetchRepl
         return ia.FetchReplicaResponse(Error(ErrorCode.OffsetOutOfRange), r.leader_epoch, r.hw,
                                        st.leo, r.log_start_offset, b"")
     r.update_hw()
-    if st.isr != isr_before and r.on_change:
-        r.on_change()
+    if st.isr != isr_before:
+        r.notify()  # producers waiting for min_isr
+        if r.on_change:
+            r.on_change()
     if req.fetch_offset < r.log_start_offset:
         return ia.FetchReplicaResponse(Error(ErrorCode.OffsetEvicted, (req.fetch_offset, r.log_start_offset)),
                                        r.leader_epoch, r.hw, st.leo, r.log_start_offset, b"")

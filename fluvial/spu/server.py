@@ -221,6 +221,7 @@ class SpuContext:
                 if st is not None and st.maybe_shrink_isr(now, lag):
                     log.warning("%s-%s: ISR shrunk to %s", r.topic, r.partition, sorted(st.isr))
                     r.update_hw()
+                    r.notify()
                     self.report_wanted.set()
 
     def _drop(self, key) -> None:

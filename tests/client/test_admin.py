@@ -114,9 +114,6 @@ async def test_list_register_and_unregister_spus(fl, cluster):
         assert [s.id for s in await fl.admin.list_spus()] == [5001]
 
 
-@pytest.mark.xfail(strict=True, reason="server: the SC keeps a registered CustomSpu out of the SPU "
-                                       "store until the SPU connects; Fluvio's SC creates the SpuSpec "
-                                       "at once (register_custom_spus_req.rs)")
 async def test_a_registered_spu_is_listed_at_once_as_offline(fl):
     with trio.fail_after(TEST_TIMEOUT):
         await fl.admin.register_spu(6000, "127.0.0.1:7000", "127.0.0.1:7001", name="extra", rack="r1")
