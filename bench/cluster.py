@@ -114,7 +114,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent.parent) as tmp:
         home = Path(tmp)
-        cli(home, "cluster", "start", "--spus", "1", "--sc-port", "0")
+        cli(home, "cluster", "start", "--spus", "1", "--sc-port", "0", "--no-tls")
         try:
             endpoint = next(line.split('"')[1] for line in (home / "config").read_text().splitlines()
                             if line.startswith("endpoint"))
@@ -122,7 +122,7 @@ def main() -> None:
             p2, c2 = trio.run(protocol_layer, endpoint, args.records, args.size)
         finally:
             cli(home, "cluster", "shutdown")
-    print(f"records: {args.records} x {args.size} B, RF=1, fsync before ack (group commit)")
+    print(f"records: {args.records} x {args.size} B, RF=1, fsync before ack (group commit), plaintext")
     print(f"{'client':<28}{'produce rec/s':>16}{'consume rec/s':>16}")
     print(f"{'official fluvio 0.21.0':<28}{p1:>16,.0f}{c1:>16,.0f}")
     print(f"{'fluvial protocol layer':<28}{p2:>16,.0f}{c2:>16,.0f}")
