@@ -406,6 +406,13 @@ def create(
     config: Annotated[Optional[Path], typer.Option(
         "-c", "--config", exists=True, dir_okay=False, metavar="FILE",
         help="A topic configuration file (Fluvio's YAML format); the options above override it.")] = None,
+    min_isr: Annotated[Optional[int], typer.Option(
+        "--min-isr", min=1, help="In-sync replicas a ReadCommitted produce needs (default: 2 when "
+                                 "-r >= 3, else 1).")] = None,
+    unclean_leader_election: Annotated[Optional[bool], typer.Option(
+        "--unclean-leader-election/--no-unclean-leader-election",
+        help="Let an out-of-sync replica lead when no in-sync one is alive (may lose committed "
+             "records; off by default).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only check that the cluster would accept it.")] = False,
 ) -> None:
     """Create a topic.
@@ -417,7 +424,8 @@ def create(
         settings["name"] = name
     if "name" not in settings:
         usage_error("give the topic name (or meta.name in the --config file)")
-    given = {"partitions": partitions, "replication": replication, "ignore_rack": ignore_rack_assignment}
+    given = {"partitions": partitions, "replication": replication, "ignore_rack": ignore_rack_assignment,
+             "min_isr": min_isr, "unclean_leader_election": unclean_leader_election}
     settings.update({k: v for k, v in given.items() if v is not None})
     if retention_time is not None:
         settings["retention"] = int(parse_duration(retention_time))

@@ -15,12 +15,13 @@ from fluvial.client.types import (
 )
 from fluvial.errors import ErrorCode, error_class
 from fluvial.protocol.sc_api import (
+    ObjectApiUpdateRequest,
     ObjectApiCreateRequest, ObjectApiDeleteRequest, ObjectApiListRequest, Status,
 )
 from fluvial.protocol.sc_objects import (
     AssignedReplicas, ComputedReplicas, CustomSpuSpec, EncryptionEnum,
     Endpoint, IngressAddr, IngressPort, Metadata, PartitionMap, PartitionSpec, SegmentBasedPolicy,
-    SpuSpec, TopicSpec, TopicStorageConfig,
+    SetReplicationConfig, SpuSpec, TopicSpec, TopicStorageConfig,
 )
 from fluvial.protocol.spu_api import (
     DeleteConsumerOffsetRequest, FetchConsumerOffsetsRequest, ReplicaKey,
@@ -125,6 +126,7 @@ class Admin:
                            max_partition_size: int | None = None, compression: Any = None,
                            assigned: dict[int, list[int]] | list[list[int]] | None = None,
                            ignore_rack: bool = False, system: bool = False,
+                           min_isr: int | None = None, unclean_leader_election: bool | None = None,
                            dry_run: bool = False, timeout: float | None = None) -> None:
         """Create a topic and wait until the SC has provisioned it.
 
@@ -140,6 +142,10 @@ class Admin:
                 of such lists (partition ids 0, 1, 2...).
             ignore_rack: place replicas without regard to racks.
             system: create a system topic (hidden from plain lists).
+            min_isr: in-sync replicas a ReadCommitted produce needs (default 2 when the
+                replication factor is 3 or more, else 1); see ``set_replication_config``.
+            unclean_leader_election: allow an out-of-sync replica to become leader when no
+                in-sync one is alive (availability over committed data; default False).
             dry_run: only validate.
             timeout: seconds the SC may take to provision (the request's timeout).
 
@@ -167,6 +173,20 @@ class Admin:
         timeout_ms = None if timeout is None else int(timeout * 1000)
         status = await self._fl.sc_call(ObjectApiCreateRequest.of(name, spec, dry_run, timeout_ms))
         _raise_for(status)
+        if not dry_run and (min_isr is not None or unclean_leader_election is not None):
+            await self.set_replication_config(name, min_isr=min_isr,
+                                              unclean_leader_election=unclean_leader_election)
+
+    async def set_replication_config(self, name: str, *, min_isr: int | None = None,
+                                     unclean_leader_election: bool | None = None) -> None:
+        """Change a topic's min in-sync replicas and unclean-election opt-in (fluvial's
+        extension of the Update API; a Fluvio SC refuses it). ``None`` keeps a setting.
+
+        Raises:
+            TopicNotFoundError, TopicInvalidConfigurationError (min_isr outside 1..RF).
+        """
+        action = SetReplicationConfig(min_isr, unclean_leader_election)
+        _raise_for(await self._fl.sc_call(ObjectApiUpdateRequest.of(TopicSpec, name, action)))
 
     async def delete_topic(self, name: str, *, force: bool = False) -> None:
         """Delete a topic (``force`` is needed for a system topic).

@@ -398,7 +398,18 @@ class AddMirror:
     home_to_mirror: bool = wire(BOOL)
 
 
-UPDATE_TOPIC_ACTION = Union("UpdateTopicAction", {0: AddPartition, 1: AddMirror},
+@message
+class SetReplicationConfig:
+    """fluvial's extension (tag 100; Fluvio's SC has no such action and the official client never
+    sends it): a topic's replication settings that Fluvio's TopicSpec has no field for.
+    ``None`` leaves a setting as it is."""
+
+    min_isr: int | None = wire(Opt(U32))
+    unclean_leader_election: bool | None = wire(Opt(BOOL))
+
+
+UPDATE_TOPIC_ACTION = Union("UpdateTopicAction", {0: AddPartition, 1: AddMirror,
+                                                  100: SetReplicationConfig},
                             default=AddPartition)
 
 
@@ -1031,7 +1042,7 @@ __all__ = [
     "SPEC_BY_LABEL", "SPU_LOG_SEGMENT_MAX_BYTES", "SPU_LOG_SEGMENT_MAX_BYTES_MIN",
     "SPU_PARTITION_MAX_BYTES_MIN", "STORAGE_RETENTION_SECONDS", "STORAGE_RETENTION_SECONDS_MIN",
     "UPDATE_TOPIC_ACTION",
-    "AddMirror", "AddPartition", "AssignedReplicas", "Bounds", "ClientTls", "Color",
+    "AddMirror", "AddPartition", "SetReplicationConfig", "AssignedReplicas", "Bounds", "ClientTls", "Color",
     "CompressionAlgorithm", "ComputedReplicas", "ConnectionStat", "ConnectionStatus",
     "CustomSpuKeyType", "CustomSpuSpec", "DataFormat", "Deduplication", "EncryptionEnum",
     "Endpoint", "EnvVar", "Filter", "HomeMirrorConfig", "HomePartitionConfig", "IngressAddr",

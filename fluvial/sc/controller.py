@@ -285,3 +285,22 @@ def add_partitions(state: ScState, name: str, count: int) -> list[str]:
     state.topics.touch(name)
     state.commit("Topic", "Partition")
     return names
+
+
+def set_replication_config(state: ScState, name: str, min_isr: int | None,
+                           unclean_leader_election: bool | None) -> None:
+    """A topic's min in-sync replicas and its unclean-election opt-in (topic extras, persisted,
+    pushed to the replicas with their assignments)."""
+    t = state.topics.get(name)
+    rf = max((len(r) for r in t.status.replica_map.values()), default=1)
+    if min_isr is not None:
+        if not 1 <= min_isr <= rf:
+            raise CreateError(Error(ErrorCode.TopicInvalidConfiguration),
+                              f"min_isr {min_isr} must be between 1 and the replication factor {rf}")
+        t.extra["min_isr"] = min_isr
+    if unclean_leader_election is not None:
+        t.extra["unclean_leader_election"] = bool(unclean_leader_election)
+    state.topics.touch(name)
+    state.commit("Topic")
+    log.info("%s: min_isr %s, unclean leader election %s", name, t.extra.get("min_isr"),
+             t.extra.get("unclean_leader_election", False))

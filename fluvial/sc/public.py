@@ -263,11 +263,17 @@ async def handle_watch(state: ScState, conn, header, req: sa.ObjectApiWatchReque
 
 async def handle_update(state: ScState, conn, header, req: sa.ObjectApiUpdateRequest):
     key, action = req.request.key, req.request.action
-    if req.label != "Topic" or not isinstance(action, so.AddPartition):
+    if req.label != "Topic" or not isinstance(action, (so.AddPartition, so.SetReplicationConfig)):
         return sa.Status(str(key), Error.other("update not supported for this object"), None)
     t = state.topics.get(key)
     if t is None:
         return sa.Status(key, Error(ErrorCode.TopicNotFound), "not found")
+    if isinstance(action, so.SetReplicationConfig):
+        try:
+            ctl.set_replication_config(state, key, action.min_isr, action.unclean_leader_election)
+        except ctl.CreateError as e:
+            return sa.Status(key, e.error, e.message)
+        return sa.Status.new_ok(key)
     try:
         names = ctl.add_partitions(state, key, action.count)
     except ctl.CreateError as e:

@@ -136,3 +136,24 @@ async def test_unknown_label_version_and_key_get_error_answers(tmp_path):
                 # an unknown api key
                 reply = await ask(struct.pack(">Hhi", 777, 0, 3) + b"\x00\x00")
                 assert struct.unpack(">ih", reply[:6]) == (3, ErrorCode.Other)
+
+
+async def test_replication_settings_are_a_topic_update(tmp_path):
+    with trio.fail_after(30):
+        async with open_test_cluster(tmp_path, spus=1) as cluster:
+            async with await sc_conn(cluster) as sc:
+                await sc.handshake()
+                assert (await sc.call(sa.ObjectApiCreateRequest.of("rs", so.TopicSpec.computed(1)))).error_code.ok
+                bad = await sc.call(sa.ObjectApiUpdateRequest.of(so.TopicSpec, "rs", so.SetReplicationConfig(2, None)))
+                assert bad.error_code.code == ErrorCode.TopicInvalidConfiguration  # RF is 1
+                ok = await sc.call(sa.ObjectApiUpdateRequest.of(so.TopicSpec, "rs", so.SetReplicationConfig(1, True)))
+                assert ok.error_code.ok
+                missing = await sc.call(sa.ObjectApiUpdateRequest.of(so.TopicSpec, "nope", so.SetReplicationConfig(1, None)))
+                assert missing.error_code.code == ErrorCode.TopicNotFound
+            await cluster.stop_sc()
+            await cluster.start_sc()
+            from fluvial.sc.backend import FileBackend
+
+            topics = FileBackend(tmp_path / "sc" / "metadata").load("Topic", so.TopicSpec, so.TopicStatus)
+            rs = next(t for t in topics if t.name == "rs")
+            assert rs.extra == {"min_isr": 1, "unclean_leader_election": True}

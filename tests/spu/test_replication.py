@@ -122,3 +122,36 @@ async def test_committed_produce_times_out_below_min_isr(tmp_path):
             await wait_for(healed, "followers back")
             res = await produce_committed(cluster, leader, "minisr", [b"now"])
             assert res[0].error_code.ok
+
+
+async def test_unclean_election_only_for_topics_that_opt_in(tmp_path):
+    with trio.fail_after(60):
+        async with open_test_cluster(tmp_path, spus=2, heartbeat_timeout=2) as cluster:
+            host, port = cluster.endpoint.split(":")
+            async with open_connection(host, int(port)) as sc:
+                await sc.handshake()
+                for name, unclean in (("clean", False), ("unclean", True)):
+                    spec = so.TopicSpec(so.AssignedReplicas([so.PartitionMap(0, [5001, 5002], None)]))
+                    assert (await sc.call(sa.ObjectApiCreateRequest.of(name, spec))).error_code.ok
+                    st = await sc.call(sa.ObjectApiUpdateRequest.of(
+                        so.TopicSpec, name, so.SetReplicationConfig(1, unclean)))
+                    assert st.error_code.ok
+            for name in ("clean", "unclean"):
+                assert (await produce_committed(cluster, 5001, name, [b"1"]))[0].error_code.ok
+            await cluster.stop_spu(5002)  # the follower goes: ISR {5001}
+
+            # the SC fails 5002 and stops listing it as a live peer: the leader drops it from
+            # the ISR at once, so a committed produce succeeds with the leader alone (min_isr 1)
+            for name in ("clean", "unclean"):
+                assert (await produce_committed(cluster, 5001, name, [b"2"]))[0].error_code.ok
+            await cluster.stop_spu(5001)  # the only in-sync replica goes
+            await cluster.start_spu(5002)  # an out-of-sync replica comes back
+
+            async def unclean_elected():
+                q = await partition(cluster, "unclean-0")
+                return q if q.spec.leader == 5002 else None
+
+            await wait_for(unclean_elected, "the unclean election")
+            clean = await partition(cluster, "clean-0")
+            assert clean.spec.leader == 5001
+            assert clean.status.resolution == so.PartitionResolution.LeaderOffline
