@@ -76,6 +76,8 @@ __all__ = ["ProduceFuture", "Producer", "ProducerClosedError", "ProducerStatisti
 
 CompressionError = error_class(ErrorCode.CompressionError)
 _ONLY_BYTES = {bytes}
+# send_many's records for one partition: their indexes in the call, values, keys (or None)
+_Group = tuple[list[int] | range, list[bytes], list[bytes | None] | None]
 _RESPONSE_MARGIN = 5.0  # seconds a produce response may take beyond the server-side timeout
 
 
@@ -401,7 +403,7 @@ class Producer:
             await trio.lowlevel.checkpoint()
         return out  # type: ignore[return-value]
 
-    def _round_robin_groups(self, records: list[bytes]) -> dict[int, tuple[range, list[bytes], None]] | None:
+    def _round_robin_groups(self, records: list[bytes]) -> dict[int, _Group] | None:
         """``send_many``'s fast path for values without keys under the default partitioner:
         the records are dealt out round robin, as ``count`` calls of ``_partition(None)`` would
         deal them, with slices instead of a Python step per record. None if the partition count
@@ -418,9 +420,9 @@ class Producer:
         return {(first + k) % n: (range(k, count, n), records[k::n], None)
                 for k in range(min(n, count))}
 
-    def _partition_groups(self, records: list) -> dict[int, tuple[list[int], list[bytes], list[bytes | None] | None]]:
+    def _partition_groups(self, records: list) -> dict[int, _Group]:
         """``{partition: (indexes in records, values, keys or None)}``, one record at a time."""
-        by_partition: dict[int, tuple[list[int], list[bytes], list[bytes | None] | None]] = {}
+        by_partition: dict[int, _Group] = {}
         for i, r in enumerate(records):
             if type(r) is tuple:
                 key, value = r

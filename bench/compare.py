@@ -1,0 +1,935 @@
+"""fluvial against Redis Streams and NATS JetStream: the same workloads, one machine, one run.
+
+What it starts, each on 127.0.0.1 with its data in a temporary directory, and stops by PID:
+
+* fluvial: ``fluvial cluster start --spus 3 --sc-port 0 --no-tls`` (an SC and three SPUs), with
+  one topic of one partition per workload, at replication 1 and at replication 3. Plaintext,
+  because Redis and NATS run plaintext here.
+* Redis 7 (``redis-server``): ``appendonly yes`` with ``appendfsync always``, then a fresh server
+  with ``appendfsync everysec``; one stream per workload.
+* NATS JetStream (``nats-server -js``): file storage, one stream of one subject per workload.
+
+Nothing is installed by the bench: a missing server binary or Python client is named, with the
+command that installs it, and that system is skipped.
+
+What it measures, ``--runs`` times each (median and min-max reported):
+
+* produce ``--small`` records of 100 B and ``--large`` records of 1 KiB (1,024 B); the clock
+  stops when every record has been acknowledged. Each client is used the way its documentation
+  suggests for throughput: fluvial, a ``Producer`` (``batch_size=64 KiB``, ``read_committed``)
+  fed with ``send_many`` (1,000 records a call), then ``flush()``; Redis, redis-py (hiredis) pipelines of 1,000 ``XADD``; NATS, nats-py
+  ``publish_async`` for every record, then ``publish_async_completed()``.
+* consume everything back, from the first record: fluvial, a ``Consumer`` with
+  ``continuous=False`` read by ``receive_many``; Redis, ``XRANGE`` of 1,000 entries at a time;
+  NATS, a push consumer without acks (``AckPolicy.NONE``) delivering to a callback.
+* send -> receive latency, ``--rate`` records/s for ``--latency-seconds``: one producer and one
+  live reader in the bench process, each value carrying its send time (``perf_counter_ns``);
+  p50, p99 and max per run. fluvial: producer and consumer both ``read_committed`` (the reader
+  only sees acknowledged, durable records); Redis: ``XADD`` in one thread, ``XREAD BLOCK`` in
+  another; NATS: ``publish_async`` and a push consumer (``DeliverPolicy.NEW``).
+* the machine's limits, before and after the systems: loopback TCP MB/s (one socket, 1 MiB sends), sequential
+  write + fsync MB/s (256 MiB in 1 MiB writes, one fsync) and fdatasync latency (100 B appended,
+  then fdatasync, 500 times) in the directory the servers use.
+
+What an acknowledgement means (see ``ACKS``): fluvial fdatasyncs before it acknowledges (RF=3:
+on all three replicas); Redis ``always`` fsyncs the AOF before it replies, ``everysec`` does not
+(it fsyncs once a second in the background); NATS 2.9 writes the message to its file store
+without an fsync (it fsyncs every 2 minutes; per-write sync does not exist before 2.10).
+
+Writes ``bench/RESULTS.md`` (``--results``): the tables, the machine, the date and the versions.
+Anything in an existing RESULTS.md below the line ``<!-- notes: kept by compare.py -->`` is kept.
+
+Usage: python bench/compare.py [--runs 3] [--small 200000] [--large 50000]
+       [--latency-seconds 5] [--rate 1000] [--systems fluvial,redis,nats] [--dir DIR]
+       [--results PATH | --no-results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import gc
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+import trio
+
+CHUNK = 1000  # records per send_many / pipeline / XRANGE / fetch
+SMALL_BYTES = 100
+LARGE_BYTES = 1024
+NOTES_MARKER = "<!-- notes: kept by compare.py -->"
+METRICS = ("produce-small", "produce-large", "consume-small", "consume-large",
+           "lat-p50", "lat-p99", "lat-max")
+
+# What each system's acknowledgement means on this setup (stated in RESULTS.md).
+ACKS = {
+    "fluvial RF=1": "after the leader SPU has written and fdatasync'd the batch (group commit)",
+    "fluvial RF=3": "after every in-sync replica (all 3 here) has written and fdatasync'd the "
+                    "batch (the HW covers it; `read_committed`)",
+    "redis always": "after the AOF is written and fsync'd (`appendfsync always`; Redis fsyncs once "
+                    "per event-loop turn, before replies)",
+    "redis everysec": "after the AOF write() only; fsync once a second in the background (up to "
+                      "~1-2 s of acknowledged writes lost on an OS crash or power loss)",
+    "nats": "after the message is written to the file store, no fsync (JetStream 2.9 fsyncs every "
+            "2 minutes; `sync_interval: always` only exists from 2.10)",
+}
+FSYNC = {"fluvial RF=1": "yes", "fluvial RF=3": "yes (x3)", "redis always": "yes",
+         "redis everysec": "no", "nats": "no"}
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def latency_summary(latencies_us: list[float], expected: int) -> dict[str, float]:
+    if len(latencies_us) < expected:
+        raise RuntimeError(f"latency run received {len(latencies_us)} of {expected} records")
+    s = sorted(latencies_us)
+    return {"lat-p50": percentile(s, 0.50), "lat-p99": percentile(s, 0.99), "lat-max": s[-1]}
+
+
+def stop_pid(pid: int, timeout: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds; returns once ``pid`` has gone."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def stop_popen(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_until(what: str, ready: Callable[[], bool], proc: subprocess.Popen | None = None,
+               timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} while starting")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} was not ready within {timeout:g}s")
+        time.sleep(0.05)
+
+
+def version_of(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def command_output(*cmd: str) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+# ----------------------------------------------------------------------------- machine limits
+
+
+def loopback_mb_s(seconds: float = 1.0) -> float:
+    """One TCP connection over 127.0.0.1, 1 MiB sendall calls, a thread draining it."""
+    chunk = 1 << 20
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        received = [0]
+
+        def sink() -> None:
+            conn, _ = listener.accept()
+            buf = bytearray(chunk)
+            with conn:
+                while n := conn.recv_into(buf):
+                    received[0] += n
+
+        t = threading.Thread(target=sink)
+        t.start()
+        with socket.create_connection(listener.getsockname()) as out:
+            data = bytes(chunk)
+            start = time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                out.sendall(data)
+            out.shutdown(socket.SHUT_WR)
+            t.join()
+            elapsed = time.perf_counter() - start
+    return received[0] / elapsed / 1e6
+
+
+def disk_limits(directory: Path) -> dict[str, float]:
+    """Sequential write + fsync MB/s and fdatasync latency (us) in ``directory``."""
+    path = directory / "disk-probe"
+    block = os.urandom(1 << 20)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        start = time.perf_counter()
+        for _ in range(256):
+            os.write(fd, block)
+        os.fsync(fd)
+        write_mb_s = 256 * len(block) / (time.perf_counter() - start) / 1e6
+    finally:
+        os.close(fd)
+    path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+    lat = []
+    try:
+        record = b"r" * SMALL_BYTES
+        for _ in range(500):
+            os.write(fd, record)
+            t = time.perf_counter_ns()
+            os.fdatasync(fd)
+            lat.append((time.perf_counter_ns() - t) / 1000)
+    finally:
+        os.close(fd)
+    path.unlink()
+    lat.sort()
+    return {"write_fsync_mb_s": write_mb_s, "fdatasync_p50_us": percentile(lat, 0.5),
+            "fdatasync_p99_us": percentile(lat, 0.99), "fdatasync_max_us": lat[-1]}
+
+
+def machine_limits(directory: Path) -> dict[str, float]:
+    print("machine limits ...", flush=True)
+    limits = {"loopback_mb_s": loopback_mb_s(), **disk_limits(directory)}
+    print(f"  loopback {limits['loopback_mb_s']:,.0f} MB/s, write+fsync "
+          f"{limits['write_fsync_mb_s']:,.0f} MB/s, fdatasync p50 "
+          f"{limits['fdatasync_p50_us']:,.0f} us p99 {limits['fdatasync_p99_us']:,.0f} us",
+          flush=True)
+    return limits
+
+
+# ------------------------------------------------------------------------------------ fluvial
+
+
+def importable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def fluvial_missing() -> str | None:
+    if not importable("fluvial"):
+        return "the fluvial package (pip install -e . in the repository)"
+    return None
+
+
+class FluvialCluster:
+    """``fluvial cluster start --spus N --sc-port 0 --no-tls`` in its own FLUVIAL_HOME."""
+
+    def __init__(self, home: Path, spus: int = 3):
+        self.home = home
+        self.env = dict(os.environ, FLUVIAL_HOME=str(home))
+        self.env.pop("FLUVIAL_CONFIG", None)
+        self.pids: list[int] = []
+        self._cli("cluster", "start", "--spus", str(spus), "--sc-port", "0", "--no-tls")
+        state = json.loads((home / "cluster.json").read_text())
+        self.pids = [m["pid"] for m in state["members"] if m.get("pid")]
+        sc = next(m for m in state["members"] if m["kind"] == "sc")
+        self.endpoint = f"127.0.0.1:{sc['public_port']}"
+
+    def _cli(self, *args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "fluvial.cli.main", *args], env=self.env,
+                              capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"fluvial {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+        return proc.stdout
+
+    def stop(self) -> None:
+        try:
+            self._cli("cluster", "shutdown")
+        finally:
+            for pid in self.pids:  # whatever the shutdown left, by PID
+                if pid_alive(pid):
+                    stop_pid(pid)
+
+
+async def fluvial_wait_ready(fl, topic: str, replication: int) -> None:
+    with trio.fail_after(60):
+        while True:
+            parts = await fl.admin.list_partitions(topic)
+            if parts and all(p.leader >= 0 and len(p.isr) >= replication for p in parts):
+                return
+            await trio.sleep(0.05)
+
+
+async def fluvial_produce(fl, topic: str, n: int, value: bytes) -> float:
+    """Seconds until ``n`` records are acknowledged (read_committed: durable on the ISR)."""
+    chunk = [value] * CHUNK
+    async with fl.producer(topic, isolation="read_committed", batch_size=64 * 1024) as p:
+        start = time.perf_counter()
+        for i in range(0, n, CHUNK):
+            await p.send_many(chunk if n - i >= CHUNK else chunk[:n - i])
+        await p.flush()
+        return time.perf_counter() - start
+
+
+async def fluvial_consume(fl, topic: str, n: int, size: int) -> float:
+    got = 0
+    last = b""
+    async with fl.consumer(topic, continuous=False) as c:
+        start = time.perf_counter()
+        while records := await c.receive_many():
+            got += len(records)
+            last = records[-1].value
+        elapsed = time.perf_counter() - start
+    if got != n or len(last) != size:
+        raise RuntimeError(f"fluvial returned {got} of {n} records (last of {len(last)} bytes)")
+    return elapsed
+
+
+async def fluvial_latency(fl, topic: str, seconds: float, rate: int) -> dict[str, float]:
+    from fluvial import Offset
+
+    n = int(seconds * rate)
+    latencies: list[float] = []
+    done = trio.Event()
+    async with fl.producer(topic, isolation="read_committed") as p, \
+            fl.consumer(topic, offset=Offset.end(), isolation="read_committed") as c:
+        async def consume() -> None:
+            async for r in c:
+                latencies.append((time.perf_counter_ns() - int(r.value)) / 1000)
+                if len(latencies) == n:
+                    done.set()
+                    return
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consume)
+            start = trio.current_time()
+            for i in range(n):
+                await trio.sleep_until(start + i / rate)
+                await p.send(b"%d" % time.perf_counter_ns())
+            await p.flush()
+            with trio.move_on_after(30):
+                await done.wait()
+            nursery.cancel_scope.cancel()
+    return latency_summary(latencies, n)
+
+
+async def fluvial_runs(endpoint: str, args, replications: tuple[int, ...]) -> dict[str, list[dict]]:
+    import fluvial
+
+    out: dict[str, list[dict]] = {f"fluvial RF={rf}": [] for rf in replications}
+    small, large = os.urandom(SMALL_BYTES), os.urandom(LARGE_BYTES)
+    async with fluvial.connect(endpoint=endpoint) as fl:
+        for run in range(args.runs):
+            for rf in replications:
+                res: dict[str, float] = {}
+                for name, n, value in (("small", args.small, small), ("large", args.large, large)):
+                    topic = f"bench-rf{rf}-{name}-{run}"
+                    await fl.admin.create_topic(topic, partitions=1, replication=rf)
+                    await fluvial_wait_ready(fl, topic, rf)
+                    gc.collect()
+                    res[f"produce-{name}"] = n / await fluvial_produce(fl, topic, n, value)
+                    gc.collect()
+                    res[f"consume-{name}"] = n / await fluvial_consume(fl, topic, n, len(value))
+                topic = f"bench-rf{rf}-latency-{run}"
+                await fl.admin.create_topic(topic, partitions=1, replication=rf)
+                await fluvial_wait_ready(fl, topic, rf)
+                gc.collect()
+                res.update(await fluvial_latency(fl, topic, args.latency_seconds, args.rate))
+                out[f"fluvial RF={rf}"].append(res)
+                progress(f"fluvial RF={rf}", run, res)
+                for name in ("small", "large", "latency"):  # keep the disk from filling up
+                    await fl.admin.delete_topic(f"bench-rf{rf}-{name}-{run}")
+    return out
+
+
+def run_fluvial(base: Path, args) -> dict[str, list[dict]]:
+    cluster = FluvialCluster(base / "fluvial", spus=3)
+    try:
+        return trio.run(fluvial_runs, cluster.endpoint, args, (1, 3))
+    finally:
+        cluster.stop()
+
+
+# -------------------------------------------------------------------------------------- redis
+
+
+def redis_missing() -> str | None:
+    missing = []
+    if shutil.which("redis-server") is None:
+        missing.append("redis-server (apt-get install redis-server)")
+    if not importable("redis"):
+        missing.append("the redis Python package (pip install redis hiredis)")
+    elif not importable("hiredis"):
+        missing.append("hiredis, redis-py's C reply parser (pip install hiredis)")
+    return ", ".join(missing) or None
+
+
+class RedisServer:
+    def __init__(self, data_dir: Path, appendfsync: str):
+        import redis
+
+        data_dir.mkdir(parents=True)
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(data_dir),
+             "--appendonly", "yes", "--appendfsync", appendfsync, "--save", "",
+             "--protected-mode", "no", "--logfile", str(data_dir / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def ready() -> bool:
+            try:
+                return bool(redis.Redis(port=self.port).ping())
+            except redis.ConnectionError:
+                return False
+
+        try:
+            wait_until("redis-server", ready, self.proc)
+        except BaseException:
+            self.stop()
+            raise
+
+    def client(self):
+        import redis
+
+        return redis.Redis(port=self.port)
+
+    def stop(self) -> None:
+        stop_popen(self.proc)
+
+
+def redis_produce(r, stream: str, n: int, value: bytes) -> float:
+    start = time.perf_counter()
+    for i in range(0, n, CHUNK):
+        pipe = r.pipeline(transaction=False)
+        for _ in range(min(CHUNK, n - i)):
+            pipe.xadd(stream, {"v": value})
+        pipe.execute()
+    return time.perf_counter() - start
+
+
+def redis_consume(r, stream: str, n: int, size: int) -> float:
+    start = time.perf_counter()
+    got = 0
+    low: str | bytes = "-"
+    last = b""
+    while entries := r.xrange(stream, min=low, max="+", count=CHUNK):
+        got += len(entries)
+        entry_id, fields = entries[-1]
+        last = fields[b"v"]
+        low = b"(" + entry_id  # exclusive: after the last one read
+    elapsed = time.perf_counter() - start
+    if got != n or len(last) != size:
+        raise RuntimeError(f"redis returned {got} of {n} entries (last of {len(last)} bytes)")
+    return elapsed
+
+
+def redis_latency(server: RedisServer, stream: str, seconds: float, rate: int) -> dict[str, float]:
+    n = int(seconds * rate)
+    latencies: list[float] = []
+    reader_conn = server.client()
+    reader_conn.ping()
+
+    def reader() -> None:
+        last = "0-0"
+        deadline = time.monotonic() + seconds + 30
+        while len(latencies) < n and time.monotonic() < deadline:
+            resp = reader_conn.xread({stream: last}, block=1000, count=CHUNK)
+            now = time.perf_counter_ns()
+            for entry_id, fields in (resp[0][1] if resp else ()):
+                latencies.append((now - int(fields[b"t"])) / 1000)
+                last = entry_id
+
+    t = threading.Thread(target=reader)
+    t.start()
+    w = server.client()
+    start = time.perf_counter()
+    for i in range(n):
+        while (delay := start + i / rate - time.perf_counter()) > 0:
+            time.sleep(delay)
+        w.xadd(stream, {"t": str(time.perf_counter_ns())})
+    t.join()
+    return latency_summary(latencies, n)
+
+
+def run_redis(base: Path, args, appendfsync: str) -> dict[str, list[dict]]:
+    label = f"redis {appendfsync}"
+    server = RedisServer(base / f"redis-{appendfsync}", appendfsync)
+    out = []
+    try:
+        r = server.client()
+        small, large = os.urandom(SMALL_BYTES), os.urandom(LARGE_BYTES)
+        for run in range(args.runs):
+            res: dict[str, float] = {}
+            for name, n, value in (("small", args.small, small), ("large", args.large, large)):
+                stream = f"bench-{name}-{run}"
+                gc.collect()
+                res[f"produce-{name}"] = n / redis_produce(r, stream, n, value)
+                gc.collect()
+                res[f"consume-{name}"] = n / redis_consume(r, stream, n, len(value))
+            gc.collect()
+            res.update(redis_latency(server, f"bench-latency-{run}", args.latency_seconds, args.rate))
+            out.append(res)
+            progress(label, run, res)
+            r.delete(f"bench-small-{run}", f"bench-large-{run}", f"bench-latency-{run}")
+    finally:
+        server.stop()
+    return {label: out}
+
+
+# --------------------------------------------------------------------------------------- nats
+
+
+def nats_missing() -> str | None:
+    missing = []
+    if shutil.which("nats-server") is None:
+        missing.append("nats-server (apt-get install nats-server)")
+    if not importable("nats"):
+        missing.append("the nats-py Python package (pip install nats-py)")
+    return ", ".join(missing) or None
+
+
+class NatsServer:
+    """``nats-server -js`` on a port the OS picks (``-p -1``), read back from its log."""
+
+    def __init__(self, data_dir: Path):
+        data_dir.mkdir(parents=True)
+        self.log = data_dir / "nats.log"
+        self.proc = subprocess.Popen(
+            ["nats-server", "-a", "127.0.0.1", "-p", "-1", "-js", "-sd", str(data_dir),
+             "-l", str(self.log)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.port = 0
+
+        def ready() -> bool:
+            if not self.log.exists():
+                return False
+            text = self.log.read_text()
+            marker = "Listening for client connections on "
+            if marker not in text or "Server is ready" not in text:
+                return False
+            self.port = int(text.split(marker, 1)[1].split()[0].rsplit(":", 1)[1])
+            return True
+
+        try:
+            wait_until("nats-server", ready, self.proc)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        stop_popen(self.proc)
+
+
+async def nats_produce(js, subject: str, n: int, value: bytes) -> float:
+    start = time.perf_counter()
+    futures = [await js.publish_async(subject, value) for _ in range(n)]
+    await js.publish_async_completed()
+    elapsed = time.perf_counter() - start
+    failed = [f.exception() for f in futures if f.exception() is not None]
+    if failed:
+        raise RuntimeError(f"nats: {len(failed)} publishes failed, e.g. {failed[0]!r}")
+    return elapsed
+
+
+async def nats_consume(js, subject: str, n: int, size: int) -> float:
+    """A push consumer without acks (``AckPolicy.NONE``), delivering from the first message to
+    a callback: the fastest of nats-py's ways to read a stream back that we tried (a pull
+    consumer's ``fetch`` of 1,000 was ~5x slower, an ordered consumer ~1.5x slower)."""
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    got = 0
+    last = b""
+    done = asyncio.Event()
+
+    async def on_message(msg) -> None:
+        nonlocal got, last
+        got += 1
+        if got == n:
+            last = msg.data
+            done.set()
+
+    start = time.perf_counter()
+    sub = await js.subscribe(subject, cb=on_message, manual_ack=True, config=ConsumerConfig(
+        ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL))
+    try:
+        await asyncio.wait_for(done.wait(), 120)
+    except TimeoutError:
+        raise RuntimeError(f"nats delivered {got} of {n} messages") from None
+    elapsed = time.perf_counter() - start
+    await sub.unsubscribe()
+    if len(last) != size:
+        raise RuntimeError(f"nats returned a record of {len(last)} bytes, not {size}")
+    return elapsed
+
+
+async def nats_latency(js, subject: str, seconds: float, rate: int) -> dict[str, float]:
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    n = int(seconds * rate)
+    latencies: list[float] = []
+    done = asyncio.Event()
+
+    async def on_message(msg) -> None:
+        latencies.append((time.perf_counter_ns() - int(msg.data)) / 1000)
+        if len(latencies) == n:
+            done.set()
+
+    sub = await js.subscribe(subject, cb=on_message, manual_ack=True, config=ConsumerConfig(
+        ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.NEW))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for i in range(n):
+        delay = start + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await js.publish_async(subject, b"%d" % time.perf_counter_ns())
+    await js.publish_async_completed()
+    try:
+        await asyncio.wait_for(done.wait(), 30)
+    except TimeoutError:
+        pass
+    await sub.unsubscribe()
+    return latency_summary(latencies, n)
+
+
+async def nats_runs(port: int, args) -> list[dict]:
+    import nats
+    from nats.js.api import StorageType
+
+    out = []
+    nc = await nats.connect(f"nats://127.0.0.1:{port}")
+    try:
+        js = nc.jetstream()
+        small, large = os.urandom(SMALL_BYTES), os.urandom(LARGE_BYTES)
+        for run in range(args.runs):
+            res: dict[str, float] = {}
+            for name, n, value in (("small", args.small, small), ("large", args.large, large)):
+                stream = f"bench-{name}-{run}"
+                await js.add_stream(name=stream, subjects=[stream], storage=StorageType.FILE)
+                gc.collect()
+                res[f"produce-{name}"] = n / await nats_produce(js, stream, n, value)
+                gc.collect()
+                res[f"consume-{name}"] = n / await nats_consume(js, stream, n, len(value))
+                await js.delete_stream(stream)
+            stream = f"bench-latency-{run}"
+            await js.add_stream(name=stream, subjects=[stream], storage=StorageType.FILE)
+            gc.collect()
+            res.update(await nats_latency(js, stream, args.latency_seconds, args.rate))
+            await js.delete_stream(stream)
+            out.append(res)
+            progress("nats", run, res)
+    finally:
+        await nc.close()
+    return out
+
+
+def run_nats(base: Path, args) -> dict[str, list[dict]]:
+    server = NatsServer(base / "nats")
+    try:
+        return {"nats": asyncio.run(nats_runs(server.port, args))}
+    finally:
+        server.stop()
+
+
+# ------------------------------------------------------------------------------------ reports
+
+
+def progress(label: str, run: int, res: dict[str, float]) -> None:
+    print(f"  {label:<15} run {run + 1}: produce {res['produce-small']:>9,.0f} /s (100 B) "
+          f"{res['produce-large']:>8,.0f} /s (1 KiB); consume {res['consume-small']:>9,.0f} /s "
+          f"{res['consume-large']:>8,.0f} /s; latency p50 {res['lat-p50']:,.0f} us "
+          f"p99 {res['lat-p99']:,.0f} us", flush=True)
+
+
+def summary(runs: list[dict]) -> dict[str, tuple[float, float, float]]:
+    """metric -> (median, min, max) over the runs."""
+    return {m: (statistics.median(r[m] for r in runs), min(r[m] for r in runs),
+                max(r[m] for r in runs)) for m in METRICS}
+
+
+def fmt(value: float, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def cell(stat: tuple[float, float, float], scale: float = 1.0, digits: int = 0) -> str:
+    med, lo, hi = (v * scale for v in stat)
+    return f"{fmt(med, digits)} ({fmt(lo, digits)}-{fmt(hi, digits)})"
+
+
+def machine_info(directory: Path) -> list[str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 1024 / 1024:.1f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    fs = command_output("df", "--output=fstype", str(directory)).splitlines()[-1:] or ["?"]
+    return [f"CPU: {cpu}, {os.cpu_count()} logical cores, {mem}",
+            f"OS: {platform.system()} {platform.release()} ({platform.machine()})",
+            f"Data directory file system: {fs[0]}"]
+
+
+def versions() -> list[str]:
+    import fluvial
+
+    rev = command_output("git", "-C", str(Path(__file__).resolve().parent), "describe", "--always",
+                         "--dirty")
+    out = [f"Python {platform.python_version()}, trio {version_of('trio')}",
+           f"fluvial {fluvial.__version__}" + (f" (git {rev})" if rev else "")]
+    if shutil.which("redis-server"):
+        out.append(f"{command_output('redis-server', '--version')}; redis-py {version_of('redis')}, "
+                   f"hiredis {version_of('hiredis')}")
+    if shutil.which("nats-server"):
+        out.append(f"nats-server {command_output('nats-server', '--version')}; nats-py "
+                   f"{version_of('nats-py')}")
+    return out
+
+
+def render(args, results: dict[str, list[dict]], limits: dict[str, dict[str, float]],
+           skipped: list[str], started: datetime.datetime, elapsed: float,
+           load: tuple[tuple, tuple], directory: Path) -> str:
+    stats = {name: summary(runs) for name, runs in results.items()}
+    small_mb, large_mb = SMALL_BYTES / 1e6, LARGE_BYTES / 1e6
+    lines = [
+        "# fluvial vs Redis Streams vs NATS JetStream",
+        "",
+        f"Written by `python bench/compare.py` on {started:%Y-%m-%d %H:%M} UTC; the whole run took "
+        f"{elapsed / 60:.1f} minutes. Every figure is the median of {args.runs} runs, with the "
+        f"minimum and maximum in brackets. MB = 10^6 bytes of record values (keys, ids and "
+        f"framing are not counted); 1 KiB = 1,024 B.",
+        "",
+        "## Machine and versions",
+        "",
+        *[f"- {line}" for line in machine_info(directory)],
+        f"- Load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load[0])}; after: "
+        f"{', '.join(f'{x:.2f}' for x in load[1])} (anything else running on the machine shows "
+        f"up here)",
+        *[f"- {line}" for line in versions()],
+        "",
+        "Everything runs on this one machine: the servers, and the bench process that drives the "
+        "client. fluvial is a local cluster of an SC and 3 SPUs (separate processes), each "
+        "workload a topic of 1 partition; RF=3 keeps its three replicas on the same disk. All "
+        "connections are plaintext TCP over 127.0.0.1 (fluvial `--no-tls`).",
+        "",
+        "## Machine limits (same run, measured before and after the systems)",
+        "",
+        "Loopback TCP: one connection, 1 MiB sends, for 1 s. Sequential write + fsync: 256 MiB in "
+        "1 MiB writes, then one fsync. fdatasync: append 100 B, fdatasync, 500 times back to "
+        "back; in the directory the servers use.",
+        "",
+        "| when | loopback TCP | sequential write + fsync | fdatasync p50 | fdatasync p99 | "
+        "fdatasync max |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        *[f"| {when} | {fmt(lim['loopback_mb_s'])} MB/s | {fmt(lim['write_fsync_mb_s'])} MB/s | "
+          f"{fmt(lim['fdatasync_p50_us'])} us | {fmt(lim['fdatasync_p99_us'])} us | "
+          f"{fmt(lim['fdatasync_max_us'])} us |" for when, lim in limits.items()],
+        "",
+        "## What an acknowledgement means",
+        "",
+        "| system | fsync before ack | acknowledged when |",
+        "| --- | --- | --- |",
+        *[f"| {name} | {FSYNC[name]} | {ACKS[name]} |" for name in results],
+        "",
+    ]
+    if skipped:
+        lines += ["Skipped: " + "; ".join(skipped) + ".", ""]
+    lines += [
+        "## Produce: every record acknowledged before the clock stops",
+        "",
+        f"| system | {fmt(args.small)} x 100 B records/s | MB/s | {fmt(args.large)} x 1 KiB "
+        f"records/s | MB/s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *[f"| {name} | {cell(s['produce-small'])} | {cell(s['produce-small'], small_mb, 1)} | "
+          f"{cell(s['produce-large'])} | {cell(s['produce-large'], large_mb, 1)} |"
+          for name, s in stats.items()],
+        "",
+        "## Consume everything back, from the first record",
+        "",
+        "| system | 100 B records/s | MB/s | 1 KiB records/s | MB/s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *[f"| {name} | {cell(s['consume-small'])} | {cell(s['consume-small'], small_mb, 1)} | "
+          f"{cell(s['consume-large'])} | {cell(s['consume-large'], large_mb, 1)} |"
+          for name, s in stats.items()],
+        "",
+        f"## Send -> receive latency at {fmt(args.rate)} records/s for {args.latency_seconds:g} s",
+        "",
+        "| system | p50 us | p99 us | max us |",
+        "| --- | ---: | ---: | ---: |",
+        *[f"| {name} | {cell(s['lat-p50'])} | {cell(s['lat-p99'])} | {cell(s['lat-max'])} |"
+          for name, s in stats.items()],
+        "",
+    ]
+    flv = [n for n in stats if n.startswith("fluvial")]
+    peers = [n for n in stats if not n.startswith("fluvial")]
+    if flv and peers:
+        lines += [
+            "## Ratios fluvial / peer (medians)",
+            "",
+            "Throughput: above 1 means fluvial is faster. Latency: below 1 means fluvial is faster.",
+            "",
+            "| fluvial / peer | produce 100 B | produce 1 KiB | consume 100 B | consume 1 KiB | "
+            "p50 | p99 |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for f in flv:
+            for p in peers:
+                r = [stats[f][m][0] / stats[p][m][0] for m in
+                     ("produce-small", "produce-large", "consume-small", "consume-large",
+                      "lat-p50", "lat-p99")]
+                lines.append(f"| {f} / {p} | " + " | ".join(f"{x:.2f}" for x in r) + " |")
+        lines.append("")
+    lines += goals(stats)
+    return "\n".join(lines) + "\n"
+
+
+def goals(stats: dict[str, dict]) -> list[str]:
+    """The issue's compass, checked against this run's medians."""
+    one, three, redis = stats.get("fluvial RF=1"), stats.get("fluvial RF=3"), stats.get("redis always")
+    rows = []
+
+    def row(goal: str, value: str, ok: bool) -> None:
+        rows.append(f"| {goal} | {value} | {'met' if ok else 'not met'} |")
+
+    if one and redis:
+        x = one["produce-small"][0] / redis["produce-small"][0]
+        row("durable produce, 100 B: >= 5x Redis (always) records/s", f"{x:.1f}x", x >= 5)
+    if one:
+        mb = one["produce-large"][0] * LARGE_BYTES / 1e6
+        row("durable produce, 1 KiB: >= 300 MB/s (RF=1)", f"{mb:,.0f} MB/s", mb >= 300)
+        c = one["consume-small"][0]
+        row("consume, 100 B: >= 1M records/s (RF=1)", f"{c:,.0f} records/s", c >= 1e6)
+    if one and three:
+        for m, what in (("produce-small", "100 B"), ("produce-large", "1 KiB")):
+            x = three[m][0] / one[m][0]
+            row(f"RF=3 produce >= 50 % of RF=1 ({what})", f"{x:.1%}", x >= 0.5)
+    if one:
+        p50 = one["lat-p50"][0]
+        row("latency p50 <= 400 us (RF=1)", f"{p50:,.0f} us", p50 <= 400)
+    if not rows:
+        return []
+    return ["## Goals (the issue's compass)", "", "| goal | this run | |", "| --- | ---: | --- |",
+            *rows, ""]
+
+
+# --------------------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--small", type=int, default=200_000, help="records of 100 B")
+    ap.add_argument("--large", type=int, default=50_000, help="records of 1 KiB")
+    ap.add_argument("--latency-seconds", type=float, default=5.0)
+    ap.add_argument("--rate", type=int, default=1000, help="records/s in the latency test")
+    ap.add_argument("--systems", default="fluvial,redis,nats",
+                    help="comma-separated, from fluvial, redis, nats")
+    ap.add_argument("--dir", type=Path, default=None, help="where the servers' data goes "
+                                                           "(default: a temporary directory)")
+    ap.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "RESULTS.md")
+    ap.add_argument("--no-results", action="store_true", help="print, do not write RESULTS.md")
+    args = ap.parse_args()
+    wanted = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = set(wanted) - {"fluvial", "redis", "nats"}
+    if unknown or args.runs < 1:
+        ap.error(f"unknown systems: {', '.join(sorted(unknown))}" if unknown else "--runs >= 1")
+
+    started = datetime.datetime.now(datetime.UTC)
+    t0 = time.monotonic()
+    load_before = os.getloadavg()
+    skipped: list[str] = []
+    plan: list[tuple[str, Callable[[Path], dict[str, list[dict]]]]] = []
+    for system, missing, runners in (
+            ("fluvial", fluvial_missing, [("fluvial", lambda b: run_fluvial(b, args))]),
+            ("redis", redis_missing, [("redis always", lambda b: run_redis(b, args, "always")),
+                                      ("redis everysec", lambda b: run_redis(b, args, "everysec"))]),
+            ("nats", nats_missing, [("nats", lambda b: run_nats(b, args))])):
+        if system not in wanted:
+            continue
+        why = missing()
+        if why:
+            print(f"{system} skipped: missing {why}")
+            skipped.append(f"{system} (missing {why})")
+            continue
+        plan += runners
+
+    results: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="fluvial-compare-") as tmp:
+        base = Path(tmp)
+        limits = {"before": machine_limits(base)}
+        for label, runner in plan:
+            print(f"{label} ...", flush=True)
+            try:
+                results.update(runner(base))
+            except Exception as e:  # one system failing must not lose the others' figures
+                print(f"  {label} failed: {e!r}", flush=True)
+                skipped.append(f"{label} (failed: {e})")
+        limits["after"] = machine_limits(base)
+        load_after = os.getloadavg()
+        report = render(args, results, limits, skipped, started, time.monotonic() - t0,
+                        (load_before, load_after), base)
+
+    print()
+    print(report)
+    if not args.no_results:
+        notes = ""
+        if args.results.exists():
+            old = args.results.read_text()
+            if NOTES_MARKER in old:
+                notes = old[old.index(NOTES_MARKER):]
+        args.results.write_text(report + ("\n" + notes if notes else ""))
+        print(f"written to {args.results}")
+    return 0 if results else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
