@@ -61,6 +61,7 @@ class PartitionReplica:
         self._durable_changed = trio.Event()
         self.failed: BaseException | None = None
         self.closed = False
+        self.checkpointed_hw = storage.hw  # the HW replication.chk holds (as loaded)
         self.leader_state: LeaderState | None = None
         self.follower_scope: trio.CancelScope | None = None
         self.on_change = None  # called when the ISR changes (the SPU then reports to the SC)

@@ -187,10 +187,10 @@ class SpuContext:
         while True:
             await trio.sleep(self.config.checkpoint_seconds)
             for r in list(self.replicas.values()):
-                if r.closed:
-                    continue
+                if r.closed or r.storage.hw == r.checkpointed_hw:
+                    continue  # unchanged: no rewrite, no fsync
                 try:
-                    await trio.to_thread.run_sync(r.storage.checkpoint_hw)
+                    r.checkpointed_hw = await trio.to_thread.run_sync(r.storage.checkpoint_hw)
                 except (OSError, serr.StorageError) as e:
                     log.error("%s-%s: HW checkpoint failed: %s", r.topic, r.partition, e)
             now = trio.current_time()
