@@ -65,6 +65,14 @@ class SpuApiKey(IntEnum):
     FetchConsumerOffsets = 1008
 
 
+class SpuRequest(Request):
+    """An SPU request at Fluvio's ``COMMON_VERSION`` (24), decoded at every version up to it."""
+
+    DEFAULT_API_VERSION: ClassVar[int] = COMMON_VERSION
+    MIN_API_VERSION: ClassVar[int] = 0
+    MAX_API_VERSION: ClassVar[int] = COMMON_VERSION
+
+
 class Isolation(IntEnum):
     """On StreamFetch and Fetch a ``u8``. Produce carries it as the ``i16`` acks (``ACKS``)."""
 
@@ -296,14 +304,11 @@ class ProduceResponse:
 
 
 @message
-class ProduceRequest(Request):
+class ProduceRequest(SpuRequest):
     """``transactional_id`` is always on the wire: Fluvio's hand-written codec ignores the field's
     ``min_version = 3``. The ``acks`` i16 is held as ``isolation``; see ``Acks``."""
 
     API_KEY: ClassVar[int] = SpuApiKey.Produce
-    DEFAULT_API_VERSION: ClassVar[int] = COMMON_VERSION
-    MIN_API_VERSION: ClassVar[int] = 0
-    MAX_API_VERSION: ClassVar[int] = COMMON_VERSION
     Response: ClassVar[type] = ProduceResponse
 
     transactional_id: str | None = wire(Opt(STR))
@@ -441,13 +446,10 @@ class ForgottenTopic:
 
 
 @message
-class FetchRequest(Request):
+class FetchRequest(SpuRequest):
     """Classic Fetch (spu.md §7). The official client never sends it."""
 
     API_KEY: ClassVar[int] = SpuApiKey.Fetch
-    DEFAULT_API_VERSION: ClassVar[int] = COMMON_VERSION
-    MIN_API_VERSION: ClassVar[int] = 0
-    MAX_API_VERSION: ClassVar[int] = COMMON_VERSION
     Response: ClassVar[type] = FetchResponse
 
     max_wait: int = wire(I32)
@@ -468,14 +470,11 @@ class StreamFetchResponse:
 
 
 @message
-class StreamFetchRequest(Request):
+class StreamFetchRequest(SpuRequest):
     """Both layouts: up to v18 the legacy SmartModule fields (which the real SPU ignores), from
     v18 the ``smartmodules`` chain, from v23 ``consumer_id``. v18 carries both sets."""
 
     API_KEY: ClassVar[int] = SpuApiKey.StreamFetch
-    DEFAULT_API_VERSION: ClassVar[int] = COMMON_VERSION
-    MIN_API_VERSION: ClassVar[int] = 0
-    MAX_API_VERSION: ClassVar[int] = COMMON_VERSION
     Response: ClassVar[type] = StreamFetchResponse
 
     topic: str = wire(STR)
@@ -586,11 +585,8 @@ class FetchOffsetsResponse:
 
 
 @message
-class FetchOffsetsRequest(Request):
+class FetchOffsetsRequest(SpuRequest):
     API_KEY: ClassVar[int] = SpuApiKey.FetchOffsets
-    DEFAULT_API_VERSION: ClassVar[int] = COMMON_VERSION
-    MIN_API_VERSION: ClassVar[int] = 0
-    MAX_API_VERSION: ClassVar[int] = COMMON_VERSION
     Response: ClassVar[type] = FetchOffsetsResponse
 
     topics: list[FetchOffsetTopic] = wire(Vec(FetchOffsetTopic))
@@ -640,11 +636,8 @@ class UpdateConsumerOffsetResponse:
 
 
 @message
-class UpdateConsumerOffsetRequest(Request):
+class UpdateConsumerOffsetRequest(SpuRequest):
     API_KEY: ClassVar[int] = SpuApiKey.UpdateConsumerOffset
-    DEFAULT_API_VERSION: ClassVar[int] = COMMON_VERSION
-    MIN_API_VERSION: ClassVar[int] = 0
-    MAX_API_VERSION: ClassVar[int] = COMMON_VERSION
     Response: ClassVar[type] = UpdateConsumerOffsetResponse
 
     offset: int = wire(I64)
@@ -657,11 +650,8 @@ class DeleteConsumerOffsetResponse:
 
 
 @message
-class DeleteConsumerOffsetRequest(Request):
+class DeleteConsumerOffsetRequest(SpuRequest):
     API_KEY: ClassVar[int] = SpuApiKey.DeleteConsumerOffset
-    DEFAULT_API_VERSION: ClassVar[int] = COMMON_VERSION
-    MIN_API_VERSION: ClassVar[int] = 0
-    MAX_API_VERSION: ClassVar[int] = COMMON_VERSION
     Response: ClassVar[type] = DeleteConsumerOffsetResponse
 
     replica_id: ReplicaKey = wire(ReplicaKey)
@@ -689,13 +679,10 @@ class FilterOpts:
 
 
 @message
-class FetchConsumerOffsetsRequest(Request):
+class FetchConsumerOffsetsRequest(SpuRequest):
     """Below v24 the body is empty."""
 
     API_KEY: ClassVar[int] = SpuApiKey.FetchConsumerOffsets
-    DEFAULT_API_VERSION: ClassVar[int] = COMMON_VERSION
-    MIN_API_VERSION: ClassVar[int] = 0
-    MAX_API_VERSION: ClassVar[int] = COMMON_VERSION
     Response: ClassVar[type] = FetchConsumerOffsetsResponse
 
     filter_opts: FilterOpts | None = wire(Opt(FilterOpts), min_version=24)
