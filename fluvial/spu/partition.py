@@ -9,7 +9,8 @@ Theory of operation
   producers cost one fsync per round, not N.
 * The high watermark only counts durable data: the leader's durable LEO and the LEOs its
   followers report, which are durable on their side too (a follower fsyncs before it fetches
-  again, and fetches from its LEO). Followers are served only durable leader data.
+  again, and fetches from its LEO). Followers are served the leader's data as soon as it is
+  written, so their copy and fsync overlap the leader's own fsync.
 * HW = min over the ISR (``fluvial.replication.isr.LeaderState``), where the ISR that counts is the
   leader's own ISR *plus* the members the SC still has on record: a shrink takes effect for the HW
   only once the SC has committed it (Kafka's "maximal ISR", KIP-497), so an election, which picks
@@ -132,11 +133,9 @@ class PartitionReplica:
         st = self.leader_state
         if st is None:
             return
-        durable = self.storage.durable_leo
-        if durable > st.leo:
-            st.update_leader_leo(durable, trio.current_time())
+        # the leader counts with its durable LEO; followers' LEOs are durable on their side
         leos = [st.followers[s].leo for s in self.hw_members()]
-        hw = compute_hw(st.leo, leos, current_hw=self.storage.hw)
+        hw = compute_hw(self.storage.durable_leo, leos, current_hw=self.storage.hw)
         if hw > self.storage.hw:
             self.storage.set_hw(hw)
             self.notify()
@@ -173,6 +172,8 @@ class PartitionReplica:
             storage errors (InvalidBatch, DiskFull, ...) before anything is visible.
         """
         result = self.storage.append(record_set, leader_epoch=self.leader_epoch)
+        if self.leader_state is not None:
+            self.leader_state.update_leader_leo(result.leo, trio.current_time())
         self._flush_wanted.set()
         self.notify()
         return result
