@@ -13,12 +13,19 @@ from fluvial.protocol.record import decode_record_set, encode_batch
 from fluvial.testing.cluster import open_test_cluster
 
 
-async def partition(cluster, name):
+async def sc_call(cluster, *requests):
+    """Send ``requests`` to the SC one after the other; returns the last answer."""
     host, port = cluster.endpoint.split(":")
     async with open_connection(host, int(port)) as sc:
         await sc.handshake()
-        parts = await sc.call(sa.ObjectApiListRequest.of(so.PartitionSpec))
-        return next(m for m in parts.items if m.name == name)
+        for req in requests:
+            resp = await sc.call(req)
+        return resp
+
+
+async def partition(cluster, name):
+    parts = await sc_call(cluster, sa.ObjectApiListRequest.of(so.PartitionSpec))
+    return next(m for m in parts.items if m.name == name)
 
 
 async def wait_for(pred, what, timeout=15):
@@ -53,11 +60,8 @@ def replica_log(cluster, spu_id, topic):
 async def test_failover_elects_an_in_sync_replica_and_the_old_leader_rejoins(tmp_path):
     with trio.fail_after(60):
         async with open_test_cluster(tmp_path, spus=3, heartbeat_timeout=2) as cluster:
-            host, port = cluster.endpoint.split(":")
-            async with open_connection(host, int(port)) as sc:
-                await sc.handshake()
-                st = await sc.call(sa.ObjectApiCreateRequest.of("rep", so.TopicSpec.computed(1, 3)))
-                assert st.error_code.ok
+            st = await sc_call(cluster, sa.ObjectApiCreateRequest.of("rep", so.TopicSpec.computed(1, 3)))
+            assert st.error_code.ok
             p = await partition(cluster, "rep-0")
             first = p.spec.leader
             res = await produce_committed(cluster, first, "rep", [b"a", b"b", b"c"])
@@ -95,20 +99,13 @@ async def test_failover_elects_an_in_sync_replica_and_the_old_leader_rejoins(tmp
 async def test_committed_produce_times_out_below_min_isr(tmp_path):
     with trio.fail_after(60):
         async with open_test_cluster(tmp_path, spus=3, heartbeat_timeout=2) as cluster:
-            host, port = cluster.endpoint.split(":")
-            async with open_connection(host, int(port)) as sc:
-                await sc.handshake()
-                st = await sc.call(sa.ObjectApiCreateRequest.of("minisr", so.TopicSpec.computed(1, 3)))
-                assert st.error_code.ok
+            st = await sc_call(cluster, sa.ObjectApiCreateRequest.of("minisr", so.TopicSpec.computed(1, 3)))
+            assert st.error_code.ok
             p = await partition(cluster, "minisr-0")
             leader = p.spec.leader
             followers = [s for s in p.spec.replicas if s != leader]
             for f in followers:
                 await cluster.stop_spu(f)
-
-            async def shrunk():
-                q = await partition(cluster, "minisr-0")
-                return q.status.lsr == 0 or None
 
             res = await produce_committed(cluster, leader, "minisr", [b"never"], timeout_ms=1500)
             assert res[0].error_code.code == ErrorCode.RequestTimedOut
