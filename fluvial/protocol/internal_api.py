@@ -78,6 +78,12 @@ class ReplicaAssignment:
     replicas: list[int] = wire(Vec(I32))
     isr: list[int] = wire(Vec(I32))
     settings: ReplicaSettings = wire(ReplicaSettings)
+    # The topic's incarnation: a new id each time a topic of this name is created, so a replica
+    # left on disk by a deleted topic of the same name is never taken for this one.
+    topic_id: int = wire(U64)
+    # The SC's version of this partition's ISR (bumped on every ISR change the SC records);
+    # a leader's ISR report names the version it builds on, and a stale one is ignored.
+    isr_version: int = wire(I32)
 
 
 @message
@@ -118,6 +124,7 @@ class ReplicaReport:
     isr: list[int] = wire(Vec(I32))
     follower_leos: list[int] = wire(Vec(I64))  # flattened pairs: spu, leo, spu, leo, ...
     error: str | None = wire(Opt(STR))
+    isr_version: int = wire(I32)  # the assignment's isr_version this report's ISR builds on
 
 
 @message
