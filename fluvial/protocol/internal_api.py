@@ -40,6 +40,10 @@ class InternalSpuApiKey(IntEnum):
 class RegisterSpuResponse:
     error_code: Error = wire(ERROR_CODE)
     message: str | None = wire(Opt(STR))
+    # The SPU's leader lease: a leader stops acknowledging produces once this long has passed
+    # since it sent the last report the SC answered (0: no lease). The SC sets it below its
+    # heartbeat timeout, so a leader cut off from the SC stops before the SC replaces it.
+    lease_ms: int = wire(U32)
 
 
 @message

@@ -46,6 +46,7 @@ class SpuConfig:
     public_port: int = 0
     private_port: int = 0
     advertised_host: str | None = None
+    advertised_private_port: int | None = None  # e.g. behind a proxy; default: the bound port
     rack: str | None = None
     heartbeat_seconds: float = 1.0
     replica_lag_time_max_seconds: float = 10.0
@@ -303,8 +304,9 @@ async def _sc_session(ctx: SpuContext, registered: trio.Event) -> None:
     host = cfg.advertised_host or cfg.host
     async with ctx.connect_member(cfg.sc_host, cfg.sc_port) as conn:
         await conn.handshake()
-        resp = await conn.call(ia.RegisterSpuRequest(cfg.spu_id, host, ctx.public_port, host,
-                                                     ctx.private_port, cfg.rack), timeout=30)
+        resp = await conn.call(ia.RegisterSpuRequest(
+            cfg.spu_id, host, ctx.public_port, host,
+            cfg.advertised_private_port or ctx.private_port, cfg.rack), timeout=30)
         if not resp.error_code.ok:
             raise RuntimeError(f"SC refused registration: {resp.message or resp.error_code.message}")
         log.info("spu %d registered with SC %s:%d", cfg.spu_id, cfg.sc_host, cfg.sc_port)
