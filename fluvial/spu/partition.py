@@ -51,10 +51,45 @@ class ProduceTimeout(Exception):
     timeout_ms: int
 
 
+class Lease:
+    """The SPU's leader lease: how long its leaderships stay valid without word from the SC.
+
+    Promise: a leader cut off from the SC stops acknowledging (and appending) within ``seconds``
+    of sending its last report that the SC answered. The SC grants ``seconds`` below its own
+    heartbeat timeout, so by the time the SC declares this SPU failed and elects another leader,
+    the lease has run out and this SPU no longer acknowledges: two leaders never both ack.
+
+    ``renew(sent_at)`` counts from when the renewing request was *sent*, not when the answer
+    arrived, so a slow answer can only shorten the lease, never stretch it past what the SC
+    granted. ``seconds <= 0`` means no lease (always valid, the SC grants none). A lease that
+    was never renewed is not valid. Times are ``trio.current_time()`` seconds (monotonic).
+    """
+
+    __slots__ = ("seconds", "expires_at")
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.expires_at: float | None = None  # None: never renewed
+
+    def renew(self, sent_at: float) -> None:
+        """The SC answered a report sent at ``sent_at``; the lease never moves backwards."""
+        end = sent_at + self.seconds
+        if self.expires_at is None or end > self.expires_at:
+            self.expires_at = end
+
+    def valid(self, now: float) -> bool:
+        """Whether a leader may acknowledge or append at ``now``."""
+        if self.seconds <= 0:
+            return True
+        return self.expires_at is not None and now < self.expires_at
+
+
 class PartitionReplica:
-    def __init__(self, storage: Replica, assignment: ReplicaAssignment, spu_id: int):
+    def __init__(self, storage: Replica, assignment: ReplicaAssignment, spu_id: int,
+                 lease: Lease | None = None):
         self.storage = storage
         self.spu_id = spu_id
+        self.lease = lease  # None: no lease (always valid), for unit tests
         self.assignment = assignment
         self.topic, self.partition = assignment.topic, assignment.partition
         self.waiters: set[Waiter] = set()
@@ -89,6 +124,10 @@ class PartitionReplica:
     @property
     def log_start_offset(self) -> int:
         return self.storage.log_start_offset
+
+    def lease_valid(self) -> bool:
+        """Whether this replica may append or acknowledge now (see ``Lease``)."""
+        return self.lease is None or self.lease.valid(trio.current_time())
 
     def limit(self, committed: bool) -> int:
         return self.storage.hw if committed else self.storage.leo

@@ -13,6 +13,7 @@ from fluvial.protocol import sc_api as sa
 from fluvial.protocol import sc_objects as so
 from fluvial.protocol import spu_api as api
 from fluvial.protocol.record import decode_record_set, encode_batch
+from fluvial.spu.partition import Lease
 from fluvial.testing.cluster import open_test_cluster
 
 
@@ -212,3 +213,20 @@ async def create_topic_spec(cluster, name, spec):
         await sc.handshake()
         status = await sc.call(sa.ObjectApiCreateRequest.of(name, spec), timeout=30)
         assert status.error_code.ok, status
+
+
+# ------------------------------------------------------------------------------------ lease
+
+
+def test_lease_counts_from_the_sent_time_and_never_moves_backwards():
+    lease = Lease(2.0)
+    assert not lease.valid(0.0)  # never renewed
+    lease.renew(10.0)
+    assert lease.expires_at == 12.0
+    assert lease.valid(11.9) and not lease.valid(12.0)
+    lease.renew(5.0)  # an answer to an older report arrives late
+    assert lease.expires_at == 12.0
+
+
+def test_a_zero_lease_is_always_valid():
+    assert Lease(0).valid(0.0) and Lease(-1).valid(1e9)
