@@ -10,6 +10,13 @@ usable alone, are shared by ``tests/chaos`` and ``bench/chaos.py`` / ``bench/rep
   (``fluvial cluster start|resume|shutdown`` in its own ``FLUVIAL_HOME``) and delivers faults to
   the PIDs it started, and only those: ``kill`` is SIGKILL, ``pause``/``cont`` are SIGSTOP/SIGCONT.
   It is synchronous; from trio, call the slow methods through ``trio.to_thread.run_sync``.
+  SIGKILL keeps the page cache, so by itself it never loses a byte that was written but not
+  fsynced. In *power-loss mode* (``power_loss=True``) every member journals its segment fsyncs
+  (``FLUVIAL_SYNC_JOURNAL``, one journal in the cluster home, see ``fluvial.storage.journal``),
+  and killing an SPU is SIGKILL followed by ``fluvial.testing.powerloss.apply_power_loss`` on its
+  data directory: every segment file is cut back to what was fsynced (or, seeded, torn or
+  reordered), which is what a power cut does. A test that passes under SIGKILL but fails here
+  found a missing fsync, or a durable LEO that counted unsynced bytes.
 * ``Workload`` writes and reads with a deliberately small client built on the wire protocol alone
   (``open_connection`` + the SC and SPU messages), so that it does not depend on the client
   library it is meant to check. Each record's value starts with a unique id,
@@ -43,6 +50,7 @@ import json
 import logging
 import math
 import os
+import random
 import re
 import shutil
 import signal
@@ -62,6 +70,7 @@ from fluvial.net.multiplexer import open_connection
 from fluvial.protocol import sc_api as sa
 from fluvial.protocol import sc_objects as so
 from fluvial.protocol import spu_api as api
+from fluvial.protocol.batch import BatchError, check_batch
 from fluvial.protocol.codec import DecodeError
 from fluvial.protocol.record import decode_record_set, encode_batch
 
@@ -71,6 +80,11 @@ log = logging.getLogger("fluvial.testing.chaos")
 CLI_TIMEOUT_SECONDS = 120.0
 #: How long to wait for a killed process to be gone.
 KILL_TIMEOUT_SECONDS = 10.0
+#: What a power cut does to the bytes that were written but not fsynced (``apply_power_loss``):
+#: drop them, keep a torn prefix of them, or keep some later pages but not earlier ones.
+POWER_LOSS_MODES = ("cut", "torn", "reorder")
+#: The environment variable that makes storage journal its segment fsyncs.
+SYNC_JOURNAL_ENV = "FLUVIAL_SYNC_JOURNAL"
 _ID = re.compile(rb"^p(\d+)w(\d+)-(\d+)$")
 
 
@@ -125,6 +139,12 @@ class ProcessCluster:
         replica_lag_time_max: seconds a follower may lag before it leaves the ISR.
         tls: ``--tls``/``--no-tls`` for ``cluster start``; None keeps the CLI's default. With TLS,
             ``admin()`` connects with the client certificate the CLI minted.
+        power_loss: power-loss mode (module docstring): members journal their fsyncs to
+            ``home/sync-journal`` and ``kill``/``kill_all`` cut every killed SPU's data back to
+            it. ``pause`` and the SC are unaffected.
+        power_loss_mode: one of ``POWER_LOSS_MODES``, the default of ``kill``/``kill_all``.
+        seed: seeds the torn and reordered pages; the n-th power cut of a run always gets the
+            same seed (``power_cuts`` lists them).
 
     Resource handling: ``close()`` (or leaving ``with ProcessCluster(...)``) runs
     ``fluvial cluster shutdown`` and then SIGKILLs whatever PID this object ever saw in
@@ -132,14 +152,32 @@ class ProcessCluster:
     """
 
     def __init__(self, home: str | os.PathLike, spus: int = 3, *, heartbeat_timeout: float = 2.0,
-                 replica_lag_time_max: float = 2.0, tls: bool | None = None):
+                 replica_lag_time_max: float = 2.0, tls: bool | None = None,
+                 power_loss: bool = False, power_loss_mode: str = "cut", seed: int = 0):
+        if power_loss_mode not in POWER_LOSS_MODES:
+            raise ValueError(f"power_loss_mode {power_loss_mode!r} is not one of {POWER_LOSS_MODES}")
         self.home = Path(home)
         self.spus = spus
         self.tls = tls
         self.heartbeat_timeout = heartbeat_timeout
         self.replica_lag_time_max = replica_lag_time_max
+        self.power_loss = power_loss
+        self.power_loss_mode = power_loss_mode
+        self.seed = seed
+        self._seeds = random.Random(seed)
+        #: (member, mode, seed) of every power cut applied, in order.
+        self.power_cuts: list[tuple[str, str, int]] = []
         self.known_pids: set[int] = set()
         self._paused: set[int] = set()
+
+    def __repr__(self) -> str:
+        mode = f", power loss {self.power_loss_mode} seed {self.seed}" if self.power_loss else ""
+        return f"ProcessCluster({self.home}{mode})"
+
+    @property
+    def journal(self) -> Path | None:
+        """The sync journal every member appends to in power-loss mode (None otherwise)."""
+        return (self.home / "sync-journal").resolve() if self.power_loss else None
 
     def __enter__(self) -> ProcessCluster:
         return self
@@ -158,6 +196,9 @@ class ProcessCluster:
         """
         env = dict(os.environ, FLUVIAL_HOME=str(self.home))
         env.pop("FLUVIAL_CONFIG", None)
+        env.pop(SYNC_JOURNAL_ENV, None)
+        if self.journal is not None:  # the members inherit it from `fluvial cluster ...`
+            env[SYNC_JOURNAL_ENV] = str(self.journal)
         try:
             proc = subprocess.run([*fluvial_command(), *args], env=env, capture_output=True,
                                   text=True, timeout=timeout, stdin=subprocess.DEVNULL)
@@ -176,6 +217,8 @@ class ProcessCluster:
     def start(self) -> None:
         """``fluvial cluster start`` on OS-chosen ports."""
         self.home.mkdir(parents=True, exist_ok=True)
+        if self.journal is not None:
+            self.journal.touch()  # a cut before the first fsync finds an empty journal
         tls = [] if self.tls is None else ["--tls" if self.tls else "--no-tls"]
         self.cli("cluster", "start", "--spus", str(self.spus), "--sc-port", "0", "--spu-port", "0",
                  "--heartbeat-timeout", str(self.heartbeat_timeout),
@@ -275,8 +318,13 @@ class ProcessCluster:
             raise RuntimeError(f"{name} (pid {pid}) is not a running fluvial process")
         return pid
 
-    def kill(self, name: str) -> float:
-        """SIGKILL one member and wait until it is gone.
+    def kill(self, name: str, *, power_loss: bool | None = None, mode: str | None = None) -> float:
+        """SIGKILL one member and wait until it is gone; in power-loss mode, an SPU then loses
+        what it had not fsynced (``lose_power``).
+
+        Args:
+            power_loss: override the cluster's mode for this kill (True needs the journal).
+            mode: override ``power_loss_mode`` for this kill.
 
         Returns:
             ``time.monotonic()`` just before the signal was sent.
@@ -291,10 +339,13 @@ class ProcessCluster:
                 raise RuntimeError(f"{name} (pid {pid}) survived SIGKILL for {KILL_TIMEOUT_SECONDS}s")
             time.sleep(0.005)
         log.info("killed %s (pid %d)", name, pid)
+        if name != "sc" and (self.power_loss if power_loss is None else power_loss):
+            self.lose_power(name, mode)
         return t
 
-    def kill_all(self) -> float:
-        """SIGKILL every running member at once (the SC too); returns the time of the first signal."""
+    def kill_all(self, *, mode: str | None = None) -> float:
+        """SIGKILL every running member at once (the SC too), and in power-loss mode cut every
+        SPU back to what it fsynced; returns the time of the first signal."""
         pids = [(m, m["pid"]) for m in self.members() if _pid_alive(m.get("pid"))]
         t = time.monotonic()
         for m, pid in pids:
@@ -306,7 +357,31 @@ class ProcessCluster:
             if time.monotonic() > deadline:
                 raise RuntimeError("members survived SIGKILL")
             time.sleep(0.005)
+        if self.power_loss:
+            for spu in sorted(self.spu_ids):
+                self.lose_power(self.spu_name(spu), mode)
         return t
+
+    def lose_power(self, name: str, mode: str | None = None) -> None:
+        """Do to the stopped SPU ``name``'s data directory what a power cut does to unsynced
+        data: ``apply_power_loss`` with the journal, ``mode`` (default ``power_loss_mode``) and
+        the run's next seed.
+
+        Raises:
+            RuntimeError: not in power-loss mode, or the SPU still runs.
+        """
+        from fluvial.testing.powerloss import apply_power_loss  # only power-loss runs need it
+
+        if self.journal is None:
+            raise RuntimeError(f"{self!r} is not in power-loss mode: no sync journal")
+        if self.is_up(name):
+            raise RuntimeError(f"{name} still runs; a power cut needs it stopped")
+        mode = mode or self.power_loss_mode
+        seed = self._seeds.randrange(1 << 32)
+        self.power_cuts.append((name, mode, seed))
+        apply_power_loss(self.journal, self.data_dir(int(name.removeprefix("spu-"))),
+                         mode=mode, seed=seed)
+        log.info("power cut on %s (%s, seed %d)", name, mode, seed)
 
     def pause(self, name: str) -> None:
         """SIGSTOP one member: it keeps its sockets but answers nothing until ``cont``."""
@@ -371,6 +446,11 @@ class ScAdmin:
         status = await self.call(sa.ObjectApiCreateRequest.of(name, spec, timeout_ms=30_000))
         if not status.error_code.ok:
             raise status.error_code.exception(f"create topic {name}: {status.error_message}")
+
+    async def delete_topic(self, name: str) -> None:
+        status = await self.call(sa.ObjectApiDeleteRequest.of(so.TopicSpec, name))
+        if not status.error_code.ok:
+            raise status.error_code.exception(f"delete topic {name}: {status.error_message}")
 
     async def partitions(self, topic: str) -> dict[int, so.Metadata]:
         """partition index -> Metadata(PartitionSpec, PartitionStatus)."""
@@ -721,6 +801,37 @@ def read_replica_log(spu_data_dir: str | os.PathLike, topic: str, partition: int
     finally:
         replica.close()
     return out
+
+
+def cut_segment_tail(spu_data_dir: str | os.PathLike, topic: str, partition: int,
+                     batches: int) -> int:
+    """Cut the last ``batches`` whole batches off a stopped replica's active segment, as a power
+    cut does to batches written after the last fsync; returns the offset the log now ends at.
+
+    Deterministic, unlike ``apply_power_loss``: for a test that needs the replica to lose
+    exactly these batches (they must not have been acknowledged by it, or the test models a
+    broken promise of its own).
+
+    Raises:
+        ValueError: the active segment holds fewer than ``batches`` batches.
+    """
+    directory = Path(spu_data_dir) / f"{topic}-{partition}"
+    active = max(directory.glob("*.log"), key=lambda p: int(p.stem))
+    data = active.read_bytes()
+    starts: list[tuple[int, int]] = []  # (position, base offset) of each whole valid batch
+    pos = 0
+    while pos < len(data):
+        try:
+            h = check_batch(data, pos)
+        except BatchError:
+            break  # the preallocated zeros after the last batch, or a torn tail
+        starts.append((pos, h.base_offset))
+        pos += h.size
+    if not 1 <= batches <= len(starts):
+        raise ValueError(f"{active} holds {len(starts)} batches; cannot cut {batches}")
+    position, end_offset = starts[-batches]
+    os.truncate(active, position)
+    return end_offset
 
 
 def read_cluster_logs(cluster: ProcessCluster, topic: str, partitions: int) -> dict[int, dict[str, list]]:
@@ -1083,7 +1194,7 @@ def temporary_home(prefix: str = "fluvial-chaos-", keep: bool = False) -> Iterat
 
 
 __all__ = [
-    "CheckResult", "ClusterCommandError", "History", "ProcessCluster", "RoundStats", "ScAdmin",
+    "POWER_LOSS_MODES", "CheckResult", "ClusterCommandError", "cut_segment_tail", "History", "ProcessCluster", "RoundStats", "ScAdmin",
     "Workload", "WorkloadConfig", "check_history", "heal_and_collect", "kill_leader_round",
     "make_id", "open_workload", "send_batch", "parse_id", "partition_in_sync", "percentile", "read_cluster_logs",
     "read_replica_log", "record_id", "temporary_home", "wait_leader", "wait_partitions_in_sync",

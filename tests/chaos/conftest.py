@@ -7,6 +7,18 @@ Rules of this suite
   that failures are detected quickly.
 * Faults go only to the PIDs this cluster started (``ProcessCluster.kill/pause``). Teardown runs
   ``fluvial cluster shutdown`` and then SIGKILLs whatever of ours is still alive.
+* SIGKILL keeps the page cache, so it cannot show a missing fsync. The tests that kill SPUs run
+  twice: ``[kill-9]`` and ``[power-<mode>]``, power-loss mode, where killing an SPU also cuts its
+  segment files back to what it fsynced (``<mode>``: cut, torn or reordered unsynced pages; see
+  ``fluvial.testing.chaos``). Parametrize the ``cluster`` fixture indirectly with those ids
+  (``kill-9``, ``power-cut``, ``power-torn``, ``power-reorder``); without a parameter it is
+  ``kill-9``. Other cluster shapes come from ``make_cluster(spus, mode)``. The cuts are seeded:
+  ``FLUVIAL_CHAOS_SEED`` (default 0) replays another sequence, and a failure message names the
+  cluster (home, mode, seed) and its ``power_cuts``. Power-loss variants may run fewer rounds
+  than their kill -9 twins: the whole directory stays under about 4 minutes on 2 cores.
+* A test that needs a network partition runs in-process (``fluvial.testing.cluster`` with
+  ``proxied=True``): every SPU reaches the SC, and its followers reach it, through a
+  ``fluvial.testing.proxy.TcpProxy`` the test cuts and heals; clients are never proxied.
 * Every test is bounded with ``trio.fail_after``; waits poll a condition under a deadline.
 * On failure the message names the cluster's home: its ``logs/`` hold every member's log and
   ``data/`` every replica. pytest keeps only the temporary directories of its last few runs; set
@@ -22,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from fluvial.testing.chaos import ProcessCluster
+from fluvial.testing.chaos import POWER_LOSS_MODES, ProcessCluster
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -36,17 +48,48 @@ def pytest_runtest_makereport(item, call):
 _FAILED = pytest.StashKey[bool]()
 
 
+KILL_9 = "kill-9"
+
+
+def cluster_kwargs(param: str) -> dict:
+    """``ProcessCluster`` arguments for a fixture parameter (``kill-9`` or ``power-<mode>``)."""
+    if param == KILL_9:
+        return {}
+    mode = param.removeprefix("power-")
+    if mode not in POWER_LOSS_MODES:
+        raise ValueError(f"unknown cluster parameter {param!r}")
+    return {"power_loss": True, "power_loss_mode": mode,
+            "seed": int(os.environ.get("FLUVIAL_CHAOS_SEED", "0"))}
+
+
 @pytest.fixture
-def cluster(request, tmp_path) -> Iterator[ProcessCluster]:
-    """A running 3-SPU process cluster, stopped after the test."""
-    c = ProcessCluster(tmp_path / "home", spus=3, heartbeat_timeout=2.0, replica_lag_time_max=2.0)
-    try:
+def make_cluster(request, tmp_path) -> Iterator:
+    """``make_cluster(spus=3, mode="kill-9")``: start a process cluster (2 s heartbeat timeout
+    and replica lag time); every cluster made is stopped after the test."""
+    made: list[ProcessCluster] = []
+
+    def make(spus: int = 3, mode: str = KILL_9) -> ProcessCluster:
+        c = ProcessCluster(tmp_path / f"home{len(made) or ''}", spus=spus, heartbeat_timeout=2.0,
+                           replica_lag_time_max=2.0, **cluster_kwargs(mode))
+        made.append(c)
         c.start()
-        yield c
+        return c
+
+    try:
+        yield make
     finally:
-        c.close()
         keep = os.environ.get("FLUVIAL_CHAOS_KEEP")
-        if keep and request.node.stash.get(_FAILED, True):
-            dest = Path(keep) / request.node.name
-            shutil.rmtree(dest, ignore_errors=True)
-            shutil.copytree(c.home, dest, dirs_exist_ok=True)
+        failed = request.node.stash.get(_FAILED, True)
+        for c in made:
+            c.close()
+            if keep and failed:
+                dest = Path(keep) / request.node.name / c.home.name
+                shutil.rmtree(dest, ignore_errors=True)
+                shutil.copytree(c.home, dest, dirs_exist_ok=True)
+
+
+@pytest.fixture
+def cluster(request, make_cluster) -> ProcessCluster:
+    """A running 3-SPU process cluster: ``kill-9`` (the default) or ``power-<mode>`` by indirect
+    parametrization."""
+    return make_cluster(3, getattr(request, "param", KILL_9))
