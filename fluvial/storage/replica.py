@@ -36,7 +36,9 @@ Rules
    below it survives a crash. Under the "sync" policy the server acknowledges a produce only
    once ``durable_leo`` covers it (see ``group_commit.py``). A failed fsync short-circuits the
    replica: after an fsync error the page cache may have dropped the dirty pages, so nothing
-   written since the last good flush can be trusted (PostgreSQL's "fsyncgate").
+   written since the last good flush can be trusted (PostgreSQL's "fsyncgate"). Every fsync of
+   segment data goes through ``journal.sync_segment``, which also feeds the sync journal of the
+   power-loss tests (``FLUVIAL_SYNC_JOURNAL``) before any durable LEO is published.
 4. Check after reading. A read walks batch headers only (lengths, magic, offset continuity),
    and CRC-checks batches the first time they are served from a segment region nobody has
    verified yet (sealed segments after a restart). A batch that fails is recorded and never
@@ -56,8 +58,8 @@ and to publish ``durable_leo``; the fsyncs run outside the lock on the duplicate
 so a concurrent roll, retention or close cannot close a descriptor under it. Appends that land
 during the fsync are not claimed: the snapshot LEO predates them, and their segment is marked
 dirty again for the next flush. ``truncate_to`` and ``truncate_fully_and_start_at`` bump a
-generation number; a flush that started before one publishes nothing. Flushes are serialised
-by ``_flush_lock``.
+generation number (under ``_lock``, before they touch a file); a flush that started before one
+journals and publishes nothing. Flushes are serialised by ``_flush_lock``.
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ from fluvial.storage.errors import (
     StorageIOError,
     os_error,
 )
+from fluvial.storage.journal import record_durable, sync_segment
 from fluvial.storage.segment import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
@@ -407,8 +410,8 @@ class Replica:
         self._hw = min(max(hw, log_start), self._leo)
 
         # What survived the restart may still sit only in the page cache: make it durable.
-        os.fsync(active.fd)
         fsync_dir(self.path)
+        sync_segment(active.fd, active.log_path, active.size, metadata=True)
         self._durable_leo = self._leo
 
     def _epochs_from_headers(self) -> LeaderEpochCache:
@@ -606,7 +609,7 @@ class Replica:
                         touched.append((prev, prev.size))
                     prev.write_index_file()
                     prev.trim(prev_end)
-                    os.fsync(prev.fd)
+                    sync_segment(prev.fd, prev.log_path, prev_end, metadata=True)
                     run.segment = Segment.create(self.path, run.base_offset, cfg.index_max_interval_bytes)
                     created.append(run.segment)
                 else:
@@ -674,6 +677,9 @@ class Replica:
             for seg, size in touched:
                 os.ftruncate(seg.fd, size)
                 seg.allocated = size
+                # A roll may have fsynced (and journaled) bytes this undo takes back: make the
+                # cut durable too, or a power cut could bring the failed append back.
+                sync_segment(seg.fd, seg.log_path, size, metadata=True)
         except OSError as exc:
             self._short_circuit(f"could not undo a failed write: {exc}")
 
@@ -693,23 +699,23 @@ class Replica:
             with self._lock:
                 self._check_writable()
                 target, generation = self._leo, self._generation
-                segments = list(self._dirty.values())
-                fds = []
+                # (descriptor, path, size): the size is the one this snapshot covers, not what
+                # a later append makes it.
+                snapshot: list[tuple[int, str, int]] = []
                 try:
-                    for seg in segments:
-                        fds.append(os.dup(seg.fd))
+                    for seg in self._dirty.values():
+                        snapshot.append((os.dup(seg.fd), seg.log_path, seg.size))
                 except OSError as exc:
-                    for fd in fds:
+                    for fd, _, _ in snapshot:
                         os.close(fd)
                     raise os_error(exc, f"flushing {self.path}") from exc
+                fds = [fd for fd, _, _ in snapshot]
                 self._dirty.clear()
                 sync_dir, self._dir_dirty = self._dir_dirty, False
             try:
-                sync = getattr(os, "fdatasync", os.fsync)
-                for fd in fds:
-                    sync(fd)
-                if sync_dir:
+                if sync_dir:  # first, so that a segment created by a roll exists when its data is durable
                     fsync_dir(self.path)
+                synced = [sync_segment(fd, path, size, journal=False) for fd, path, size in snapshot]
             except OSError as exc:
                 with self._lock:
                     self._short_circuit(f"fsync failed: {exc}")
@@ -719,8 +725,14 @@ class Replica:
                 for fd in fds:
                     os.close(fd)
             with self._lock:
-                if generation == self._generation and target > self._durable_leo:
-                    self._durable_leo = target
+                # Journaled under the lock, with the generation check: a truncation bumps the
+                # generation (under the lock) before it touches a file, so a size journaled
+                # here is never one a truncation has already taken back.
+                if generation == self._generation:
+                    for path, size in synced:
+                        record_durable(path, size)
+                    if target > self._durable_leo:
+                        self._durable_leo = target
                 return self._durable_leo
 
     # --- read -------------------------------------------------------------------------------
@@ -896,13 +908,15 @@ class Replica:
         cut = h.base_offset
         doomed = self._segments[i + 1:]
         removed: list[Segment] = []
+        with self._lock:  # from here on, a running flush publishes nothing (see ``flush``)
+            self._generation += 1
         try:
             for s in reversed(doomed):
                 s.remove_files()
                 removed.append(s)
             os.ftruncate(seg.fd, pos)
             seg.allocated = pos
-            os.fsync(seg.fd)
+            sync_segment(seg.fd, seg.log_path, pos, metadata=True)
             seg.index.truncate(pos)
             seg.write_index_file()
             fsync_dir(self.path)
@@ -911,7 +925,6 @@ class Replica:
             raise os_error(exc, f"truncating {self.path} to offset {offset}") from exc
         with self._lock:
             self._remove_segments(doomed)
-            self._generation += 1
             seg.size = pos
             seg.next_offset = cut
             seg.verified_end = min(seg.verified_end, pos)
@@ -941,6 +954,8 @@ class Replica:
             raise ValueError(f"offset must be >= 0, got {offset}")
         doomed = list(self._segments)
         removed: list[Segment] = []
+        with self._lock:  # from here on, a running flush publishes nothing (see ``flush``)
+            self._generation += 1
         try:
             for s in reversed(doomed):
                 s.remove_files()
@@ -953,7 +968,6 @@ class Replica:
         with self._lock:
             self._remove_segments(doomed)
             self._segments = [fresh]
-            self._generation += 1
             self._dirty.clear()
             self._leo = self._hw = self._durable_leo = offset
         self._save_epochs(LeaderEpochCache())

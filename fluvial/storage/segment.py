@@ -42,6 +42,7 @@ from fluvial.protocol.batch import (
 )
 from fluvial.storage.errors import CorruptLog, os_error
 from fluvial.storage.index import OffsetIndex
+from fluvial.storage.journal import forget_segment, sync_segment
 
 log = logging.getLogger("fluvial.storage")
 
@@ -145,6 +146,7 @@ class Segment:
         """A new, empty segment file (raises OSError)."""
         path = os.path.join(directory, segment_name(base_offset, LOG_SUFFIX))
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        forget_segment(path)
         seg = cls(directory, base_offset, fd, 0, index_interval)
         seg.max_timestamp = -1
         return seg
@@ -170,6 +172,7 @@ class Segment:
         """Close and delete both files (a missing index is fine)."""
         self.close()
         os.unlink(self.log_path)
+        forget_segment(self.log_path)
         try:
             os.unlink(self.index_path)
         except FileNotFoundError:
@@ -433,7 +436,7 @@ class Segment:
         garbage = self._nonzero_end(pos, file_size) - pos
         if file_size > pos:
             os.ftruncate(self.fd, pos)
-            os.fsync(self.fd)
+            sync_segment(self.fd, self.log_path, pos, metadata=True)
         self.size = self.allocated = pos
         self.index = index
         self.corrupt = corrupt

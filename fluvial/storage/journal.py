@@ -1,0 +1,86 @@
+"""Segment fsyncs, and the sync journal that lets tests replay a power cut.
+
+Every fsync of a segment's data goes through ``sync_segment``. That is the one place where
+storage learns that bytes of a ``.log`` file are durable, so it is also the one place that can
+tell a test harness so.
+
+The sync journal is a test facility. When the environment variable ``FLUVIAL_SYNC_JOURNAL``
+names a file (read once, at the first fsync), ``sync_segment`` appends one line after each
+successful fsync::
+
+    <absolute path of the .log file>\\t<bytes of it now known durable>\\n
+
+with one ``os.write`` on an ``O_APPEND`` descriptor, so lines from several threads or processes
+never interleave. Callers journal before they publish a new ``durable_leo``: when a process is
+killed, every record it counted durable is covered by a journal line. After ``kill -9``,
+``fluvial.testing.powerloss.apply_power_loss`` cuts every segment file back to its last
+journaled size, which is what a power cut does to data that was never fsynced.
+
+``forget_segment`` journals size 0 for a segment file that is created or deleted: a new file at
+the same path (a roll after a truncation) must not inherit the old file's durable size.
+
+Without the variable nothing is written and the cost is one attribute test per fsync.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+ENV_VAR = "FLUVIAL_SYNC_JOURNAL"
+
+_UNREAD = object()
+_fd: object = _UNREAD  # _UNREAD, None (no journal) or an int descriptor
+_open_lock = threading.Lock()
+
+
+def use_journal(path: str | None) -> None:
+    """Journal to ``path`` from now on (None: stop journaling). For in-process tests; a server
+    reads ``FLUVIAL_SYNC_JOURNAL`` at its first fsync instead."""
+    global _fd
+    with _open_lock:
+        if isinstance(_fd, int):
+            os.close(_fd)
+        _fd = None if path is None else os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+
+def _journal_fd() -> int | None:
+    global _fd
+    if _fd is _UNREAD:
+        with _open_lock:
+            if _fd is _UNREAD:
+                path = os.environ.get(ENV_VAR)
+                _fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if path else None
+    return _fd  # type: ignore[return-value]
+
+
+def record_durable(path: str, size: int) -> None:
+    """Journal that the first ``size`` bytes of the segment file ``path`` are durable (nothing
+    when no journal is configured)."""
+    fd = _fd if _fd is not _UNREAD else _journal_fd()
+    if fd is not None:
+        os.write(fd, f"{os.path.abspath(path)}\t{size}\n".encode())
+
+
+def sync_segment(fd: int, path: str, size: int, *, metadata: bool = False,
+                 journal: bool = True) -> tuple[str, int]:
+    """fsync the segment file open as ``fd`` (``fdatasync`` unless ``metadata``: after a
+    ``ftruncate`` the new length must be committed) and journal that ``size`` bytes of ``path``
+    are durable. Returns ``(path, size)``. Raises OSError; then nothing is journaled.
+
+    ``journal=False`` is for ``Replica.flush``, which fsyncs outside its lock and journals the
+    returned pairs under it (``record_durable``), only if no truncation started meanwhile: what
+    it journals still comes only from fsyncs that happened."""
+    if metadata:
+        os.fsync(fd)
+    else:
+        getattr(os, "fdatasync", os.fsync)(fd)
+    if journal:
+        record_durable(path, size)
+    return path, size
+
+
+def forget_segment(path: str) -> None:
+    """Journal that no byte of the segment file ``path`` is durable: it was just created or
+    deleted."""
+    record_durable(path, 0)
