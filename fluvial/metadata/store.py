@@ -10,23 +10,30 @@ remembered as tombstones up to ``max_tombstones``; a watcher older than the olde
 dropped (the ``fence``) gets a full ``all`` instead, which the client applies as an exact sync
 (../shared/fluvio-protocol/README.md §6.3).
 
-``extra`` holds fluvial's own per-object state that Fluvio's wire objects have no field for
-(a partition's leader epoch and ISR); it is persisted with the object but never sent to clients.
+``meta`` holds fluvial's own per-object record that Fluvio's wire objects have no field for
+(fluvial.metadata.replication: a partition's leader epoch and ISR, a topic's incarnation); it is
+persisted with the object but never sent to clients.
+
+Objects are replaced, never changed in place (``upsert``, ``update``, ``update_status``,
+``delete``), so a store can undo: between ``begin()`` and ``end()`` it remembers the first
+previous version of every name it changes, and ``rollback()`` puts them back. The SC uses that to
+leave memory exactly as it was when a change cannot be saved (fluvial.sc.state). Epochs are not
+rolled back: stamps only grow, and an undone change was never sent to anyone.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 
-@dataclass
+@dataclass(frozen=True)
 class StoredObject:
     name: str
     spec: Any
     status: Any
     epoch: int = 0
-    extra: dict = field(default_factory=dict)
+    meta: Any = None
 
 
 @dataclass
@@ -45,6 +52,10 @@ class KindStore:
         self._tombstones: dict[str, StoredObject] = {}
         self._fence = 0  # watchers at or below this epoch may have missed a dropped tombstone
         self.max_tombstones = max_tombstones
+        # name -> (object, tombstone) before the first change since begin(); None: not recording
+        self._undo: dict[str, tuple[StoredObject | None, StoredObject | None]] | None = None
+        self.changed = False  # since begin(): anything changed (watchers must hear of it)
+        self.durable_change = False  # since begin(): a change that must be saved
 
     def get(self, name: str) -> StoredObject | None:
         return self.objects.get(name)
@@ -62,42 +73,81 @@ class KindStore:
         self._fence = self.epoch
         self._tombstones.clear()
 
-    def upsert(self, name: str, spec: Any, status: Any, extra: dict | None = None) -> StoredObject:
+    # ------------------------------------------------------------------------------ changes
+
+    def _put(self, name: str, obj: StoredObject | None, durable: bool) -> None:
+        if self._undo is not None and name not in self._undo:
+            self._undo[name] = (self.objects.get(name), self._tombstones.get(name))
+        self.changed = True
+        self.durable_change |= durable
+        if obj is None:
+            self.objects.pop(name, None)
+        else:
+            self.objects[name] = obj
+
+    def upsert(self, name: str, spec: Any, status: Any, meta: Any = None) -> StoredObject:
+        """Create or replace ``name``; ``meta=None`` keeps the old object's record."""
         self.epoch += 1
         old = self.objects.get(name)
         obj = StoredObject(name, spec, status, self.epoch,
-                           extra if extra is not None else (old.extra if old else {}))
-        self.objects[name] = obj
+                           meta if meta is not None else (old.meta if old else None))
+        self._put(name, obj, True)
         self._tombstones.pop(name, None)
         return obj
 
-    def update_status(self, name: str, status: Any) -> StoredObject | None:
+    def update(self, name: str, *, durable: bool = True, **fields: Any) -> StoredObject:
+        """Replace some of ``spec``, ``status``, ``meta`` of an existing object. ``durable=False``
+        for a change that need not be saved (offsets the SPUs report again after a restart)."""
+        obj = replace(self.objects[name], epoch=self.epoch + 1, **fields)
+        self.epoch += 1
+        self._put(name, obj, durable)
+        return obj
+
+    def update_status(self, name: str, status: Any, *, durable: bool = True) -> StoredObject | None:
         obj = self.objects.get(name)
         if obj is None or obj.status == status:
             return obj
-        self.epoch += 1
-        obj.status, obj.epoch = status, self.epoch
-        return obj
-
-    def touch(self, name: str) -> None:
-        """Mark an object changed after mutating it in place."""
-        obj = self.objects.get(name)
-        if obj is not None:
-            self.epoch += 1
-            obj.epoch = self.epoch
+        return self.update(name, status=status, durable=durable)
 
     def delete(self, name: str) -> StoredObject | None:
-        obj = self.objects.pop(name, None)
+        obj = self.objects.get(name)
         if obj is None:
             return None
         self.epoch += 1
-        obj.epoch = self.epoch
+        obj = replace(obj, epoch=self.epoch)
+        self._put(name, None, True)
         self._tombstones[name] = obj
         while len(self._tombstones) > self.max_tombstones:
             oldest = min(self._tombstones.values(), key=lambda o: o.epoch)
             del self._tombstones[oldest.name]
             self._fence = max(self._fence, oldest.epoch)
         return obj
+
+    # --------------------------------------------------------------------------------- undo
+
+    def begin(self) -> None:
+        """Start remembering what changes, for ``rollback``."""
+        self._undo = {}
+        self.changed = self.durable_change = False
+
+    def rollback(self) -> None:
+        """Put back every object and tombstone changed since ``begin``. A tombstone of another
+        name dropped meanwhile stays dropped (the fence already covers it)."""
+        for name, (obj, tomb) in (self._undo or {}).items():
+            if obj is None:
+                self.objects.pop(name, None)
+            else:
+                self.objects[name] = obj
+            if tomb is None:
+                self._tombstones.pop(name, None)
+            else:
+                self._tombstones[name] = tomb
+        self.end()
+
+    def end(self) -> None:
+        """Stop remembering: the changes since ``begin`` stay."""
+        self._undo = None
+        self.changed = self.durable_change = False
 
     def changes_since(self, epoch: int) -> Changes:
         """What a watcher that has seen ``epoch`` must be sent (epoch < 0: everything)."""

@@ -3,6 +3,11 @@
 A private connection belongs to one SPU once it has registered. When it closes, or when no
 report arrives within the heartbeat timeout, the SPU is marked offline (fluvial.sc.server runs the
 timeout check on a monotonic clock).
+
+The registration answer carries the SPU's leader lease (``ScState.lease_ms``,
+``controller.leader_lease_ms``). A report or registration the SC cannot save is answered with
+StorageError and nothing changes; entries of a report that do not match the SC's view are skipped.
+Neither closes the connection: only a protocol violation drops an SPU's link.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from fluvial.protocol.api import (
 )
 from fluvial.net.dispatch import decode_or_refuse
 from fluvial.sc import controller as ctl
-from fluvial.sc.state import ScState, SpuLink
+from fluvial.sc.state import MetadataSaveError, ScState, SpuLink
 
 log = logging.getLogger("fluvial.sc")
 
@@ -61,7 +66,11 @@ async def handle_request(state: ScState, auto_register: bool, conn, payload: byt
             await reply(ia.RegisterSpuResponse(Error(ErrorCode.SpuRegisterationFailed),
                                                "this connection belongs to another SPU"))
             return
-        err = ctl.register_spu(state, req, auto_register)
+        try:
+            err = ctl.register_spu(state, req, auto_register)
+        except MetadataSaveError as e:  # the SPU retries; nothing changed meanwhile
+            await reply(ia.RegisterSpuResponse(Error(ErrorCode.StorageError), str(e)))
+            return
         if not err.ok:
             await reply(ia.RegisterSpuResponse(err, f"SPU {req.spu_id} is not a registered member"))
             return
@@ -73,7 +82,7 @@ async def handle_request(state: ScState, auto_register: bool, conn, payload: byt
         conn.state["spu_id"] = req.spu_id
         conn.state["link"] = link
         log.info("SPU %d online (%s)", req.spu_id, conn.peer)
-        await reply(ia.RegisterSpuResponse(OK, None))
+        await reply(ia.RegisterSpuResponse(OK, None, state.lease_ms))
         await _watch_connection(state, conn, link)
         return
     link = conn.state.get("link")
@@ -85,7 +94,13 @@ async def handle_request(state: ScState, auto_register: bool, conn, payload: byt
         return
     link.last_seen = trio.current_time()
     if isinstance(req, ia.ReportReplicasRequest):
-        ctl.apply_report(state, req)
+        try:
+            ctl.apply_report(state, req)
+        except MetadataSaveError as e:
+            # not recorded: the link stays, the SPU reports again on its next heartbeat
+            log.error("SPU %d: report not recorded: %s", spu_id, e)
+            await reply(ia.ReportReplicasResponse(Error(ErrorCode.StorageError)))
+            return
         await reply(ia.ReportReplicasResponse(OK))
     elif isinstance(req, ia.WatchReplicasRequest):
         while not link.closed.is_set():
@@ -114,5 +129,4 @@ async def _watch_connection(state: ScState, conn, link: SpuLink) -> None:
             del state.links[link.spu_id]
             link.closed.set()
             log.warning("SPU %d offline (private connection closed)", link.spu_id)
-            with trio.CancelScope(shield=True):
-                ctl.set_spu_offline(state, link.spu_id)
+            ctl.fail_spu(state, link.spu_id)

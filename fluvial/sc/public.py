@@ -14,7 +14,7 @@ from fluvial.protocol import sc_objects as so
 from fluvial.protocol.api import UnsupportedRequest, encode_error_response, encode_response
 from fluvial.protocol.codec import DecodeError
 from fluvial.sc import controller as ctl
-from fluvial.sc.state import ScState
+from fluvial.sc.state import MetadataSaveError, ScState
 
 log = logging.getLogger("fluvial.sc")
 
@@ -67,6 +67,8 @@ async def handle_request(state: ScState, conn, payload: bytes) -> None:
         resp = await handler(state, conn, header, req)
     except ConnectionLost:
         return  # the client went away mid-request: nothing to answer
+    except MetadataSaveError as e:  # nothing changed; say so (only Create, Delete, Update save)
+        resp = sa.Status(_object_name(header, req), Error(ErrorCode.StorageError), f"{e}; nothing was changed")
     except Exception as e:  # a bug of ours: answer with an error, keep the connection and server
         log.exception("%s: %s failed", conn.peer, type(req).__name__)
         resp = None
@@ -86,13 +88,18 @@ def _denied(state: ScState, conn, header, req) -> bytes | None:
         if allowed(state.policy, conn, "read", kind):
             return None
         return encode_error_response(header.correlation_id, Error(ErrorCode.PermissionDenied))
-    inner = req.request
-    name = inner.common.name if key == sa.ScApiKey.Create else str(inner.key)
+    name = _object_name(header, req)
     if allowed(state.policy, conn, "admin", kind, name):
         return None
     log.warning("%s: %s denied %s on %s %r", conn.peer, principal_of(conn), type(req).__name__, kind, name)
     status = sa.Status(name, Error(ErrorCode.PermissionDenied), f"{principal_of(conn)} may not change {kind} '{name}'")
     return encode_response(status, header.correlation_id, header.api_version)
+
+
+def _object_name(header, req) -> str:
+    """The object a Create, Delete or Update names."""
+    inner = req.request
+    return inner.common.name if header.api_key == sa.ScApiKey.Create else str(inner.key)
 
 
 async def handle_api_versions(state, conn, header, req):
@@ -134,15 +141,15 @@ async def handle_create(state: ScState, conn, header, req: sa.ObjectApiCreateReq
     if req.label == "CustomSpu" and any(o.spec.id == spec.id for o in store.values()):
         return sa.Status(name, Error(ErrorCode.SpuAlreadyExists), f"SPU id {spec.id} already registered")
     if not common.dry_run:
-        store.upsert(name, spec, type(spec).Status())
         labels = [req.label]
-        if req.label == "CustomSpu" and not any(o.spec.id == spec.id for o in state.spus.values()):
-            # listed at once (offline until it connects), as Fluvio's SC does
-            state.spus.upsert(name, so.SpuSpec(spec.id, so.SpuType.Custom, spec.public_endpoint,
-                                               spec.private_endpoint, spec.rack, spec.public_endpoint_local),
-                              so.SpuStatus(so.SpuStatusResolution.Offline))
-            labels.append("SPU")
-        state.commit(*labels)
+        with state.transaction():
+            store.upsert(name, spec, type(spec).Status())
+            if req.label == "CustomSpu" and not any(o.spec.id == spec.id for o in state.spus.values()):
+                # listed at once (offline until it connects), as Fluvio's SC does
+                state.spus.upsert(name, so.SpuSpec(spec.id, so.SpuType.Custom, spec.public_endpoint,
+                                                   spec.private_endpoint, spec.rack, spec.public_endpoint_local),
+                                  so.SpuStatus(so.SpuStatusResolution.Offline))
+                labels.append("SPU")
         await state.wait_watchers_synced(tuple(labels))
     return sa.Status.new_ok(name)
 
@@ -183,14 +190,14 @@ async def handle_delete(state: ScState, conn, header, req: sa.ObjectApiDeleteReq
                 "TableFormat": Error(ErrorCode.TableFormatNotFound),
                 "CustomSpu": Error(ErrorCode.SpuNotFound)}.get(req.label, Error.other("not found"))
         return sa.Status(str(key), code, "not found")
-    obj = store.delete(name)
     labels = [req.label]
-    if req.label == "CustomSpu":
-        for s in state.spus.values():
-            if s.spec.id == obj.spec.id:
-                state.spus.delete(s.name)
-                labels.append("SPU")
-    state.commit(*labels)
+    with state.transaction():
+        obj = store.delete(name)
+        if req.label == "CustomSpu":
+            for s in state.spus.values():
+                if s.spec.id == obj.spec.id:
+                    state.spus.delete(s.name)
+                    labels.append("SPU")
     await state.wait_watchers_synced(tuple(labels))
     return sa.Status.new_ok(str(key))
 

@@ -44,28 +44,30 @@ async def _failure_detector(state: ScState, timeout: float) -> None:
     while True:
         await trio.sleep(timeout / 4)
         now = trio.current_time()
+        ctl.retry_failed_spus(state)
         for spu_id, link in list(state.links.items()):
             if now - link.last_seen > timeout:
                 log.warning("SPU %d missed its heartbeats for %.1fs: offline", spu_id, timeout)
                 del state.links[spu_id]
                 link.closed.set()
-                ctl.set_spu_offline(state, spu_id)
+                ctl.fail_spu(state, spu_id)
         if state.pending_spus and now - state.started_at > timeout:
             for spu_id in sorted(state.pending_spus - set(state.links)):
                 log.warning("SPU %d did not come back after the SC started: offline", spu_id)
-                ctl.set_spu_offline(state, spu_id)
+                ctl.fail_spu(state, spu_id)
             state.pending_spus.clear()
 
 
 async def serve_sc(config: ScConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     state = ScState(FileBackend(Path(config.data_dir) / "metadata"))
     state.policy = config.policy
+    state.lease_ms = ctl.leader_lease_ms(config.heartbeat_timeout_seconds)
     state.load()
     # every SPU starts offline until it registers again; no election before they had a chance
-    for o in state.spus.values():
-        ctl.mark_spu_offline(state, o.spec.id)
-        state.pending_spus.add(o.spec.id)
-    state.commit("SPU")
+    with state.transaction():
+        for o in state.spus.values():
+            ctl.mark_spu_offline(state, o.spec.id)
+            state.pending_spus.add(o.spec.id)
     state.started_at = trio.current_time()
     async with trio.open_nursery() as nursery:
         tls = config.tls

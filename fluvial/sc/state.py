@@ -4,19 +4,29 @@ The stores and every decision about them are plain code (fluvial.metadata, fluvi
 this module adds only what trio needs: an event per kind that fires on every change, so watch
 streams and waiters wake up, and the bookkeeping of which watcher has sent which epoch, so a Create
 can wait until its changes have reached every watcher before it replies (sc.md §7, README §6.3).
+
+Every change is a ``transaction()``: the stores change in memory, then every kind with a durable
+change is saved in one ``backend.save``, and only then are SPUs and watchers told. If the body or
+the save raises, the stores are put back as they were and nobody is told: what an SPU or client
+has heard of is always on disk, and a change that could not be saved never happened. The body
+runs without an ``await``, so no task ever sees a change before it is saved.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 
 import trio
 
+from fluvial.metadata.replication import (
+    NO_TOPIC_ID, PartitionReplication, TopicReplication, new_topic_id,
+)
 from fluvial.metadata.store import KindStore, StoredObject
 from fluvial.protocol import sc_objects as so
-from fluvial.sc.backend import MetadataBackend
+from fluvial.sc.backend import MetadataBackend, MetaReader
 
 log = logging.getLogger("fluvial.sc")
 
@@ -27,6 +37,15 @@ KINDS: dict[str, tuple[type, type]] = {
                 so.TableFormatSpec, so.SpuGroupSpec)
 }
 PERSISTED = ("Topic", "Partition", "SPU", "CustomSpu", "SmartModule", "TableFormat", "SpuGroup")
+# how a kind's replication record is read back (fluvial.metadata.replication)
+META_READERS: dict[str, MetaReader] = {
+    "Topic": lambda raw, spec: TopicReplication.from_json(raw),
+    "Partition": lambda raw, spec: PartitionReplication.from_json(raw, spec.replicas),
+}
+
+
+class MetadataSaveError(Exception):
+    """The SC could not save a change (disk full, I/O error); the change was undone."""
 
 
 @dataclass
@@ -52,25 +71,68 @@ class ScState:
         self.leos: dict[str, dict[int, int]] = {}  # partition -> spu -> last reported LEO
         self.started_at = 0.0
         self.pending_spus: set[int] = set()  # known before a restart, not yet back or failed
+        self.failed_spus: set[int] = set()  # failed, but the change could not be saved yet
+        self.lease_ms = 0  # the leader lease given to registering SPUs (fluvial.sc.controller)
+        self._in_transaction = False
         self.policy = None  # fluvial.auth.Policy, or None: everything allowed
 
     # ------------------------------------------------------------------ persistence + changes
 
     def load(self) -> None:
+        """Load every persisted kind; records from before topic incarnations get one, saved at
+        once, so that every later start sees the same ids."""
         for label in PERSISTED:
             spec_cls, status_cls = KINDS[label]
-            self.stores[label].load(self.backend.load(label, spec_cls, status_cls))
+            self.stores[label].load(self.backend.load(label, spec_cls, status_cls, META_READERS.get(label)))
+        with self.transaction():
+            ids = {t.meta.topic_id for t in self.topics.values()}
+            for t in self.topics.values():
+                if t.meta.topic_id == NO_TOPIC_ID:
+                    topic_id = new_topic_id(ids)
+                    ids.add(topic_id)
+                    self.topics.update(t.name, meta=replace(t.meta, topic_id=topic_id))
+                    log.info("topic %s: incarnation %d assigned (metadata from before incarnations)",
+                             t.name, topic_id)
+            for p in self.partitions.values():
+                if p.meta.topic_id == NO_TOPIC_ID:
+                    t = self.topics.get(p.name.rpartition("-")[0])
+                    topic_id = t.meta.topic_id if t is not None else new_topic_id(ids)
+                    self.partitions.update(p.name, meta=replace(p.meta, topic_id=topic_id))
 
-    def commit(self, *labels: str, persist: bool = True) -> None:
-        """Persist the given kinds and wake everyone waiting on them. ``persist=False`` for
-        status-only changes (offsets reported by SPUs), which are rebuilt from reports after a
-        restart and need no fsync."""
-        for label in labels:
-            if persist and label in PERSISTED:
-                self.backend.save(label, self.stores[label].values())
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Change the stores inside; on exit save what changed durably, then wake SPUs and
+        watchers. If the body raises, or the save fails (``MetadataSaveError``), every store is
+        as before and nobody is woken. A transaction inside another is part of it."""
+        if self._in_transaction:
+            yield
+            return
+        self._in_transaction = True
+        for store in self.stores.values():
+            store.begin()
+        try:
+            yield
+            durable = {label: self.stores[label].values() for label in PERSISTED
+                       if self.stores[label].durable_change}
+            if durable:
+                try:
+                    self.backend.save(durable)
+                except Exception as e:  # noqa: BLE001 - any failure: the change did not happen
+                    log.error("metadata not saved (%s): change undone", e)
+                    raise MetadataSaveError(f"the SC could not save its metadata: {e}") from e
+        except BaseException:
+            for store in self.stores.values():
+                store.rollback()
+            raise
+        finally:
+            self._in_transaction = False
+        changed = [label for label, store in self.stores.items() if store.changed]
+        for store in self.stores.values():
+            store.end()
+        for label in changed:
             self._changed[label].set()
             self._changed[label] = trio.Event()
-        if "Topic" in labels or "Partition" in labels or "SPU" in labels:
+        if {"Topic", "Partition", "SPU"} & set(changed):
             self.assignments_changed()
 
     def assignments_changed(self) -> None:
@@ -130,10 +192,3 @@ class ScState:
             if t == topic:
                 out.append((int(p), o))
         return [o for _, o in sorted(out, key=lambda x: x[0])]
-
-
-def now() -> float:
-    try:
-        return trio.current_time()
-    except RuntimeError:
-        return -math.inf

@@ -154,6 +154,9 @@ async def test_replication_settings_are_a_topic_update(tmp_path):
             await cluster.start_sc()
             from fluvial.sc.backend import FileBackend
 
-            topics = FileBackend(tmp_path / "sc" / "metadata").load("Topic", so.TopicSpec, so.TopicStatus)
+            from fluvial.sc.state import META_READERS
+
+            topics = FileBackend(tmp_path / "sc" / "metadata").load(
+                "Topic", so.TopicSpec, so.TopicStatus, META_READERS["Topic"])
             rs = next(t for t in topics if t.name == "rs")
-            assert rs.extra == {"min_isr": 1, "unclean_leader_election": True}
+            assert (rs.meta.min_isr, rs.meta.unclean_leader_election) == (1, True)
