@@ -462,6 +462,12 @@ class ScAdmin:
                 out[int(p)] = m
         return out
 
+    async def online_spus(self) -> set[int]:
+        """The ids of the SPUs the SC counts online."""
+        resp = await self.call(sa.ObjectApiListRequest.of(so.SpuSpec))
+        return {m.spec.id for m in resp.items
+                if m.status.resolution == so.SpuStatusResolution.Online}
+
     async def spu_endpoints(self) -> dict[int, tuple[str, int]]:
         """spu id -> public (host, port)."""
         resp = await self.call(sa.ObjectApiListRequest.of(so.SpuSpec))
@@ -854,6 +860,8 @@ class WorkloadConfig:
         produce_timeout_ms: the server's produce timeout; the client waits 5 s longer.
         consumers: run one ReadCommitted consumer per partition.
         max_batches: stop each writer after this many acknowledged batches (None: until stopped).
+        first_writer: the number of the first writer (``p<partition>w<first_writer>-...``), so
+            that successive workloads sharing one ``History`` never reuse an id.
     """
 
     topic: str
@@ -865,6 +873,7 @@ class WorkloadConfig:
     produce_timeout_ms: int = 3000
     consumers: bool = True
     max_batches: int | None = None
+    first_writer: int = 0
 
 
 class _Router:
@@ -898,10 +907,10 @@ class Workload:
     is ``w.history``.
     """
 
-    def __init__(self, admin: ScAdmin, config: WorkloadConfig):
+    def __init__(self, admin: ScAdmin, config: WorkloadConfig, history: History | None = None):
         self.admin = admin
         self.config = config
-        self.history = History()
+        self.history = History() if history is None else history
         self._stopping = False
         self._writers_done = trio.Event()
         self._progress = trio.Event()
@@ -938,6 +947,18 @@ class Workload:
         await self.wait_for(lambda: self.history.acks_since(now, partition) >= count,
                             f"{count} acknowledged batches", timeout)
 
+    async def wait_writers_done(self, timeout: float) -> None:
+        """Until every writer has stopped (each had ``max_batches`` acknowledged, or ``stop``).
+
+        Raises:
+            TimeoutError: with the acknowledgement and error counts so far.
+        """
+        with trio.move_on_after(timeout):
+            await self._writers_done.wait()
+            return
+        raise TimeoutError(f"writers not done after {timeout}s; acked {len(self.history.acked)}, "
+                           f"errors {dict(self.history.errors)}")
+
     def failed_sends(self) -> int:
         """Sends that were not acknowledged so far (errors, timeouts, lost connections)."""
         return sum(n for kind, n in self.history.errors.items() if not kind.startswith("consumer "))
@@ -968,7 +989,7 @@ class Workload:
                 async with trio.open_nursery() as writers:
                     for p in range(cfg.partitions):
                         for w in range(cfg.writers_per_partition):
-                            writers.start_soon(self._writer, p, w)
+                            writers.start_soon(self._writer, p, cfg.first_writer + w)
                     task_status.started()
                 self._writers_done.set()
                 self._changed()
@@ -1110,9 +1131,10 @@ async def _fetch(conn, topic: str, partition: int, offset: int, isolation: api.I
 
 
 @contextlib.asynccontextmanager
-async def open_workload(admin: ScAdmin, config: WorkloadConfig):
-    """Run a ``Workload`` for the body of the block; it is stopped when the block exits."""
-    workload = Workload(admin, config)
+async def open_workload(admin: ScAdmin, config: WorkloadConfig, history: History | None = None):
+    """Run a ``Workload`` for the body of the block (recording into ``history``, a new one by
+    default); it is stopped when the block exits."""
+    workload = Workload(admin, config, history)
     async with trio.open_nursery() as nursery:
         await nursery.start(workload.run)
         try:
