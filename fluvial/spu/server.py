@@ -4,11 +4,31 @@
 watch the replica assignments (the SC pushes this SPU's complete desired state), apply them
 (open, create, re-role or delete replicas), and report replica state on every change and at least
 every ``heartbeat_seconds``. If the SC goes away the SPU keeps serving what it has and reconnects.
+
+Rules this module keeps:
+
+* **Topic incarnations.** Each replica directory records the incarnation of its topic
+  (``ReplicaAssignment.topic_id``) in ``INCARNATION_FILE``. A directory of another incarnation, or
+  one holding files but no incarnation while the assignment names one, is a deleted topic's
+  leftover: it is removed and the replica starts empty, so a re-created topic never serves the
+  old topic's records (to principals that may not read them). After the first push that follows
+  each registration, replica directories the SC does not want (orphans) are removed.
+* **One replica never takes the SPU down.** An exception opening, re-roling or dropping one
+  replica is logged and reported (``ReplicaReport.error``); the SC link and the other replicas
+  carry on. A replica whose storage failed (a failed fsync, a short-circuited log, a corrupt
+  batch found by the background verification) reports an error too, so the SC moves leadership.
+* **The leader lease.** One ``Lease`` per SPU, of the length the SC grants at registration,
+  renewed with the *send* time of every report the SC answers OK; every replica checks it before
+  it appends or acknowledges as leader.
+* **The private port.** A private request names its sender (``follower_id`` / ``spu_id``); with
+  TLS that must be the SPU the member certificate is for, else PermissionDenied. Without TLS the
+  private listener binds loopback unless configured otherwise (``net.tls.private_bind_host``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,7 +39,7 @@ import trio
 from fluvial.errors import OK, Error, ErrorCode
 from fluvial.net.multiplexer import open_connection
 from fluvial.net.server import ServerLimits, listener_port, serve_tcp
-from fluvial.net.tls import ClusterTls, allowed, principal_of
+from fluvial.net.tls import ClusterTls, allowed, principal_of, private_bind_host, speaks_for_spu
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol.api import (
     ApiVersionsResponse, encode_error_response, encode_response,
@@ -27,9 +47,10 @@ from fluvial.protocol.api import (
 from fluvial.net.dispatch import decode_or_refuse
 from fluvial.spu import public
 from fluvial.spu.consumer_offsets import CONSUMER_OFFSET_TOPIC, ConsumerOffsetStore
-from fluvial.spu.partition import PartitionReplica
+from fluvial.spu.partition import Lease, PartitionReplica
 from fluvial.spu.replication import handle_fetch_replica, handle_offset_for_leader_epoch, run_follower
 from fluvial.storage import errors as serr
+from fluvial.storage.checkpoint import fsync_dir, write_atomic
 from fluvial.storage.config import ReplicaConfig
 from fluvial.storage.replica import Replica
 
@@ -45,6 +66,7 @@ class SpuConfig:
     host: str = "127.0.0.1"
     public_port: int = 0
     private_port: int = 0
+    private_host: str | None = None  # None: ``host`` with TLS, loopback in plaintext
     advertised_host: str | None = None
     advertised_private_port: int | None = None  # e.g. behind a proxy; default: the bound port
     rack: str | None = None
@@ -58,6 +80,88 @@ class SpuConfig:
     limits: ServerLimits = field(default_factory=ServerLimits)
     tls: ClusterTls | None = None  # None: plaintext on every port
     policy: object | None = None  # fluvial.auth.Policy; None allows everything (no TLS)
+
+
+# ------------------------------------------------------------------------ replica directories
+
+NO_TOPIC_ID = 0  # ReplicaAssignment.topic_id from an SC that predates topic incarnations
+INCARNATION_FILE = "topic.id"  # the topic incarnation a replica directory holds (storage ignores it)
+
+
+def replica_dir(data_dir, topic: str, partition: int) -> Path:
+    """Where ``Replica.open`` keeps ``topic``/``partition``: ``<data_dir>/<topic>-<partition>``."""
+    return Path(data_dir) / f"{topic}-{partition}"
+
+
+def parse_replica_dir(name: str) -> tuple[str, int] | None:
+    """``(topic, partition)`` of a replica directory name ``<topic>-<partition>``, else None."""
+    topic, sep, partition = name.rpartition("-")
+    if not sep or not topic or not partition.isdigit() or partition != str(int(partition)):
+        return None
+    return topic, int(partition)
+
+
+def read_incarnation(path: Path) -> int | None:
+    """The topic incarnation recorded in replica directory ``path``; None when there is none (or
+    it is unreadable, which counts the same: the directory cannot prove it is this topic's)."""
+    try:
+        return int((path / INCARNATION_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def is_other_incarnation(recorded: int | None, holds_files: bool, assigned: int) -> bool:
+    """Whether a replica directory belongs to another incarnation of its topic than ``assigned``.
+
+    An SC that does not say (``assigned == NO_TOPIC_ID``) never makes a directory stale. A
+    directory with files but no incarnation was left by a replica from before incarnations were
+    recorded (the marker is written before the replica's first file), so it cannot be told apart
+    from a deleted topic's leftover and is not trusted.
+    """
+    if assigned == NO_TOPIC_ID:
+        return False
+    if recorded is None:
+        return holds_files
+    return recorded != assigned
+
+
+def prepare_replica_dir(data_dir, topic: str, partition: int, topic_id: int) -> bool:
+    """Make ``<topic>-<partition>`` safe to open for incarnation ``topic_id``: remove it when it
+    holds another incarnation, then record ``topic_id`` (atomically, before any log file exists).
+    Returns True when an old incarnation was removed."""
+    path = replica_dir(data_dir, topic, partition)
+    recorded = read_incarnation(path)
+    holds_files = path.is_dir() and any(path.iterdir())
+    removed = is_other_incarnation(recorded, holds_files, topic_id)
+    if removed:
+        log.warning("%s-%s: directory holds topic incarnation %s, not %d: removed, starting empty",
+                    topic, partition, recorded, topic_id)
+        shutil.rmtree(path)
+        recorded = None
+    if topic_id != NO_TOPIC_ID and recorded != topic_id:
+        path.mkdir(parents=True, exist_ok=True)
+        write_atomic(os.fspath(path / INCARNATION_FILE), b"%d\n" % topic_id)
+        fsync_dir(os.fspath(data_dir))  # the removal and the new directory are durable
+    return removed
+
+
+def orphan_replica_dirs(data_dir, wanted) -> list[Path]:
+    """Replica directories under ``data_dir`` whose ``(topic, partition)`` is not in ``wanted``."""
+    try:
+        entries = list(Path(data_dir).iterdir())
+    except FileNotFoundError:
+        return []
+    return sorted(p for p in entries
+                  if p.is_dir() and (key := parse_replica_dir(p.name)) is not None and key not in wanted)
+
+
+def replica_health(r: PartitionReplica) -> str | None:
+    """Why replica ``r`` cannot be trusted to lead (its storage failed), or None."""
+    if r.failed is not None:
+        return f"flush failed: {r.failed}"
+    if r.storage.short_circuited is not None:
+        return f"storage short-circuited: {r.storage.short_circuited}"
+    return None
 
 
 class SpuContext:
@@ -74,6 +178,10 @@ class SpuContext:
         self.peers: dict[int, ia.SpuAddress] = {}
         self._offsets: ConsumerOffsetStore | None = None
         self.report_wanted = trio.Event()
+        # replicas the last push could not apply: key -> (assignment, why), reported to the SC
+        self.broken: dict[tuple[str, int], tuple[ia.ReplicaAssignment, str]] = {}
+        # granted at registration (RegisterSpuResponse.lease_ms), renewed by answered reports
+        self.lease = Lease(0)
         self.public_port = 0
         self.private_port = 0
         self.policy = config.policy
@@ -132,33 +240,62 @@ class SpuContext:
                              flush=self.config.flush, max_batch_bytes=self.max_batch_bytes)
 
     def apply(self, push: ia.WatchReplicasResponse) -> None:
-        """Make the replicas on disk match the SC's desired state for this SPU."""
+        """Make the replicas on disk match the SC's desired state for this SPU. A replica that
+        cannot be opened, re-roled or dropped is logged and reported; the others are applied."""
         self.peers = {p.spu_id: p for p in push.peers}
         self.offsets_leader = push.offsets_leader
         wanted = {(a.topic, a.partition): a for a in push.replicas}
         self.topics = {a.topic for a in push.replicas}
         for key in list(self.replicas):
             if key not in wanted:
-                self._drop(key)
-        for key, a in wanted.items():
-            r = self.replicas.get(key)
-            if r is None:
                 try:
-                    storage = Replica.open(self.config.data_dir, a.topic, a.partition,
-                                           self.replica_config(a))
-                except serr.StorageError as e:
-                    log.error("cannot open replica %s-%s: %s", a.topic, a.partition, e)
-                    continue
-                r = PartitionReplica(storage, a, self.spu_id)
-                r.on_change = self.report_wanted.set
-                self.replicas[key] = r
-                self.nursery.start_soon(r.run_flusher)
-                self._follow(r)
-            elif r.reassign(a):
-                self._follow(r)
-            if r.drop_failed_followers(set(self.peers)):
-                self.report_wanted.set()
+                    self._drop(key)
+                except Exception:  # noqa: BLE001 - the SC no longer wants it; the rest goes on
+                    log.exception("%s-%s: dropping the replica failed", *key)
+        self.broken = {}
+        for key, a in wanted.items():
+            try:
+                self._apply_one(key, a)
+            except Exception as e:  # noqa: BLE001 - reported to the SC, which moves leadership
+                log.exception("%s-%s: cannot apply the assignment", *key)
+                self.broken[key] = (a, f"{type(e).__name__}: {e}")
         self.report_wanted.set()
+
+    def _apply_one(self, key: tuple[str, int], a: ia.ReplicaAssignment) -> None:
+        r = self.replicas.get(key)
+        if r is not None and a.topic_id != NO_TOPIC_ID and r.assignment.topic_id != a.topic_id:
+            log.warning("%s-%s: the topic was re-created (incarnation %d -> %d): dropping the old replica",
+                        *key, r.assignment.topic_id, a.topic_id)
+            self._drop(key)
+            r = None
+        if r is None:
+            r = self._open(key, a)
+        elif r.reassign(a):
+            self._follow(r)
+        if r.drop_failed_followers(set(self.peers)):
+            self.report_wanted.set()
+
+    def _open(self, key: tuple[str, int], a: ia.ReplicaAssignment) -> PartitionReplica:
+        prepare_replica_dir(self.config.data_dir, a.topic, a.partition, a.topic_id)
+        storage = Replica.open(self.config.data_dir, a.topic, a.partition, self.replica_config(a))
+        try:
+            r = PartitionReplica(storage, a, self.spu_id, lease=self.lease)
+        except BaseException:
+            storage.close()
+            raise
+        r.on_change = self.report_wanted.set
+        self.replicas[key] = r
+        self.nursery.start_soon(r.run_flusher)
+        self._follow(r)
+        return r
+
+    def remove_orphans(self, push: ia.WatchReplicasResponse) -> None:
+        """Remove the replica directories that ``push`` (the SC's complete desired state for this
+        SPU) does not want: left by topics deleted while this SPU was away."""
+        wanted = {(a.topic, a.partition) for a in push.replicas} | set(self.replicas)
+        for path in orphan_replica_dirs(self.config.data_dir, wanted):
+            log.warning("removing orphan replica directory %s (not assigned to this SPU)", path.name)
+            shutil.rmtree(path, ignore_errors=True)
 
     def _follow(self, r: PartitionReplica) -> None:
         """(Re)start the follower task for ``r`` when it follows; stop it when it leads."""
@@ -232,23 +369,30 @@ class SpuContext:
             r.follower_scope.cancel()
         r._flush_wanted.set()
         r.notify()
-        path = Path(self.config.data_dir) / f"{key[0]}-{key[1]}"
+        path = replica_dir(self.config.data_dir, *key)
         try:
             r.storage.close()
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
     def report(self) -> ia.ReportReplicasRequest:
+        """Every replica's state; ``error`` says why a replica cannot be trusted (it failed to
+        apply, or its storage failed), ``isr_version`` which SC ISR record the ISR builds on."""
         reps = []
         for (topic, partition), r in sorted(self.replicas.items()):
             follower_leos = []
             if r.leader_state is not None:
                 for spu, f in sorted(r.leader_state.followers.items()):
                     follower_leos += [spu, f.leo]
+            broken = self.broken.get((topic, partition))
             reps.append(ia.ReplicaReport(
                 topic, partition, r.leader_epoch, r.is_leader, r.storage.durable_leo, r.hw,
                 r.log_start_offset, r.storage.size_bytes(), r.isr(), follower_leos,
-                str(r.failed) if r.failed else None))
+                broken[1] if broken else replica_health(r), r.assignment.isr_version))
+        for (topic, partition), (a, why) in sorted(self.broken.items()):
+            if (topic, partition) not in self.replicas:
+                reps.append(ia.ReplicaReport(topic, partition, a.leader_epoch, False, 0, 0, 0, 0,
+                                             [], [], why, a.isr_version))
         return ia.ReportReplicasRequest(self.spu_id, reps)
 
     def close(self) -> None:
@@ -267,6 +411,13 @@ class SpuContext:
 MAX_PRIVATE_REQUEST_BYTES = 1 << 20  # followers' fetches and offset updates are tiny
 
 
+def sender_of(req) -> int:
+    """The SPU id a private request says it comes from."""
+    if isinstance(req, ia.UpdateConsumerOffsetStoreRequest):
+        return req.spu_id
+    return req.follower_id
+
+
 async def handle_private(ctx: SpuContext, conn, payload: bytes) -> None:
     decoded = await decode_or_refuse(conn, payload, ia.INTERNAL_SPU_REQUESTS,
                                      MAX_PRIVATE_REQUEST_BYTES, "private ")
@@ -280,6 +431,10 @@ async def handle_private(ctx: SpuContext, conn, payload: bytes) -> None:
         await conn.send(encode_error_response(header.correlation_id, Error(ErrorCode.PermissionDenied)))
         conn.close()
         return
+    elif ctx.config.tls is not None and not speaks_for_spu(conn, sender_of(req)):
+        log.warning("private %s: %s may not speak for SPU %d; refused", conn.peer, principal_of(conn),
+                    sender_of(req))
+        resp = type(req).Response(Error(ErrorCode.PermissionDenied))
     elif isinstance(req, ia.FetchReplicaRequest):
         resp = await handle_fetch_replica(ctx, req)
     elif isinstance(req, ia.OffsetForLeaderEpochRequest):
@@ -309,11 +464,18 @@ async def _sc_session(ctx: SpuContext, registered: trio.Event) -> None:
             cfg.advertised_private_port or ctx.private_port, cfg.rack), timeout=30)
         if not resp.error_code.ok:
             raise RuntimeError(f"SC refused registration: {resp.message or resp.error_code.message}")
-        log.info("spu %d registered with SC %s:%d", cfg.spu_id, cfg.sc_host, cfg.sc_port)
+        ctx.lease.seconds = resp.lease_ms / 1000
+        log.info("spu %d registered with SC %s:%d (leader lease %d ms)", cfg.spu_id, cfg.sc_host,
+                 cfg.sc_port, resp.lease_ms)
 
         async def reporter():
             while True:
-                await conn.call(ctx.report(), timeout=30)
+                sent_at = trio.current_time()
+                answer = await conn.call(ctx.report(), timeout=30)
+                if answer.error_code.ok:
+                    ctx.lease.renew(sent_at)  # counted from the send: a slow answer only shortens it
+                else:
+                    log.warning("spu %d: the SC refused a report: %s", cfg.spu_id, answer.error_code)
                 with trio.move_on_after(cfg.heartbeat_seconds):
                     await ctx.report_wanted.wait()
                 ctx.report_wanted = trio.Event()
@@ -325,6 +487,7 @@ async def _sc_session(ctx: SpuContext, registered: trio.Event) -> None:
                     ctx.apply(push)
                     if first:
                         first = False
+                        ctx.remove_orphans(push)
                         n.start_soon(reporter)
                         registered.set()
             n.cancel_scope.cancel()
@@ -366,7 +529,8 @@ async def serve_spu(config: SpuConfig, *, task_status=trio.TASK_STATUS_IGNORED) 
                 serve_tcp, partial(public.handle_request, ctx), config.host, config.public_port,
                 limits=config.limits, ssl_context=tls.public_server_context() if tls else None))
             priv = await nursery.start(partial(
-                serve_tcp, partial(handle_private, ctx), config.host, config.private_port,
+                serve_tcp, partial(handle_private, ctx),
+                private_bind_host(config.host, config.private_host, tls is not None), config.private_port,
                 limits=config.limits, ssl_context=tls.private_server_context() if tls else None))
             ctx.public_port, ctx.private_port = listener_port(pub), listener_port(priv)
             await nursery.start(run_sc_link, ctx)
