@@ -44,10 +44,20 @@ Rules
    verified yet (sealed segments after a restart). A batch that fails is recorded and never
    served: a read that starts on it raises ``CorruptLog``; a read that reaches it stops before
    it.
-5. Recovery on open: the active segment is scanned fully (lengths, CRC, continuity); a torn or
-   garbage tail is truncated; a bad batch followed by valid ones is kept but never served. Its
-   index is rebuilt. Sealed segments are trusted until read (rule 4), but a missing or
-   malformed ``.index`` is rebuilt on open.
+5. Recovery on open: the active segment is scanned fully (lengths, CRC, continuity) and cut at
+   the first batch that does not check out, with everything after it: nothing after the last
+   fsync was acknowledged, and after a power cut pages reach the disk out of order, so a valid
+   batch after a bad one proves nothing. Its index is rebuilt. Sealed segments (fsynced when
+   sealed) are trusted until read (rule 4) or verified (rule 6), but a missing or malformed
+   ``.index`` is rebuilt on open.
+6. Corruption in sealed segments (bit rot). ``verify_sealed(max_bytes)``, called repeatedly
+   from housekeeping on the event-loop thread, CRC-checks the sealed segments a bounded step at
+   a time, once each, oldest first. Every corrupt batch found (by it or by a read) is recorded;
+   ``corrupt_offset`` is the base offset of the lowest one, None when none. The replica does
+   not hold the records from there on: it never serves them and must not count them as
+   durable copies. A follower calls ``truncate_to(corrupt_offset)`` (which locates the batch by
+   its position, so a garbage header is no obstacle) and refetches from the leader; a leader
+   hands its leadership to an in-sync replica.
 
 Threads
 ~~~~~~~
@@ -111,7 +121,6 @@ from fluvial.storage.journal import record_durable, sync_segment
 from fluvial.storage.segment import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
-    CorruptBatch,
     Segment,
     SegmentGone,
     parse_segment_name,
@@ -178,20 +187,21 @@ class RecoveryReport:
 
     truncated_bytes: int = 0
     rebuilt_indexes: list[int] = field(default_factory=list)  # base offsets
-    corrupt_batches: list[CorruptBatch] = field(default_factory=list)
     removed_files: list[str] = field(default_factory=list)
     epochs_rebuilt: bool = False
     hw_reset: bool = False
 
 
 class _Chunk:
-    """Part of a read: ``length`` bytes at ``position`` of ``segment``; ``data`` once read."""
+    """Part of a read: ``length`` bytes at ``position`` of ``segment``, whose first batch has
+    base offset ``offset``; ``data`` once read."""
 
-    __slots__ = ("segment", "position", "length", "data")
+    __slots__ = ("segment", "position", "offset", "length", "data")
 
-    def __init__(self, segment: Segment, position: int, length: int):
+    def __init__(self, segment: Segment, position: int, offset: int, length: int):
         self.segment = segment
         self.position = position
+        self.offset = offset
         self.length = length
         self.data: bytes | None = None
 
@@ -311,6 +321,8 @@ class Replica:
         self._dirty: dict[int, Segment] = {}
         self._dir_dirty = False
         self._generation = 0
+        # verify_sealed's cursor: (segment base offset, position, offset there, generation).
+        self._scrub = (-1, 0, 0, -1)
         self._failure: str | None = None
         self._closed = False
 
@@ -378,10 +390,6 @@ class Replica:
         if bases:
             truncated, epoch_changes = active.recover()
             report.truncated_bytes = truncated
-            report.corrupt_batches.extend(active.corrupt.values())
-            if truncated:
-                log.warning("%s: cut a torn or invalid tail of %d bytes at position %d",
-                            active.log_path, truncated, active.size)
         self._leo = active.next_offset
         log_start = self.log_start_offset
 
@@ -459,6 +467,48 @@ class Replica:
     def latest_epoch(self) -> int:
         """The newest epoch in the cache, -1 when empty."""
         return self._epochs.latest_epoch
+
+    @property
+    def corrupt_offset(self) -> int | None:
+        """The base offset of the lowest batch known to be corrupt (found by a read or by
+        ``verify_sealed``), None when none is. The replica does not hold the records from here
+        on: it never serves them, and it must not count them as durable copies. A follower
+        truncates here (``truncate_to(corrupt_offset)``) and refetches; a leader hands its
+        leadership to an in-sync replica."""
+        return min((c.base_offset for s in self._segments for c in s.corrupt.values()), default=None)
+
+    def verify_sealed(self, max_bytes: int) -> int | None:
+        """CRC-check the next not yet verified region of the sealed segments, about
+        ``max_bytes`` of it (at least one batch), and record any corrupt batch; returns
+        ``corrupt_offset``. Call it repeatedly from housekeeping, on the event-loop thread: it
+        walks the sealed segments once, oldest first, then only segments sealed since; it
+        starts over after a truncation. A batch that is bad ends the check of its segment.
+
+        Raises:
+            StorageIOError, ReplicaClosed.
+        """
+        self._check_open()
+        base, position, offset, generation = self._scrub
+        if generation != self._generation or base < self.log_start_offset:
+            first = self._segments[0]
+            base, position, offset = first.base_offset, 0, first.base_offset
+        budget = max_bytes
+        i = self._segment_index(base)
+        while budget > 0 and self._segments[i].sealed:
+            seg = self._segments[i]
+            if position < seg.size:
+                end, offset, bad = seg.verify_region(position, offset, budget)
+                budget -= max(end - position, 1)
+                position = seg.size if bad is not None else end
+                continue
+            if offset != seg.next_offset and not seg.corrupt:
+                seg.mark_corrupt(seg.size, offset, -1, f"the segment ends at offset {offset} but "
+                                 f"the next one starts at {seg.next_offset}")
+            i += 1
+            base = offset = self._segments[i].base_offset
+            position = 0
+        self._scrub = (base, position, offset, self._generation)
+        return self.corrupt_offset
 
     @property
     def short_circuited(self) -> str | None:
@@ -767,13 +817,17 @@ class Replica:
 
         i = self._segment_index(start_offset)
         seg = self._segments[i]
-        pos, first = seg.find(start_offset)
+        try:
+            pos, first = seg.find(start_offset)
+        except CorruptLog as exc:
+            seg.mark_corrupt(exc.position, exc.offset, -1, exc.reason)
+            raise
         expected = first.base_offset
         next_offset = expected
         total = 0
         done = False
         while True:
-            run_start, run_length = pos, 0
+            run_start, run_offset, run_length = pos, expected, 0
             try:
                 for p, h in seg.headers(pos, expected):
                     if h.next_offset > upper or (total and total + h.size > max_bytes):
@@ -788,12 +842,13 @@ class Replica:
                     run_length += h.size
                     total += h.size
                     next_offset = h.next_offset
-            except CorruptLog:
+            except CorruptLog as exc:
+                seg.mark_corrupt(exc.position, exc.offset, -1, exc.reason)
                 if not total:
                     raise
                 done = True
             if run_length:
-                chunks.append(_Chunk(seg, run_start, run_length))
+                chunks.append(_Chunk(seg, run_start, run_offset, run_length))
             i += 1
             if done or i == len(self._segments):
                 break
@@ -802,9 +857,9 @@ class Replica:
                 if total:
                     break
                 prev = self._segments[i - 1]
-                raise CorruptLog(prev.log_path, prev.size, next_offset,
-                                 f"the segment ends at offset {next_offset} but the next one starts "
-                                 f"at {seg.base_offset}")
+                bad = prev.mark_corrupt(prev.size, next_offset, -1, f"the segment ends at offset "
+                                        f"{next_offset} but the next one starts at {seg.base_offset}")
+                raise CorruptLog(bad.path, bad.position, bad.base_offset, bad.reason)
 
         chunks, next_offset = self._verify(chunks, next_offset)
         return ReadResult(self, chunks, first.base_offset if chunks else start_offset,
@@ -818,12 +873,10 @@ class Replica:
             if c.position + c.length <= seg.verified_end:
                 continue
             data = seg.pread(c.length, c.position)
-            if len(data) != c.length:
-                bad = CorruptBatch(seg.log_path, c.position + len(data), -1, -1,
-                                   f"the file ends {c.length - len(data)} bytes early")
-                good = 0
-            else:
-                good, bad = seg.verify(c.position, data)
+            good, end_offset, bad = seg.verify(c.position, data, c.offset)
+            if bad is None and good < c.length:
+                bad = seg.mark_corrupt(c.position + good, end_offset, -1,
+                                       f"the file ends {c.length - good} bytes early")
             if bad is None:
                 c.data = data
                 continue
@@ -887,6 +940,9 @@ class Replica:
         deleted (newest first, so a crash never leaves a gap), the segment holding the cut is
         truncated there and becomes the active one. The HW and durable LEO are clamped to the
         new LEO, and epochs starting at or after it are dropped. Durable before it returns.
+        A known corrupt batch (``corrupt_offset``) at or before ``offset`` in that segment is
+        located by its position, not its header (which may be garbage), and the cut is made
+        there: ``truncate_to(corrupt_offset)`` always works.
         Nothing happens when ``offset >= leo``. An offset at or below the log start empties the
         log (``truncate_fully_and_start_at(offset)``).
 
@@ -904,8 +960,13 @@ class Replica:
             return self._leo
         i = self._segment_index(offset)
         seg = self._segments[i]
-        pos, h = seg.find(offset)
-        cut = h.base_offset
+        bad = min((c for c in seg.corrupt.values() if c.base_offset <= offset), default=None,
+                  key=lambda c: c.position)
+        if bad is not None:  # its header may be garbage: cut by position
+            pos, cut = bad.position, bad.base_offset
+        else:
+            pos, h = seg.find(offset)
+            cut = h.base_offset
         doomed = self._segments[i + 1:]
         removed: list[Segment] = []
         with self._lock:  # from here on, a running flush publishes nothing (see ``flush``)

@@ -345,48 +345,32 @@ class Segment:
 
     # --- recovery ----------------------------------------------------------------------------
 
-    def _check_at(self, pos: int, file_size: int, expected: int) -> BatchHeader | None:
-        """The header of the batch at ``pos`` if it is whole, CRC-valid and has base offset
-        ``expected``; None otherwise."""
+    def _check_at(self, pos: int, file_size: int, expected: int) -> tuple[BatchHeader | None, str]:
+        """(header, "") of the batch at ``pos`` if it is whole, CRC-valid and has base offset
+        ``expected``; (None, why not) otherwise."""
         head = self.pread(HEADER_BYTES, pos)
         try:
             h = read_header(head)
-        except BatchError:
-            return None
-        if h.base_offset != expected or h.size > file_size - pos:
-            return None
-        try:
-            check_batch(self.pread(h.size, pos))
-        except BatchError:
-            return None
-        return h
-
-    def _bad_batch_in_middle(self, pos: int, file_size: int, expected: int) -> tuple[BatchHeader, str] | None:
-        """A batch at ``pos`` fails its check. If its header is intact and the batch right after
-        it is valid and continues the offsets, the damage is inside this one batch: return its
-        header and the reason. Otherwise (a torn or garbage tail) None."""
-        head = self.pread(HEADER_BYTES, pos)
-        try:
-            h = read_header(head)
-        except BatchError:
-            return None
-        if h.base_offset != expected or h.magic != MAGIC or h.last_offset_delta < 0:
-            return None
-        after = pos + h.size
-        if after >= file_size or self._check_at(after, file_size, h.next_offset) is None:
-            return None
-        try:
-            check_batch(self.pread(h.size, pos))
-            reason = "unexpected"  # pragma: no cover - the caller saw it fail
         except BatchError as exc:
-            reason = _reason(exc)
-        return h, reason
+            return None, _reason(exc)
+        if h.base_offset != expected:
+            return None, f"base offset {h.base_offset}, expected {expected}"
+        if h.size > file_size - pos:
+            return None, f"batch of {h.size} bytes runs past the end of the file"
+        try:
+            check_batch(self.pread(h.size, pos))
+        except BatchError as exc:
+            return None, _reason(exc)
+        return h, ""
 
     def recover(self) -> tuple[int, list[tuple[int, int]]]:
         """Scan the whole segment as the active one after an unclean stop: check every batch
-        (lengths, CRC, offset continuity), rebuild the index, find the max timestamp, and cut a
-        torn or garbage tail. A bad batch followed by valid ones is kept in ``corrupt`` (never
-        served) and the scan goes on.
+        (lengths, CRC, offset continuity), rebuild the index, find the max timestamp, and cut
+        the segment at the first batch that does not check out, with everything after it.
+
+        Nothing after the last fsync was acknowledged, and after a power cut pages reach the
+        disk out of order: a valid-looking batch after an invalid one is not trustworthy, so it
+        is cut too (and the replica refetches it from the leader).
 
         Returns:
             (bytes of garbage cut, not counting the zeros of preallocated space at the end;
@@ -397,10 +381,10 @@ class Segment:
         """
         file_size = os.fstat(self.fd).st_size
         index = OffsetIndex(self.index.interval)
-        corrupt: dict[int, CorruptBatch] = {}
         epochs: list[tuple[int, int]] = []
         max_ts, last_epoch = -1, None
         pos, expected = 0, self.base_offset
+        reason = ""
         while pos < file_size:
             buf = self.pread(min(RECOVERY_WINDOW_BYTES, file_size - pos), pos)
             end, count = scan_valid_prefix(buf)
@@ -414,15 +398,9 @@ class Segment:
                 expected = h.next_offset
                 rel += h.size
             if not good:  # the first batch is bad, or does not fit in the window
-                h = self._check_at(pos, file_size, expected)
+                h, reason = self._check_at(pos, file_size, expected)
                 if h is None:
-                    bad = self._bad_batch_in_middle(pos, file_size, expected)
-                    if bad is None:
-                        break  # torn or garbage tail
-                    h, reason = bad
-                    corrupt[pos] = CorruptBatch(self.log_path, pos, h.base_offset, h.next_offset, reason)
-                    log.error("%s: corrupt batch at position %d (offsets %d..%d): %s; it will not be served",
-                              self.log_path, pos, h.base_offset, h.next_offset - 1, reason)
+                    break
                 good = [(pos, h)]
                 expected = h.next_offset
                 rel = h.size
@@ -434,12 +412,16 @@ class Segment:
                     last_epoch = h.partition_leader_epoch
             pos += rel
         garbage = self._nonzero_end(pos, file_size) - pos
+        if garbage:
+            log.warning("%s: the batch at position %d (offset %d) does not check out (%s): cutting "
+                        "%d bytes from there, every record from offset %d on", self.log_path, pos,
+                        expected, reason, garbage, expected)
         if file_size > pos:
             os.ftruncate(self.fd, pos)
             sync_segment(self.fd, self.log_path, pos, metadata=True)
         self.size = self.allocated = pos
         self.index = index
-        self.corrupt = corrupt
+        self.corrupt = {}
         self.verified_end = pos
         self.next_offset = expected
         self.max_timestamp = max_ts
@@ -455,29 +437,62 @@ class Segment:
             end = window
         return start
 
-    def verify(self, position: int, data: bytes) -> tuple[int, CorruptBatch | None]:
-        """CRC-check the batches in ``data`` (read from ``position``). Returns how many leading
-        bytes are valid and the first bad batch (None if all are good); moves ``verified_end``
-        when the checked range touches it, and records the bad batch in ``corrupt``."""
+    def mark_corrupt(self, position: int, offset: int, next_offset: int, reason: str) -> CorruptBatch:
+        """Record that the batch at ``position``, which should start at ``offset``, failed a
+        check (``next_offset`` -1 when its header is unreadable). It is never served, and
+        ``Replica.corrupt_offset`` counts from it. Logged once per batch."""
+        bad = self.corrupt.get(position)
+        if bad is None:
+            bad = self.corrupt[position] = CorruptBatch(self.log_path, position, offset, next_offset, reason)
+            log.error("%s: corrupt batch at position %d (offset %d): %s; it will not be served",
+                      self.log_path, position, offset, reason)
+        return bad
+
+    def verify(self, position: int, data, offset: int) -> tuple[int, int, CorruptBatch | None]:
+        """CRC-check the batches in ``data`` (read from ``position``; the first should start at
+        ``offset``), and their offset continuity. Returns how many leading bytes are valid, the
+        offset after them, and the first bad batch (None if all are good; a batch cut short by
+        the end of ``data`` is bad); moves ``verified_end`` when the checked range touches it,
+        and records the bad batch (``mark_corrupt``)."""
         rel, bad = 0, None
         while rel < len(data):
             try:
                 h = check_batch(data, rel)
+                reason = "" if h.base_offset == offset else f"base offset {h.base_offset}, expected {offset}"
             except BatchError as exc:
+                h, reason = None, _reason(exc)
+            if reason:
                 try:
-                    head = read_header(data, rel)
-                    base, nxt = head.base_offset, head.next_offset
+                    next_offset = read_header(data, rel).next_offset
                 except BatchError:
-                    base = nxt = -1
-                bad = CorruptBatch(self.log_path, position + rel, base, nxt, _reason(exc))
-                self.corrupt[position + rel] = bad
-                log.error("%s: corrupt batch at position %d (offset %d): %s; it will not be served",
-                          self.log_path, position + rel, base, bad.reason)
+                    next_offset = -1
+                bad = self.mark_corrupt(position + rel, offset, next_offset, reason)
                 break
             rel += h.size
+            offset = h.next_offset
         if position <= self.verified_end < position + rel:
             self.verified_end = position + rel
-        return rel, bad
+        return rel, offset, bad
+
+    def verify_region(self, position: int, offset: int, max_bytes: int) -> tuple[int, int, CorruptBatch | None]:
+        """``verify`` the whole batches from ``position`` (base offset ``offset``) that fit in
+        ``max_bytes``, or the one batch there if it alone is larger. Returns (position after the
+        valid batches, the offset there, the first bad batch or None)."""
+        data = memoryview(self.pread(min(max(max_bytes, HEADER_BYTES), self.size - position), position))
+        rel = 0
+        while rel < len(data):
+            try:
+                size = read_header(data, rel).size
+            except BatchError:
+                break  # verify reports it
+            if rel + size > len(data):
+                if rel == 0 and size <= self.size - position:
+                    data = memoryview(self.pread(size, position))
+                    rel = size
+                break
+            rel += size
+        good, offset, bad = self.verify(position, data[:rel] if rel else data, offset)
+        return position + good, offset, bad
 
 
 def _pread_all(fd: int, length: int, position: int) -> bytes:
