@@ -6,10 +6,16 @@ Theory of operation
 clock: every event carries ``now``, monotonic seconds supplied by the caller, and the object stays
 correct if ``now`` stands still or goes backwards (times are only ever combined with ``max``).
 
-Events: ``update_leader_leo(leo, now)`` after the leader appends, ``on_follower_fetch(spu, offset,
-now)`` when a follower reports its LEO (the offset it fetches from), and a periodic
-``maybe_shrink_isr(now, lag_time_max)``. Each returns what changed; nothing is done behind the
-caller's back.
+Events: ``update_leader_leo(leo, now)`` when the leader's *durable* LEO moves (after an fsync),
+``on_append(log_end)`` when the leader writes (not yet durable), ``on_follower_fetch(spu, offset,
+now)`` when a follower reports its LEO (the offset it fetches from), ``set_recorded_isr(isr)`` when
+the SC's ISR record changes, and a periodic ``maybe_shrink_isr(now, lag_time_max)``. Each returns
+what changed; nothing is done behind the caller's back.
+
+**Which LEO.** The leader's LEO here is its durable LEO: the HW counts only records that survive
+a crash of every ISR member, and a follower's reported LEO is durable on its side (it fsyncs before
+it fetches again). ``log_end`` is what the leader has written; a follower served written data may
+report up to it, never beyond.
 
 **Caught up.** A follower is *caught up at time t* if its LEO (as last reported) is >= the leader's
 LEO at t. ``last_caught_up_time`` is the latest such t the leader can prove:
@@ -42,13 +48,18 @@ follower that rejoins while still short of the leader's LEO, and was not caught 
 time, is dropped again at the next check, as in Kafka: safe, at the price of ISR churn while it
 catches up.
 
-**HW** is ``compute_hw(leo, ISR followers' LEOs, current_hw=hw)``: the minimum over the ISR, never
-backwards. A lone leader (ISR = {leader}) commits each append at once. ``min_isr`` does not hold the
-HW back: as in Kafka it only decides whether an ``acks=all`` produce is accepted. The recipe for the
+**HW** is ``compute_hw(leo, LEOs of the HW members, current_hw=hw)``: the minimum, never
+backwards. The HW members are the leader's ISR *plus* the ISR the SC has on record
+(``recorded_isr``, Kafka's "maximal ISR", KIP-497): a shrink counts for the HW only once the SC
+has recorded it, so an election, which picks from the SC's record, never chooses a replica that
+misses a committed record. Conversely ``is_under_min_isr`` counts the members both agree on.
+A lone leader (ISR = {leader}) commits each durable append at once. ``min_isr`` does not hold
+the HW back: as in Kafka it only decides whether an ``acks=all`` produce is accepted. The recipe for the
 produce handler::
 
     if state.is_under_min_isr(min_isr): reject before appending (not enough replicas)
-    end = append(...); state.update_leader_leo(end, now)
+    end = append(...); state.on_append(end)
+    fsync; state.update_leader_leo(durable LEO, now)
     wait until state.committed(end)
     if state.is_under_min_isr(min_isr): answer "not enough replicas after append"
 
@@ -109,6 +120,8 @@ class LeaderState:
         partition). It must be a subset of ``replicas``; the leader is always added.
       epoch_start_offset: the leader's LEO when it became leader for this epoch; defaults to
         ``leo``. Followers rejoin the ISR only at or beyond it.
+      recorded_isr: the ISR the SC has on record (see ``set_recorded_isr``); None: the SC's
+        record is not tracked, only the leader's ISR counts.
 
     Raises:
       ValueError: duplicate replicas, the leader not among them, an ISR member that is not a
@@ -128,11 +141,12 @@ class LeaderState:
       on_follower_fetch(3, 9, now=16) -> False        9 >= hw 9: 3 rejoins, isr {1,2,3}
     """
 
-    __slots__ = ("leader", "replicas", "_leo", "_hw", "_isr", "_followers", "epoch_start_offset",
-                 "isr_version")
+    __slots__ = ("leader", "replicas", "_leo", "_log_end", "_hw", "_isr", "_recorded", "_followers",
+                 "epoch_start_offset", "isr_version")
 
     def __init__(self, leader: int, replicas: Iterable[int], *, leo: int, hw: int, now: float,
-                 isr: Iterable[int] | None = None, epoch_start_offset: int | None = None):
+                 isr: Iterable[int] | None = None, epoch_start_offset: int | None = None,
+                 recorded_isr: Iterable[int] | None = None):
         replicas = tuple(replicas)
         if len(set(replicas)) != len(replicas):
             raise ValueError(f"duplicate replica ids in {list(replicas)}")
@@ -146,9 +160,10 @@ class LeaderState:
             raise ValueError(f"isr members {sorted(strangers)} are not replicas {list(replicas)}")
         self.leader = leader
         self.replicas = replicas
-        self._leo = leo
+        self._leo = self._log_end = leo
         self._hw = min(hw, leo)
         self._isr = frozenset(isr_set)
+        self._recorded = None if recorded_isr is None else frozenset(recorded_isr) & set(replicas)
         self.epoch_start_offset = leo if epoch_start_offset is None else epoch_start_offset
         self.isr_version = 0
         self._followers = {
@@ -162,6 +177,11 @@ class LeaderState:
     @property
     def leo(self) -> int:
         return self._leo
+
+    @property
+    def log_end(self) -> int:
+        """What the leader has written (>= ``leo``, its durable LEO)."""
+        return self._log_end
 
     @property
     def hw(self) -> int:
@@ -185,9 +205,16 @@ class LeaderState:
         """
         return self._hw >= end_offset
 
+    @property
+    def recorded_isr(self) -> frozenset[int] | None:
+        """The ISR the SC has on record, or None when not tracked."""
+        return self._recorded
+
     def is_under_min_isr(self, min_isr: int) -> bool:
-        """Whether the ISR (leader included) has fewer than ``min_isr`` members."""
-        return len(self._isr) < min_isr
+        """Whether fewer than ``min_isr`` replicas (leader included) are in the ISR by the
+        leader's count and, when tracked, by the SC's record too."""
+        agreed = self._isr if self._recorded is None else self._isr & self._recorded
+        return len(agreed | {self.leader}) < min_isr
 
     def out_of_sync(self, now: float, lag_time_max: float) -> frozenset[int]:
         """The ISR followers that have lagged for more than ``lag_time_max`` seconds at ``now``.
@@ -222,8 +249,13 @@ class LeaderState:
 
     # -- events -------------------------------------------------------------------------------
 
+    def on_append(self, log_end: int) -> None:
+        """The leader wrote up to ``log_end`` (not yet durable): followers may fetch up to it."""
+        if log_end > self._log_end:
+            self._log_end = log_end
+
     def update_leader_leo(self, leo: int, now: float) -> bool:
-        """The leader appended: its LEO is now ``leo``.
+        """The leader's durable LEO is now ``leo`` (an fsync covered its appends).
 
         Followers whose LEO had reached the old leader LEO were caught up until ``now`` (rule 3 of
         the module docstring).
@@ -244,6 +276,13 @@ class LeaderState:
                 self._followers[spu] = dataclasses.replace(
                     f, last_caught_up_time=_later(f.last_caught_up_time, now))
         self._leo = leo
+        self._log_end = max(self._log_end, leo)
+        return self._advance_hw()
+
+    def set_recorded_isr(self, isr: Iterable[int]) -> bool:
+        """The SC's ISR record is now ``isr`` (replicas only count). Returns True if the HW
+        moved (a member the SC dropped no longer holds it)."""
+        self._recorded = frozenset(isr) & set(self.replicas)
         return self._advance_hw()
 
     def on_follower_fetch(self, spu: int, fetch_offset: int, now: float) -> bool:
@@ -265,7 +304,7 @@ class LeaderState:
 
         Raises:
           ValueError: ``spu`` is not a follower of this partition, or a negative offset.
-          FollowerAheadError: ``fetch_offset`` is beyond the leader's LEO.
+          FollowerAheadError: ``fetch_offset`` is beyond what the leader has written.
         """
         f = self._followers.get(spu)
         if f is None:
@@ -273,10 +312,10 @@ class LeaderState:
                 f"spu {spu} is not a follower of this partition (replicas {list(self.replicas)})")
         if fetch_offset < 0:
             raise ValueError(f"follower {spu}: negative fetch offset {fetch_offset}")
-        if fetch_offset > self._leo:
+        if fetch_offset > self._log_end:
             raise FollowerAheadError(
-                f"follower {spu} fetches from {fetch_offset}, beyond the leader's leo {self._leo}; "
-                "it must truncate to the leader's epoch first")
+                f"follower {spu} fetches from {fetch_offset}, beyond the leader's log end "
+                f"{self._log_end}; it must truncate to the leader's epoch first")
         caught_up = f.last_caught_up_time
         if fetch_offset >= self._leo:
             caught_up = _later(caught_up, now)
@@ -316,8 +355,13 @@ class LeaderState:
             self._advance_hw()
         return gone
 
+    def hw_members(self) -> frozenset[int]:
+        """The followers whose LEOs hold the HW: the leader's ISR plus the SC's record."""
+        members = self._isr if self._recorded is None else self._isr | self._recorded
+        return members - {self.leader}
+
     def _advance_hw(self) -> bool:
-        leos = (self._followers[s].leo for s in self._isr if s != self.leader)
+        leos = (self._followers[s].leo for s in self.hw_members())
         new = compute_hw(self._leo, leos, current_hw=self._hw)
         moved = new != self._hw
         self._hw = new

@@ -3,32 +3,36 @@
 Theory of operation
 -------------------
 * Appends run on the event-loop thread (one ``write``), so the log's LEO moves in program order.
-* Durability is group commit: an append asks the flusher for a flush and waits until
-  ``durable_leo`` covers its batch. The flusher task runs ``Replica.flush`` (an fsync) in a worker
-  thread; every append that lands while an fsync runs is covered by the next one, so N concurrent
-  producers cost one fsync per round, not N.
-* The high watermark only counts durable data: the leader's durable LEO and the LEOs its
-  followers report, which are durable on their side too (a follower fsyncs before it fetches
-  again, and fetches from its LEO). Followers are served the leader's data as soon as it is
-  written, so their copy and fsync overlap the leader's own fsync.
-* HW = min over the ISR (``fluvial.replication.isr.LeaderState``), where the ISR that counts is the
-  leader's own ISR *plus* the members the SC still has on record: a shrink takes effect for the HW
-  only once the SC has committed it (Kafka's "maximal ISR", KIP-497), so an election, which picks
-  from the SC's ISR, can never choose a replica that misses an acknowledged record.
+* Durability is group commit (``fluvial.storage.group_commit.GroupCommit``): an append waits
+  until ``durable_leo`` covers its batch. The flusher task runs ``Replica.flush`` (an fsync) in a
+  worker thread; every append that lands while an fsync runs is covered by the next one, so N
+  concurrent producers cost one fsync per round, not N.
+* The high watermark only counts durable data: ``fluvial.replication.isr.LeaderState`` is fed the
+  leader's durable LEO after each fsync, and the LEOs its followers report, which are durable on
+  their side too (a follower fsyncs before it fetches again, and fetches from its LEO). Followers
+  may be served the leader's data as soon as it is written (``LeaderState.log_end``), so their
+  copy and fsync overlap the leader's own fsync.
+* HW = min over the leader's ISR *plus* the members the SC still has on record
+  (``LeaderState.recorded_isr``): a shrink takes effect for the HW only once the SC has
+  committed it (Kafka's "maximal ISR", KIP-497), so an election, which picks from the SC's ISR,
+  can never choose a replica that misses an acknowledged record.
+* A replica leads only when the SC says so *and* the epoch is newer than every epoch in its log
+  (or it already leads that epoch in this process): an epoch is never reused for new writes.
+* An acknowledgement needs the leadership the append was made under (the same ``LeaderState``)
+  and a valid lease at that moment; a demoted, truncated or cut-off leader acknowledges nothing.
 * Readers (stream fetches, follower fetches) park in ``waiters``; every LEO or HW move wakes them.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import trio
 
 from fluvial.protocol.internal_api import ReplicaAssignment
 from fluvial.replication.isr import LeaderState
-from fluvial.replication.offsets import compute_hw
-from fluvial.storage.replica import Replica
+from fluvial.storage.group_commit import GroupCommit
+from fluvial.storage.replica import AppendResult, Replica
 
 log = logging.getLogger("fluvial.spu")
 
@@ -46,9 +50,23 @@ class Waiter:
             self.wake = trio.Event()
 
 
-@dataclass
-class ProduceTimeout(Exception):
-    timeout_ms: int
+class NotLeader(Exception):
+    """This replica may not append or acknowledge now: it does not lead (any more, or at the
+    epoch the records were appended under), or its lease has run out. Retriable by the client."""
+
+
+class _DurableWait:
+    """One append waiting for its fsync (a GroupCommit waiter)."""
+
+    __slots__ = ("event", "error")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.error: BaseException | None = None
+
+    def release(self, error: BaseException | None = None) -> None:
+        self.error = error
+        self.event.set()
 
 
 class Lease:
@@ -93,21 +111,23 @@ class PartitionReplica:
         self.assignment = assignment
         self.topic, self.partition = assignment.topic, assignment.partition
         self.waiters: set[Waiter] = set()
-        self._flush_wanted = trio.Event()
-        self._durable_changed = trio.Event()
+        self._commit = GroupCommit(storage.durable_leo)
+        self._flush_wanted = trio.Event()  # wakes run_flusher
+        self._led_epoch: int | None = None  # the epoch this process took leadership at
         self.failed: BaseException | None = None
         self.closed = False
         self.checkpointed_hw = storage.hw  # the HW replication.chk holds (as loaded)
         self.leader_state: LeaderState | None = None
         self.follower_scope: trio.CancelScope | None = None
         self.on_change = None  # called when the ISR changes (the SPU then reports to the SC)
-        self._take_role(None)
+        self._take_role()
 
     # --------------------------------------------------------------------------------- roles
 
     @property
     def is_leader(self) -> bool:
-        return self.assignment.leader == self.spu_id
+        """Whether this replica leads now (assigned by the SC *and* accepted, see _take_role)."""
+        return self.leader_state is not None
 
     @property
     def leader_epoch(self) -> int:
@@ -129,6 +149,11 @@ class PartitionReplica:
         """Whether this replica may append or acknowledge now (see ``Lease``)."""
         return self.lease is None or self.lease.valid(trio.current_time())
 
+    def may_ack(self, leadership: LeaderState | None) -> bool:
+        """Whether records appended under ``leadership`` (the ``leader_state`` of the append)
+        may be acknowledged now: the same leadership still holds and the lease is valid."""
+        return leadership is not None and self.leader_state is leadership and self.lease_valid()
+
     def limit(self, committed: bool) -> int:
         return self.storage.hw if committed else self.storage.leo
 
@@ -137,24 +162,40 @@ class PartitionReplica:
         old = self.assignment
         self.assignment = assignment
         changed = (old.leader != assignment.leader or old.leader_epoch != assignment.leader_epoch)
-        if changed or (self.is_leader and self.leader_state is None):
-            self._take_role(old)
-        elif self.is_leader:
+        if changed or (assignment.leader == self.spu_id and self.leader_state is None):
+            self._take_role()
+        elif self.leader_state is not None:
+            self.leader_state.set_recorded_isr(assignment.isr)
             self.update_hw()
         self.notify()
         return changed
 
-    def _take_role(self, old: ReplicaAssignment | None) -> None:
+    def _take_role(self) -> None:
         a = self.assignment
-        if a.leader != self.spu_id:
+        kept = (self.leader_state is not None and a.leader == self.spu_id
+                and self._led_epoch == a.leader_epoch)
+        if not kept:
+            # appends waiting for an fsync were made under another leadership: never ack them
+            for w in self._commit.reset(self.storage.durable_leo):
+                w.release(NotLeader(f"{self.topic}-{self.partition}: leadership changed"))
             self.leader_state = None
+        if a.leader != self.spu_id or kept:
+            return
+        latest = self.storage.latest_epoch
+        if a.leader_epoch <= latest:
+            log.error("%s-%s: refusing to lead at epoch %d: the log already holds epoch %d "
+                      "(an epoch is never reused for new writes)", self.topic, self.partition,
+                      a.leader_epoch, latest)
             return
         # a new leader makes its log durable, then starts its epoch at its LEO
         self.storage.flush()
         self.storage.assign_epoch(a.leader_epoch)
+        self._led_epoch = a.leader_epoch
+        self._commit.reset(self.storage.durable_leo)  # no waiters: only the durable LEO moves
         isr = [s for s in a.isr if s in a.replicas]
         self.leader_state = LeaderState(self.spu_id, a.replicas, leo=self.storage.durable_leo,
-                                        hw=self.storage.hw, now=trio.current_time(), isr=isr)
+                                        hw=self.storage.hw, now=trio.current_time(), isr=isr,
+                                        recorded_isr=isr)
         self.update_hw()
 
     # ------------------------------------------------------------------------------- changes
@@ -163,20 +204,11 @@ class PartitionReplica:
         for w in self.waiters:
             w.wake.set()
 
-    def hw_members(self) -> set[int]:
-        """The followers whose LEO holds the HW: the leader's ISR plus the SC's recorded ISR."""
-        st = self.leader_state
-        return (set(st.isr) | set(self.assignment.isr)) & set(st.followers)
-
     def update_hw(self) -> None:
+        """Publish the ISR bookkeeping's HW to storage (it never moves back)."""
         st = self.leader_state
-        if st is None:
-            return
-        # the leader counts with its durable LEO; followers' LEOs are durable on their side
-        leos = [st.followers[s].leo for s in self.hw_members()]
-        hw = compute_hw(self.storage.durable_leo, leos, current_hw=self.storage.hw)
-        if hw > self.storage.hw:
-            self.storage.set_hw(hw)
+        if st is not None and st.hw > self.storage.hw:
+            self.storage.set_hw(st.hw)
             self.notify()
 
     def drop_failed_followers(self, live: set[int]) -> bool:
@@ -197,38 +229,58 @@ class PartitionReplica:
         return sorted(self.leader_state.isr) if self.leader_state else []
 
     def under_min_isr(self) -> bool:
-        min_isr = self.assignment.settings.min_isr
         st = self.leader_state
-        return st is None or len(st.isr & set(self.assignment.isr) | {self.spu_id}) < min_isr
+        return st is None or st.is_under_min_isr(self.assignment.settings.min_isr)
 
     # ------------------------------------------------------------------------------- appends
 
-    def append_nowait(self, record_set: bytes):
-        """Append as leader now (one write, in call order) and ask the flusher for an fsync;
-        returns the storage's AppendResult. Wait with ``wait_durable(result.leo)``.
+    def append_nowait(self, record_set: bytes) -> AppendResult:
+        """Append as leader now (one write, in call order); returns the storage's AppendResult.
+        Wait with ``wait_durable(result.leo)``, then ask ``may_ack`` with the leadership of the
+        append (``leader_state`` before the call).
 
         Raises:
+            NotLeader: this replica does not lead, or its lease has run out; nothing written.
             storage errors (InvalidBatch, DiskFull, ...) before anything is visible.
         """
+        st = self.leader_state
+        if st is None or not self.lease_valid():
+            raise NotLeader(f"{self.topic}-{self.partition}: not the leader, or no valid lease")
         result = self.storage.append(record_set, leader_epoch=self.leader_epoch)
-        if self.leader_state is not None:
-            self.leader_state.update_leader_leo(result.leo, trio.current_time())
-        self._flush_wanted.set()
+        st.on_append(result.leo)
         self.notify()
         return result
 
     async def append(self, record_set: bytes) -> tuple[int, int]:
-        """Append as leader; returns (base_offset, leo after) once durable."""
+        """Append as leader; returns (base_offset, leo after) once durable and acknowledgeable.
+
+        Raises:
+            NotLeader: as ``append_nowait``, or the leadership or lease was lost meanwhile.
+        """
+        leadership = self.leader_state
         result = self.append_nowait(record_set)
         await self.wait_durable(result.leo)
+        if not self.may_ack(leadership):
+            raise NotLeader(f"{self.topic}-{self.partition}: leadership or lease lost")
         return result.base_offset, result.leo
 
     async def wait_durable(self, leo: int) -> None:
-        while self.storage.durable_leo < leo:
-            if self.failed:
-                raise self.failed
+        """Wait until the records below ``leo`` are durable (group commit).
+
+        Raises:
+            NotLeader: the leadership changed meanwhile (the records may not be these any more).
+            the flush's error when it failed.
+        """
+        if self.failed:
+            raise self.failed
+        if self._commit.covered(leo):
+            return
+        w = _DurableWait()
+        if self._commit.add_waiter(leo, w):
             self._flush_wanted.set()
-            await self._durable_changed.wait()
+        await w.event.wait()
+        if w.error is not None:
+            raise w.error
 
     async def wait_change(self) -> None:
         w = Waiter()
@@ -253,12 +305,29 @@ class PartitionReplica:
         while not self.closed:
             await self._flush_wanted.wait()
             self._flush_wanted = trio.Event()
+            if self.closed:
+                return
             try:
                 await trio.to_thread.run_sync(self.storage.flush)
             except Exception as e:  # the disk failed under us: fail the waiters, keep serving reads
                 log.error("flush of %s-%s failed: %s", self.topic, self.partition, e)
                 self.failed = e
-            self._durable_changed.set()
-            self._durable_changed = trio.Event()
+                for w in self._commit.flush_failed():
+                    w.release(e)
+                continue
+            self._flushed()
+
+    def _flushed(self) -> None:
+        """A flush returned: release the covered waiters and feed the HW the durable LEO. The
+        storage's durable LEO is read now: the flush's own result may predate a truncation."""
+        durable = self.storage.durable_leo
+        released, again = self._commit.flush_done(durable)
+        for w in released:
+            w.release()
+        if again:
+            self._flush_wanted.set()
+        st = self.leader_state
+        if st is not None and durable > st.leo:
+            st.update_leader_leo(durable, trio.current_time())
             self.update_hw()
-            self.notify()
+        self.notify()

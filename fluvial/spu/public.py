@@ -2,6 +2,20 @@
 
 One ``handle_<api>(ctx, conn, header, request)`` per api key. Handlers answer with
 ``conn.send``; a stream fetch keeps sending on its correlation id until the connection closes.
+
+Produce, per partition entry (``_append_one`` then ``_await_ack``):
+
+1. Refused before anything is written: no local replica (``TopicNotFound`` /
+   ``NotLeaderForPartition``), a system topic (``PermissionDenied``, whatever the policy grants:
+   only the SPU's own ConsumerOffsetStore writes ``consumer-offset``), not the leader or no valid
+   lease (``NotLeaderForPartition``), ReadCommitted below the topic's min ISR (Kafka's
+   NOT_ENOUGH_REPLICAS, answered ``RequestTimedOut``: see ``_NOT_ENOUGH_REPLICAS``), a codec the
+   topic does not allow (``CompressionError``). Storage checks every batch (CRC, size) once,
+   in ``Replica.append``.
+2. Appended at once, in arrival order, then acknowledged once durable on the leader (and, for
+   ReadCommitted, covered by the HW with the ISR at min ISR), and only while the leadership the
+   append was made under still holds and the lease is valid; otherwise ``NotLeaderForPartition``
+   (retriable; the record may or may not survive) or, past the timeout, ``RequestTimedOut``.
 """
 
 from __future__ import annotations
@@ -21,13 +35,20 @@ from fluvial.protocol.batch import BatchError, iter_batches
 from fluvial.net.dispatch import decode_or_refuse
 from fluvial.protocol import spu_api as api
 from fluvial.spu.consumer_offsets import CONSUMER_OFFSET_TOPIC
-from fluvial.spu.partition import PartitionReplica, Waiter
+from fluvial.spu.partition import NotLeader, PartitionReplica, Waiter
 from fluvial.storage import errors as serr
 
 log = logging.getLogger("fluvial.spu")
 
 # topic CompressionAlgorithm -> the batch codec it allows (Any = 4 allows all)
 _TOPIC_CODEC = {0: 0, 1: 1, 2: 2, 3: 3, 5: 4}
+
+# Kafka refuses an acks=all produce below min ISR with NOT_ENOUGH_REPLICAS (retriable, nothing
+# written). Fluvio has no such code; its own SPU answers RequestTimedOut when a ReadCommitted
+# produce does not get its replicas, the official client shows that as a produce that did not
+# complete, and fluvial's client retries it (fluvial.errors.RETRIABLE). NotLeaderForPartition
+# would send clients looking for another leader that does not exist.
+_NOT_ENOUGH_REPLICAS = ErrorCode.RequestTimedOut
 
 
 MAX_CONTROL_REQUEST_BYTES = 1 << 20  # every request but Produce is small; decode no more
@@ -60,6 +81,8 @@ async def handle_api_versions(ctx, conn, header, req) -> None:
 
 
 def _storage_error(e: Exception, topic: str, partition: int) -> Error:
+    if isinstance(e, serr.BatchTooLarge):
+        return Error(ErrorCode.MessageTooLarge)
     if isinstance(e, serr.DiskFull):
         return Error(ErrorCode.PartitionFull, ((topic, partition),))
     if isinstance(e, serr.InvalidBatch):
@@ -69,14 +92,18 @@ def _storage_error(e: Exception, topic: str, partition: int) -> Error:
     return Error(ErrorCode.StorageError)
 
 
-def _append_one(ctx, topic: str, part: api.PartitionProduceData, smartmodules: bool):
-    """Validate and append one partition entry, synchronously, so the entries of successive
+def _append_one(ctx, topic: str, part: api.PartitionProduceData, smartmodules: bool,
+                committed: bool, timeout_ms: int):
+    """Check and append one partition entry, synchronously, so the entries of successive
     requests reach the log in arrival order. Returns (response, pending) where pending is
     (replica, leo, leadership) when there is something to wait for."""
     p = part.partition_index
     resp = api.PartitionProduceResponse(p, OK, 0)
     replica = ctx.replicas.get((topic, p))
-    if replica is None or not replica.is_leader:
+    if topic == CONSUMER_OFFSET_TOPIC or (replica is not None and replica.assignment.settings.system):
+        resp.error_code = Error(ErrorCode.PermissionDenied)
+        return resp, None
+    if replica is None or not replica.is_leader or not replica.lease_valid():
         resp.error_code = Error(ErrorCode.NotLeaderForPartition if replica or ctx.knows_topic(topic)
                                 else ErrorCode.TopicNotFound)
         return resp, None
@@ -86,29 +113,37 @@ def _append_one(ctx, topic: str, part: api.PartitionProduceData, smartmodules: b
     records = part.records
     if not records:
         return resp, None
-    try:
-        allowed_codec = _TOPIC_CODEC.get(replica.assignment.settings.compression)
-        for _, h in iter_batches(records, max_batch_bytes=ctx.max_batch_bytes):
-            if allowed_codec is not None and h.compression != allowed_codec:
+    if committed and replica.under_min_isr():
+        resp.error_code = Error(_NOT_ENOUGH_REPLICAS, (timeout_ms, 0))
+        return resp, None
+    allowed_codec = _TOPIC_CODEC.get(replica.assignment.settings.compression)
+    if allowed_codec is not None:
+        try:  # headers only: storage checks every batch, CRC included, when it appends
+            if any(h.compression != allowed_codec for _, h in iter_batches(records, verify_crc=False)):
                 resp.error_code = Error(ErrorCode.CompressionError)
                 return resp, None
-    except BatchError as e:
-        resp.error_code = Error.other(f"rejected: {e}")
-        return resp, None
+        except BatchError as e:
+            resp.error_code = Error.other(f"rejected: {e}")
+            return resp, None
+    leadership = replica.leader_state
     try:
         result = replica.append_nowait(records)
+    except NotLeader:
+        resp.error_code = Error(ErrorCode.NotLeaderForPartition)
+        return resp, None
     except serr.StorageError as e:
         resp.error_code = _storage_error(e, topic, p)
         return resp, None
     resp.base_offset = result.base_offset
     resp.log_start_offset = replica.log_start_offset
-    return resp, (replica, result.leo, replica.leader_state)
+    return resp, (replica, result.leo, leadership)
 
 
 async def _await_ack(resp: api.PartitionProduceResponse, replica: PartitionReplica, leo: int,
                      leadership, topic: str, committed: bool, timeout_ms: int) -> None:
     """Wait until the entry may be acknowledged: durable on the leader; with ReadCommitted also
-    covered by the HW while the ISR meets min_isr. Otherwise set the error (after the timeout)."""
+    covered by the HW while the ISR meets min_isr; in both cases under the leadership it was
+    appended under, with a valid lease. Otherwise set the error."""
     try:
         with trio.fail_after(max(timeout_ms, 1) / 1000):
             await replica.wait_durable(leo)
@@ -116,10 +151,12 @@ async def _await_ack(resp: api.PartitionProduceResponse, replica: PartitionRepli
                 while ((replica.hw < leo or replica.under_min_isr())
                        and replica.leader_state is leadership):
                     await replica.wait_change()
-        if committed and replica.leader_state is not leadership:
-            # Demoted while waiting: as a follower this log may have been truncated under the
-            # batch and refilled from the new leader; nothing here vouches for the batch.
+        if not replica.may_ack(leadership):
+            # Demoted (this log may since have been truncated under the batch and refilled from
+            # the new leader), or cut off from the SC past the lease: nothing here vouches for it.
             resp.error_code = Error(ErrorCode.NotLeaderForPartition)
+    except NotLeader:
+        resp.error_code = Error(ErrorCode.NotLeaderForPartition)
     except trio.TooSlowError:
         # not acknowledged; it may still be stored (and committed later): retriable
         resp.error_code = Error(ErrorCode.RequestTimedOut, (timeout_ms, 0))
@@ -139,7 +176,8 @@ async def handle_produce(ctx, conn, header, req: api.ProduceRequest) -> None:
                              for p in t.partitions]
             continue
         for part in t.partitions:
-            resp, pending = _append_one(ctx, t.name, part, bool(req.smartmodules))
+            resp, pending = _append_one(ctx, t.name, part, bool(req.smartmodules), committed,
+                                        req.timeout_ms)
             tr.partitions.append(resp)
             if pending is not None:
                 waits.append((resp, *pending, t.name))

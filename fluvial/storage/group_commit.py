@@ -31,6 +31,12 @@ How a trio server uses it (every ``GroupCommit`` call on the event-loop thread):
 At most one flush runs at a time: waiters that arrive during it are covered by the next one,
 which starts as soon as the current one returns. With N concurrent producers each fsync covers
 up to N appends.
+
+A server whose log can change under the waiters (an SPU replica is truncated while it follows,
+then leads again) passes ``flush_done`` the storage's durable LEO *as of now*, not the value a
+flush returned earlier (it may predate a truncation), and calls ``reset`` when the records the
+waiters wait for may no longer be theirs: it hands every waiter back, to be failed, and restarts
+``durable_leo`` at the storage's value. A flush in progress stays in progress.
 """
 
 from __future__ import annotations
@@ -71,7 +77,8 @@ class GroupCommit:
         return True
 
     def flush_done(self, durable_leo: int) -> tuple[list[Any], bool]:
-        """A flush returned ``durable_leo``.
+        """A flush returned; the storage's durable LEO is now ``durable_leo`` (it only goes down
+        after a truncation).
 
         Returns:
             (waiters now covered, in LEO order; True when others still wait and the caller must
@@ -89,4 +96,13 @@ class GroupCommit:
         waiters = [w for _, _, w in sorted(self._waiters)]
         self._waiters.clear()
         self.flushing = False
+        return waiters
+
+    def reset(self, durable_leo: int) -> list[Any]:
+        """The log changed under the waiters (truncated, or led at another epoch): returns every
+        waiter, to be failed, and restarts at ``durable_leo``. ``flushing`` is kept: a flush in
+        progress still ends with ``flush_done``."""
+        waiters = [w for _, _, w in sorted(self._waiters)]
+        self._waiters.clear()
+        self.durable_leo = durable_leo
         return waiters

@@ -194,7 +194,7 @@ def test_time_going_backwards_never_loses_credit():
 
 def test_bad_events_are_refused():
     s = LeaderState(1, [1, 2], leo=5, hw=0, now=0)
-    with pytest.raises(FollowerAheadError, match="beyond the leader's leo 5"):
+    with pytest.raises(FollowerAheadError, match="beyond the leader's log end 5"):
         s.on_follower_fetch(2, 6, now=1)
     with pytest.raises(ValueError, match="not a follower"):
         s.on_follower_fetch(9, 1, now=1)
@@ -292,3 +292,33 @@ def test_remove_from_isr_drops_failed_followers_and_lets_the_hw_advance():
     assert st.remove_from_isr([3, 1]) == {3}  # the leader is never removed
     assert st.isr == {1, 2} and st.hw == 5
     assert st.remove_from_isr([3]) == frozenset()
+
+
+def test_a_follower_may_hold_written_records_the_leader_has_not_fsynced_yet():
+    """The leader's LEO here is its durable LEO; followers are served what it has written."""
+    s = LeaderState(1, [1, 2], leo=5, hw=5, now=0)
+    s.on_append(8)
+    assert (s.leo, s.log_end) == (5, 8)
+    assert s.on_follower_fetch(2, 8, now=1) is False  # the leader's own fsync holds the HW
+    assert s.hw == 5
+    assert s.update_leader_leo(8, now=2) is True and s.hw == 8
+    with pytest.raises(FollowerAheadError):
+        s.on_follower_fetch(2, 9, now=3)
+
+
+def test_the_scs_recorded_isr_holds_the_hw_until_it_records_the_shrink():
+    """Kafka's maximal ISR (KIP-497): the HW waits for members the SC still has on record."""
+    s = LeaderState(1, [1, 2, 3], leo=10, hw=0, now=0, recorded_isr=[1, 2, 3])
+    s.on_follower_fetch(2, 10, now=1)
+    assert s.remove_from_isr([3]) == {3}
+    assert s.hw == 0 and s.hw_members() == {2, 3}  # 3 is still on the SC's record
+    assert s.set_recorded_isr([1, 2]) is True and s.hw == 10
+    assert not s.is_under_min_isr(2) and s.is_under_min_isr(3)
+
+
+def test_min_isr_counts_only_members_the_leader_and_the_sc_agree_on():
+    s = LeaderState(1, [1, 2, 3], leo=0, hw=0, now=0, recorded_isr=[1, 3])
+    assert s.isr == {1, 2, 3}
+    assert s.is_under_min_isr(3) and not s.is_under_min_isr(2)
+    s.set_recorded_isr([1])
+    assert s.is_under_min_isr(2)

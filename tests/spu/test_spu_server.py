@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import struct
+import threading
 
 import pytest
 import trio
 
-from fluvial.errors import Error, ErrorCode
+from fluvial.auth import Policy
+from fluvial.errors import RETRIABLE, Error, ErrorCode
 from fluvial.net.multiplexer import open_connection
+from fluvial.protocol import internal_api as ia
 from fluvial.protocol import sc_api as sa
 from fluvial.protocol import sc_objects as so
 from fluvial.protocol import spu_api as api
+from fluvial.protocol.batch import set_leader_epoch
 from fluvial.protocol.record import decode_record_set, encode_batch
-from fluvial.spu.partition import Lease
+from fluvial.spu import public
+from fluvial.spu.consumer_offsets import CONSUMER_OFFSET_TOPIC
+from fluvial.spu.partition import Lease, PartitionReplica
+from fluvial.storage.config import ReplicaConfig
+from fluvial.storage.replica import Replica
 from fluvial.testing.cluster import open_test_cluster
 
 
@@ -230,3 +238,244 @@ def test_lease_counts_from_the_sent_time_and_never_moves_backwards():
 
 def test_a_zero_lease_is_always_valid():
     assert Lease(0).valid(0.0) and Lease(-1).valid(1e9)
+
+
+# ------------------------------------------------------------ system topics, min ISR
+
+
+async def test_no_client_may_produce_to_the_consumer_offset_topic(tmp_path):
+    """Only the SPU's own ConsumerOffsetStore writes the system topic, whatever a policy grants."""
+    with trio.fail_after(30):
+        async with open_test_cluster(tmp_path, spus=1) as c:
+            # the SPU (only) enforces a policy under which anyone may produce to any topic
+            await c.stop_spu(5001)
+            c.spus[5001].config.policy = Policy.from_dict({"allow_anonymous": True, "principals": {
+                "anonymous": {"permissions": [{"action": "produce", "topics": "*"},
+                                              {"action": "consume", "topics": "*"}]}}})
+            await c.start_spu(5001)
+            async with open_connection("127.0.0.1", leader_port(c)) as spu:
+                await spu.handshake()
+
+                async def system_topic_led():
+                    r = await spu.call(api.FetchOffsetsRequest([api.FetchOffsetTopic(
+                        CONSUMER_OFFSET_TOPIC, [api.FetchOffsetPartition(0)])]))
+                    return r.topics[0].partitions[0].error_code.ok
+
+                await poll(system_topic_led)
+                resp = await spu.call(produce_req(CONSUMER_OFFSET_TOPIC, [encode_batch([b"forged"])]))
+                assert resp.responses[0].partitions[0].error_code.code == ErrorCode.PermissionDenied
+                # the store itself still writes it
+                await create_topic(c, "co2")
+                async with spu.open_stream(api.StreamFetchRequest("co2", 0, 0, consumer_id="c")) as s:
+                    await spu.call(produce_req("co2", [encode_batch([b"x"])]))
+                    msg = await s.__anext__()
+                    r = await spu.call(api.UpdateConsumerOffsetRequest(1, msg.stream_id))
+                    assert r.error_code.ok
+                offsets = await spu.call(api.FetchOffsetsRequest([api.FetchOffsetTopic(
+                    CONSUMER_OFFSET_TOPIC, [api.FetchOffsetPartition(0)])]))
+                assert offsets.topics[0].partitions[0].last_stable_offset == 1  # the store's record only
+
+
+async def test_committed_produce_below_min_isr_is_refused_before_appending(tmp_path):
+    """Kafka's NOT_ENOUGH_REPLICAS: retriable, and the batch takes no offset."""
+    with trio.fail_after(60):
+        async with open_test_cluster(tmp_path, spus=3, heartbeat_timeout=1) as c:
+            await create_topic(c, "few", 1, 3)  # min_isr 2
+            host, port = c.endpoint.split(":")
+            async with open_connection(host, int(port)) as sc:
+                await sc.handshake()
+
+                async def part():
+                    r = await sc.call(sa.ObjectApiListRequest.of(so.PartitionSpec))
+                    return next(m for m in r.items if m.name == "few-0")
+
+                p = await part()
+                for f in p.spec.replicas:
+                    if f != p.spec.leader:
+                        await c.stop_spu(f)
+
+            async with open_connection("127.0.0.1", leader_port(c, p.spec.leader)) as spu:
+                await spu.handshake()
+                await spu.call(produce_req("few", [encode_batch([b"alone"])]))
+
+                async def followers_out_of_the_isr():  # the leader alone commits at once
+                    o = await spu.call(api.FetchOffsetsRequest([api.FetchOffsetTopic(
+                        "few", [api.FetchOffsetPartition(0)])]))
+                    return o.topics[0].partitions[0].last_stable_offset == 1
+
+                await poll(followers_out_of_the_isr)
+                resp = await spu.call(produce_req("few", [encode_batch([b"refused"])], committed=True))
+                err = resp.responses[0].partitions[0].error_code
+                assert err.code == ErrorCode.RequestTimedOut and err.code in RETRIABLE
+                resp = await spu.call(produce_req("few", [encode_batch([b"next"])]))
+                part0 = resp.responses[0].partitions[0]
+                assert part0.error_code.ok and part0.base_offset == 1  # nothing was written
+
+
+async def poll(pred, timeout=20):
+    """Poll ``pred`` until it is truthy (a deadline, not a fixed sleep)."""
+    with trio.fail_after(timeout):
+        while not await pred():
+            await trio.sleep(0.05)
+
+
+# ------------------------------------------------ one replica, driven directly (no sockets)
+
+
+def assignment(leader=1, epoch=1, replicas=(1,), isr=None, min_isr=1, topic="t"):
+    return ia.ReplicaAssignment(topic, 0, leader, epoch, list(replicas),
+                                list(replicas if isr is None else isr),
+                                ia.ReplicaSettings(min_isr=min_isr))
+
+
+class OneReplica:
+    """The slice of SpuContext that public.py's produce path reads."""
+
+    def __init__(self, replica: PartitionReplica):
+        self.replicas = {(replica.topic, replica.partition): replica}
+
+    def knows_topic(self, topic):
+        return True
+
+
+def open_replica(tmp_path, a, lease=None, spu_id=1):
+    storage = Replica.open(tmp_path, a.topic, a.partition, ReplicaConfig())
+    return PartitionReplica(storage, a, spu_id, lease)
+
+
+class GatedFlush:
+    """Holds the replica's next fsync (in its worker thread) until ``open()``."""
+
+    def __init__(self, storage):
+        self.real, self.gate, self.entered = storage.flush, threading.Event(), trio.Event()
+        self.token = trio.lowlevel.current_trio_token()
+        storage.flush = self
+
+    def __call__(self):
+        if self.gate.is_set():
+            return self.real()
+        trio.from_thread.run_sync(self.entered.set, trio_token=self.token)
+        self.gate.wait()
+        return self.real()
+
+    def open(self):
+        self.gate.set()
+
+
+async def produce_one(ctx, topic, value, committed=False, timeout_ms=10_000):
+    """public.py's produce path for one entry, without a connection."""
+    part = api.PartitionProduceData(0, encode_batch([value]))
+    resp, pending = public._append_one(ctx, topic, part, False, committed, timeout_ms)
+    if pending is not None:
+        await public._await_ack(resp, *pending, topic, committed, timeout_ms)
+    return resp
+
+
+async def test_an_uncommitted_ack_after_demotion_and_truncation_is_refused(tmp_path):
+    """The batch's offset now holds another leader's record: the producer must not get OK."""
+    with trio.fail_after(30):
+        r = open_replica(tmp_path, assignment(replicas=(1, 2)))
+        ctx = OneReplica(r)
+        async with trio.open_nursery() as n:
+            n.start_soon(r.run_flusher)
+            gate = GatedFlush(r.storage)
+            done = trio.Event()
+            answer = {}
+
+            async def produce():
+                answer["resp"] = await produce_one(ctx, "t", b"mine")
+                done.set()
+
+            n.start_soon(produce)
+            await gate.entered.wait()  # appended, its fsync under way
+            r.reassign(assignment(leader=2, epoch=2, replicas=(1, 2)))  # demoted
+            r.storage.truncate_to(0)  # the new leader never had it
+            r.storage.append_replica(leader_batch(b"theirs", epoch=2))
+            gate.open()
+            await done.wait()
+            resp = answer["resp"]
+            assert resp.error_code.code == ErrorCode.NotLeaderForPartition, resp
+            r.closed = True
+            n.cancel_scope.cancel()
+        r.storage.close()
+
+
+def leader_batch(value, epoch, base_offset=0):
+    b = bytearray(encode_batch([value], base_offset=base_offset))
+    set_leader_epoch(b, 0, epoch)
+    return bytes(b)
+
+
+async def test_without_a_valid_lease_nothing_is_appended(tmp_path):
+    with trio.fail_after(30):
+        lease = Lease(5.0)  # never renewed: the SC has not answered yet
+        r = open_replica(tmp_path, assignment(), lease)
+        resp = await produce_one(OneReplica(r), "t", b"x")
+        assert resp.error_code.code == ErrorCode.NotLeaderForPartition
+        assert r.leo == 0
+        lease.renew(trio.current_time())
+        resp = await produce_one(OneReplica(r), "t", b"x")
+        assert r.leo == 1  # appended; its ack waits for a flusher nobody runs here
+        r.storage.close()
+
+
+async def test_a_lease_that_runs_out_before_the_ack_refuses_it(tmp_path):
+    """A leader cut off from the SC stops acknowledging within the lease (RU and RC alike)."""
+    for committed in (False, True):
+        with trio.fail_after(30):
+            lease = Lease(0.2)
+            r = open_replica(tmp_path / str(committed), assignment(), lease)
+            async with trio.open_nursery() as n:
+                n.start_soon(r.run_flusher)
+                gate = GatedFlush(r.storage)
+                lease.renew(trio.current_time())
+                answer = {}
+                done = trio.Event()
+
+                async def produce():
+                    answer["resp"] = await produce_one(OneReplica(r), "t", b"x", committed)
+                    done.set()
+
+                n.start_soon(produce)
+                await gate.entered.wait()
+                await trio.sleep_until(lease.expires_at)  # the lease runs out while the fsync runs
+                gate.open()
+                await done.wait()
+                assert answer["resp"].error_code.code == ErrorCode.NotLeaderForPartition
+                r.closed = True
+                n.cancel_scope.cancel()
+            r.storage.close()
+
+
+async def test_leadership_at_an_epoch_already_in_the_log_is_refused(tmp_path):
+    """Defence in depth against epoch reuse: new writes never share an epoch with old ones."""
+    with trio.fail_after(30):
+        r = open_replica(tmp_path, assignment(epoch=3))
+        r.storage.append(encode_batch([b"old"]), leader_epoch=3)
+        r.storage.flush()
+        r.storage.close()
+        r = open_replica(tmp_path, assignment(epoch=3))  # a restart; the SC did not bump the epoch
+        assert not r.is_leader
+        resp = await produce_one(OneReplica(r), "t", b"new")
+        assert resp.error_code.code == ErrorCode.NotLeaderForPartition and r.leo == 1
+        r.reassign(assignment(epoch=4))
+        assert r.is_leader
+        r.reassign(assignment(epoch=4, replicas=(1, 2), isr=(1,)))  # same epoch, led here: kept
+        assert r.is_leader
+        r.storage.close()
+
+
+async def test_the_isr_bookkeeping_counts_only_the_leaders_durable_records(tmp_path):
+    with trio.fail_after(30):
+        r = open_replica(tmp_path, assignment())
+        r.append_nowait(encode_batch([b"x"]))
+        st = r.leader_state
+        assert (st.leo, st.hw, r.hw) == (0, 0, 0)  # written, not yet fsynced
+        async with trio.open_nursery() as n:
+            n.start_soon(r.run_flusher)
+            await r.wait_durable(1)
+            assert (st.leo, st.hw, r.hw) == (1, 1, 1)
+            assert [(o.leo, o.hw) for o in st.replica_offsets()] == [(1, 1)]
+            r.closed = True
+            n.cancel_scope.cancel()
+        r.storage.close()

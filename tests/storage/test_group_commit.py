@@ -42,6 +42,19 @@ def test_group_commit_flush_failure_fails_every_waiter():
     assert gc.add_waiter(4, "z") is True
 
 
+def test_reset_hands_back_every_waiter_and_lowers_the_durable_leo():
+    """A truncation: waiters are failed, and no LEO above the new durable one counts as covered."""
+    gc = GroupCommit(durable_leo=10)
+    assert gc.add_waiter(15, "a") is True
+    assert gc.add_waiter(12, "b") is False
+    assert gc.reset(6) == ["b", "a"]
+    assert len(gc) == 0 and gc.flushing  # the flush under way still reports back
+    assert not gc.covered(8)
+    assert gc.add_waiter(8, "c") is False  # covered by the flush under way or the next one
+    assert gc.flush_done(6) == ([], True)
+    assert gc.flush_done(8) == (["c"], False)
+
+
 def test_waiters_with_equal_leo_are_all_released():
     gc = GroupCommit()
     for w in "abc":
