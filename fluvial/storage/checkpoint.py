@@ -13,8 +13,9 @@
 
 ``write_atomic`` writes ``<name>.tmp``, fsyncs it, renames it over ``<name>`` and fsyncs the
 directory, so a reader sees either the old file or the new one, never a mix, and after a crash
-the newest completed checkpoint survives. A stray ``.tmp`` left by a crash is ignored and
-overwritten next time.
+or a power cut the newest completed checkpoint survives. A stray ``.tmp`` left by a crash is
+ignored and overwritten next time (``Replica.open`` deletes it). Segment indexes are written the
+same way (``replace_durably``).
 """
 
 from __future__ import annotations
@@ -42,13 +43,27 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Replace the file at ``path`` with ``data``: write a temp file, fsync, rename, fsync the
-    directory.
+def make_dirs_durable(path: str) -> None:
+    """``os.makedirs(path, exist_ok=True)``, and fsync the parent of every directory it
+    creates: a directory whose entry in its parent was never fsynced can vanish, with every
+    file in it, at a power cut."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    make_dirs_durable(parent)
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+    fsync_dir(parent)
 
-    Raises:
-        DiskFull, StorageIOError: the old file is left as it was.
-    """
+
+def replace_durably(path: str, data: bytes) -> None:
+    """Replace the file at ``path`` with ``data``: write ``<path>.tmp``, fsync, rename, fsync
+    the directory. Raises OSError; the temp file is removed and the old file left as it was,
+    unless only the final directory fsync failed."""
     tmp = path + TMP_SUFFIX
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -60,12 +75,25 @@ def write_atomic(path: str, data: bytes) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        fsync_dir(os.path.dirname(path) or ".")
-    except OSError as exc:
+    except OSError:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        raise
+    fsync_dir(os.path.dirname(path) or ".")
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """``replace_durably`` for checkpoints, with typed errors.
+
+    Raises:
+        DiskFull, StorageIOError: the old file is left as it was (unless only the final
+            directory fsync failed).
+    """
+    try:
+        replace_durably(path, data)
+    except OSError as exc:
         raise os_error(exc, f"writing checkpoint {path}") from exc
 
 

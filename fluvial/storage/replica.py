@@ -100,6 +100,7 @@ from fluvial.storage.checkpoint import (
     encode_epochs,
     encode_hw,
     fsync_dir,
+    make_dirs_durable,
     read_file,
     write_atomic,
 )
@@ -343,7 +344,7 @@ class Replica:
         path = os.path.join(os.fspath(base_dir), f"{topic}-{partition}")
         replica = cls(path, topic, partition, config or ReplicaConfig())
         try:
-            os.makedirs(path, exist_ok=True)
+            make_dirs_durable(path)
             replica._recover()
         except OSError as exc:
             replica._close_files()
@@ -972,9 +973,10 @@ class Replica:
         with self._lock:  # from here on, a running flush publishes nothing (see ``flush``)
             self._generation += 1
         try:
-            for s in reversed(doomed):
+            for s in reversed(doomed):  # each deletion durable before the next: never a gap
                 s.remove_files()
                 removed.append(s)
+                fsync_dir(self.path)
             os.ftruncate(seg.fd, pos)
             seg.allocated = pos
             sync_segment(seg.fd, seg.log_path, pos, metadata=True)
@@ -1018,9 +1020,10 @@ class Replica:
         with self._lock:  # from here on, a running flush publishes nothing (see ``flush``)
             self._generation += 1
         try:
-            for s in reversed(doomed):
+            for s in reversed(doomed):  # each deletion durable before the next: never a gap
                 s.remove_files()
                 removed.append(s)
+                fsync_dir(self.path)
             fresh = Segment.create(self.path, offset, self.config.index_max_interval_bytes)
             fsync_dir(self.path)
         except OSError as exc:

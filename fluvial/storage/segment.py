@@ -40,6 +40,7 @@ from fluvial.protocol.batch import (
     read_header,
     scan_valid_prefix,
 )
+from fluvial.storage.checkpoint import replace_durably
 from fluvial.storage.errors import CorruptLog, os_error
 from fluvial.storage.index import OffsetIndex
 from fluvial.storage.journal import forget_segment, sync_segment
@@ -222,14 +223,11 @@ class Segment:
             raise os_error(exc, f"reading {self.log_path}") from exc
 
     def write_index_file(self) -> None:
-        """Write the whole in-memory index to the .index file (raises OSError). Not fsynced:
-        the index is rebuilt from the log whenever it does not check out."""
-        data = self.index.to_bytes()
-        fd = os.open(self.index_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            pwrite_all(fd, data, 0)
-        finally:
-            os.close(fd)
+        """Replace the .index file with the whole in-memory index, atomically and durably
+        (``replace_durably``; raises OSError). Sealing writes it before the next segment
+        exists, so after a crash or a power cut a sealed segment's index is the one written
+        when it was sealed, never an older one that is well-formed but points elsewhere."""
+        replace_durably(self.index_path, self.index.to_bytes())
 
     def load_index(self) -> bool:
         """Load the .index file; False when it is missing or does not check out."""
