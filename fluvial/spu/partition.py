@@ -175,9 +175,10 @@ class PartitionReplica:
         kept = (self.leader_state is not None and a.leader == self.spu_id
                 and self._led_epoch == a.leader_epoch)
         if not kept:
-            # appends waiting for an fsync were made under another leadership: never ack them
+            # appends waiting for an fsync were made under another leadership: wake them now,
+            # their may_ack check refuses them
             for w in self._commit.reset(self.storage.durable_leo):
-                w.release(NotLeader(f"{self.topic}-{self.partition}: leadership changed"))
+                w.release()
             self.leader_state = None
         if a.leader != self.spu_id or kept:
             return
@@ -265,10 +266,10 @@ class PartitionReplica:
         return result.base_offset, result.leo
 
     async def wait_durable(self, leo: int) -> None:
-        """Wait until the records below ``leo`` are durable (group commit).
+        """Wait until the records below ``leo`` are durable (group commit), or until the
+        leadership changed (the records may not be these any more): ask ``may_ack`` next.
 
         Raises:
-            NotLeader: the leadership changed meanwhile (the records may not be these any more).
             the flush's error when it failed.
         """
         if self.failed:

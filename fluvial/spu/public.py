@@ -155,8 +155,6 @@ async def _await_ack(resp: api.PartitionProduceResponse, replica: PartitionRepli
             # Demoted (this log may since have been truncated under the batch and refilled from
             # the new leader), or cut off from the SC past the lease: nothing here vouches for it.
             resp.error_code = Error(ErrorCode.NotLeaderForPartition)
-    except NotLeader:
-        resp.error_code = Error(ErrorCode.NotLeaderForPartition)
     except trio.TooSlowError:
         # not acknowledged; it may still be stored (and committed later): retriable
         resp.error_code = Error(ErrorCode.RequestTimedOut, (timeout_ms, 0))
