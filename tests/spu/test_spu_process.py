@@ -13,7 +13,7 @@ from functools import partial
 
 import trio
 
-from fluvial.errors import OK
+from fluvial.errors import OK, Error
 from fluvial.net.dispatch import decode_or_refuse
 from fluvial.net.multiplexer import open_connection
 from fluvial.net.server import listener_port, serve_tcp
@@ -48,6 +48,7 @@ class FakeSc:
         self.report_arrived = trio.Event()
         self.answer_delay = 0.0
         self.answering = True
+        self.answer = OK  # the error code reports are answered with
         self.last_answered_received_at: float | None = None
         self.port = 0
 
@@ -91,8 +92,9 @@ class FakeSc:
             if not self.answering:
                 await trio.sleep_forever()
             await trio.sleep(self.answer_delay)
-            self.last_answered_received_at = received_at
-            await reply(ia.ReportReplicasResponse(OK))
+            if self.answer.ok:
+                self.last_answered_received_at = received_at
+            await reply(ia.ReportReplicasResponse(self.answer))
 
 
 @asynccontextmanager
@@ -286,6 +288,17 @@ async def test_answers_slower_than_the_lease_never_make_it_valid(tmp_path):
                     await sc.wait_report(lambda r: len(sc.reports) > n + 1)
                     part = await produce(cfg, "t", b"v")
                     assert not part.error_code.ok, part
+
+
+async def test_reports_the_sc_refuses_renew_nothing(tmp_path):
+    with trio.fail_after(30):
+        async with fake_sc(lease_ms=10_000) as sc:
+            sc.answer = Error.other("not now")
+            sc.push([assignment("t", 1)])
+            async with running_spu(sc, tmp_path) as cfg:
+                await sc.wait_report(lambda r: len(sc.reports) > 2)
+                part = await produce(cfg, "t", b"v")
+                assert not part.error_code.ok, part
 
 
 async def test_an_sc_that_grants_no_lease_leaves_leaders_acknowledging(tmp_path):
