@@ -1,5 +1,5 @@
 """The SPU process against a scripted SC: topic incarnations, orphan directories, one failing
-replica, the leader lease.
+replica, the leader lease, where the private port binds.
 
 The SC here is a small fake on 127.0.0.1 (port 0) that the test drives: it pushes exactly the
 assignments the test sets, grants the lease the test chooses, and answers reports when and how the
@@ -17,6 +17,7 @@ from fluvial.errors import OK, Error
 from fluvial.net.dispatch import decode_or_refuse
 from fluvial.net.multiplexer import open_connection
 from fluvial.net.server import listener_port, serve_tcp
+from fluvial.net.tls import is_loopback, private_bind_host
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol import spu_api as api
 from fluvial.protocol.api import ApiVersionsResponse, encode_response
@@ -308,3 +309,37 @@ async def test_an_sc_that_grants_no_lease_leaves_leaders_acknowledging(tmp_path)
             sc.push([assignment("t", 1)])
             async with running_spu(sc, tmp_path) as cfg:
                 assert (await produce(cfg, "t", b"v")).error_code.ok
+
+
+# ------------------------------------------------------------------------- private port
+
+
+async def connects(host: str, port: int) -> bool:
+    try:
+        stream = await trio.open_tcp_stream(host, port)
+    except OSError:
+        return False
+    await stream.aclose()
+    return True
+
+
+async def test_a_plaintext_private_port_binds_loopback_unless_told_otherwise(tmp_path):
+    """Public on 127.0.0.2 (another loopback address, standing in for an exposed one): the
+    plaintext private port stays on 127.0.0.1; an explicit private host is honoured."""
+    with trio.fail_after(30):
+        async with fake_sc() as sc:
+            async with running_spu(sc, tmp_path / "a", host="127.0.0.2") as cfg:
+                assert await connects("127.0.0.2", cfg.public_port)
+                assert await connects("127.0.0.1", cfg.private_port)
+                assert not await connects("127.0.0.2", cfg.private_port)
+            async with running_spu(sc, tmp_path / "b", host="127.0.0.2", private_host="127.0.0.2") as cfg:
+                assert await connects("127.0.0.2", cfg.private_port)
+                assert not await connects("127.0.0.1", cfg.private_port)
+
+
+def test_where_private_listeners_bind():
+    assert private_bind_host("0.0.0.0", None, tls=False) == "127.0.0.1"
+    assert private_bind_host("0.0.0.0", None, tls=True) == "0.0.0.0"
+    assert private_bind_host("0.0.0.0", "10.0.0.5", tls=False) == "10.0.0.5"
+    assert is_loopback("127.0.0.2") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.5") and not is_loopback("spu1.example")
