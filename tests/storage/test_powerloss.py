@@ -9,10 +9,11 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
-from fluvial.storage import Replica, ReplicaConfig, journal
+from fluvial.storage import Replica, ReplicaConfig, ShortCircuited, StorageIOError, journal
 from fluvial.testing.powerloss import MODES, apply_power_loss, read_journal, unsynced_plan
 
 from .conftest import make_batch, read_all, values
@@ -212,3 +213,66 @@ def test_a_killed_process_journals_through_the_environment_variable(tmp_path):
         assert [v for _, v in values(read_all(r))] == [b"flushed"] * 20
     finally:
         r.close()
+
+
+def test_a_failed_fsync_journals_nothing(tmp_path, journal_file, monkeypatch):
+    r = Replica.open(tmp_path / "data", "t", 0, CFG)
+    _write(r, 3, "a")
+    before = read_journal(journal_file)
+
+    def broken(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", broken)
+    with pytest.raises(ShortCircuited):
+        r.flush()
+    assert read_journal(journal_file) == before and r.durable_leo == 0
+    r.delete()
+
+
+def test_a_failed_fsync_at_seal_journals_nothing(tmp_path, journal_file, monkeypatch):
+    r = Replica.open(tmp_path / "data", "t", 0, CFG)
+    batch = make_batch(3, b"a")
+    while r.segments[-1].size_bytes + len(batch) <= CFG.segment_max_bytes:
+        r.append(batch, leader_epoch=0)
+    assert len(r.segments) == 1  # the next batch rolls
+    before = read_journal(journal_file)
+    real_fsync = os.fsync
+
+    def broken(fd):  # the index is written; the segment's fsync fails
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".log"):
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", broken)
+    with pytest.raises(StorageIOError):
+        r.append(batch, leader_epoch=0)
+    assert read_journal(journal_file) == before
+    r.delete()
+
+
+def test_a_flush_overtaken_by_a_truncation_journals_nothing(tmp_path, journal_file, monkeypatch):
+    """The flush's fsync covered bytes the truncation then cut; journaling them afterwards
+    would let the replay keep unsynced data written later at the same place."""
+    r = Replica.open(tmp_path / "data", "t", 0, CFG)
+    _write(r, 2, "a")
+    r.flush()
+    _write(r, 2, "b")
+    entered, release = threading.Event(), threading.Event()
+    real = os.fdatasync
+
+    def blocking(fd):
+        entered.set()
+        release.wait(30)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", blocking)
+    flusher = threading.Thread(target=r.flush)
+    flusher.start()
+    assert entered.wait(30)
+    r.truncate_to(1)
+    cut = read_journal(journal_file)[os.path.realpath(r.segments[-1].path)]
+    release.set()
+    flusher.join(30)
+    assert read_journal(journal_file)[os.path.realpath(r.segments[-1].path)] == cut == r.segments[-1].size_bytes
+    r.close()
