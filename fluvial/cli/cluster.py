@@ -21,6 +21,7 @@ import typer
 
 from fluvial.cli import certs as _certs
 from fluvial.client import profile as prof
+from fluvial.net.tls import spu_member_name
 
 app = typer.Typer(no_args_is_help=True, help="Start and manage a local cluster.")
 _certs.register(app)  # fluvial cluster certs
@@ -115,7 +116,7 @@ def _ensure_certs(spus: int, domain: str) -> Path:
     from fluvial.testing.certs import mint_cluster_certs
 
     certs = (_home() / "certs").resolve()
-    names = [f"custom-spu-{5001 + i}" for i in range(spus)]
+    names = [spu_member_name(5001 + i) for i in range(spus)]
     if not (certs / "ca.crt").exists() or not all((certs / f"{n}.crt").exists() for n in names):
         mint_cluster_certs(certs, domain, spu_names=names, client_cns=("admin",))
     policy = certs / "policy.toml"

@@ -1,4 +1,8 @@
-"""``fluvial run sc|spu``: one server in the foreground (the code path ``cluster start`` uses)."""
+"""``fluvial run sc|spu``: one server in the foreground (the code path ``cluster start`` uses).
+
+Private (member-to-member) listeners in plaintext trust whoever connects, so they bind loopback
+unless ``--private-host`` says otherwise, and the CLI warns when one is reachable from elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from typing import Annotated, Optional
 
 import trio
 import typer
+
+from fluvial.net.tls import is_loopback, private_bind_host, spu_member_name
 
 app = typer.Typer(no_args_is_help=True, help="Run one fluvial server in the foreground.")
 
@@ -31,6 +37,20 @@ def _tls(tls_dir: Optional[Path], member: str, domain: str, policy_file: Optiona
 
     policy = load_policy(policy_file or tls_dir / "policy.toml")
     return ClusterTls(tls_dir, member, domain, anonymous_clients=policy.allow_anonymous), policy
+
+
+def exposed_plaintext_warning(member: str, private_host: str, tls: bool) -> str | None:
+    """The warning for a plaintext private listener reachable from other machines, or None."""
+    if tls or is_loopback(private_host):
+        return None
+    return (f"the {member}'s private port listens on {private_host} without TLS: anyone who "
+            "can reach it can act as a cluster member (replicate, read and commit records). "
+            "Use --tls-dir, or keep it on a private network.")
+
+
+def _warn(message: str | None) -> None:
+    if message:
+        logging.getLogger("fluvial").warning("%s", message)
 
 
 def _write_ready(path: Optional[Path], info: dict) -> None:
@@ -77,6 +97,7 @@ def run_sc(
 
     _setup_logging(log_level)
     tls, pol = _tls(tls_dir, "sc", domain, policy)
+    _warn(exposed_plaintext_warning("SC", host, tls is not None))
     cfg = ScConfig(data_dir=data_dir, host=host, public_port=public_port, private_port=private_port,
                    heartbeat_timeout_seconds=heartbeat_timeout, tls=tls, policy=pol)
     trio.run(_run_until_signal, lambda task_status=trio.TASK_STATUS_IGNORED: serve_sc(cfg, task_status=task_status),
@@ -91,6 +112,8 @@ def run_spu(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     public_port: Annotated[int, typer.Option(help="Public port (clients); 0 picks one.")] = 0,
     private_port: Annotated[int, typer.Option(help="Private port (replication); 0 picks one.")] = 0,
+    private_host: Annotated[Optional[str], typer.Option(help="Address the private port binds (default: "
+                                                        "--host with TLS, 127.0.0.1 without).")] = None,
     advertised_host: Annotated[Optional[str], typer.Option(help="Host clients should dial.")] = None,
     rack: Annotated[Optional[str], typer.Option(help="Rack label for placement.")] = None,
     flush: Annotated[str, typer.Option(help="sync (fsync before ack), interval or none.")] = "sync",
@@ -111,9 +134,11 @@ def run_spu(
     sc_host, _, sc_port = sc.rpartition(":")
     if not sc_host or not sc_port.isdigit():
         raise typer.BadParameter(f"--sc must be host:port, got {sc!r}")
-    tls, pol = _tls(tls_dir, f"custom-spu-{id}", domain, policy)
+    tls, pol = _tls(tls_dir, spu_member_name(id), domain, policy)
+    _warn(exposed_plaintext_warning(f"SPU {id}", private_bind_host(host, private_host, tls is not None),
+                                    tls is not None))
     cfg = SpuConfig(spu_id=id, tls=tls, policy=pol, data_dir=data_dir, sc_host=sc_host, sc_port=int(sc_port), host=host,
-                    public_port=public_port, private_port=private_port,
+                    public_port=public_port, private_port=private_port, private_host=private_host,
                     advertised_host=advertised_host, rack=rack, flush=flush,
                     replica_lag_time_max_seconds=replica_lag_time_max)
     trio.run(_run_until_signal, lambda task_status=trio.TASK_STATUS_IGNORED: serve_spu(cfg, task_status=task_status),

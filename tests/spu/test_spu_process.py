@@ -17,6 +17,7 @@ from fluvial.errors import OK, Error
 from fluvial.net.dispatch import decode_or_refuse
 from fluvial.net.multiplexer import open_connection
 from fluvial.net.server import listener_port, serve_tcp
+from fluvial.cli.run import exposed_plaintext_warning
 from fluvial.net.tls import is_loopback, private_bind_host
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol import spu_api as api
@@ -343,3 +344,9 @@ def test_where_private_listeners_bind():
     assert private_bind_host("0.0.0.0", "10.0.0.5", tls=False) == "10.0.0.5"
     assert is_loopback("127.0.0.2") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.5") and not is_loopback("spu1.example")
+
+
+def test_the_cli_warns_about_an_exposed_plaintext_private_port():
+    assert "without TLS" in exposed_plaintext_warning("SPU 5001", "0.0.0.0", tls=False)
+    assert exposed_plaintext_warning("SPU 5001", "0.0.0.0", tls=True) is None
+    assert exposed_plaintext_warning("SC", "127.0.0.1", tls=False) is None
