@@ -18,7 +18,8 @@ A segment remembers what it has already proven:
 
 * ``verified_end``: every batch before this position passed its CRC check (on recovery, before
   it was appended, or when it was first served). Reads re-check only what lies beyond it.
-* ``corrupt``: positions of batches that failed a check. They are never served.
+* ``corrupt``: positions of batches that failed a check (``mark_corrupt``), with the offset each
+  should start at. They are never served; ``Replica.corrupt_offset`` is the lowest.
 
 Header walks read windows of ``WINDOW_BYTES`` with ``os.pread`` and decode only the 57-byte
 batch headers, never records.
