@@ -1,15 +1,24 @@
-"""Replication end to end in one process: RF=3, leader failover, rejoin, epochs."""
+"""Replication: end to end in one process (RF=3, leader failover, rejoin, epochs), then the
+follower task and the leader's fetch handler driven directly against a scripted peer."""
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 import trio
 
-from fluvial.errors import ErrorCode
+from fluvial.errors import OK, Error, ErrorCode
 from fluvial.net.multiplexer import open_connection
+from fluvial.protocol import internal_api as ia
 from fluvial.protocol import sc_api as sa
 from fluvial.protocol import sc_objects as so
 from fluvial.protocol import spu_api as api
+from fluvial.protocol.batch import set_leader_epoch
 from fluvial.protocol.record import decode_record_set, encode_batch
+from fluvial.spu.partition import PartitionReplica
+from fluvial.spu.replication import handle_fetch_replica, run_follower
+from fluvial.storage.config import ReplicaConfig
+from fluvial.storage.replica import Replica
 from fluvial.testing.cluster import open_test_cluster
 
 
@@ -152,3 +161,193 @@ async def test_unclean_election_only_for_topics_that_opt_in(tmp_path):
             clean = await partition(cluster, "clean-0")
             assert clean.spec.leader == 5001
             assert clean.status.resolution == so.PartitionResolution.LeaderOffline
+
+
+# ------------------------------------- the follower task against a scripted leader (no sockets)
+
+LEADER, FOLLOWER = 1, 2
+
+
+def assignment(leader=LEADER, epoch=1, replicas=(LEADER, FOLLOWER)):
+    return ia.ReplicaAssignment("t", 0, leader, epoch, list(replicas), list(replicas),
+                                ia.ReplicaSettings())
+
+
+def batch(value, epoch, base_offset):
+    """One batch as a leader of ``epoch`` stored it at ``base_offset``."""
+    b = bytearray(encode_batch([value], base_offset=base_offset))
+    set_leader_epoch(b, 0, epoch)
+    return bytes(b)
+
+
+def open_replica(path, a, spu_id=FOLLOWER, config=None):
+    storage = Replica.open(path, a.topic, a.partition, config or ReplicaConfig())
+    return PartitionReplica(storage, a, spu_id)
+
+
+def values(r: PartitionReplica) -> list[tuple[int, bytes]]:
+    s = r.storage
+    data = s.read(s.log_start_offset, 1 << 30, s.leo).read_bytes() if s.leo > s.log_start_offset else b""
+    return [(x.offset, x.value) for x in decode_record_set(data)]
+
+
+class ScriptedLeader:
+    """The slice of SpuContext ``run_follower`` uses, connected to a leader played by
+    ``answer(request) -> response`` (an async function). ``requests`` lists what was asked."""
+
+    def __init__(self, r: PartitionReplica, answer):
+        self.spu_id = r.spu_id
+        self.replicas = {(r.topic, r.partition): r}
+        self.peers = {LEADER: ia.SpuAddress(LEADER, "127.0.0.1", 1)}
+        self.answer = answer
+        self.requests: list = []
+
+    @asynccontextmanager
+    async def connect_member(self, host, port):
+        yield self
+
+    async def call(self, req, timeout=None):
+        self.requests.append(req)
+        return await self.answer(req)
+
+    def fetches(self) -> list[int]:
+        return [q.fetch_offset for q in self.requests if isinstance(q, ia.FetchReplicaRequest)]
+
+
+def fetched(epoch, records=b"", hw=0, leo=0, log_start=0, error=OK):
+    return ia.FetchReplicaResponse(error, epoch, hw, leo, log_start, records)
+
+
+NOT_LEADER = fetched(-1, error=Error(ErrorCode.NotLeaderForPartition))
+
+
+async def test_a_fetch_answered_after_the_spu_became_leader_touches_nothing(tmp_path):
+    """The answer was already delivered when the new assignment landed: no append, no HW."""
+    r = open_replica(tmp_path, assignment())
+
+    async def answer(req):
+        r.reassign(assignment(leader=FOLLOWER, epoch=2))  # this SPU leads epoch 2 now
+        return fetched(1, batch(b"old leader", 1, 0), hw=1, leo=1)
+
+    with trio.fail_after(10):
+        await run_follower(ScriptedLeader(r, answer), r)
+    assert r.is_leader and r.storage.leo == 0 and r.storage.hw == 0
+    assert r.storage.epochs == [(2, 0)]
+    r.storage.close()
+
+
+async def test_a_reconcile_answered_after_the_epoch_moved_does_not_truncate(tmp_path):
+    r = open_replica(tmp_path, assignment(epoch=2))
+    r.storage.append_replica(batch(b"a", 1, 0) + batch(b"b", 1, 1))
+
+    async def answer(req):
+        assert isinstance(req, ia.OffsetForLeaderEpochRequest)
+        r.reassign(assignment(leader=3, epoch=3, replicas=(LEADER, FOLLOWER, 3)))  # another leader now
+        return ia.OffsetForLeaderEpochResponse(OK, 1, 0)  # the deposed leader says: cut to 0
+
+    ctx = ScriptedLeader(r, answer)
+    with trio.fail_after(10):
+        await run_follower(ctx, r)
+    assert values(r) == [(0, b"a"), (1, b"b")]
+    r.storage.close()
+
+
+async def test_a_fetch_answer_of_another_epoch_is_not_appended(tmp_path):
+    r = open_replica(tmp_path, assignment(epoch=4))
+    leos = []
+
+    async def answer(req):
+        leos.append(r.storage.leo)
+        if len(leos) == 1:  # an answer for epoch 3, e.g. from a stale leader process
+            return fetched(3, batch(b"stale", 3, 0), hw=1, leo=1)
+        r.reassign(assignment(leader=3, epoch=5, replicas=(LEADER, FOLLOWER, 3)))
+        return NOT_LEADER
+
+    with trio.fail_after(10):
+        await run_follower(ScriptedLeader(r, answer), r)
+    assert leos == [0, 0] and r.storage.leo == 0
+    r.storage.close()
+
+
+async def test_a_follower_behind_the_leaders_log_start_restarts_there(tmp_path):
+    r = open_replica(tmp_path, assignment())
+    r.storage.append_replica(batch(b"old", 1, 0))
+
+    async def answer(req):
+        if len(ctx.requests) > 5:  # retrying for ever
+            r.reassign(assignment(leader=3, epoch=2, replicas=(LEADER, FOLLOWER, 3)))
+            return NOT_LEADER
+        if isinstance(req, ia.OffsetForLeaderEpochRequest):
+            return ia.OffsetForLeaderEpochResponse(OK, 1, 12)  # the leader's log: epoch 1, 10..11
+        if req.fetch_offset < 10:
+            return fetched(1, hw=12, leo=12, log_start=10,
+                           error=Error(ErrorCode.OffsetEvicted, (req.fetch_offset, 10)))
+        if req.fetch_offset == 10:
+            return fetched(1, batch(b"ten", 1, 10), hw=12, leo=12, log_start=10)
+        r.reassign(assignment(leader=3, epoch=2, replicas=(LEADER, FOLLOWER, 3)))  # done: stop
+        return NOT_LEADER
+
+    ctx = ScriptedLeader(r, answer)
+    with trio.fail_after(10):
+        await run_follower(ctx, r)
+    assert ctx.fetches()[:3] == [1, 10, 11]
+    assert (r.storage.log_start_offset, r.storage.leo) == (10, 11)
+    assert values(r) == [(10, b"ten")]
+    r.storage.close()
+
+
+async def test_a_follower_with_a_corrupt_batch_truncates_there_and_refetches(tmp_path):
+    config = ReplicaConfig(segment_max_bytes=1)  # one batch per segment: all but the last sealed
+    leader = Replica.open(tmp_path / "leader", "t", 0, ReplicaConfig())
+    for v in (b"a", b"b", b"c", b"d"):
+        leader.append(encode_batch([v]), leader_epoch=1)
+    r = open_replica(tmp_path / "follower", assignment(), config=config)
+    r.storage.append_replica(leader.read(0, 1 << 30, leader.leo).read_bytes())
+    r.storage.flush()
+    seg = r.storage.segments[1]  # offset 1, sealed
+    with open(seg.path, "r+b") as f:  # flip the batch's last byte: its CRC no longer matches
+        f.seek(seg.size_bytes - 1)
+        last = f.read(1)
+        f.seek(seg.size_bytes - 1)
+        f.write(bytes([last[0] ^ 0xFF]))
+    assert r.storage.verify_sealed(1 << 20) == 1
+
+    async def answer(req):
+        if isinstance(req, ia.OffsetForLeaderEpochRequest):
+            return ia.OffsetForLeaderEpochResponse(OK, *leader.end_offset_for_epoch(req.requested_epoch))
+        if req.fetch_offset < leader.leo:
+            data = leader.read(req.fetch_offset, 1 << 30, leader.leo).read_bytes()
+            return fetched(1, data, hw=leader.leo, leo=leader.leo)
+        r.reassign(assignment(leader=3, epoch=2, replicas=(LEADER, FOLLOWER, 3)))  # done: stop
+        return NOT_LEADER
+
+    ctx = ScriptedLeader(r, answer)
+    with trio.fail_after(10):
+        await run_follower(ctx, r)
+    assert ctx.fetches()[0] == 1
+    assert r.storage.corrupt_offset is None
+    assert values(r) == [(0, b"a"), (1, b"b"), (2, b"c"), (3, b"d")]
+    r.storage.close()
+    leader.close()
+
+
+class OneLeader:
+    """The slice of SpuContext ``handle_fetch_replica`` uses."""
+
+    def __init__(self, r: PartitionReplica, max_fetch_bytes: int):
+        self.spu_id = r.spu_id
+        self.replicas = {(r.topic, r.partition): r}
+        self.max_fetch_bytes = max_fetch_bytes
+
+
+async def test_a_replica_fetch_is_capped_at_the_spus_max_fetch_bytes(tmp_path):
+    r = open_replica(tmp_path, assignment(), spu_id=LEADER)
+    for v in range(20):
+        r.append_nowait(encode_batch([b"x" * 100]))
+    r.storage.flush()
+    one = len(encode_batch([b"x" * 100]))
+    req = ia.FetchReplicaRequest(FOLLOWER, "t", 0, 1, 0, 1 << 30, 0)
+    resp = await handle_fetch_replica(OneLeader(r, max_fetch_bytes=3 * one), req)
+    assert resp.error_code.ok
+    assert 0 < len(resp.records) <= 3 * one
+    r.storage.close()
