@@ -638,7 +638,7 @@ class Producer:
         if (retriable and self.delivery is DeliverySemantic.AT_LEAST_ONCE and not self._closed
                 and now < batches[0].created_at + self.delivery_timeout):
             attempts = max(b.attempts for b in batches)
-            delay = min(self.retry_backoff * 2 ** max(0, attempts - 1), self.retry_backoff_max)
+            delay = min(self.retry_backoff * 2 ** min(max(0, attempts - 1), 30), self.retry_backoff_max)
             log.debug("produce to %s-%d failed (%s); retry %d in %.3fs", self.topic, partition,
                       error, attempts, delay)
             self._retries += len(batches)
