@@ -44,13 +44,16 @@ epoch, so the loop ends.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
-UNDEFINED_EPOCH = -1
-UNDEFINED_EPOCH_OFFSET = -1
+from fluvial.storage.epochs import UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET, EpochEntry, LeaderEpochCache
+
+__all__ = [
+    "UNDEFINED_EPOCH", "UNDEFINED_EPOCH_OFFSET", "ElectionResult", "EpochEntry", "TruncationStep",
+    "assign_epoch", "elect_leader", "end_offset_for_epoch", "latest_epoch",
+    "truncate_epochs_from_end", "truncate_epochs_from_start", "truncation_offset",
+]
 
 
 # -- election -----------------------------------------------------------------------------------
@@ -144,17 +147,12 @@ def elect_leader(replicas: Sequence[int], isr: Collection[int], live: Collection
 
 
 # -- the epoch cache ----------------------------------------------------------------------------
-
-
-class EpochEntry(NamedTuple):
-    """One epoch cache entry: leader epoch ``epoch`` began at ``start_offset``.
-
-    A cache lists entries with strictly increasing epochs *and* start offsets: an epoch in which
-    nothing was written is replaced by the next one (``assign_epoch``).
-    """
-
-    epoch: int
-    start_offset: int
+#
+# One implementation of the cache rules and of the OffsetForLeaderEpoch lookup: storage's
+# ``LeaderEpochCache``, which the leader answers with (``Replica.end_offset_for_epoch``). The
+# functions below adapt it to plain lists of ``(epoch, start_offset)`` pairs, check their order,
+# and refuse what a well-formed history never does, so the follower's side (``truncation_offset``)
+# and the replication model in the tests run the very rules the log runs.
 
 
 def _checked(epochs: Iterable[tuple[int, int]]) -> list[EpochEntry]:
@@ -168,6 +166,12 @@ def _checked(epochs: Iterable[tuple[int, int]]) -> list[EpochEntry]:
     return out
 
 
+def _cache(epochs: Iterable[tuple[int, int]]) -> LeaderEpochCache:
+    cache = LeaderEpochCache()
+    cache.entries = _checked(epochs)
+    return cache
+
+
 def latest_epoch(epochs: Sequence[tuple[int, int]]) -> int:
     """The epoch a follower asks about: its latest, or ``UNDEFINED_EPOCH`` for an empty cache."""
     return epochs[-1][0] if epochs else UNDEFINED_EPOCH
@@ -176,7 +180,8 @@ def latest_epoch(epochs: Sequence[tuple[int, int]]) -> int:
 def assign_epoch(epochs: Iterable[tuple[int, int]], epoch: int, start_offset: int) -> list[EpochEntry]:
     """Record that ``epoch`` starts at ``start_offset`` (a new leader, or a fetched batch's epoch).
 
-    Returns the new cache (the input is not modified). Rules, as Kafka's ``LeaderEpochFileCache``:
+    Returns the new cache (the input is not modified). Rules, as Kafka's ``LeaderEpochFileCache``
+    (``LeaderEpochCache.assign``):
 
     * same epoch as the latest, at or after its start: unchanged (the epoch already started);
     * a newer epoch: appended; a latest entry that starts at the same offset held no records and
@@ -186,21 +191,17 @@ def assign_epoch(epochs: Iterable[tuple[int, int]], epoch: int, start_offset: in
       ValueError: an epoch older than the latest, an earlier start offset than the latest entry's
         (truncate with ``truncate_epochs_from_end`` first), or negative values.
     """
-    cache = _checked(epochs)
+    cache = _cache(epochs)
     if epoch < 0 or start_offset < 0:
         raise ValueError(f"negative epoch or offset: ({epoch}, {start_offset})")
-    if cache:
-        last = cache[-1]
+    if cache.entries:
+        last = cache.entries[-1]
         if epoch < last.epoch:
             raise ValueError(f"epoch {epoch} is older than the latest epoch {last.epoch}")
         if start_offset < last.start_offset:
             raise ValueError(f"epoch {epoch} at {start_offset} starts before the latest entry {tuple(last)}")
-        if epoch == last.epoch:
-            return cache
-        if start_offset == last.start_offset:
-            cache.pop()
-    cache.append(EpochEntry(epoch, start_offset))
-    return cache
+    cache.assign(epoch, start_offset)
+    return cache.entries
 
 
 def truncate_epochs_from_end(epochs: Iterable[tuple[int, int]], end_offset: int) -> list[EpochEntry]:
@@ -208,7 +209,9 @@ def truncate_epochs_from_end(epochs: Iterable[tuple[int, int]], end_offset: int)
 
     ``truncate_epochs_from_end([(0, 0), (1, 4), (2, 9)], 4) == [(0, 0)]``
     """
-    return [e for e in _checked(epochs) if e.start_offset < end_offset]
+    cache = _cache(epochs)
+    cache.truncate_from_end(end_offset)
+    return cache.entries
 
 
 def truncate_epochs_from_start(epochs: Iterable[tuple[int, int]], start_offset: int) -> list[EpochEntry]:
@@ -217,16 +220,15 @@ def truncate_epochs_from_start(epochs: Iterable[tuple[int, int]], start_offset: 
     Entries wholly below it go; the one that covers it now starts there.
     ``truncate_epochs_from_start([(0, 0), (1, 4), (2, 9)], 6) == [(1, 6), (2, 9)]``
     """
-    cache = _checked(epochs)
-    i = bisect.bisect_right([e.start_offset for e in cache], start_offset)
-    if i == 0:
-        return cache
-    return [EpochEntry(cache[i - 1].epoch, start_offset), *cache[i:]]
+    cache = _cache(epochs)
+    cache.truncate_from_start(start_offset)
+    return cache.entries
 
 
 def end_offset_for_epoch(epochs: Sequence[tuple[int, int]], leo: int,
                          requested_epoch: int) -> tuple[int, int]:
-    """The leader's answer to "where does epoch ``requested_epoch`` end?" (OffsetForLeaderEpoch).
+    """The leader's answer to "where does epoch ``requested_epoch`` end?" (OffsetForLeaderEpoch),
+    by ``LeaderEpochCache.end_offset_for``: the same lookup the leader's storage answers with.
 
     Args:
       epochs: this replica's epoch cache.
@@ -238,9 +240,9 @@ def end_offset_for_epoch(epochs: Sequence[tuple[int, int]], leo: int,
       and ``end_offset`` is the start offset of the next epoch after it, or ``leo`` if it is the
       latest. When the cache has no epoch <= ``requested_epoch`` the answer is
       ``(requested_epoch, first entry's start)``: nothing the asker wrote in that epoch is here.
-      ``(UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)`` when ``requested_epoch`` is undefined, the
-      cache is empty, or ``requested_epoch`` is newer than every epoch here (the asker knows a
-      newer leader than this one).
+      ``(UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)`` when ``requested_epoch`` is undefined
+      (negative), the cache is empty, or ``requested_epoch`` is newer than every epoch here (the
+      asker knows a newer leader than this one).
 
       Kafka answers the "below the first epoch" case this way too, rather than UNDEFINED: UNDEFINED
       sends the follower back to truncating at its HW, the very thing epochs exist to avoid.
@@ -253,16 +255,10 @@ def end_offset_for_epoch(epochs: Sequence[tuple[int, int]], leo: int,
       requested 0 -> (0, 0)      older than anything here
       requested 5 -> (-1, -1)    newer than anything here
     """
-    cache = _checked(epochs)
-    if requested_epoch < 0 or not cache or requested_epoch > cache[-1].epoch:
+    cache = _cache(epochs)
+    if requested_epoch < 0:
         return (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)
-    if requested_epoch == cache[-1].epoch:
-        return (requested_epoch, leo)
-    i = bisect.bisect_right([e.epoch for e in cache], requested_epoch)  # cache[i] is the next epoch
-    higher = cache[i]
-    if i == 0:
-        return (requested_epoch, higher.start_offset)
-    return (cache[i - 1].epoch, higher.start_offset)
+    return tuple(cache.end_offset_for(requested_epoch, leo))
 
 
 # -- the follower's side ------------------------------------------------------------------------

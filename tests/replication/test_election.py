@@ -13,6 +13,9 @@ import random
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from fluvial.replication.election import (
     UNDEFINED_EPOCH,
     EpochEntry,
@@ -27,6 +30,7 @@ from fluvial.replication.election import (
 )
 from fluvial.replication.isr import LeaderState
 from fluvial.replication.offsets import follower_hw
+from fluvial.storage.epochs import LeaderEpochCache
 
 # -- elect_leader --------------------------------------------------------------------------------
 
@@ -177,6 +181,73 @@ def test_truncation_fallbacks_for_undefined_answers():
 def test_truncation_rejects_an_answer_for_a_newer_epoch():
     with pytest.raises(ValueError, match="newer than the epoch asked"):
         truncation_offset([(1, 0)], 9, (2, 5))
+
+
+# -- one lookup: the leader's side (storage) and the follower's side over the same histories ------
+
+
+@st.composite
+def epoch_caches(draw):
+    """A well-formed epoch cache (epochs and start offsets strictly increasing) and a LEO."""
+    epochs = sorted(draw(st.sets(st.integers(0, 12), max_size=6)))
+    starts = sorted(draw(st.sets(st.integers(0, 40), min_size=len(epochs), max_size=len(epochs))))
+    leo = draw(st.integers(starts[-1] if starts else 0, 50))
+    return [EpochEntry(e, o) for e, o in zip(epochs, starts)], leo
+
+
+@given(epoch_caches(), st.integers(-1, 14))
+def test_the_follower_looks_epochs_up_as_the_leaders_storage_answers(cache_leo, requested):
+    cache, leo = cache_leo
+    assert end_offset_for_epoch(cache, leo, requested) == LeaderEpochCache(cache).end_offset_for(requested, leo)
+
+
+@st.composite
+def diverged_logs(draw):
+    """Two logs that share a prefix, then each continue in epochs the other never saw, as the
+    leaders of those epochs wrote them: lists of ``(epoch, record)``. Returns the leader's log,
+    the follower's log, the shared prefix's length, the leader's current epoch (newer than any
+    record; started at its LEO with nothing written yet) and an epoch the follower led without
+    writing anything, or None."""
+    prefix = sorted(draw(st.lists(st.integers(0, 4), max_size=6)))
+    top = prefix[-1] if prefix else 0
+    pool = list(range(top, top + 6))
+    mine = draw(st.sets(st.sampled_from(pool), max_size=3))
+    theirs = draw(st.sets(st.sampled_from(pool), max_size=3)) - mine
+    leader_ext = sorted(draw(st.lists(st.sampled_from(sorted(mine)), max_size=5))) if mine else []
+    follower_ext = sorted(draw(st.lists(st.sampled_from(sorted(theirs)), max_size=5))) if theirs else []
+    shared = [(e, f"p{i}") for i, e in enumerate(prefix)]
+    leader = shared + [(e, f"l{i}") for i, e in enumerate(leader_ext)]
+    follower = shared + [(e, f"f{i}") for i, e in enumerate(follower_ext)]
+    newest = max([e for e, _ in leader + follower], default=0)
+    empty_led = draw(st.sampled_from([None, newest + 1]))
+    current = newest + 2
+    return leader, follower, len(prefix), current, empty_led
+
+
+@given(diverged_logs())
+def test_reconciliation_keeps_exactly_the_shared_prefix(logs):
+    """KIP-279 with the leader answering from storage's cache: the follower ends with the longest
+    prefix both logs share, never less (a committed record lost) and never more (diverged)."""
+    leader_log, follower_log, shared, current, empty_led = logs
+    leader_cache = LeaderEpochCache()  # built as storage builds it: per appended batch
+    for offset, (epoch, _) in enumerate(leader_log):
+        leader_cache.assign(epoch, offset)
+    leader_cache.assign(current, len(leader_log))
+    follower = Replica(2)
+    for epoch, value in follower_log:
+        follower.append(epoch, value)
+    if empty_led is not None:
+        follower.become_leader(empty_led)
+    rounds = 0
+    while follower.epochs:
+        rounds += 1
+        assert rounds <= 20
+        answer = leader_cache.end_offset_for(latest_epoch(follower.epochs), len(leader_log))
+        step = truncation_offset(follower.epochs, follower.leo, answer)
+        follower.truncate(step.truncate_to)
+        if step.done:
+            break
+    assert follower.log == leader_log[:shared] == follower_log[:shared]
 
 
 # -- a replica model for the scenarios -----------------------------------------------------------
