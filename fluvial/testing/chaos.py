@@ -840,9 +840,12 @@ def cut_segment_tail(spu_data_dir: str | os.PathLike, topic: str, partition: int
     return end_offset
 
 
-def read_cluster_logs(cluster: ProcessCluster, topic: str, partitions: int) -> dict[int, dict[str, list]]:
-    """partition -> "spu-<id>" -> records, for every SPU of a (shut down) cluster."""
-    return {p: {f"spu-{s}": read_replica_log(cluster.data_dir(s), topic, p) for s in cluster.spu_ids}
+def read_cluster_logs(cluster: ProcessCluster, topic: str, partitions: int,
+                      replicas: Mapping[int, Sequence[int]] | None = None) -> dict[int, dict[str, list]]:
+    """partition -> "spu-<id>" -> records, for every SPU of a (shut down) cluster, or only for
+    the SPUs ``replicas`` (partition -> SPU ids) assigns the partition to."""
+    return {p: {f"spu-{s}": read_replica_log(cluster.data_dir(s), topic, p)
+                for s in (cluster.spu_ids if replicas is None else replicas[p])}
             for p in range(partitions)}
 
 
@@ -1185,7 +1188,9 @@ async def heal_and_collect(cluster: ProcessCluster, admin: ScAdmin, workload: Wo
         await workload.read_all(p)
         reference[p] = "read-back"
     await trio.to_thread.run_sync(cluster.shutdown)
-    logs = await trio.to_thread.run_sync(read_cluster_logs, cluster, cfg.topic, cfg.partitions)
+    assigned = {p: list(m.spec.replicas) for p, m in synced.items()}
+    logs = await trio.to_thread.run_sync(read_cluster_logs, cluster, cfg.topic, cfg.partitions,
+                                         assigned)
     for p in range(cfg.partitions):
         logs[p]["read-back"] = workload.read_back[p]
         leader = f"spu-{synced[p].spec.leader}"
