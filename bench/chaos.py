@@ -7,10 +7,17 @@ round lets some batches through, SIGKILLs the leader, times the failover (kill -
 acknowledgement by another SPU), restarts the killed SPU and waits until it has caught up. At the
 end it heals the cluster, reads every replica from disk and runs ``check_history``.
 
-Prints: rounds, acknowledged, lost, inconsistent offsets, duplicates, failover time p50/p99.
-Exit status 1 if any rule of the promise was broken (the cluster home is then kept).
+With ``--power-loss MODE`` (issue safe-1) the cluster runs in power-loss mode: every killed
+leader also loses what it had not fsynced (``cut``), keeps a torn prefix of it (``torn``) or
+keeps later pages without earlier ones (``reorder``); see ``fluvial.testing.chaos``. The cuts
+are seeded (``--seed``).
 
-Usage: python bench/chaos.py [--rounds 50] [--partitions 1] [--batch-records 5] [--keep]
+Prints: rounds, acknowledged, lost, divergent offsets, duplicates, failover time p50/p99.
+Exit status 1 if any rule of the promise was broken (the cluster home is then kept).
+The goal: 50 rounds, 0 lost, 0 divergent, in every mode.
+
+Usage: python bench/chaos.py [--rounds 50] [--power-loss cut|torn|reorder] [--seed 0]
+                             [--partitions 1] [--batch-records 5] [--keep]
 """
 
 from __future__ import annotations
@@ -25,8 +32,8 @@ from pathlib import Path
 import trio
 
 from fluvial.testing.chaos import (
-    ProcessCluster, WorkloadConfig, heal_and_collect, kill_leader_round, open_workload,
-    percentile, wait_leader,
+    POWER_LOSS_MODES, ProcessCluster, WorkloadConfig, heal_and_collect, kill_leader_round,
+    open_workload, percentile, wait_leader,
 )
 
 TOPIC = "chaos"
@@ -56,15 +63,20 @@ async def soak(cluster: ProcessCluster, args) -> int:
     result = await heal_and_collect(cluster, admin, w, timeout=120)
     elapsed = time.monotonic() - t0
     print()
+    mode = f"power loss ({args.power_loss}, seed {args.seed})" if args.power_loss else "kill -9"
+    print(f"mode:                 {mode}")
     print(f"rounds:               {args.rounds}")
     print(f"acknowledged:         {result.acknowledged} records "
           f"({result.attempted} sent, {elapsed:.0f} s)")
     print(f"lost:                 {len(result.lost)}")
-    print(f"inconsistent offsets: {len(result.inconsistent_offsets)}")
+    print(f"divergent offsets:    {len(result.inconsistent_offsets)}")
     print(f"duplicates:           {result.duplicates}")
     print(f"failover time:        p50 {percentile(failovers, 50) * 1000:.0f} ms, "
           f"p99 {percentile(failovers, 99) * 1000:.0f} ms, max {max(failovers) * 1000:.0f} ms")
     print(f"send errors:          {dict(w.history.errors)}")
+    if cluster.power_loss:
+        print(f"power cuts:           {len(cluster.power_cuts)} (mode, seed of each in order: "
+              f"{[(mode, seed) for _, mode, seed in cluster.power_cuts][:5]}...)")
     if not result.ok:
         print("\nPROMISE BROKEN:\n" + result.summary(limit=20), file=sys.stderr)
         return 1
@@ -82,11 +94,16 @@ def main() -> int:
     parser.add_argument("--acks-per-round", type=int, default=20,
                         help="acknowledged batches before and after each kill")
     parser.add_argument("--produce-timeout-ms", type=int, default=3000)
+    parser.add_argument("--power-loss", choices=POWER_LOSS_MODES, default=None,
+                        help="killed SPUs also lose their unsynced data, this way")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the torn and reordered pages")
     parser.add_argument("--keep", action="store_true", help="keep the cluster home afterwards")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="fluvial-chaos-bench-"))
     failed = True
-    cluster = ProcessCluster(home, spus=3, heartbeat_timeout=2.0, replica_lag_time_max=2.0)
+    cluster = ProcessCluster(home, spus=3, heartbeat_timeout=2.0, replica_lag_time_max=2.0,
+                             power_loss=args.power_loss is not None,
+                             power_loss_mode=args.power_loss or "cut", seed=args.seed)
     try:
         cluster.start()
         failed = trio.run(soak, cluster, args) != 0
