@@ -1,10 +1,14 @@
 """Leader election and leader-epoch truncation, down to the KIP-101/KIP-279 failure scenarios.
 
 The scenario tests run a tiny model of replicas (a log of ``(epoch, value)`` records, an epoch
-cache and an HW) through the pure functions, and show what truncating to the HW would have done
-instead. A seeded random walk drives two- and three-replica clusters through crashes, elections and
-replication and checks that no committed record is ever lost and that logs never diverge; a
-failure names the seed that replays it.
+cache, an HW and a durable LEO) through the pure functions, and show what truncating to the HW
+would have done instead. Hypothesis runs the follower's reconciliation against the leader's
+storage-side epoch lookup over diverged histories. A seeded random walk drives two- and
+three-replica clusters through crashes, power cuts (unsynced tails lost), reboots the SC does not
+notice, elections, the SC's and the leader's ISRs drifting apart, and replication, and checks that
+no committed record is ever lost and that logs never diverge; a failure names the seed that
+replays it. Each safety rule of the model (a new epoch per leadership, an HW over durable data,
+the HW over both ISRs) is switched off in turn, and the walk must catch it.
 """
 
 from __future__ import annotations
@@ -260,6 +264,7 @@ class Replica:
     epochs: list[EpochEntry] = field(default_factory=list)
     hw: int = 0
     alive: bool = True
+    durable: int = 0  # records below this offset are fsynced
 
     @property
     def leo(self) -> int:
@@ -273,6 +278,14 @@ class Replica:
         del self.log[offset:]
         self.epochs = truncate_epochs_from_end(self.epochs, offset)
         self.hw = min(self.hw, offset)
+        self.durable = min(self.durable, offset)
+
+    def sync(self) -> None:
+        self.durable = self.leo
+
+    def power_cut(self) -> None:
+        """What a power cut does: the records past the last fsync are gone."""
+        self.truncate(self.durable)
 
     def become_leader(self, epoch: int) -> None:
         self.epochs = assign_epoch(self.epochs, epoch, self.leo)
@@ -408,7 +421,8 @@ def test_kip279_one_round_is_not_enough():
 # -- a randomized cluster ------------------------------------------------------------------------
 
 LAG = 10.0
-KINDS = ["produce", "fetch", "report", "tick", "crash", "restart", "elect"]
+KINDS = ["produce", "fetch", "report", "tick", "crash", "restart", "elect", "sync", "power", "reboot",
+         "record"]
 
 
 def random_actions(rng: random.Random, steps: int, replicas: list[int]) -> list[tuple]:
@@ -427,7 +441,7 @@ def random_actions(rng: random.Random, steps: int, replicas: list[int]) -> list[
             out.append((kind, rng.randint(1, 3)))
         elif kind == "fetch":
             out.append((kind, rng.choice(replicas), rng.randint(1, 4)))
-        elif kind in ("report", "crash", "restart"):
+        elif kind in ("report", "crash", "restart", "sync", "power", "reboot"):
             out.append((kind, rng.choice(replicas)))
         elif kind == "tick":
             out.append((kind, rng.choice([1.0, 6.0, 11.0])))
@@ -437,24 +451,46 @@ def random_actions(rng: random.Random, steps: int, replicas: list[int]) -> list[
 
 
 class Cluster:
-    """The SC and the SPUs of one partition in one object. Logs are durable; the one network
-    fault is a fetch answer that never arrives (``report``)."""
+    """The SC and the SPUs of one partition in one object.
 
-    def __init__(self, replica_ids: list[int], allow_unclean: bool):
+    What it models, and the rule each part checks:
+
+    * **Unsynced tails.** An append (a produce on the leader, a copy on a follower) is written,
+      not durable, until that replica's ``sync``. Followers are served the leader's written
+      data; a follower fsyncs before each fetch, so the LEO it reports is durable. ``power``
+      cuts a replica's power: its records past the last fsync are gone. The leader's HW counts
+      its durable LEO only (``durable_hw``; off, the HW counts what is merely written).
+    * **Epochs.** Every leadership gets a new epoch: an election, and the SC re-seating a leader
+      that rebooted before the SC noticed (``reboot``: power cut and back, same leader). With
+      ``bump_epoch`` off the SC keeps the epoch when it re-seats the previous leader.
+    * **Two ISRs.** The SC records the ISR the leader reports (``record``) and elects from its
+      record; the leader keeps its own. The HW counts the union (Kafka's maximal ISR, KIP-497;
+      ``maximal_isr`` off: the leader's ISR alone). A follower the SC sees fail leaves both.
+    * **Network.** A fetch answer that never arrives (``report``).
+
+    ``observe`` checks after every step that a new leadership holds every committed record and
+    that no reconciled follower diverges from its leader; ``heal`` that all logs converge.
+    """
+
+    def __init__(self, replica_ids: list[int], allow_unclean: bool, *, bump_epoch: bool = True,
+                 durable_hw: bool = True, maximal_isr: bool = True):
         self.ids = list(replica_ids)
         self.allow_unclean = allow_unclean
+        self.bump_epoch, self.durable_hw, self.maximal_isr = bump_epoch, durable_hw, maximal_isr
         self.replicas = {r: Replica(r) for r in self.ids}
         self.now = 0.0
-        self.epoch = 0
-        self.leader: int | None = 1
-        self.replicas[1].become_leader(0)
-        self.state: LeaderState | None = LeaderState(1, self.ids, leo=0, hw=0, now=0)
-        self.isr = set(self.ids)
+        self.epoch = -1
+        self.leader: int | None = None
+        self.last_leader: int | None = None
+        self.state: LeaderState | None = None
+        self.isr = set(self.ids)  # the SC's record
         self.synced: set[int] = set()  # followers reconciled with the current leader
         self.committed: dict[int, tuple[int, str]] = {}
-        self.checked_epoch = 0
+        self.leaderships = 0
+        self.checked_leadership = 0
         self.unclean_elections = 0
         self.counter = 0
+        self.lead(1, self.isr)
 
     def live(self) -> set[int]:
         return {r for r, rep in self.replicas.items() if rep.alive}
@@ -464,6 +500,20 @@ class Cluster:
             return None
         return self.replicas[self.leader]
 
+    def lead(self, r: int, isr: set[int]) -> None:
+        """The SC seats ``r`` as leader with the SC's ``isr``: a new epoch, except for the
+        previous leader when ``bump_epoch`` is off. The new leader fsyncs, then starts its epoch."""
+        if self.bump_epoch or r != self.last_leader:
+            self.epoch += 1
+        self.leader = self.last_leader = r
+        self.leaderships += 1
+        ldr = self.replicas[r]
+        ldr.sync()
+        ldr.become_leader(self.epoch)
+        self.state = LeaderState(r, self.ids, leo=ldr.durable, hw=ldr.hw, now=self.now, isr=isr,
+                                 recorded_isr=isr if self.maximal_isr else None)
+        self.synced = set()
+
     def produce(self, n: int) -> None:
         ldr = self.leader_replica()
         if ldr is None:
@@ -471,9 +521,21 @@ class Cluster:
         for _ in range(n):
             self.counter += 1
             ldr.append(self.epoch, f"v{self.counter}")
-        self.state.update_leader_leo(ldr.leo, self.now)
+        self.state.on_append(ldr.leo)
+        if not self.durable_hw:
+            self.state.update_leader_leo(ldr.leo, self.now)
+
+    def sync(self, r: int) -> None:
+        rep = self.replicas[r]
+        if not rep.alive:
+            return
+        rep.sync()
+        if r == self.leader:
+            self.state.update_leader_leo(max(rep.durable, self.state.leo), self.now)
 
     def fetch(self, r: int, n: int) -> None:
+        """Follower ``r`` fsyncs, fetches from its LEO and copies up to ``n`` written records
+        (not yet fsynced); its HW is the leader's, capped at its durable LEO."""
         ldr = self.leader_replica()
         f = self.replicas[r]
         if ldr is None or r == self.leader or not f.alive:
@@ -482,25 +544,67 @@ class Cluster:
             reconcile(f, ldr)
             self.synced.add(r)
             return
-        replicate(f, ldr, self.state, self.now, n)
+        f.sync()
+        self.state.on_follower_fetch(r, f.leo, self.now)
+        for epoch, value in ldr.log[f.leo : f.leo + n]:
+            f.append(epoch, value)
+        f.hw = follower_hw(self.state.hw, f.durable)
 
     def report(self, r: int) -> None:
         """A fetch whose answer is lost: the leader learns the LEO, the follower learns nothing."""
         ldr = self.leader_replica()
-        if ldr is not None and r != self.leader and r in self.synced and self.replicas[r].alive:
-            self.state.on_follower_fetch(r, self.replicas[r].leo, self.now)
+        f = self.replicas[r]
+        if ldr is not None and r != self.leader and r in self.synced and f.alive:
+            f.sync()
+            self.state.on_follower_fetch(r, f.leo, self.now)
 
     def tick(self, dt: float) -> None:
         self.now += dt
         if self.leader_replica() is not None:
             self.state.maybe_shrink_isr(self.now, LAG)
 
-    def crash(self, r: int) -> None:
-        self.replicas[r].alive = False
+    def record(self) -> None:
+        """The leader reports its ISR; the SC records it and pushes the record back."""
+        if self.leader_replica() is None:
+            return
+        self.isr = set(self.state.isr)
+        if self.maximal_isr:
+            self.state.set_recorded_isr(self.isr)
+
+    def _down(self, r: int) -> None:
+        """The SC notices that ``r`` is gone. A failed leader leaves the partition leaderless (its
+        ISR record stays, for the election); a failed follower leaves both ISRs at once."""
         self.synced.discard(r)
-        if r == self.leader:  # the SC notices; it comes back as a follower unless re-elected
+        if r == self.leader:
             self.leader = None
             self.state = None
+        elif self.leader_replica() is not None:
+            self.isr.discard(r)
+            if self.maximal_isr:
+                self.state.set_recorded_isr(self.isr)
+            self.state.remove_from_isr({r})
+
+    def crash(self, r: int) -> None:
+        """A process crash (kill -9): the page cache keeps what was written."""
+        self.replicas[r].alive = False
+        self._down(r)
+
+    def power(self, r: int) -> None:
+        """A power cut: unsynced records are lost too."""
+        self.replicas[r].alive = False
+        self.replicas[r].power_cut()
+        self._down(r)
+
+    def reboot(self, r: int) -> None:
+        """A power cut and a restart before the SC notices. The SC sees ``r`` register again;
+        it re-seats a rebooted leader (a new leadership); a follower reconciles again."""
+        rep = self.replicas[r]
+        if not rep.alive:
+            return
+        rep.power_cut()
+        self.synced.discard(r)
+        if r == self.leader:
+            self.lead(r, self.isr)
 
     def restart(self, r: int) -> None:
         self.replicas[r].alive = True  # a restarted follower reconciles before fetching again
@@ -517,26 +621,20 @@ class Cluster:
         self.unclean_elections += res.unclean
         if res.unclean:  # committed records may be lost: only what commits from now on counts
             self.committed = {}
-        self.epoch += 1
-        self.leader = res.leader
-        ldr = self.replicas[res.leader]
-        ldr.become_leader(self.epoch)
-        self.state = LeaderState(res.leader, self.ids, leo=ldr.leo, hw=ldr.hw, now=self.now, isr=res.isr)
         self.isr = set(res.isr)
-        self.synced = set()
+        self.lead(res.leader, self.isr)
 
     def observe(self) -> None:
         """Record newly committed records and check the invariants."""
         ldr = self.leader_replica()
         if ldr is None:
             return
-        self.isr = set(self.state.isr)  # the leader reports its ISR to the SC
         ldr.hw = self.state.hw
-        if self.checked_epoch != self.epoch:  # a new leader: it must hold every committed record
-            self.checked_epoch = self.epoch
+        if self.checked_leadership != self.leaderships:  # a new leader holds every committed record
+            self.checked_leadership = self.leaderships
             for offset, rec in self.committed.items():
                 assert offset < ldr.leo and ldr.log[offset] == rec, f"committed record {offset} lost"
-        for offset in range(len(self.committed), ldr.hw):  # within an epoch the log below hw is fixed
+        for offset in range(len(self.committed), ldr.hw):  # within a leadership the log below hw is fixed
             self.committed[offset] = ldr.log[offset]
         for r in self.synced:
             f = self.replicas[r]
@@ -553,8 +651,10 @@ class Cluster:
             if (self.synced == set(self.ids) - {ldr.id} and self.state.hw == ldr.leo
                     and all(rep.leo == ldr.leo for rep in self.replicas.values())):
                 break
+            self.sync(ldr.id)
             for r in self.ids:
                 self.fetch(r, 4)
+            self.record()
             self.observe()
         assert self.state.hw == ldr.leo
 
@@ -573,20 +673,21 @@ def run(cluster: Cluster, acts: list[tuple]) -> None:
     cluster.heal()
 
 
-SEEDS = 400
+SEEDS = 2000
 STEPS = 200
 
 
-def sweep(n_replicas: int, allow_unclean: bool) -> list[Cluster]:
+def sweep(n_replicas: int, allow_unclean: bool, seeds: int = SEEDS, **rules) -> list[Cluster]:
     ids = list(range(1, n_replicas + 1))
     clusters = []
-    for seed in range(SEEDS):
+    for seed in range(seeds):
         acts = random_actions(random.Random(seed), STEPS, ids)
-        cluster = Cluster(ids, allow_unclean)
+        cluster = Cluster(ids, allow_unclean, **rules)
         try:
             run(cluster, acts)
         except AssertionError as e:
-            raise AssertionError(f"seed {seed}, {n_replicas} replicas, unclean={allow_unclean}: {e}") from e
+            raise AssertionError(f"seed {seed}, {n_replicas} replicas, unclean={allow_unclean}, "
+                                 f"{rules}: {e}") from e
         clusters.append(cluster)
     return clusters
 
@@ -594,7 +695,8 @@ def sweep(n_replicas: int, allow_unclean: bool) -> list[Cluster]:
 @pytest.mark.parametrize("n_replicas", [2, 3])
 def test_random_failures_with_clean_elections_never_lose_committed_records(n_replicas):
     clusters = sweep(n_replicas, allow_unclean=False)
-    assert sum(c.epoch for c in clusters) > SEEDS  # the walk does reach failovers
+    assert sum(c.leaderships for c in clusters) > 2 * SEEDS  # the walk does reach failovers
+    assert sum(c.epoch for c in clusters) > SEEDS
     assert all(c.unclean_elections == 0 for c in clusters)
 
 
@@ -604,6 +706,22 @@ def test_random_failures_with_unclean_elections_still_converge(n_replicas):
     assert any(c.unclean_elections for c in clusters)
 
 
+@pytest.mark.parametrize(
+    ("rule", "failure"),
+    [
+        ("bump_epoch", "lost|diverged"),  # a re-seated leader reuses its epoch
+        ("durable_hw", "lost"),  # the HW counts records not yet fsynced
+        ("maximal_isr", "lost"),  # the HW counts the leader's ISR only, elections the SC's
+    ],
+)
+@pytest.mark.parametrize("n_replicas", [2, 3])
+def test_the_random_walk_catches_each_broken_rule(rule, failure, n_replicas):
+    """Each rule the model states is needed: without it some walk loses a committed record or
+    lets two replicas diverge (the mutation check for the model itself)."""
+    with pytest.raises(AssertionError, match=failure):
+        sweep(n_replicas, allow_unclean=False, **{rule: False})
+
+
 @pytest.mark.parametrize("epoch_start_rule", [True, False])
 def test_new_leader_does_not_readmit_a_short_follower_on_its_lagging_hw(epoch_start_rule):
     """KAFKA-7128, replayed: why rejoining the ISR needs the leader's epoch start offset."""
@@ -611,16 +729,21 @@ def test_new_leader_does_not_readmit_a_short_follower_on_its_lagging_hw(epoch_st
     for r in (2, 3, 4):
         c.fetch(r, 0)  # handshakes
     c.produce(7)
+    c.sync(1)
     for r in (2, 3, 4, 2, 3, 4):
         c.fetch(r, 4)
     c.produce(3)
+    c.sync(1)
     c.fetch(2, 4)  # 2 and 4 copy up to 10...
     c.fetch(4, 4)
     c.report(2)  # ...and say so, but never hear that the hw is now 10
     c.report(4)
     c.tick(11)
     c.observe()
-    assert (c.state.hw, c.state.isr) == (10, {1, 2, 4})  # 3 (leo 7) lagged out; 0..9 committed
+    assert (c.state.hw, c.state.isr) == (4, {1, 2, 4})  # 3 (leo 7, said 4) lagged out; the SC still counts it
+    c.record()
+    c.observe()
+    assert (c.state.hw, c.isr) == (10, {1, 2, 4})  # the SC recorded the shrink: 0..9 committed
     assert [c.replicas[r].hw for r in (2, 4)] == [4, 4]
     c.crash(1)
     c.elect()
@@ -630,6 +753,7 @@ def test_new_leader_does_not_readmit_a_short_follower_on_its_lagging_hw(epoch_st
         c.state.epoch_start_offset = 0  # rejoin on "leo >= hw" alone
     c.fetch(3, 0)  # handshake with the new leader: nothing to cut
     c.fetch(3, 0)  # 3 reports leo 7
+    c.record()
     c.observe()
     assert (3 in c.state.isr) is not epoch_start_rule
     c.crash(2)
@@ -650,18 +774,55 @@ def test_the_randomized_cluster_can_fail():
     c.fetch(2, 0)  # the first round trip to a leader reconciles (nothing to cut here)
     c.fetch(3, 0)
     c.produce(2)
+    c.sync(1)
     c.fetch(3, 2)  # 3 copies both records
     c.fetch(3, 0)  # ...and reports leo 2
     c.fetch(2, 1)
     c.fetch(2, 1)  # 2 reports leo 1 (hw 1), copies the second record, takes hw 1
+    c.sync(2)
     c.state.on_follower_fetch(2, 2, c.now)  # reports leo 2: hw 2; the answer never reaches 2
     c.observe()
     assert c.state.hw == 2 and c.replicas[2].hw == 1 and c.committed == {0: (0, "v1"), 1: (0, "v2")}
-    c.crash(2)
-    c.restart(2)
+    c.reboot(2)  # back before the SC noticed: still in the ISR
     truncate_to_hw(c.replicas[2])  # the old rule, on restart
     c.crash(1)
     c.crash(3)
     c.elect()
     with pytest.raises(AssertionError, match="committed record 1 lost"):
         c.observe()
+
+
+def test_a_leader_back_from_a_power_cut_leads_a_new_epoch():
+    """safe-1 item 1, replayed in the model: RF=2; the follower stops; the leader loses its
+    unsynced tail and comes back; it writes; the follower returns. With a new epoch the follower
+    drops the records the leader lost; with the old one it keeps them where the leader now has
+    others, and the two logs diverge."""
+    for bump in (True, False):
+        c = Cluster([1, 2], allow_unclean=False, bump_epoch=bump)
+        c.fetch(2, 0)  # handshake
+        c.produce(1)
+        c.sync(1)
+        c.fetch(2, 1)  # 2 copies v1
+        c.fetch(2, 0)  # and reports it: committed
+        c.produce(1)  # v2: written on 1, not fsynced
+        c.fetch(2, 1)  # 2 copies it (served written data)
+        c.report(2)  # ...and fsyncs it; not committed (1 has not fsynced v2)
+        c.observe()
+        assert c.committed == {0: (0, "v1")}
+        c.crash(2)
+        c.power(1)  # v2 is gone from 1
+        c.restart(1)
+        c.elect()
+        assert c.leader == 1 and c.epoch == (1 if bump else 0)
+        c.produce(1)  # v3 at offset 1
+        c.sync(1)
+        c.observe()
+        assert c.committed == {0: (0, "v1"), 1: (c.epoch, "v3")}  # 1 is alone in the ISR
+        c.restart(2)
+        c.fetch(2, 0)  # reconciles
+        if bump:
+            c.observe()
+            c.heal()
+        else:
+            with pytest.raises(AssertionError, match="follower 2 diverged"):
+                c.observe()
