@@ -100,9 +100,10 @@ async def handle_offset_for_leader_epoch(ctx, req: ia.OffsetForLeaderEpochReques
         return ia.OffsetForLeaderEpochResponse(Error(ErrorCode.NotLeaderForPartition), -1, -1)
     if req.follower_id not in r.assignment.replicas:
         return ia.OffsetForLeaderEpochResponse(Error(ErrorCode.PermissionDenied), -1, -1)
+    # the one lookup (storage's LeaderEpochCache), over what this leader has written: followers
+    # are served written data, and a leader that loses an unsynced tail never leads that epoch again
     epoch, end = r.storage.end_offset_for_epoch(req.requested_epoch)
-    # a leader serves only durable data, so an epoch never ends past its durable LEO for others
-    return ia.OffsetForLeaderEpochResponse(OK, epoch, min(end, r.storage.durable_leo) if end >= 0 else end)
+    return ia.OffsetForLeaderEpochResponse(OK, epoch, end)
 
 
 @dataclass(frozen=True, slots=True)
