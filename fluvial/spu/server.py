@@ -74,6 +74,7 @@ class SpuConfig:
     replica_lag_time_max_seconds: float = 10.0
     checkpoint_seconds: float = 5.0
     retention_check_seconds: float = 60.0
+    verify_bytes_per_tick: int = 1 << 20  # sealed data CRC-checked per replica per housekeeping tick
     max_batch_bytes: int = 16 * 1024 * 1024
     max_fetch_bytes: int = 8 * 1024 * 1024  # a response holds at most this (or one whole batch)
     flush: str = "sync"
@@ -161,6 +162,8 @@ def replica_health(r: PartitionReplica) -> str | None:
         return f"flush failed: {r.failed}"
     if r.storage.short_circuited is not None:
         return f"storage short-circuited: {r.storage.short_circuited}"
+    if r.storage.corrupt_offset is not None:
+        return f"corrupt batch at offset {r.storage.corrupt_offset}"
     return None
 
 
@@ -319,8 +322,9 @@ class SpuContext:
         self.nursery.start_soon(follow)
 
     async def run_housekeeping(self) -> None:
-        """Off the request path: checkpoint HWs (in a worker thread) and enforce retention
-        (whole old segments; on the event loop so it never races an append)."""
+        """Off the request path: checkpoint HWs (in a worker thread), enforce retention (whole
+        old segments) and verify sealed segments a bounded slice at a time (both on the event
+        loop, so they never race an append)."""
         last_retention = -1e18
         while True:
             await trio.sleep(self.config.checkpoint_seconds)
@@ -347,6 +351,24 @@ class SpuContext:
                                  r.topic, r.partition, len(deleted), r.log_start_offset)
                         r.notify()
                         self.report_wanted.set()
+            self.verify_sealed_segments()
+
+    def verify_sealed_segments(self) -> None:
+        """CRC-check the next ``verify_bytes_per_tick`` of every replica's sealed segments (they
+        are never checked on open); a corrupt batch found is reported to the SC at once, which
+        moves a leadership away from it (see ``replica_health``)."""
+        for r in list(self.replicas.values()):
+            if r.closed:
+                continue
+            before = r.storage.corrupt_offset
+            try:
+                found = r.storage.verify_sealed(self.config.verify_bytes_per_tick)
+            except serr.StorageError as e:
+                log.error("%s-%s: verifying sealed segments failed: %s", r.topic, r.partition, e)
+                continue
+            if found is not None and found != before:
+                log.error("%s-%s: corrupt batch at offset %d in a sealed segment", r.topic, r.partition, found)
+                self.report_wanted.set()
 
     async def run_isr_checks(self) -> None:
         """Drop followers that lag longer than ``replica_lag_time_max_seconds`` from the ISR."""
@@ -396,13 +418,15 @@ class SpuContext:
         return ia.ReportReplicasRequest(self.spu_id, reps)
 
     def close(self) -> None:
+        """Checkpoint and close every replica; one whose disk failed does not keep the others
+        from closing (what it could not write was never acknowledged)."""
         for r in self.replicas.values():
             r.closed = True
-            try:
-                r.storage.checkpoint_hw()
-            except (OSError, serr.StorageError):
-                pass
-            r.storage.close()
+            for step in (r.storage.checkpoint_hw, r.storage.close):
+                try:
+                    step()
+                except (OSError, serr.StorageError) as e:
+                    log.error("%s-%s: %s failed: %s", r.topic, r.partition, step.__name__, e)
 
 
 # ------------------------------------------------------------------------------- private API

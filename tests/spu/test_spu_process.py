@@ -9,6 +9,7 @@ test says. The SPU under test is the real ``serve_spu`` in the test's trio run.
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from functools import partial
 
 import trio
@@ -23,6 +24,8 @@ from fluvial.protocol import internal_api as ia
 from fluvial.protocol import spu_api as api
 from fluvial.protocol.api import ApiVersionsResponse, encode_response
 from fluvial.protocol.record import decode_record_set, encode_batch
+from fluvial.storage.errors import StorageIOError
+from fluvial.storage.replica import Replica
 from fluvial.spu.server import (
     INCARNATION_FILE, SpuConfig, is_other_incarnation, parse_replica_dir, prepare_replica_dir,
     serve_spu,
@@ -250,6 +253,42 @@ async def test_reports_carry_the_assignments_isr_version(tmp_path):
             async with running_spu(sc, tmp_path):
                 rep = await sc.wait_report(lambda r: r.replicas and r.replicas[0].isr_version == 7)
                 assert rep.replicas[0].error is None
+
+
+async def test_a_corrupt_batch_in_a_sealed_segment_is_found_and_reported(tmp_path):
+    """Opening a replica does not CRC-check its sealed segments; the background verification
+    finds a bad batch there and the replica reports it (the SC then moves its leadership)."""
+    settings = ia.ReplicaSettings(segment_max_bytes=1024)
+    with trio.fail_after(30):
+        async with fake_sc() as sc:
+            sc.push([replace(assignment("t", 1), settings=settings)])
+            async with running_spu(sc, tmp_path) as cfg:
+                for _ in range(8):
+                    assert (await produce(cfg, "t", bytes(300))).error_code.ok
+            assert len(list((tmp_path / "t-0").glob("*.log"))) > 2  # the first one is sealed
+            with open(tmp_path / "t-0" / "00000000000000000000.log", "r+b") as f:
+                f.seek(200)  # a bit flips on the disk under a sealed batch
+                byte = f.read(1)
+                f.seek(200)
+                f.write(bytes([byte[0] ^ 0x01]))
+            sc.push([replace(assignment("t", 1, epoch=2), settings=settings)])
+            async with running_spu(sc, tmp_path, checkpoint_seconds=0.02, verify_bytes_per_tick=256):
+                rep = await sc.wait_report(lambda r: r.replicas[0].error is not None)
+                assert "corrupt batch at offset 0" in rep.replicas[0].error
+
+
+async def test_a_replica_whose_fsync_failed_reports_an_error(tmp_path, monkeypatch):
+    with trio.fail_after(30):
+        async with fake_sc() as sc:
+            sc.push([assignment("t", 1)])
+            async with running_spu(sc, tmp_path) as cfg:
+                def failing_flush(self):
+                    raise StorageIOError("fsync failed: EIO")
+
+                monkeypatch.setattr(Replica, "flush", failing_flush)
+                assert not (await produce(cfg, "t", b"v")).error_code.ok
+                rep = await sc.wait_report(lambda r: r.replicas[0].error is not None)
+                assert "fsync failed" in rep.replicas[0].error
 
 
 # -------------------------------------------------------------------------------- lease
