@@ -367,7 +367,8 @@ class SpuContext:
                 log.error("%s-%s: verifying sealed segments failed: %s", r.topic, r.partition, e)
                 continue
             if found is not None and found != before:
-                log.error("%s-%s: corrupt batch at offset %d in a sealed segment", r.topic, r.partition, found)
+                log.error("%s-%s: corrupt batch at offset %d in a sealed segment",
+                          r.topic, r.partition, found)
                 self.report_wanted.set()
 
     async def run_isr_checks(self) -> None:
