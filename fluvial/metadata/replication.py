@@ -35,7 +35,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-NO_TOPIC_ID = 0  # a record from before incarnations: the SC assigns one at load
+from fluvial.protocol.internal_api import NO_TOPIC_ID
 
 
 class BadRecord(ValueError):

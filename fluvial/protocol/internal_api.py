@@ -73,6 +73,9 @@ class ReplicaSettings:
     system: bool = wire(BOOL)
 
 
+NO_TOPIC_ID = 0  # ReplicaAssignment.topic_id of a topic created before topic incarnations
+
+
 @message
 class ReplicaAssignment:
     topic: str = wire(STR)

@@ -17,13 +17,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import trio
 
-from fluvial.metadata.replication import (
-    NO_TOPIC_ID, PartitionReplication, TopicReplication, new_topic_id,
-)
+from fluvial.metadata.replication import PartitionReplication, TopicReplication
 from fluvial.metadata.store import KindStore, StoredObject
 from fluvial.protocol import sc_objects as so
 from fluvial.sc.backend import MetadataBackend, MetaReader
@@ -79,25 +77,13 @@ class ScState:
     # ------------------------------------------------------------------ persistence + changes
 
     def load(self) -> None:
-        """Load every persisted kind; records from before topic incarnations get one, saved at
-        once, so that every later start sees the same ids."""
+        """Load every persisted kind (records from before typed replication records are read
+        into them). Topics from before topic incarnations keep ``NO_TOPIC_ID``: their SPUs then
+        keep the directories they have (which carry no incarnation marker either), while a
+        topic created, or re-created, from now on gets an id and never adopts a leftover."""
         for label in PERSISTED:
             spec_cls, status_cls = KINDS[label]
             self.stores[label].load(self.backend.load(label, spec_cls, status_cls, META_READERS.get(label)))
-        with self.transaction():
-            ids = {t.meta.topic_id for t in self.topics.values()}
-            for t in self.topics.values():
-                if t.meta.topic_id == NO_TOPIC_ID:
-                    topic_id = new_topic_id(ids)
-                    ids.add(topic_id)
-                    self.topics.update(t.name, meta=replace(t.meta, topic_id=topic_id))
-                    log.info("topic %s: incarnation %d assigned (metadata from before incarnations)",
-                             t.name, topic_id)
-            for p in self.partitions.values():
-                if p.meta.topic_id == NO_TOPIC_ID:
-                    t = self.topics.get(p.name.rpartition("-")[0])
-                    topic_id = t.meta.topic_id if t is not None else new_topic_id(ids)
-                    self.partitions.update(p.name, meta=replace(p.meta, topic_id=topic_id))
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -85,7 +85,6 @@ class SpuConfig:
 
 # ------------------------------------------------------------------------ replica directories
 
-NO_TOPIC_ID = 0  # ReplicaAssignment.topic_id from an SC that predates topic incarnations
 INCARNATION_FILE = "topic.id"  # the topic incarnation a replica directory holds (storage ignores it)
 
 
@@ -114,12 +113,12 @@ def read_incarnation(path: Path) -> int | None:
 def is_other_incarnation(recorded: int | None, holds_files: bool, assigned: int) -> bool:
     """Whether a replica directory belongs to another incarnation of its topic than ``assigned``.
 
-    An SC that does not say (``assigned == NO_TOPIC_ID``) never makes a directory stale. A
+    An SC that does not say (``assigned == ia.NO_TOPIC_ID``) never makes a directory stale. A
     directory with files but no incarnation was left by a replica from before incarnations were
     recorded (the marker is written before the replica's first file), so it cannot be told apart
     from a deleted topic's leftover and is not trusted.
     """
-    if assigned == NO_TOPIC_ID:
+    if assigned == ia.NO_TOPIC_ID:
         return False
     if recorded is None:
         return holds_files
@@ -139,7 +138,7 @@ def prepare_replica_dir(data_dir, topic: str, partition: int, topic_id: int) -> 
                     topic, partition, recorded, topic_id)
         shutil.rmtree(path)
         recorded = None
-    if topic_id != NO_TOPIC_ID and recorded != topic_id:
+    if topic_id != ia.NO_TOPIC_ID and recorded != topic_id:
         path.mkdir(parents=True, exist_ok=True)
         write_atomic(os.fspath(path / INCARNATION_FILE), b"%d\n" % topic_id)
         fsync_dir(os.fspath(data_dir))  # the removal and the new directory are durable
@@ -266,7 +265,7 @@ class SpuContext:
 
     def _apply_one(self, key: tuple[str, int], a: ia.ReplicaAssignment) -> None:
         r = self.replicas.get(key)
-        if r is not None and a.topic_id != NO_TOPIC_ID and r.assignment.topic_id != a.topic_id:
+        if r is not None and a.topic_id != ia.NO_TOPIC_ID and r.assignment.topic_id != a.topic_id:
             log.warning("%s-%s: the topic was re-created (incarnation %d -> %d): dropping the old replica",
                         *key, r.assignment.topic_id, a.topic_id)
             self._drop(key)

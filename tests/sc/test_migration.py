@@ -1,6 +1,7 @@
 """Metadata written before typed replication records (partition ``{"epoch", "isr"}`` and topic
-``{"min_isr", "unclean_leader_election"}`` as JSON extras) loads, gets topic incarnations, and is
-saved in the new form at once, so every restart sees the same incarnation ids."""
+``{"min_isr", "unclean_leader_election"}`` as JSON extras) loads into typed records. Its topics keep
+NO_TOPIC_ID (they predate incarnations): the SPUs then keep their replica directories, which carry
+no incarnation marker either, instead of taking them for a deleted topic's leftovers."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from crc32c import crc32c
 from fluvial.protocol import sc_objects as so
 from fluvial.protocol.codec import Vec
 from fluvial.sc import backend as be
+from fluvial.protocol import internal_api as ia
+from fluvial.protocol.internal_api import NO_TOPIC_ID
+from fluvial.sc import controller as ctl
 from fluvial.sc.state import ScState
 
 
@@ -48,11 +52,21 @@ def test_old_extras_become_typed_records(tmp_path):
     old, plain = state.topics.get("old").meta, state.topics.get("plain").meta
     assert (old.min_isr, old.unclean_leader_election) == (2, True)
     assert (plain.min_isr, plain.unclean_leader_election) == (1, False)
-    assert old.topic_id != 0 and plain.topic_id not in (0, old.topic_id)
+    assert old.topic_id == plain.topic_id == NO_TOPIC_ID
     p0, p1, q0 = (state.partitions.get(n).meta for n in ("old-0", "old-1", "plain-0"))
-    assert (p0.epoch, p0.isr, p0.isr_version, p0.topic_id) == (7, (1,), 0, old.topic_id)
-    assert (p1.epoch, p1.isr, p1.topic_id) == (2, (2, 1), old.topic_id)
-    assert (q0.epoch, q0.isr, q0.topic_id) == (1, (1,), plain.topic_id)
+    assert (p0.epoch, p0.isr, p0.isr_version, p0.topic_id) == (7, (1,), 0, NO_TOPIC_ID)
+    assert (p1.epoch, p1.isr, p1.topic_id) == (2, (2, 1), NO_TOPIC_ID)
+    assert (q0.epoch, q0.isr, q0.topic_id) == (1, (1,), NO_TOPIC_ID)
+
+
+def test_a_topic_recreated_after_the_upgrade_gets_an_incarnation(tmp_path):
+    old_cluster(tmp_path / "m")
+    state = ScState(be.FileBackend(tmp_path / "m"))
+    state.load()
+    ctl.register_spu(state, ia.RegisterSpuRequest(1, "127.0.0.1", 9001, "127.0.0.1", 9101, None), True)
+    ctl.delete_topic(state, "plain")
+    ctl.create_topic(state, "plain", so.TopicSpec.computed(1, 1))
+    assert state.topics.get("plain").meta.topic_id != NO_TOPIC_ID
 
 
 def test_the_migration_is_saved_at_load(tmp_path):
