@@ -23,6 +23,7 @@ import typer
 
 from fluvial.auth import default_policy
 from fluvial.client import profile as prof
+from fluvial.net.tls import spu_member_name
 from fluvial.testing.certs import DEFAULT_DOMAIN, DEFAULT_VALID_DAYS, mint_cluster_certs
 
 __all__ = ["POLICY_FILE", "certs_command", "register", "spu_member_name", "write_default_policy"]
@@ -41,11 +42,6 @@ _POLICY_HEADER = """\
 # Actions: admin (kinds = [...], names = "glob"), read, produce, consume (topics = "glob").
 
 """
-
-
-def spu_member_name(spu_id: int) -> str:
-    """The SPU's object name and member certificate CN, as the SC names it: ``custom-spu-<id>``."""
-    return f"custom-spu-{spu_id}"
 
 
 def _describe(key: str, admins: list[str]) -> str:

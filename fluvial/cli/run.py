@@ -82,6 +82,8 @@ def run_sc(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     public_port: Annotated[int, typer.Option(help="Public port (clients); 0 picks one.")] = 9003,
     private_port: Annotated[int, typer.Option(help="Private port (SPUs); 0 picks one.")] = 9004,
+    private_host: Annotated[Optional[str], typer.Option(help="Address the private port binds (default: "
+                                                        "--host with TLS, 127.0.0.1 without).")] = None,
     heartbeat_timeout: Annotated[float, typer.Option(help="Seconds of SPU silence before it is failed.")] = 10.0,
     tls_dir: Annotated[Optional[Path], typer.Option(help="Certificates from `fluvial cluster certs`; enables TLS on every port.")] = None,
     domain: Annotated[str, typer.Option(help="The name clients dial the servers by (a SAN of the certificates).")] = "fluvial.local",
@@ -97,8 +99,10 @@ def run_sc(
 
     _setup_logging(log_level)
     tls, pol = _tls(tls_dir, "sc", domain, policy)
-    _warn(exposed_plaintext_warning("SC", host, tls is not None))
+    _warn(exposed_plaintext_warning("SC", private_bind_host(host, private_host, tls is not None),
+                                    tls is not None))
     cfg = ScConfig(data_dir=data_dir, host=host, public_port=public_port, private_port=private_port,
+                   private_host=private_host,
                    heartbeat_timeout_seconds=heartbeat_timeout, tls=tls, policy=pol)
     trio.run(_run_until_signal, lambda task_status=trio.TASK_STATUS_IGNORED: serve_sc(cfg, task_status=task_status),
              ready_file, lambda p: {"pid": os.getpid(), "public_port": p[0], "private_port": p[1]})

@@ -17,7 +17,7 @@ import logging
 import trio
 
 from fluvial.errors import OK, Error, ErrorCode
-from fluvial.net.tls import allowed, principal_of
+from fluvial.net.tls import allowed, principal_of, speaks_for_spu
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol.api import (
     ApiVersionsResponse, encode_error_response, encode_response,
@@ -27,11 +27,6 @@ from fluvial.sc import controller as ctl
 from fluvial.sc.state import MetadataSaveError, ScState, SpuLink
 
 log = logging.getLogger("fluvial.sc")
-
-
-def spu_member_name(spu_id: int) -> str:
-    """The member-certificate CN an SPU must present (``fluvial cluster certs`` mints these)."""
-    return f"custom-spu-{spu_id}"
 
 
 MAX_PRIVATE_REQUEST_BYTES = 16 << 20  # a report of every replica of a big SPU fits
@@ -57,7 +52,7 @@ async def handle_request(state: ScState, auto_register: bool, conn, payload: byt
         return
     registered = conn.state.get("spu_id")
     if isinstance(req, ia.RegisterSpuRequest):
-        if state.policy is not None and principal_of(conn) != spu_member_name(req.spu_id):
+        if state.policy is not None and not speaks_for_spu(conn, req.spu_id):
             log.warning("private %s: %s may not register as SPU %d", conn.peer, principal_of(conn), req.spu_id)
             await reply(ia.RegisterSpuResponse(Error(ErrorCode.PermissionDenied),
                                                f"certificate {principal_of(conn)!r} is not SPU {req.spu_id}"))

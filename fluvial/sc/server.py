@@ -15,7 +15,7 @@ from pathlib import Path
 import trio
 
 from fluvial.net.server import ServerLimits, listener_port, serve_tcp
-from fluvial.net.tls import ClusterTls
+from fluvial.net.tls import ClusterTls, private_bind_host
 from fluvial.sc import controller as ctl
 from fluvial.sc import private, public
 from fluvial.sc.backend import FileBackend
@@ -30,6 +30,7 @@ class ScConfig:
     host: str = "127.0.0.1"
     public_port: int = 9003
     private_port: int = 9004
+    private_host: str | None = None  # None: ``host`` with TLS, loopback without (net.tls.private_bind_host)
     auto_register_spus: bool = True
     heartbeat_timeout_seconds: float = 10.0
     limits: ServerLimits = field(default_factory=ServerLimits)
@@ -76,7 +77,8 @@ async def serve_sc(config: ScConfig, *, task_status=trio.TASK_STATUS_IGNORED) ->
             limits=config.limits, ssl_context=tls.public_server_context() if tls else None))
         priv = await nursery.start(partial(
             serve_tcp, partial(private.handle_request, state, config.auto_register_spus),
-            config.host, config.private_port, limits=config.limits,
+            private_bind_host(config.host, config.private_host, config.tls is not None),
+            config.private_port, limits=config.limits,
             ssl_context=tls.private_server_context() if tls else None))
         nursery.start_soon(_failure_detector, state, config.heartbeat_timeout_seconds)
         ports = (listener_port(pub), listener_port(priv))

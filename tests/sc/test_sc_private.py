@@ -185,3 +185,28 @@ async def test_a_failed_save_answers_an_error_and_changes_nothing(tmp_path, monk
                 assert (await one.report([one.leader_report(a, isr=[1])])).error_code.ok
                 await one.wait_assignment("t", lambda a: a.isr == [1])
                 assert (await admin.call(sa.ObjectApiCreateRequest.of("u", assigned([1])))).error_code.ok
+
+
+async def _connects(host: str, port: int) -> bool:
+    try:
+        stream = await trio.open_tcp_stream(host, port)
+    except OSError:
+        return False
+    await stream.aclose()
+    return True
+
+
+async def test_a_plaintext_private_port_binds_loopback_unless_told_otherwise(tmp_path):
+    """Public on 127.0.0.2 (another loopback address, standing in for an exposed one): the SC's
+    plaintext private port stays on 127.0.0.1; an explicit private host is honoured."""
+    for private_host, reachable, unreachable in ((None, "127.0.0.1", "127.0.0.2"),
+                                                 ("127.0.0.2", "127.0.0.2", "127.0.0.1")):
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                public, private = await nursery.start(serve_sc, ScConfig(
+                    data_dir=tmp_path / str(private_host), host="127.0.0.2", public_port=0,
+                    private_port=0, private_host=private_host))
+                assert await _connects("127.0.0.2", public)
+                assert await _connects(reachable, private)
+                assert not await _connects(unreachable, private)
+                nursery.cancel_scope.cancel()
