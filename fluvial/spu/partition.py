@@ -74,8 +74,12 @@ class Lease:
 
     Promise: a leader cut off from the SC stops acknowledging (and appending) within ``seconds``
     of sending its last report that the SC answered. The SC grants ``seconds`` below its own
-    heartbeat timeout, so by the time the SC declares this SPU failed and elects another leader,
-    the lease has run out and this SPU no longer acknowledges: two leaders never both ack.
+    heartbeat timeout, so when the SC fails this SPU for silence and elects another leader, the
+    lease has already run out. When the SC instead sees the SPU's connection close, it elects at
+    once (fast failover after a crash); a leader that is in fact alive and still reachable by
+    clients may then acknowledge ReadUncommitted produces until its lease runs out, and those can
+    be lost, as acks=1 writes can in Kafka. ReadCommitted acknowledgements never are: they need
+    the HW, which counts the followers the SC last recorded, and those follow the new leader.
 
     ``renew(sent_at)`` counts from when the renewing request was *sent*, not when the answer
     arrived, so a slow answer can only shorten the lease, never stretch it past what the SC
