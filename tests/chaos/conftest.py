@@ -64,14 +64,13 @@ def cluster_kwargs(param: str) -> dict:
 
 @pytest.fixture
 def make_cluster(request, tmp_path) -> Iterator:
-    """``make_cluster(spus=3, mode="kill-9", heartbeat_timeout=2.0)``: start a process cluster
-    (2 s replica lag time); every cluster made is stopped after the test."""
+    """``make_cluster(spus=3, mode="kill-9")``: start a process cluster (2 s heartbeat timeout
+    and replica lag time); every cluster made is stopped after the test."""
     made: list[ProcessCluster] = []
 
-    def make(spus: int = 3, mode: str = KILL_9, heartbeat_timeout: float = 2.0) -> ProcessCluster:
-        c = ProcessCluster(tmp_path / f"home{len(made) or ''}", spus=spus,
-                           heartbeat_timeout=heartbeat_timeout, replica_lag_time_max=2.0,
-                           **cluster_kwargs(mode))
+    def make(spus: int = 3, mode: str = KILL_9) -> ProcessCluster:
+        c = ProcessCluster(tmp_path / f"home{len(made) or ''}", spus=spus, heartbeat_timeout=2.0,
+                           replica_lag_time_max=2.0, **cluster_kwargs(mode))
         made.append(c)
         c.start()
         return c
