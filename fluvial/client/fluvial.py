@@ -48,7 +48,7 @@ from fluvial.net.multiplexer import ClientConnection, open_connection
 from fluvial.net.tls import client_ssl_context
 from fluvial.protocol.codec import DecodeError
 from fluvial.protocol.sc_api import MsgType, ObjectApiWatchRequest, ObjectApiWatchResponse
-from fluvial.protocol.sc_objects import Metadata, PartitionSpec, SpuSpec, TopicSpec
+from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC, Metadata, PartitionSpec, SpuSpec, TopicSpec
 
 log = logging.getLogger("fluvial.client")
 
@@ -58,7 +58,6 @@ DEFAULT_METADATA_TIMEOUT = 60.0  # seconds; Fluvio's FLV_METADATA_TIMEOUT defaul
 DEFAULT_REQUEST_TIMEOUT = 60.0  # seconds; Fluvio's FLV_SOCKET_WAIT default
 _RECONNECT_INITIAL = 0.05
 _RECONNECT_MAX = 2.0
-CONSUMER_OFFSET_TOPIC = "consumer-offset"
 
 TopicNotFoundError = error_class(ErrorCode.TopicNotFound)
 PartitionNotLeaderError = error_class(ErrorCode.PartitionNotLeader)

@@ -17,12 +17,12 @@ from fluvial.metadata.placement import PlacementError, SpuInfo, place_replicas
 from fluvial.metadata.replication import PartitionReplication, TopicReplication, new_topic_id
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol import sc_objects as so
+from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
 from fluvial.replication.election import ElectionResult, elect_leader
 from fluvial.sc.state import MetadataSaveError, ScState
 
 log = logging.getLogger("fluvial.sc")
 
-CONSUMER_OFFSET_TOPIC = "consumer-offset"
 OFFSETS_REPLICATION_FACTOR = 3  # Kafka's offsets.topic.replication.factor
 DEFAULT_MAX_PARTITION_BYTES = 100 * 1024**3
 

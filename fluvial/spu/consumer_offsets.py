@@ -14,7 +14,6 @@ import time
 from fluvial.protocol.record import decode_record_set, encode_batch
 from fluvial.spu.partition import PartitionReplica
 
-CONSUMER_OFFSET_TOPIC = "consumer-offset"
 Key = tuple[str, str, int]  # consumer_id, topic, partition
 
 

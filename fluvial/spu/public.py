@@ -34,7 +34,7 @@ from fluvial.protocol.api import (
 from fluvial.protocol.batch import BatchError, iter_batches
 from fluvial.net.dispatch import decode_or_refuse
 from fluvial.protocol import spu_api as api
-from fluvial.spu.consumer_offsets import CONSUMER_OFFSET_TOPIC
+from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
 from fluvial.spu.partition import NotLeader, PartitionReplica, Waiter
 from fluvial.storage import errors as serr
 

@@ -46,7 +46,8 @@ from fluvial.protocol.api import (
 )
 from fluvial.net.dispatch import decode_or_refuse
 from fluvial.spu import public
-from fluvial.spu.consumer_offsets import CONSUMER_OFFSET_TOPIC, ConsumerOffsetStore
+from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
+from fluvial.spu.consumer_offsets import ConsumerOffsetStore
 from fluvial.spu.partition import Lease, PartitionReplica
 from fluvial.spu.replication import handle_fetch_replica, handle_offset_for_leader_epoch, run_follower
 from fluvial.storage import errors as serr

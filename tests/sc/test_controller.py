@@ -313,26 +313,26 @@ def test_a_failing_leader_stays_when_no_in_sync_replica_is_live(tmp_path):
 
 
 def offsets_replicas(state: ScState) -> list[int]:
-    return list(state.partitions.get(f"{ctl.CONSUMER_OFFSET_TOPIC}-0").spec.replicas)
+    return list(state.partitions.get(f"{so.CONSUMER_OFFSET_TOPIC}-0").spec.replicas)
 
 
 def test_the_consumer_offset_topic_grows_to_three_replicas(tmp_path):
     state = new_state(tmp_path)
     register(state, 1)
     assert offsets_replicas(state) == [1]
-    epoch = state.partitions.get(f"{ctl.CONSUMER_OFFSET_TOPIC}-0").meta.epoch
+    epoch = state.partitions.get(f"{so.CONSUMER_OFFSET_TOPIC}-0").meta.epoch
     register(state, 2)
     assert offsets_replicas(state) == [1, 2]
-    p = state.partitions.get(f"{ctl.CONSUMER_OFFSET_TOPIC}-0")
+    p = state.partitions.get(f"{so.CONSUMER_OFFSET_TOPIC}-0")
     assert p.spec.leader == 1 and p.meta.epoch == epoch + 1 and p.meta.isr == (1,)
     register(state, 3)
     register(state, 4)
     assert offsets_replicas(state) == [1, 2, 3]
-    t = state.topics.get(ctl.CONSUMER_OFFSET_TOPIC)
+    t = state.topics.get(so.CONSUMER_OFFSET_TOPIC)
     assert t.spec.replicas.replication_factor == 3 and t.status.replica_map == {0: [1, 2, 3]}
     assert t.meta.min_isr == ctl.default_min_isr(3)
-    assert assignment(state, 3, ctl.CONSUMER_OFFSET_TOPIC).replicas == [1, 2, 3]
-    assert restarted(state).partitions.get(f"{ctl.CONSUMER_OFFSET_TOPIC}-0").spec.replicas == [1, 2, 3]
+    assert assignment(state, 3, so.CONSUMER_OFFSET_TOPIC).replicas == [1, 2, 3]
+    assert restarted(state).partitions.get(f"{so.CONSUMER_OFFSET_TOPIC}-0").spec.replicas == [1, 2, 3]
 
 
 def test_the_consumer_offset_topic_is_created_with_the_live_spus(tmp_path):
@@ -340,8 +340,8 @@ def test_the_consumer_offset_topic_is_created_with_the_live_spus(tmp_path):
     for s in (1, 2, 3, 4):
         register(state, s)
     with state.transaction():
-        state.topics.delete(ctl.CONSUMER_OFFSET_TOPIC)
-        state.partitions.delete(f"{ctl.CONSUMER_OFFSET_TOPIC}-0")
+        state.topics.delete(so.CONSUMER_OFFSET_TOPIC)
+        state.partitions.delete(f"{so.CONSUMER_OFFSET_TOPIC}-0")
     ctl.ensure_system_topics(state)
     assert len(offsets_replicas(state)) == 3
 

@@ -18,7 +18,7 @@ from fluvial.protocol import spu_api as api
 from fluvial.protocol.batch import set_leader_epoch
 from fluvial.protocol.record import decode_record_set, encode_batch
 from fluvial.spu import public
-from fluvial.spu.consumer_offsets import CONSUMER_OFFSET_TOPIC
+from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
 from fluvial.spu.partition import Lease, PartitionReplica
 from fluvial.storage.config import ReplicaConfig
 from fluvial.storage.replica import Replica
