@@ -4,7 +4,7 @@
 
 Writes a CA, the server certificate for the SC and SPU public ports, member certificates for
 SC <-> SPU traffic and client certificates into OUTDIR, by calling
-``fluvial.testing.certs.mint_cluster_certs``. certs/README.md describes every file.
+``fluvial.tls_certs.mint_cluster_certs``. certs/README.md describes every file.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 try:
-    from fluvial.testing.certs import DEFAULT_DOMAIN, DEFAULT_SPU_NAMES, DEFAULT_VALID_DAYS, mint_cluster_certs
+    from fluvial.tls_certs import DEFAULT_DOMAIN, DEFAULT_SPU_NAMES, DEFAULT_VALID_DAYS, mint_cluster_certs
 except ImportError:  # run from a source checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from fluvial.testing.certs import DEFAULT_DOMAIN, DEFAULT_SPU_NAMES, DEFAULT_VALID_DAYS, mint_cluster_certs
+    from fluvial.tls_certs import DEFAULT_DOMAIN, DEFAULT_SPU_NAMES, DEFAULT_VALID_DAYS, mint_cluster_certs
 
 
 def main(argv: list[str] | None = None) -> int:

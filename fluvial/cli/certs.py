@@ -5,7 +5,7 @@ Mounted on the ``cluster`` app by ``register(cluster_app)``::
     from fluvial.cli import certs
     certs.register(app)          # in fluvial/cli/cluster.py, after ``app`` is created
 
-The certificates come from ``fluvial.testing.certs.mint_cluster_certs`` (certs/README.md explains
+The certificates come from ``fluvial.tls_certs.mint_cluster_certs`` (certs/README.md explains
 every file). Next to them goes ``policy.toml`` (``fluvial.auth``): the ``--admin`` principals get
 every permission, ``sc`` and the SPUs are the member identities, other ``--client`` principals
 may only read metadata until the file says more.
@@ -24,7 +24,7 @@ import typer
 from fluvial.auth import default_policy
 from fluvial.client import profile as prof
 from fluvial.net.tls import spu_member_name
-from fluvial.testing.certs import DEFAULT_DOMAIN, DEFAULT_VALID_DAYS, mint_cluster_certs
+from fluvial.tls_certs import DEFAULT_DOMAIN, DEFAULT_VALID_DAYS, mint_cluster_certs
 
 __all__ = ["POLICY_FILE", "certs_command", "register", "spu_member_name", "write_default_policy"]
 

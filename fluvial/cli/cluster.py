@@ -113,7 +113,7 @@ def _fail(msg: str) -> int:
 
 def _ensure_certs(spus: int, domain: str) -> Path:
     """Certificates and a default policy under $FLUVIAL_HOME/certs, minted once."""
-    from fluvial.testing.certs import mint_cluster_certs
+    from fluvial.tls_certs import mint_cluster_certs
 
     certs = (_home() / "certs").resolve()
     names = [spu_member_name(5001 + i) for i in range(spus)]

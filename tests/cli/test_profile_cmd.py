@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from fluvial.cli.main import app
 from fluvial.cli.topic import parse_yaml
 from fluvial.client import profile as prof
-from fluvial.testing.certs import mint_cluster_certs
+from fluvial.tls_certs import mint_cluster_certs
 
 runner = CliRunner()
 

@@ -27,7 +27,7 @@ from fluvial.client.profile import (
     TlsVerified,
 )
 from fluvial.errors import ConfigError
-from fluvial.testing.certs import CA, mint_cluster_certs
+from fluvial.tls_certs import CA, mint_cluster_certs
 
 MINIMAL = """\
 version = "2.0"

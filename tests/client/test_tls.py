@@ -13,7 +13,7 @@ from fluvial.client.profile import TlsAnonymous, TlsVerified
 from fluvial.net.tls import ClusterTls
 from fluvial.sc.server import ScConfig, serve_sc
 from fluvial.spu.server import SpuConfig, serve_spu
-from fluvial.testing.certs import mint_cluster_certs
+from fluvial.tls_certs import mint_cluster_certs
 
 from .conftest import TEST_TIMEOUT
 

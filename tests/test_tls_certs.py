@@ -18,9 +18,9 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fluvial.testing.certs import CA, DEFAULT_SPU_NAMES, LeafCert, mint_cluster_certs
+from fluvial.tls_certs import CA, DEFAULT_SPU_NAMES, LeafCert, mint_cluster_certs
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 IO_TIMEOUT_S = 10
 
 

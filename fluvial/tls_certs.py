@@ -1,4 +1,4 @@
-"""A certificate factory for tests and development clusters, on ``cryptography``.
+"""Minting a cluster's TLS certificates (a CA and its leaves), for `fluvial cluster certs` and tests.
 
 Theory of operation
 -------------------
