@@ -246,18 +246,271 @@ class ConnectionLost(FluvialError):
     """The peer closed the connection or it failed under us (retriable)."""
 
 
-_CLASSES: dict[ErrorCode, type[FluvialError]] = {}
+# -------------------------------------------------------------- one exception class per ErrorCode
+
+
+class UnknownServerError(FluvialError):
+    code = ErrorCode.UnknownServerError
+
+
+class OffsetOutOfRangeError(FluvialError):
+    code = ErrorCode.OffsetOutOfRange
+
+
+class OtherError(FluvialError):
+    code = ErrorCode.Other
+
+
+class NotLeaderForPartitionError(FluvialError):
+    code = ErrorCode.NotLeaderForPartition
+
+
+class RequestTimedOutError(FluvialError):
+    code = ErrorCode.RequestTimedOut
+
+
+class MessageTooLargeError(FluvialError):
+    code = ErrorCode.MessageTooLarge
+
+
+class PermissionDeniedError(FluvialError):
+    code = ErrorCode.PermissionDenied
+
+
+class StorageError(FluvialError):
+    code = ErrorCode.StorageError
+
+
+class InvalidCreateRequestError(FluvialError):
+    code = ErrorCode.InvalidCreateRequest
+
+
+class InvalidDeleteRequestError(FluvialError):
+    code = ErrorCode.InvalidDeleteRequest
+
+
+class OffsetEvictedError(FluvialError):
+    code = ErrorCode.OffsetEvicted
+
+
+class PartitionFullError(FluvialError):
+    code = ErrorCode.PartitionFull
+
+
+class PartitionShortCircuitedError(FluvialError):
+    code = ErrorCode.PartitionShortCircuited
+
+
+class SpuError(FluvialError):
+    code = ErrorCode.SpuError
+
+
+class SpuRegisterationFailedError(FluvialError):
+    code = ErrorCode.SpuRegisterationFailed
+
+
+class SpuOfflineError(FluvialError):
+    code = ErrorCode.SpuOffline
+
+
+class SpuNotFoundError(FluvialError):
+    code = ErrorCode.SpuNotFound
+
+
+class SpuAlreadyExistsError(FluvialError):
+    code = ErrorCode.SpuAlreadyExists
+
+
+class TopicError(FluvialError):
+    code = ErrorCode.TopicError
+
+
+class TopicNotFoundError(FluvialError):
+    code = ErrorCode.TopicNotFound
+
+
+class TopicAlreadyExistsError(FluvialError):
+    code = ErrorCode.TopicAlreadyExists
+
+
+class TopicPendingInitializationError(FluvialError):
+    code = ErrorCode.TopicPendingInitialization
+
+
+class TopicInvalidConfigurationError(FluvialError):
+    code = ErrorCode.TopicInvalidConfiguration
+
+
+class TopicNotProvisionedError(FluvialError):
+    code = ErrorCode.TopicNotProvisioned
+
+
+class TopicInvalidNameError(FluvialError):
+    code = ErrorCode.TopicInvalidName
+
+
+class TopicDeletedError(FluvialError):
+    code = ErrorCode.TopicDeleted
+
+
+class TopicInvalidReplicaTypeError(FluvialError):
+    code = ErrorCode.TopicInvalidReplicaType
+
+
+class PartitionPendingInitializationError(FluvialError):
+    code = ErrorCode.PartitionPendingInitialization
+
+
+class PartitionNotLeaderError(FluvialError):
+    code = ErrorCode.PartitionNotLeader
+
+
+class FetchSessionNotFoudError(FluvialError):
+    code = ErrorCode.FetchSessionNotFoud
+
+
+class OffsetFlushRequestError(FluvialError):
+    code = ErrorCode.OffsetFlushRequestError
+
+
+class OffsetManagementDisabledError(FluvialError):
+    code = ErrorCode.OffsetManagementDisabled
+
+
+class MaxRetryReachedError(FluvialError):
+    code = ErrorCode.MaxRetryReached
+
+
+class ManagedConnectorError(FluvialError):
+    code = ErrorCode.ManagedConnectorError
+
+
+class ManagedConnectorNotFoundError(FluvialError):
+    code = ErrorCode.ManagedConnectorNotFound
+
+
+class ManagedConnectorAlreadyExistsError(FluvialError):
+    code = ErrorCode.ManagedConnectorAlreadyExists
+
+
+class SmartModuleError(FluvialError):
+    code = ErrorCode.SmartModuleError
+
+
+class SmartModuleNotFoundError(FluvialError):
+    code = ErrorCode.SmartModuleNotFound
+
+
+class SmartModuleInvalidError(FluvialError):
+    code = ErrorCode.SmartModuleInvalid
+
+
+class SmartModuleInvalidExportsError(FluvialError):
+    code = ErrorCode.SmartModuleInvalidExports
+
+
+class SmartModuleRuntimeError(FluvialError):
+    code = ErrorCode.SmartModuleRuntimeError
+
+
+class SmartModuleChainInitError(FluvialError):
+    code = ErrorCode.SmartModuleChainInitError
+
+
+class SmartModuleInitError(FluvialError):
+    code = ErrorCode.SmartModuleInitError
+
+
+class SmartModuleLookBackError(FluvialError):
+    code = ErrorCode.SmartModuleLookBackError
+
+
+class SmartModuleMemoryLimitExceededError(FluvialError):
+    code = ErrorCode.SmartModuleMemoryLimitExceeded
+
+
+class TableFormatError(FluvialError):
+    code = ErrorCode.TableFormatError
+
+
+class TableFormatNotFoundError(FluvialError):
+    code = ErrorCode.TableFormatNotFound
+
+
+class TableFormatAlreadyExistsError(FluvialError):
+    code = ErrorCode.TableFormatAlreadyExists
+
+
+class DerivedStreamObjectError(FluvialError):
+    code = ErrorCode.DerivedStreamObjectError
+
+
+class DerivedStreamNotFoundError(FluvialError):
+    code = ErrorCode.DerivedStreamNotFound
+
+
+class DerivedStreamJoinFetchError(FluvialError):
+    code = ErrorCode.DerivedStreamJoinFetchError
+
+
+class DerivedStreamInvalidError(FluvialError):
+    code = ErrorCode.DerivedStreamInvalid
+
+
+class CompressionError(FluvialError):
+    code = ErrorCode.CompressionError
+
+
+class DeduplicationSmartModuleNotLoadedError(FluvialError):
+    code = ErrorCode.DeduplicationSmartModuleNotLoaded
+
+
+class DeduplicationSmartModuleNameInvalidError(FluvialError):
+    code = ErrorCode.DeduplicationSmartModuleNameInvalid
+
+
+class MirrorNotFoundError(FluvialError):
+    code = ErrorCode.MirrorNotFound
+
+
+class MirrorAlreadyExistsError(FluvialError):
+    code = ErrorCode.MirrorAlreadyExists
+
+
+class MirrorProduceFromHomeError(FluvialError):
+    code = ErrorCode.MirrorProduceFromHome
+
+
+class MirrorDeleteFromRemoteError(FluvialError):
+    code = ErrorCode.MirrorDeleteFromRemote
+
+
+class MirrorInvalidTypeError(FluvialError):
+    code = ErrorCode.MirrorInvalidType
+
+
+class MirrorProduceFromRemoteNotAllowedError(FluvialError):
+    code = ErrorCode.MirrorProduceFromRemoteNotAllowed
+
+
+class SystemSpecDeletionAttemptError(FluvialError):
+    code = ErrorCode.SystemSpecDeletionAttempt
+
+
+class SystemSpecUpdatingAttemptError(FluvialError):
+    code = ErrorCode.SystemSpecUpdatingAttempt
+
+
+def _classes_by_code() -> dict[ErrorCode, type[FluvialError]]:
+    """The classes above, by the code each one declares (``FluvialError`` itself excluded)."""
+    return {cls.code: cls for cls in globals().values()
+            if isinstance(cls, type) and issubclass(cls, FluvialError) and cls is not FluvialError
+            and "code" in vars(cls)}
+
+
+_CLASSES = _classes_by_code()
 
 
 def error_class(code: ErrorCode) -> type[FluvialError]:
     """The exception class for ``code`` (``TopicNotFoundError`` for TopicNotFound, ...)."""
     return _CLASSES.get(code, FluvialError)
-
-
-for _code in ErrorCode:
-    if _code is ErrorCode.None_:
-        continue
-    _name = _code.name + ("" if _code.name.endswith("Error") else "Error")
-    _CLASSES[_code] = type(_name, (FluvialError,), {"code": _code, "__module__": __name__})
-    globals()[_name] = _CLASSES[_code]
-del _code, _name

@@ -13,7 +13,7 @@ from typing import Any
 from fluvial.client.types import (
     ConsumerOffsetInfo, PartitionInfo, ReplicaInfo, SpuInfo, TopicInfo, topic_compression_from,
 )
-from fluvial.errors import ErrorCode, error_class
+from fluvial.errors import TopicNotFoundError
 from fluvial.protocol.sc_api import (
     ObjectApiUpdateRequest,
     ObjectApiCreateRequest, ObjectApiDeleteRequest, ObjectApiListRequest, Status,
@@ -28,8 +28,6 @@ from fluvial.protocol.spu_api import (
 )
 
 __all__ = ["Admin"]
-
-TopicNotFoundError = error_class(ErrorCode.TopicNotFound)
 
 
 def _raise_for(status: Status) -> None:

@@ -42,7 +42,10 @@ from fluvial.client.profile import (
     ResolvedCluster, TlsAnonymous, TlsDisabled, TlsPolicy, TlsVerified, resolve_endpoint,
     split_endpoint,
 )
-from fluvial.errors import ConfigError, ConnectionLost, ErrorCode, FluvialError, error_class
+from fluvial.errors import (
+    ConfigError, ConnectionLost, FluvialError, NotLeaderForPartitionError, PartitionNotLeaderError,
+    RequestTimedOutError, SpuNotFoundError, TopicNotFoundError,
+)
 from fluvial.net.errors import ConnectError, RequestTimeout
 from fluvial.net.multiplexer import ClientConnection, open_connection
 from fluvial.net.tls import client_ssl_context
@@ -58,13 +61,6 @@ DEFAULT_METADATA_TIMEOUT = 60.0  # seconds; Fluvio's FLV_METADATA_TIMEOUT defaul
 DEFAULT_REQUEST_TIMEOUT = 60.0  # seconds; Fluvio's FLV_SOCKET_WAIT default
 _RECONNECT_INITIAL = 0.05
 _RECONNECT_MAX = 2.0
-
-TopicNotFoundError = error_class(ErrorCode.TopicNotFound)
-PartitionNotLeaderError = error_class(ErrorCode.PartitionNotLeader)
-SpuNotFoundError = error_class(ErrorCode.SpuNotFound)
-NotLeaderForPartitionError = error_class(ErrorCode.NotLeaderForPartition)
-RequestTimedOutError = error_class(ErrorCode.RequestTimedOut)
-
 
 class MetadataTimeout(RequestTimedOutError):
     """A metadata store received no frame from the SC within ``metadata_timeout``."""

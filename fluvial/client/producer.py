@@ -61,7 +61,8 @@ from fluvial.client.types import (
     isolation_from,
 )
 from fluvial.errors import (
-    RETRIABLE, ConnectionLost, Error, ErrorCode, FluvialError, error_class,
+    RETRIABLE, CompressionError, ConnectionLost, Error, ErrorCode, FluvialError,
+    NotLeaderForPartitionError, TopicNotFoundError,
 )
 from fluvial.net.errors import RequestTimeout
 from fluvial.protocol.codec import DecodeError, EncodeError
@@ -74,7 +75,6 @@ log = logging.getLogger("fluvial.client")
 
 __all__ = ["ProduceFuture", "Producer", "ProducerClosedError", "ProducerStatistics"]
 
-CompressionError = error_class(ErrorCode.CompressionError)
 _ONLY_BYTES = {bytes}
 # send_many's records for one partition: their indexes in the call, values, keys (or None)
 _Group = tuple[list[int] | range, list[bytes], list[bytes | None] | None]
@@ -547,7 +547,7 @@ class Producer:
                     self._finish(b, error=error)
                 continue
             if leader is None:
-                self._retry_or_fail(p, batches, NotLeaderError(
+                self._retry_or_fail(p, batches, NotLeaderForPartitionError(
                     Error(ErrorCode.NotLeaderForPartition),
                     f"partition {self.topic}-{p} has no leader in the metadata"), now)
                 continue
@@ -648,10 +648,6 @@ class Producer:
             return
         for b in batches:
             self._finish(b, error=error)
-
-
-NotLeaderError = error_class(ErrorCode.NotLeaderForPartition)
-TopicNotFoundError = error_class(ErrorCode.TopicNotFound)
 
 
 def _is_retriable(error: BaseException) -> bool:
