@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import inspect
 
 import pytest
 
 import fluvial.errors as errors
+import fluvial.storage.errors as serr
 from fluvial.errors import Error, ErrorCode, FluvialError, error_class
 
 CODES = [code for code in ErrorCode if code is not ErrorCode.None_]
@@ -33,3 +35,39 @@ def test_success_and_unknown_codes_fall_back_to_the_base_class():
     assert error_class(ErrorCode.None_) is FluvialError
     err = Error(ErrorCode.TopicNotFound).exception("Topic not found: t")
     assert str(err) == "Topic not found: t" and err.error.code is ErrorCode.TopicNotFound
+
+
+# ------------------------------------------------------------------ storage errors carry a code
+
+STORAGE_CODES = {
+    # an instance of each storage error class, and the ErrorCode a server answers it with
+    "StorageError": (lambda: serr.StorageError("x"), ErrorCode.StorageError),
+    "InvalidBatch": (lambda: serr.InvalidBatch("empty record set"), ErrorCode.Other),
+    "BatchTooLarge": (lambda: serr.BatchTooLarge("too big"), ErrorCode.MessageTooLarge),
+    "StaleLeaderEpoch": (lambda: serr.StaleLeaderEpoch("old"), ErrorCode.NotLeaderForPartition),
+    "StorageIOError": (lambda: serr.os_error(OSError(errno.EIO, "I/O error"), "write"),
+                       ErrorCode.StorageError),
+    "DiskFull": (lambda: serr.os_error(OSError(errno.ENOSPC, "No space left"), "write"),
+                 ErrorCode.PartitionFull),
+    "ShortCircuited": (lambda: serr.ShortCircuited("fsync failed"), ErrorCode.PartitionShortCircuited),
+    "OffsetOutOfRange": (lambda: serr.OffsetOutOfRange(9, 0, 5), ErrorCode.OffsetOutOfRange),
+    "CorruptLog": (lambda: serr.CorruptLog("s.log", 0, 0, "bad crc"), ErrorCode.StorageError),
+    "ReplicaClosed": (lambda: serr.ReplicaClosed("closed"), ErrorCode.StorageError),
+}
+
+
+def test_the_table_names_every_storage_error_class():
+    classes = {name for name, cls in inspect.getmembers(serr, inspect.isclass)
+               if issubclass(cls, serr.StorageError)}
+    assert classes == set(STORAGE_CODES)
+
+
+@pytest.mark.parametrize("name", sorted(STORAGE_CODES))
+def test_every_storage_error_carries_the_code_a_server_answers_with(name):
+    make, code = STORAGE_CODES[name]
+    exc = make()
+    assert type(exc).__name__ == name and exc.code is code
+
+
+def test_an_evicted_offset_carries_offset_evicted():
+    assert serr.OffsetOutOfRange(2, 5, 9).code is ErrorCode.OffsetEvicted

@@ -1,8 +1,10 @@
-"""Typed storage errors.
+"""Typed storage errors, each carrying the ErrorCode a server answers it with.
 
-Each class carries ``code``, the Fluvio ErrorCode a server would most naturally answer with. The
-server decides; the code is a hint. None of these is a FluvialError: they never cross the wire
-as they are.
+``code`` is that ErrorCode: a server maps a storage failure to the wire by it, never by the
+class's name (``BatchTooLarge`` is MessageTooLarge, ``DiskFull`` PartitionFull, ``ShortCircuited``
+PartitionShortCircuited, anything else StorageError unless its class says otherwise). The
+payload a code needs (the partition of PartitionFull, the text of Other) is the server's to add.
+None of these is a FluvialError: they never cross the wire as they are.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class StorageIOError(StorageError):
 
 class DiskFull(StorageIOError):
     """ENOSPC or EDQUOT. The operation was undone; a later one may succeed once space frees."""
+
+    code = ErrorCode.PartitionFull
 
 
 class ShortCircuited(StorageIOError):
