@@ -158,8 +158,8 @@ MUTATIONS: list[Mutation] = [
              "corruption in a sealed segment is never found"),
     # --- the SC -------------------------------------------------------------------------------
     Mutation("epoch-kept-on-reregister", "fluvial/sc/controller.py",
-             "                state.partitions.update(p.name, meta=p.meta.next_epoch())\n",
-             "                pass\n",
+             "            draft.partitions.update(p.name, meta=p.meta.next_epoch())\n",
+             "            pass\n",
              ("tests/sc/test_controller.py::test_a_leader_registering_again_before_its_timeout_gets_a_new_saved_epoch",
               "tests/chaos/test_safety.py::test_leader_back_from_a_power_cut_does_not_reuse_its_epoch"),
              "a leader that registers again keeps its epoch (power cut, then epoch reuse)"),

@@ -15,7 +15,7 @@ dropped (the ``fence``) gets a full ``all`` instead, which the client applies as
 persisted with the object but never sent to clients.
 
 Objects are replaced, never changed in place (``upsert``, ``update``, ``update_status``,
-``delete``), so a store can undo: between ``begin()`` and ``end()`` it remembers the first
+``write``, ``delete``), so a store can undo: between ``begin()`` and ``end()`` it remembers the first
 previous version of every name it changes, and ``rollback()`` puts them back. The SC uses that to
 leave memory exactly as it was when a change cannot be saved (fluvial.sc.state). Epochs are not
 rolled back: stamps only grow, and an undone change was never sent to anyone.
@@ -108,6 +108,16 @@ class KindStore:
         if obj is None or obj.status == status:
             return obj
         return self.update(name, status=status, durable=durable)
+
+    def write(self, name: str, obj: StoredObject | None, durable: bool) -> None:
+        """Put ``obj`` as ``name``'s new version, stamped with the next epoch, or delete ``name``
+        (``obj`` None): how a decision drafted elsewhere (fluvial.sc.cluster) is applied."""
+        if obj is None:
+            self.delete(name)
+            return
+        self.epoch += 1
+        self._put(name, replace(obj, name=name, epoch=self.epoch), durable)
+        self._tombstones.pop(name, None)
 
     def delete(self, name: str) -> StoredObject | None:
         obj = self.objects.get(name)

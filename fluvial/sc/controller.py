@@ -1,8 +1,12 @@
-"""SC decisions that change the stores: topics, partitions, SPUs.
+"""The SC's decisions as a pure state machine: an event in, the changes it makes out.
 
-Each function takes the ``ScState`` and plain values and changes the stores inside one
-``state.transaction()``: saved before anyone hears of it, undone if it cannot be saved
-(``MetadataSaveError``). The placement and election maths live in fluvial.metadata.placement and
+``decide(cluster, event)`` takes the SC's view of the cluster (fluvial.sc.cluster) and an event
+(an SPU registered, reported, failed; a topic created, deleted, updated; the SC started; ...) and
+returns a ``Decision``: the store changes to save, what SPUs reported, which SPUs are awaited or
+settled, and the answer for the caller. It touches nothing: every rule writes to a ``Draft``, and
+fluvial.sc.state applies the decision as one transaction (saved before anyone hears of it, undone
+if it cannot be saved), which wakes the watchers and pushes the new assignments to the SPUs. No
+trio, no I/O here. The placement and election maths live in fluvial.metadata.placement and
 fluvial.replication; the per-partition replication record and its rules (every leadership a new
 epoch, every ISR change a new version) in fluvial.metadata.replication.
 """
@@ -10,7 +14,9 @@ epoch, every ISR change a new version) in fluvial.metadata.replication.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
 from fluvial.errors import Error, ErrorCode
 from fluvial.metadata.placement import PlacementError, SpuInfo, place_replicas
@@ -19,7 +25,7 @@ from fluvial.protocol import internal_api as ia
 from fluvial.protocol import sc_objects as so
 from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
 from fluvial.replication.election import ElectionResult, elect_leader
-from fluvial.sc.state import MetadataSaveError, ScState
+from fluvial.sc.cluster import Cluster, Decision, Draft
 
 log = logging.getLogger("fluvial.sc")
 
@@ -54,15 +60,18 @@ def leader_lease_ms(heartbeat_timeout_seconds: float) -> int:
     return int(heartbeat_timeout_seconds * 800)
 
 
+View = Cluster | Draft  # what a rule reads: the cluster, or a decision in progress over it
+
+
 def _topic_of(partition_name: str) -> str:
     return partition_name.rpartition("-")[0]
 
 
-def validate_new_topic(state: ScState, name: str, spec: so.TopicSpec) -> None:
+def validate_new_topic(view: View, name: str, spec: so.TopicSpec) -> None:
     reason = so.validate_topic_name(name) if name else "Name is empty"
     if reason:
         raise CreateError(Error(ErrorCode.TopicInvalidName), f"Invalid topic name: '{name}'. {reason}")
-    if name in state.topics:
+    if name in view.topics:
         raise CreateError(Error(ErrorCode.TopicAlreadyExists), f"Topic '{name}' already exists")
     if isinstance(spec.replicas, so.MirrorReplicas):
         raise CreateError(Error(ErrorCode.TopicInvalidReplicaType), "mirror topics are not supported")
@@ -74,19 +83,19 @@ def validate_new_topic(state: ScState, name: str, spec: so.TopicSpec) -> None:
         raise CreateError(Error(ErrorCode.TopicInvalidConfiguration), reason)
 
 
-def replica_map_for(state: ScState, spec: so.TopicSpec) -> dict[int, list[int]]:
+def replica_map_for(view: View, spec: so.TopicSpec) -> dict[int, list[int]]:
     """Where each partition's replicas go (the first one leads)."""
     if isinstance(spec.replicas, so.AssignedReplicas):
-        known = {o.spec.id for o in state.spus.values()}
+        known = {o.spec.id for o in view.spus.values()}
         for pm in spec.replicas.maps:
             missing = [s for s in pm.replicas if s not in known]
             if missing:
                 raise CreateError(Error(ErrorCode.TopicError),
                                   f"assigned partition {pm.id} names unknown SPU(s) {missing}")
         return {pm.id: list(pm.replicas) for pm in spec.replicas.maps}
-    live = sorted(state.online_spus(), key=lambda o: o.spec.id)
+    live = sorted(view.online_spus(), key=lambda o: o.spec.id)
     load: dict[int, int] = {}
-    for p in state.partitions.values():
+    for p in view.partitions.values():
         load[p.spec.leader] = load.get(p.spec.leader, 0) + 1
     try:
         return place_replicas(
@@ -97,55 +106,53 @@ def replica_map_for(state: ScState, spec: so.TopicSpec) -> dict[int, list[int]]:
         raise CreateError(Error(ErrorCode.TopicError), str(e)) from None
 
 
-def _new_partition(state: ScState, name: str, replicas: list[int], topic: so.TopicSpec,
+def _new_partition(draft: Draft, name: str, replicas: list[int], topic: so.TopicSpec,
                    topic_id: int) -> None:
     pspec = so.PartitionSpec.from_replicas(replicas, topic)
     pstatus = so.PartitionStatus(so.PartitionResolution.Offline,
                                  so.ReplicaStatus(pspec.leader, 0, 0), 0, [], 0, False, 0)
-    state.partitions.upsert(name, pspec, pstatus,
+    draft.partitions.upsert(name, pspec, pstatus,
                             PartitionReplication(topic_id, epoch=1, isr=tuple(replicas)))
 
 
-def create_topic(state: ScState, name: str, spec: so.TopicSpec) -> list[str]:
+def create_topic(draft: Draft, name: str, spec: so.TopicSpec) -> list[str]:
     """Store the topic, a new incarnation of ``name``, and its partitions; returns the partition
-    names. Raises CreateError (placement) or MetadataSaveError, and then nothing changed."""
-    replica_map = replica_map_for(state, spec)
+    names. Raises CreateError (placement), and then nothing is written."""
+    replica_map = replica_map_for(draft, spec)
     rf = len(next(iter(replica_map.values()))) if replica_map else 1
-    topic_id = new_topic_id({t.meta.topic_id for t in state.topics.values()})
+    topic_id = new_topic_id({t.meta.topic_id for t in draft.topics.values()})
     status = so.TopicStatus(so.TopicResolution.Provisioned, replica_map, {}, "")
     names = []
-    with state.transaction():
-        state.topics.upsert(name, spec, status, TopicReplication(topic_id, min_isr=default_min_isr(rf)))
-        for pid, replicas in sorted(replica_map.items()):
-            _new_partition(state, f"{name}-{pid}", replicas, spec, topic_id)
-            names.append(f"{name}-{pid}")
+    draft.topics.upsert(name, spec, status, TopicReplication(topic_id, min_isr=default_min_isr(rf)))
+    for pid, replicas in sorted(replica_map.items()):
+        _new_partition(draft, f"{name}-{pid}", replicas, spec, topic_id)
+        names.append(f"{name}-{pid}")
     log.info("topic %s created (incarnation %d)", name, topic_id)
     return names
 
 
-def delete_topic(state: ScState, name: str) -> None:
-    with state.transaction():
-        for p in state.partitions_of(name):
-            state.partitions.delete(p.name)
-        state.topics.delete(name)
+def delete_topic(draft: Draft, name: str) -> None:
+    for p in draft.partitions_of(name):
+        draft.partitions.delete(p.name)
+    draft.topics.delete(name)
 
 
-def ensure_system_topics(state: ScState) -> None:
+def ensure_system_topics(draft: Draft) -> None:
     """The system topic ``consumer-offset`` is replicated the way Kafka users expect of
     ``__consumer_offsets`` (offsets.topic.replication.factor = 3), without refusing to start in a
     smaller cluster: it is created once an SPU is online, with min(3, live SPUs) replicas, and
     grows by the SPUs that register later (lowest id first) until it has 3. Growing bumps the
     leader epoch (a new replica set is a new leadership) but not the ISR: a new replica joins it
     once the leader reports it caught up. Its min ISR follows the usual default for its size."""
-    online = state.online_spus()
+    online = draft.online_spus()
     if not online:
         return
-    t = state.topics.get(CONSUMER_OFFSET_TOPIC)
+    t = draft.topics.get(CONSUMER_OFFSET_TOPIC)
     if t is None:
-        create_topic(state, CONSUMER_OFFSET_TOPIC,
+        create_topic(draft, CONSUMER_OFFSET_TOPIC,
                      consumer_offset_topic_spec(min(OFFSETS_REPLICATION_FACTOR, len(online))))
         return
-    p = state.partitions.get(f"{CONSUMER_OFFSET_TOPIC}-0")
+    p = draft.partitions.get(f"{CONSUMER_OFFSET_TOPIC}-0")
     if p is None:
         return
     have = list(p.spec.replicas)
@@ -154,115 +161,118 @@ def ensure_system_topics(state: ScState) -> None:
     if replicas == have:
         return
     log.info("%s: replicas %s -> %s", p.name, have, replicas)
-    state.partitions.update(p.name, spec=replace(p.spec, replicas=replicas), meta=p.meta.next_epoch())
+    draft.partitions.update(p.name, spec=replace(p.spec, replicas=replicas), meta=p.meta.next_epoch())
     spec = replace(t.spec, replicas=replace(t.spec.replicas, replication_factor=len(replicas)))
     status = replace(t.status, replica_map={**t.status.replica_map, 0: replicas})
-    state.topics.update(t.name, spec=spec, status=status,
+    draft.topics.update(t.name, spec=spec, status=status,
                         meta=replace(t.meta, min_isr=default_min_isr(len(replicas))))
 
 
 # ----------------------------------------------------------------------------------- SPUs
 
 
-def register_spu(state: ScState, req: ia.RegisterSpuRequest, auto_register: bool) -> Error:
+def register_spu(draft: Draft, req: ia.RegisterSpuRequest, auto_register: bool) -> Error:
     """An SPU (re)registers. It starts a new leader epoch for every partition it is recorded as
     leading: it may have restarted and lost writes it had not synced (power loss), so what it
-    writes next must not share an epoch with what its followers already hold. Raises
-    MetadataSaveError when that cannot be saved, and then nothing changed."""
+    writes next must not share an epoch with what its followers already hold. Once saved, the SPU
+    is neither awaited nor failed any more."""
     spu_id = req.spu_id
-    custom = next((o for o in state.stores["CustomSpu"].values() if o.spec.id == spu_id), None)
+    custom = next((o for o in draft.stores["CustomSpu"].values() if o.spec.id == spu_id), None)
     if custom is None and not auto_register:
         return Error(ErrorCode.SpuRegisterationFailed)
-    existing = next((o for o in state.spus.values() if o.spec.id == spu_id), None)
+    existing = next((o for o in draft.spus.values() if o.spec.id == spu_id), None)
     name = custom.name if custom else (existing.name if existing else f"custom-spu-{spu_id}")
     spec = so.SpuSpec(
         spu_id, so.SpuType.Custom,
         so.IngressPort(req.public_port, [so.IngressAddr(req.public_host, None)], so.EncryptionEnum.PLAINTEXT),
         so.Endpoint(req.private_port, req.private_host, so.EncryptionEnum.PLAINTEXT), req.rack, None)
-    with state.transaction():
-        state.spus.upsert(name, spec, so.SpuStatus(so.SpuStatusResolution.Online))
-        for p in state.partitions.values():
-            if p.spec.leader == spu_id:
-                state.partitions.update(p.name, meta=p.meta.next_epoch())
-                log.info("%s: leader %d registered, epoch %d", p.name, spu_id, p.meta.epoch + 1)
-        ensure_system_topics(state)
-        elect_offline_partitions(state)
-    state.pending_spus.discard(spu_id)
-    state.failed_spus.discard(spu_id)
+    draft.spus.upsert(name, spec, so.SpuStatus(so.SpuStatusResolution.Online))
+    for p in draft.partitions.values():
+        if p.spec.leader == spu_id:
+            draft.partitions.update(p.name, meta=p.meta.next_epoch())
+            log.info("%s: leader %d registered, epoch %d", p.name, spu_id, p.meta.epoch + 1)
+    ensure_system_topics(draft)
+    elect_offline_partitions(draft)
+    draft.settled.add(spu_id)
     return Error()
 
 
-def mark_spu_offline(state: ScState, spu_id: int) -> None:
-    """Status only: used at SC start, before SPUs have had a chance to reconnect."""
-    for o in state.spus.values():
+def mark_spu_offline(draft: Draft, spu_id: int) -> None:
+    """Status only: at SC start, before SPUs have had a chance to reconnect."""
+    for o in draft.spus.values():
         if o.spec.id == spu_id and o.status.resolution != so.SpuStatusResolution.Offline:
-            state.spus.update_status(o.name, so.SpuStatus(so.SpuStatusResolution.Offline))
+            draft.spus.update_status(o.name, so.SpuStatus(so.SpuStatusResolution.Offline))
 
 
-def set_spu_offline(state: ScState, spu_id: int) -> None:
-    """An SPU failed: drop it from every ISR and elect new leaders where it led. Raises
-    MetadataSaveError when that cannot be saved (see ``fail_spu``)."""
-    with state.transaction():
-        mark_spu_offline(state, spu_id)
-        live = {o.spec.id for o in state.online_spus()}
-        for p in state.partitions.values():
-            if spu_id not in p.spec.replicas:
-                continue
-            if p.spec.leader == spu_id:
-                elect(state, p, live)
-            else:
-                meta = p.meta.with_isr(s for s in p.meta.isr if s != spu_id)
-                if meta != p.meta:
-                    state.partitions.update(p.name, meta=meta)
-    state.pending_spus.discard(spu_id)
-    state.failed_spus.discard(spu_id)
-
-
-def fail_spu(state: ScState, spu_id: int) -> None:
-    """``set_spu_offline`` for the failure detector and closed connections, which must not
-    crash the SC: when the change cannot be saved, the SPU is kept in ``failed_spus`` and
-    ``retry_failed_spus`` tries again."""
-    try:
-        set_spu_offline(state, spu_id)
-    except MetadataSaveError:
-        log.error("SPU %d failed but that could not be saved; will retry", spu_id)
-        state.failed_spus.add(spu_id)
-
-
-def retry_failed_spus(state: ScState) -> None:
-    """Record the failures ``fail_spu`` could not save, unless the SPU registered again."""
-    for spu_id in sorted(state.failed_spus):
-        if spu_id in state.links:
-            state.failed_spus.discard(spu_id)
+def set_spu_offline(draft: Draft, spu_id: int) -> None:
+    """An SPU failed: drop it from every ISR and elect new leaders where it led. Once saved, the
+    SPU is neither awaited nor failed any more; if the save fails, its failure is retried
+    (``due_failures``)."""
+    mark_spu_offline(draft, spu_id)
+    live = {o.spec.id for o in draft.online_spus()}
+    for p in draft.partitions.values():
+        if spu_id not in p.spec.replicas:
+            continue
+        if p.spec.leader == spu_id:
+            elect(draft, p, live)
         else:
-            fail_spu(state, spu_id)
+            meta = p.meta.with_isr(s for s in p.meta.isr if s != spu_id)
+            if meta != p.meta:
+                draft.partitions.update(p.name, meta=meta)
+    draft.settled.add(spu_id)
+    draft.failed_if_unsaved.add(spu_id)
 
 
-def elect(state: ScState, p, live: set[int]) -> bool:
+@dataclass(frozen=True)
+class DueFailures:
+    """What the failure detector does on one tick (``due_failures``)."""
+
+    disconnect: tuple[int, ...]  # links silent for longer than the timeout: close them
+    fail: tuple[int, ...]  # SPUs to fail, each an ``SpuFailed`` of its own
+    forget: frozenset[int]  # failures not saved whose SPU registered again meanwhile
+    stop_waiting: bool  # the grace period after the SC start is over
+
+
+def due_failures(cluster: Cluster, last_seen: Mapping[int, float], now: float, started_at: float,
+                 timeout: float) -> DueFailures:
+    """An SPU fails when it sends nothing for ``timeout`` (``last_seen``: when each connected SPU
+    was last heard from, on a monotonic clock), when it does not come back within ``timeout`` of
+    an SC start, or again when its failure could not be saved and it has not registered since."""
+    fail = [s for s in sorted(cluster.failed_spus) if s not in last_seen]
+    silent = tuple(s for s, seen in last_seen.items() if now - seen > timeout)
+    fail += [s for s in silent if s not in fail]
+    stop_waiting = bool(cluster.pending_spus) and now - started_at > timeout
+    if stop_waiting:
+        connected = set(last_seen) - set(silent)
+        fail += [s for s in sorted(cluster.pending_spus - connected) if s not in fail]
+    return DueFailures(silent, tuple(fail), frozenset(cluster.failed_spus & set(last_seen)), stop_waiting)
+
+
+def elect(draft: Draft, p, live: set[int]) -> bool:
     """Run a clean election (ISR only, highest LEO first) for partition object ``p``, or an
     unclean one if its topic allows it. A leader is assigned with a new epoch whenever it
     changes or the partition had none (its leader was offline, even if the same SPU is chosen
     again). Returns True when ``p`` changed."""
-    topic = state.topics.get(_topic_of(p.name))
+    topic = draft.topics.get(_topic_of(p.name))
     unclean_ok = bool(topic and topic.meta.unclean_leader_election)
-    leos = state.leos.get(p.name, {})
+    leos = draft.leos_of(p.name)
     result = elect_leader(p.spec.replicas, p.meta.isr, live, leos, p.spec.leader, unclean_ok)
     st = p.status
     if result.leader is None:
         if st.resolution != so.PartitionResolution.LeaderOffline:
-            state.partitions.update_status(p.name, replace(st, resolution=so.PartitionResolution.LeaderOffline))
+            draft.partitions.update_status(p.name, replace(st, resolution=so.PartitionResolution.LeaderOffline))
             log.warning("%s: no eligible leader (%s)", p.name, result.reason)
             return True
         return False
     if result.leader == p.spec.leader and st.resolution != so.PartitionResolution.LeaderOffline:
         return False
-    _assign_leader(state, p, result)
+    _assign_leader(draft, p, result)
     return True
 
 
-def _assign_leader(state: ScState, p, result: ElectionResult) -> None:
+def _assign_leader(draft: Draft, p, result: ElectionResult) -> None:
     """Record ``result``'s leader and ISR for ``p`` at the next leader epoch."""
-    leos = state.leos.get(p.name, {})
+    leos = draft.leos_of(p.name)
     meta = p.meta.next_epoch().with_isr([s for s in p.spec.replicas if s in result.isr] or [result.leader])
     log.warning("%s: leader %d -> %d at epoch %d (%s)%s", p.name, p.spec.leader, result.leader,
                 meta.epoch, result.reason, " UNCLEAN" if result.unclean else "")
@@ -270,77 +280,74 @@ def _assign_leader(state: ScState, p, result: ElectionResult) -> None:
     status = so.PartitionStatus(so.PartitionResolution.ElectionLeaderFound,
                                 so.ReplicaStatus(result.leader, st.leader.hw, leos.get(result.leader, -1)),
                                 0, [], st.size, st.is_being_deleted, st.base_offset)
-    state.partitions.update(p.name, spec=replace(p.spec, leader=result.leader), status=status, meta=meta)
+    draft.partitions.update(p.name, spec=replace(p.spec, leader=result.leader), status=status, meta=meta)
 
 
-def elect_offline_partitions(state: ScState) -> None:
+def elect_offline_partitions(draft: Draft) -> None:
     """After an SPU comes back: partitions without a live leader may elect one now. A leader the
     SC has not heard from since it restarted (``pending_spus``) gets its grace period."""
-    live = {o.spec.id for o in state.online_spus()}
-    with state.transaction():
-        for p in state.partitions.values():
-            if p.spec.leader not in live and p.spec.leader not in state.pending_spus:
-                elect(state, p, live)
+    live = {o.spec.id for o in draft.online_spus()}
+    for p in draft.partitions.values():
+        if p.spec.leader not in live and p.spec.leader not in draft.pending_spus:
+            elect(draft, p, live)
 
 
-def _hand_away(state: ScState, p, spu_id: int) -> bool:
+def _hand_away(draft: Draft, p, spu_id: int) -> bool:
     """Leader ``spu_id`` reported an error (a short-circuited or corrupt log): elect another
     leader from the live ISR without it, if there is one (clean only). Returns True if done."""
-    live = {o.spec.id for o in state.online_spus()} - {spu_id}
-    result = elect_leader(p.spec.replicas, p.meta.isr, live, state.leos.get(p.name, {}), spu_id, False)
+    live = {o.spec.id for o in draft.online_spus()} - {spu_id}
+    result = elect_leader(p.spec.replicas, p.meta.isr, live, draft.leos_of(p.name), spu_id, False)
     if result.leader is None:
         log.error("%s: leader %d is failing and no in-sync replica can take over", p.name, spu_id)
         return False
-    _assign_leader(state, p, result)
+    _assign_leader(draft, p, result)
     return True
 
 
-def apply_report(state: ScState, report: ia.ReportReplicasRequest) -> None:
+def apply_report(draft: Draft, report: ia.ReportReplicasRequest) -> None:
     """Fold an SPU's replica report into partition statuses, LEOs and the ISR. Entries that do
     not match the SC's view (unknown partition, not a replica, another epoch) are skipped. A
     leader's ISR is taken only from a report built on the current ``isr_version``. A leader
-    reporting an error is replaced by an in-sync replica when one is live. Raises
-    MetadataSaveError when a change cannot be saved, and then nothing changed."""
+    reporting an error is replaced by an in-sync replica when one is live."""
     spu_id = report.spu_id
-    with state.transaction():
-        for r in report.replicas:
-            pname = f"{r.topic}-{r.partition}"
-            obj = state.partitions.get(pname)
-            if obj is None or spu_id not in obj.spec.replicas or r.leader_epoch != obj.meta.epoch:
-                continue
-            leos = state.leos.setdefault(pname, {})
-            leos[spu_id] = r.leo
-            if obj.spec.leader != spu_id or not r.is_leader:
-                continue
-            pairs = r.follower_leos
-            followers = {s: leo for s, leo in zip(pairs[0::2], pairs[1::2])
-                         if s in obj.spec.replicas and s != spu_id}
-            leos.update({s: leo for s, leo in followers.items() if leo >= 0})
-            if r.error and _hand_away(state, obj, spu_id):
-                continue
-            if obj.meta.accepts_isr_report(r.isr_version):
-                meta = obj.meta.with_isr(s for s in obj.spec.replicas if s in set(r.isr) | {spu_id})
-                if meta != obj.meta:
-                    log.info("%s: ISR %s -> %s (version %d)", pname, list(obj.meta.isr), list(meta.isr),
-                             meta.isr_version)
-                    obj = state.partitions.update(pname, meta=meta)
-            st = obj.status
-            resolution = so.PartitionResolution.OutOfStorage if r.error else so.PartitionResolution.Online
-            replicas = [so.ReplicaStatus(s, min(r.hw, leo), leo) for s, leo in followers.items()]
-            lsr = sum(1 for leo in followers.values() if leo == r.leo)
-            new = so.PartitionStatus(resolution, so.ReplicaStatus(spu_id, r.hw, r.leo),
-                                     lsr, replicas, r.size, False, r.log_start_offset)
-            state.partitions.update_status(pname, new, durable=new.resolution != st.resolution)
+    for r in report.replicas:
+        pname = f"{r.topic}-{r.partition}"
+        obj = draft.partitions.get(pname)
+        if obj is None or spu_id not in obj.spec.replicas or r.leader_epoch != obj.meta.epoch:
+            continue
+        leos = draft.report_leos(pname)
+        leos[spu_id] = r.leo
+        if obj.spec.leader != spu_id or not r.is_leader:
+            continue
+        pairs = r.follower_leos
+        followers = {s: leo for s, leo in zip(pairs[0::2], pairs[1::2])
+                     if s in obj.spec.replicas and s != spu_id}
+        leos.update({s: leo for s, leo in followers.items() if leo >= 0})
+        if r.error and _hand_away(draft, obj, spu_id):
+            continue
+        if obj.meta.accepts_isr_report(r.isr_version):
+            meta = obj.meta.with_isr(s for s in obj.spec.replicas if s in set(r.isr) | {spu_id})
+            if meta != obj.meta:
+                log.info("%s: ISR %s -> %s (version %d)", pname, list(obj.meta.isr), list(meta.isr),
+                         meta.isr_version)
+                obj = draft.partitions.update(pname, meta=meta)
+        st = obj.status
+        resolution = so.PartitionResolution.OutOfStorage if r.error else so.PartitionResolution.Online
+        replicas = [so.ReplicaStatus(s, min(r.hw, leo), leo) for s, leo in followers.items()]
+        lsr = sum(1 for leo in followers.values() if leo == r.leo)
+        new = so.PartitionStatus(resolution, so.ReplicaStatus(spu_id, r.hw, r.leo),
+                                 lsr, replicas, r.size, False, r.log_start_offset)
+        draft.partitions.update_status(pname, new, durable=new.resolution != st.resolution)
 
 
-def assignments_for(state: ScState, spu_id: int) -> ia.WatchReplicasResponse:
+def assignments_for(cluster: Cluster, spu_id: int) -> ia.WatchReplicasResponse:
     """The complete desired state of one SPU."""
     out = []
-    for p in state.partitions.values():
+    for p in cluster.partitions.values():
         if spu_id not in p.spec.replicas:
             continue
         topic, _, part = p.name.rpartition("-")
-        t = state.topics.get(topic)
+        t = cluster.topics.get(topic)
         storage = p.spec.storage or so.TopicStorageConfig(None, None)
         retention = p.spec.cleanup_policy.retention_secs() if p.spec.cleanup_policy else \
             so.STORAGE_RETENTION_SECONDS
@@ -353,37 +360,36 @@ def assignments_for(state: ScState, spu_id: int) -> ia.WatchReplicasResponse:
                                         list(m.isr), settings, m.topic_id, m.isr_version))
     # only live SPUs: a leader drops a follower the SC has declared failed from its ISR at once
     peers = [ia.SpuAddress(o.spec.id, o.spec.private_endpoint.host, o.spec.private_endpoint.port)
-             for o in state.online_spus()]
-    offsets = state.partitions.get(f"{CONSUMER_OFFSET_TOPIC}-0")
-    return ia.WatchReplicasResponse(state.assignment_epoch, out, peers,
+             for o in cluster.online_spus()]
+    offsets = cluster.partitions.get(f"{CONSUMER_OFFSET_TOPIC}-0")
+    return ia.WatchReplicasResponse(cluster.assignment_epoch, out, peers,
                                     offsets.spec.leader if offsets else -1)
 
 
-def add_partitions(state: ScState, name: str, count: int) -> list[str]:
+def add_partitions(draft: Draft, name: str, count: int) -> list[str]:
     """Grow a computed topic by ``count`` partitions; returns the new partition names."""
-    t = state.topics.get(name)
+    t = draft.topics.get(name)
     if not isinstance(t.spec.replicas, so.ComputedReplicas) or count < 1:
         raise CreateError(Error(ErrorCode.TopicError), "only computed topics can add partitions")
     first = t.spec.replicas.partitions
     rf = t.spec.replicas.replication_factor
-    added = replica_map_for(state, so.TopicSpec(so.ComputedReplicas(count, rf, t.spec.replicas.ignore_rack_assignment)))
+    added = replica_map_for(draft, so.TopicSpec(so.ComputedReplicas(count, rf, t.spec.replicas.ignore_rack_assignment)))
     spec = replace(t.spec, replicas=replace(t.spec.replicas, partitions=first + count))
     replica_map = dict(t.status.replica_map)
     names = []
-    with state.transaction():
-        for i, replicas in sorted(added.items()):
-            replica_map[first + i] = replicas
-            _new_partition(state, f"{name}-{first + i}", replicas, spec, t.meta.topic_id)
-            names.append(f"{name}-{first + i}")
-        state.topics.update(name, spec=spec, status=replace(t.status, replica_map=replica_map))
+    for i, replicas in sorted(added.items()):
+        replica_map[first + i] = replicas
+        _new_partition(draft, f"{name}-{first + i}", replicas, spec, t.meta.topic_id)
+        names.append(f"{name}-{first + i}")
+    draft.topics.update(name, spec=spec, status=replace(t.status, replica_map=replica_map))
     return names
 
 
-def set_replication_config(state: ScState, name: str, min_isr: int | None,
+def set_replication_config(draft: Draft, name: str, min_isr: int | None,
                            unclean_leader_election: bool | None) -> None:
     """A topic's min in-sync replicas and its unclean-election opt-in (its replication record,
     persisted, pushed to the replicas with their assignments)."""
-    t = state.topics.get(name)
+    t = draft.topics.get(name)
     rf = max((len(r) for r in t.status.replica_map.values()), default=1)
     meta = t.meta
     if min_isr is not None:
@@ -393,6 +399,129 @@ def set_replication_config(state: ScState, name: str, min_isr: int | None,
         meta = replace(meta, min_isr=min_isr)
     if unclean_leader_election is not None:
         meta = replace(meta, unclean_leader_election=bool(unclean_leader_election))
-    with state.transaction():
-        state.topics.update(name, meta=meta)
+    draft.topics.update(name, meta=meta)
     log.info("%s: min_isr %s, unclean leader election %s", name, meta.min_isr, meta.unclean_leader_election)
+
+
+def sc_started(draft: Draft) -> None:
+    """Every SPU starts offline until it registers again, and is awaited: no election before it
+    had a chance to come back (``elect_offline_partitions``, ``due_failures``)."""
+    for o in draft.spus.values():
+        mark_spu_offline(draft, o.spec.id)
+        draft.awaited.add(o.spec.id)
+
+
+def create_object(draft: Draft, label: str, name: str, spec) -> tuple[str, ...]:
+    """Store an object of a kind without rules of its own (SmartModule, TableFormat, CustomSpu,
+    ...). A custom SPU is listed as an SPU at once, offline until it connects, as Fluvio's SC
+    does. Returns the kinds written."""
+    draft.stores[label].upsert(name, spec, type(spec).Status())
+    if label != "CustomSpu" or any(o.spec.id == spec.id for o in draft.spus.values()):
+        return (label,)
+    draft.spus.upsert(name, so.SpuSpec(spec.id, so.SpuType.Custom, spec.public_endpoint,
+                                       spec.private_endpoint, spec.rack, spec.public_endpoint_local),
+                      so.SpuStatus(so.SpuStatusResolution.Offline))
+    return (label, "SPU")
+
+
+def delete_object(draft: Draft, label: str, name: str) -> tuple[str, ...]:
+    """Delete an object of a kind without rules of its own; a custom SPU takes its SPU along.
+    Returns the kinds written."""
+    obj = draft.stores[label].delete(name)
+    labels = [label]
+    if label == "CustomSpu":
+        for s in draft.spus.values():
+            if s.spec.id == obj.spec.id:
+                draft.spus.delete(s.name)
+                labels.append("SPU")
+    return tuple(labels)
+
+
+# --------------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class ScStarted:
+    """The SC loaded its stores and is about to listen."""
+
+
+@dataclass(frozen=True)
+class SpuRegistered:
+    request: ia.RegisterSpuRequest
+    auto_register: bool  # an SPU nobody created as a custom SPU may join
+
+
+@dataclass(frozen=True)
+class SpuReported:
+    report: ia.ReportReplicasRequest
+
+
+@dataclass(frozen=True)
+class SpuFailed:
+    """Its connection closed, it missed its heartbeats, or it did not come back after an SC start
+    (``due_failures``)."""
+
+    spu_id: int
+
+
+@dataclass(frozen=True)
+class TopicCreated:
+    name: str
+    spec: so.TopicSpec
+
+
+@dataclass(frozen=True)
+class TopicDeleted:
+    name: str
+
+
+@dataclass(frozen=True)
+class PartitionsAdded:
+    name: str
+    count: int
+
+
+@dataclass(frozen=True)
+class ReplicationConfigured:
+    name: str
+    min_isr: int | None
+    unclean_leader_election: bool | None
+
+
+@dataclass(frozen=True)
+class ObjectCreated:
+    label: str
+    name: str
+    spec: Any
+
+
+@dataclass(frozen=True)
+class ObjectDeleted:
+    label: str
+    name: str
+
+
+Event = (ScStarted | SpuRegistered | SpuReported | SpuFailed | TopicCreated | TopicDeleted
+         | PartitionsAdded | ReplicationConfigured | ObjectCreated | ObjectDeleted)
+
+# event type -> its rule; what the rule returns is the decision's answer
+_RULES: dict[type, Callable[[Draft, Any], Any]] = {
+    ScStarted: lambda d, e: sc_started(d),
+    SpuRegistered: lambda d, e: register_spu(d, e.request, e.auto_register),
+    SpuReported: lambda d, e: apply_report(d, e.report),
+    SpuFailed: lambda d, e: set_spu_offline(d, e.spu_id),
+    TopicCreated: lambda d, e: create_topic(d, e.name, e.spec),
+    TopicDeleted: lambda d, e: delete_topic(d, e.name),
+    PartitionsAdded: lambda d, e: add_partitions(d, e.name, e.count),
+    ReplicationConfigured: lambda d, e: set_replication_config(d, e.name, e.min_isr, e.unclean_leader_election),
+    ObjectCreated: lambda d, e: create_object(d, e.label, e.name, e.spec),
+    ObjectDeleted: lambda d, e: delete_object(d, e.label, e.name),
+}
+
+
+def decide(cluster: Cluster, event: Event) -> Decision:
+    """What ``event`` changes in ``cluster``; ``cluster`` itself is left as it is. Raises
+    CreateError for a create or update the cluster refuses (nothing is written then)."""
+    draft = Draft(cluster)
+    answer = _RULES[type(event)](draft, event)
+    return draft.decision(answer)

@@ -62,7 +62,7 @@ async def handle_request(state: ScState, auto_register: bool, conn, payload: byt
                                                "this connection belongs to another SPU"))
             return
         try:
-            err = ctl.register_spu(state, req, auto_register)
+            err = state.handle(ctl.SpuRegistered(req, auto_register))
         except MetadataSaveError as e:  # the SPU retries; nothing changed meanwhile
             await reply(ia.RegisterSpuResponse(Error(ErrorCode.StorageError), str(e)))
             return
@@ -90,7 +90,7 @@ async def handle_request(state: ScState, auto_register: bool, conn, payload: byt
     link.last_seen = trio.current_time()
     if isinstance(req, ia.ReportReplicasRequest):
         try:
-            ctl.apply_report(state, req)
+            state.handle(ctl.SpuReported(req))
         except MetadataSaveError as e:
             # not recorded: the link stays, the SPU reports again on its next heartbeat
             log.error("SPU %d: report not recorded: %s", spu_id, e)
@@ -124,4 +124,4 @@ async def _watch_connection(state: ScState, conn, link: SpuLink) -> None:
             del state.links[link.spu_id]
             link.closed.set()
             log.warning("SPU %d offline (private connection closed)", link.spu_id)
-            ctl.fail_spu(state, link.spu_id)
+            state.fail_spu(link.spu_id)

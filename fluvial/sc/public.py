@@ -118,7 +118,7 @@ async def handle_create(state: ScState, conn, header, req: sa.ObjectApiCreateReq
             if common.dry_run:
                 ctl.replica_map_for(state, spec)
                 return sa.Status.new_ok(name)
-            partitions = ctl.create_topic(state, name, spec)
+            partitions = state.handle(ctl.TopicCreated(name, spec))
         except ctl.CreateError as e:
             return sa.Status(name, e.error, e.message)
         timeout = (common.timeout or DEFAULT_CREATE_TIMEOUT_MS) / 1000
@@ -141,16 +141,8 @@ async def handle_create(state: ScState, conn, header, req: sa.ObjectApiCreateReq
     if req.label == "CustomSpu" and any(o.spec.id == spec.id for o in store.values()):
         return sa.Status(name, Error(ErrorCode.SpuAlreadyExists), f"SPU id {spec.id} already registered")
     if not common.dry_run:
-        labels = [req.label]
-        with state.transaction():
-            store.upsert(name, spec, type(spec).Status())
-            if req.label == "CustomSpu" and not any(o.spec.id == spec.id for o in state.spus.values()):
-                # listed at once (offline until it connects), as Fluvio's SC does
-                state.spus.upsert(name, so.SpuSpec(spec.id, so.SpuType.Custom, spec.public_endpoint,
-                                                   spec.private_endpoint, spec.rack, spec.public_endpoint_local),
-                                  so.SpuStatus(so.SpuStatusResolution.Offline))
-                labels.append("SPU")
-        await state.wait_watchers_synced(tuple(labels))
+        labels = state.handle(ctl.ObjectCreated(req.label, name, spec))
+        await state.wait_watchers_synced(labels)
     return sa.Status.new_ok(name)
 
 
@@ -176,7 +168,7 @@ async def handle_delete(state: ScState, conn, header, req: sa.ObjectApiDeleteReq
             return sa.Status(key, Error(ErrorCode.TopicNotFound), "not found")
         if t.spec.system and not force:
             return sa.Status(key, Error(ErrorCode.SystemSpecDeletionAttempt, ("topic", key)), None)
-        ctl.delete_topic(state, key)
+        state.handle(ctl.TopicDeleted(key))
         await state.wait_watchers_synced(("Topic", "Partition"))
         return sa.Status.new_ok(key)
     store = state.stores.get(req.label)
@@ -190,15 +182,8 @@ async def handle_delete(state: ScState, conn, header, req: sa.ObjectApiDeleteReq
                 "TableFormat": Error(ErrorCode.TableFormatNotFound),
                 "CustomSpu": Error(ErrorCode.SpuNotFound)}.get(req.label, Error.other("not found"))
         return sa.Status(str(key), code, "not found")
-    labels = [req.label]
-    with state.transaction():
-        obj = store.delete(name)
-        if req.label == "CustomSpu":
-            for s in state.spus.values():
-                if s.spec.id == obj.spec.id:
-                    state.spus.delete(s.name)
-                    labels.append("SPU")
-    await state.wait_watchers_synced(tuple(labels))
+    labels = state.handle(ctl.ObjectDeleted(req.label, name))
+    await state.wait_watchers_synced(labels)
     return sa.Status.new_ok(str(key))
 
 
@@ -277,12 +262,12 @@ async def handle_update(state: ScState, conn, header, req: sa.ObjectApiUpdateReq
         return sa.Status(key, Error(ErrorCode.TopicNotFound), "not found")
     if isinstance(action, so.SetReplicationConfig):
         try:
-            ctl.set_replication_config(state, key, action.min_isr, action.unclean_leader_election)
+            state.handle(ctl.ReplicationConfigured(key, action.min_isr, action.unclean_leader_election))
         except ctl.CreateError as e:
             return sa.Status(key, e.error, e.message)
         return sa.Status.new_ok(key)
     try:
-        names = ctl.add_partitions(state, key, action.count)
+        names = state.handle(ctl.PartitionsAdded(key, action.count))
     except ctl.CreateError as e:
         return sa.Status(key, e.error, e.message)
     await wait_partitions_online(state, names, DEFAULT_CREATE_TIMEOUT_MS / 1000)

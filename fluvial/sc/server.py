@@ -41,22 +41,10 @@ class ScConfig:
 async def _failure_detector(state: ScState, timeout: float) -> None:
     """An SPU fails when its private connection closes (fluvial.sc.private) or when it sends
     nothing for ``timeout`` seconds; an SPU that does not come back within ``timeout`` of an SC
-    start is failed too, so its partitions elect new leaders."""
+    start is failed too, so its partitions elect new leaders (``ctl.due_failures`` decides)."""
     while True:
         await trio.sleep(timeout / 4)
-        now = trio.current_time()
-        ctl.retry_failed_spus(state)
-        for spu_id, link in list(state.links.items()):
-            if now - link.last_seen > timeout:
-                log.warning("SPU %d missed its heartbeats for %.1fs: offline", spu_id, timeout)
-                del state.links[spu_id]
-                link.closed.set()
-                ctl.fail_spu(state, spu_id)
-        if state.pending_spus and now - state.started_at > timeout:
-            for spu_id in sorted(state.pending_spus - set(state.links)):
-                log.warning("SPU %d did not come back after the SC started: offline", spu_id)
-                ctl.fail_spu(state, spu_id)
-            state.pending_spus.clear()
+        state.check_failures(trio.current_time(), timeout)
 
 
 async def serve_sc(config: ScConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -64,11 +52,7 @@ async def serve_sc(config: ScConfig, *, task_status=trio.TASK_STATUS_IGNORED) ->
     state.policy = config.policy
     state.lease_ms = ctl.leader_lease_ms(config.heartbeat_timeout_seconds)
     state.load()
-    # every SPU starts offline until it registers again; no election before they had a chance
-    with state.transaction():
-        for o in state.spus.values():
-            ctl.mark_spu_offline(state, o.spec.id)
-            state.pending_spus.add(o.spec.id)
+    state.handle(ctl.ScStarted())
     state.started_at = trio.current_time()
     async with trio.open_nursery() as nursery:
         tls = config.tls

@@ -1,8 +1,9 @@
-"""The SC's state: object stores, persistence, change notification, links to SPUs.
+"""The SC's state: applies the controller's decisions, saved, then told to SPUs and watchers.
 
-The stores and every decision about them are plain code (fluvial.metadata, fluvial.replication);
-this module adds only what trio needs: an event per kind that fires on every change, so watch
-streams and waiters wake up, and the bookkeeping of which watcher has sent which epoch, so a Create
+The stores (fluvial.sc.cluster) and every decision about them (fluvial.sc.controller) are plain
+code; this module applies a ``Decision`` and adds what trio needs: an event per kind that fires on
+every change, so watch streams and waiters wake up, the links to registered SPUs, which a change of
+their assignments wakes, and the bookkeeping of which watcher has sent which epoch, so a Create
 can wait until its changes have reached every watcher before it replies (sc.md §7, README §6.3).
 
 Every change is a ``transaction()``: the stores change in memory, then every kind with a durable
@@ -22,18 +23,12 @@ from dataclasses import dataclass, field
 import trio
 
 from fluvial.metadata.replication import PartitionReplication, TopicReplication
-from fluvial.metadata.store import KindStore, StoredObject
-from fluvial.protocol import sc_objects as so
+from fluvial.sc import controller as ctl
 from fluvial.sc.backend import MetadataBackend, MetaReader
+from fluvial.sc.cluster import ASSIGNMENT_KINDS, KINDS, Cluster, Decision
 
 log = logging.getLogger("fluvial.sc")
 
-# label -> (spec class, status class)
-KINDS: dict[str, tuple[type, type]] = {
-    cls.LABEL: (cls, cls.Status)
-    for cls in (so.TopicSpec, so.PartitionSpec, so.SpuSpec, so.CustomSpuSpec, so.SmartModuleSpec,
-                so.TableFormatSpec, so.SpuGroupSpec)
-}
 PERSISTED = ("Topic", "Partition", "SPU", "CustomSpu", "SmartModule", "TableFormat", "SpuGroup")
 # how a kind's replication record is read back (fluvial.metadata.replication)
 META_READERS: dict[str, MetaReader] = {
@@ -56,20 +51,16 @@ class SpuLink:
     closed: trio.Event = field(default_factory=trio.Event)
 
 
-class ScState:
+class ScState(Cluster):
     def __init__(self, backend: MetadataBackend):
+        super().__init__()
         self.backend = backend
-        self.stores = {label: KindStore(label) for label in KINDS}
         self._changed = {label: trio.Event() for label in KINDS}
         self._watchers: dict[int, tuple[str, list[int]]] = {}  # id -> (label, [sent epoch])
         self._watcher_seq = 0
         self._watch_progress = trio.Event()
         self.links: dict[int, SpuLink] = {}
-        self.assignment_epoch = 0
-        self.leos: dict[str, dict[int, int]] = {}  # partition -> spu -> last reported LEO
         self.started_at = 0.0
-        self.pending_spus: set[int] = set()  # known before a restart, not yet back or failed
-        self.failed_spus: set[int] = set()  # failed, but the change could not be saved yet
         self.lease_ms = 0  # the leader lease given to registering SPUs (fluvial.sc.controller)
         self._in_transaction = False
         self.policy = None  # fluvial.auth.Policy, or None: everything allowed
@@ -118,8 +109,56 @@ class ScState:
         for label in changed:
             self._changed[label].set()
             self._changed[label] = trio.Event()
-        if {"Topic", "Partition", "SPU"} & set(changed):
+        if ASSIGNMENT_KINDS & set(changed):
             self.assignments_changed()
+
+    def apply(self, decision: Decision):
+        """Apply a controller decision as one transaction and return its answer. Raises
+        MetadataSaveError when it cannot be saved: then no store changed and nobody was told,
+        and the SPUs it failed are kept in ``failed_spus`` for the failure detector to retry."""
+        for partition, leos in decision.leos.items():
+            self.leos[partition] = leos
+        try:
+            with self.transaction():
+                for label, writes in decision.writes.items():
+                    for name, (obj, durable) in writes.items():
+                        self.stores[label].write(name, obj, durable)
+        except MetadataSaveError:
+            self.failed_spus |= decision.failed_if_unsaved
+            raise
+        self.pending_spus |= decision.awaited
+        self.pending_spus -= decision.settled
+        self.failed_spus -= decision.settled
+        return decision.answer
+
+    def handle(self, event: ctl.Event):
+        """Decide ``event`` (fluvial.sc.controller) and apply the decision; returns its answer."""
+        return self.apply(ctl.decide(self, event))
+
+    def check_failures(self, now: float, timeout: float) -> None:
+        """One tick of the failure detector (fluvial.sc.server): close the links of SPUs silent
+        for longer than ``timeout`` and fail them, fail the SPUs not back ``timeout`` after the
+        SC started, retry the failures not saved (``ctl.due_failures`` decides)."""
+        last_seen = {spu_id: link.last_seen for spu_id, link in self.links.items()}
+        due = ctl.due_failures(self, last_seen, now, self.started_at, timeout)
+        self.failed_spus -= due.forget
+        for spu_id in due.disconnect:
+            log.warning("SPU %d missed its heartbeats for %.1fs: offline", spu_id, timeout)
+            self.links.pop(spu_id).closed.set()
+        for spu_id in due.fail:
+            if due.stop_waiting and spu_id in self.pending_spus:
+                log.warning("SPU %d did not come back after the SC started: offline", spu_id)
+            self.fail_spu(spu_id)
+        if due.stop_waiting:
+            self.pending_spus.clear()
+
+    def fail_spu(self, spu_id: int) -> None:
+        """``SpuFailed`` for the failure detector and closed connections, which must not crash
+        the SC: a failure that cannot be saved is logged and retried (``ctl.due_failures``)."""
+        try:
+            self.handle(ctl.SpuFailed(spu_id))
+        except MetadataSaveError:
+            log.error("SPU %d failed but that could not be saved; will retry", spu_id)
 
     def assignments_changed(self) -> None:
         self.assignment_epoch += 1
@@ -152,29 +191,3 @@ class ScState:
             while any(sent[0] < targets[label] for label, sent in self._watchers.values()
                       if label in targets):
                 await self._watch_progress.wait()
-
-    # ---------------------------------------------------------------------------- lookups
-
-    @property
-    def topics(self) -> KindStore:
-        return self.stores["Topic"]
-
-    @property
-    def partitions(self) -> KindStore:
-        return self.stores["Partition"]
-
-    @property
-    def spus(self) -> KindStore:
-        return self.stores["SPU"]
-
-    def online_spus(self) -> list[StoredObject]:
-        return [o for o in self.spus.values()
-                if o.status.resolution == so.SpuStatusResolution.Online]
-
-    def partitions_of(self, topic: str) -> list[StoredObject]:
-        out = []
-        for o in self.partitions.values():
-            t, _, p = o.name.rpartition("-")
-            if t == topic:
-                out.append((int(p), o))
-        return [o for _, o in sorted(out, key=lambda x: x[0])]

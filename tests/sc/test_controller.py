@@ -1,6 +1,6 @@
 """SC decisions without sockets: leader epochs, topic incarnations, ISR versions, failed saves,
-error reports and the consumer-offset topic's replication (fluvial.sc.controller on an ScState
-whose metadata lives in a temp dir, with a backend that can be told to fail)."""
+error reports and the consumer-offset topic's replication (fluvial.sc.controller's events applied
+by an ScState whose metadata lives in a temp dir, with a backend that can be told to fail)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fluvial.protocol import internal_api as ia
 from fluvial.protocol import sc_objects as so
 from fluvial.sc import controller as ctl
 from fluvial.sc.backend import FileBackend
+from fluvial.sc.cluster import Draft
 from fluvial.sc.state import MetadataSaveError, ScState, SpuLink
 
 
@@ -44,9 +45,17 @@ def restarted(state: ScState) -> ScState:
 
 
 def register(state: ScState, spu_id: int) -> None:
-    err = ctl.register_spu(state, ia.RegisterSpuRequest(spu_id, "127.0.0.1", 9000 + spu_id,
-                                                        "127.0.0.1", 9100 + spu_id), True)
+    err = state.handle(ctl.SpuRegistered(ia.RegisterSpuRequest(spu_id, "127.0.0.1", 9000 + spu_id,
+                                                               "127.0.0.1", 9100 + spu_id), True))
     assert err.ok
+
+
+def apply_rule(state: ScState, rule, *args):
+    """Run one of the controller's rules on a draft of ``state`` and apply what it decided."""
+    draft = Draft(state)
+    answer = rule(draft, *args)
+    state.apply(draft.decision())
+    return answer
 
 
 def assignment(state: ScState, spu_id: int, topic: str, partition: int = 0) -> ia.ReplicaAssignment:
@@ -70,7 +79,7 @@ def with_topic(tmp_path, spus=(1, 2), rf=2, name="t") -> ScState:
     for s in spus:
         register(state, s)
     spec = so.TopicSpec(so.AssignedReplicas([so.PartitionMap(0, list(spus[:rf]))]))
-    ctl.create_topic(state, name, spec)
+    state.handle(ctl.TopicCreated(name, spec))
     return state
 
 
@@ -103,8 +112,8 @@ def test_a_leader_back_from_offline_never_reuses_its_epoch(tmp_path):
     # the issue's reproduction at the SC: follower down, leader down, leader back
     state = with_topic(tmp_path)
     first = assignment(state, 1, "t").leader_epoch
-    ctl.set_spu_offline(state, 2)
-    ctl.set_spu_offline(state, 1)
+    state.handle(ctl.SpuFailed(2))
+    state.handle(ctl.SpuFailed(1))
     assert state.partitions.get("t-0").status.resolution == so.PartitionResolution.LeaderOffline
     register(state, 1)
     a = assignment(state, 1, "t")
@@ -115,9 +124,7 @@ def test_a_leader_back_after_an_sc_restart_gets_a_new_epoch(tmp_path):
     state = with_topic(tmp_path)
     first = assignment(state, 1, "t").leader_epoch
     state = restarted(state)
-    for o in state.spus.values():  # what serve_sc does at start
-        ctl.mark_spu_offline(state, o.spec.id)
-        state.pending_spus.add(o.spec.id)
+    state.handle(ctl.ScStarted())  # what serve_sc does at start
     register(state, 1)
     assert assignment(state, 1, "t").leader_epoch == first + 1
     assert saved_partition(state, "t-0").meta.epoch == first + 1
@@ -125,12 +132,11 @@ def test_a_leader_back_after_an_sc_restart_gets_a_new_epoch(tmp_path):
 
 def test_elect_bumps_the_epoch_when_it_re_chooses_a_leader_that_was_offline(tmp_path):
     state = with_topic(tmp_path, spus=(1,), rf=1)
-    ctl.set_spu_offline(state, 1)
+    state.handle(ctl.SpuFailed(1))
     p = state.partitions.get("t-0")
     assert p.status.resolution == so.PartitionResolution.LeaderOffline and p.spec.leader == 1
     epoch = p.meta.epoch
-    with state.transaction():
-        assert ctl.elect(state, p, {1})
+    assert apply_rule(state, ctl.elect, p, {1})
     p = state.partitions.get("t-0")
     assert p.spec.leader == 1 and p.meta.epoch == epoch + 1
 
@@ -140,7 +146,7 @@ def test_epochs_only_grow_and_each_has_one_leader_across_failures_and_restarts(t
     leader_of_epoch = {}
     epochs = []
     for spu in (1, 2, 3, 1, 2, 3):
-        ctl.set_spu_offline(state, spu)
+        state.handle(ctl.SpuFailed(spu))
         register(state, spu)
         state = restarted(state)
         p = state.partitions.get("t-0")
@@ -157,8 +163,8 @@ def test_every_topic_creation_gets_a_new_persisted_incarnation(tmp_path):
     first = assignment(state, 1, "t").topic_id
     assert first != 0
     assert restarted(state).topics.get("t").meta.topic_id == first
-    ctl.delete_topic(state, "t")
-    ctl.create_topic(state, "t", so.TopicSpec.computed(1, 2))
+    state.handle(ctl.TopicDeleted("t"))
+    state.handle(ctl.TopicCreated("t", so.TopicSpec.computed(1, 2)))
     second = assignment(state, 2, "t").topic_id
     assert second not in (0, first)
     state = restarted(state)
@@ -169,8 +175,8 @@ def test_every_topic_creation_gets_a_new_persisted_incarnation(tmp_path):
 def test_added_partitions_carry_the_topic_incarnation(tmp_path):
     state = new_state(tmp_path)
     register(state, 1)
-    ctl.create_topic(state, "t", so.TopicSpec.computed(1, 1))
-    ctl.add_partitions(state, "t", 1)
+    state.handle(ctl.TopicCreated("t", so.TopicSpec.computed(1, 1)))
+    state.handle(ctl.PartitionsAdded("t", 1))
     assert assignment(state, 1, "t", 1).topic_id == assignment(state, 1, "t", 0).topic_id
 
 
@@ -180,7 +186,7 @@ def test_added_partitions_carry_the_topic_incarnation(tmp_path):
 def test_removing_a_failed_follower_bumps_the_isr_version(tmp_path):
     state = with_topic(tmp_path)
     before = assignment(state, 1, "t")
-    ctl.set_spu_offline(state, 2)
+    state.handle(ctl.SpuFailed(2))
     after = assignment(state, 1, "t")
     assert after.isr == [1] and after.isr_version == before.isr_version + 1
 
@@ -188,8 +194,8 @@ def test_removing_a_failed_follower_bumps_the_isr_version(tmp_path):
 def test_a_stale_isr_report_never_re_adds_a_removed_spu(tmp_path):
     state = with_topic(tmp_path)
     stale = assignment(state, 1, "t")  # ISR [1, 2] as the leader last heard it
-    ctl.set_spu_offline(state, 2)
-    ctl.apply_report(state, report(1, stale))  # sent before the leader saw the removal
+    state.handle(ctl.SpuFailed(2))
+    state.handle(ctl.SpuReported(report(1, stale)))  # sent before the leader saw the removal
     assert state.partitions.get("t-0").meta.isr == (1,)
     assert assignment(state, 1, "t").isr == [1]
 
@@ -197,11 +203,11 @@ def test_a_stale_isr_report_never_re_adds_a_removed_spu(tmp_path):
 def test_a_current_isr_report_is_applied_and_versioned(tmp_path):
     state = with_topic(tmp_path)
     a = assignment(state, 1, "t")
-    ctl.apply_report(state, report(1, a, isr=[1]))
+    state.handle(ctl.SpuReported(report(1, a, isr=[1])))
     b = assignment(state, 1, "t")
     assert b.isr == [1] and b.isr_version == a.isr_version + 1
     assert saved_partition(state, "t-0").meta.isr == (1,)
-    ctl.apply_report(state, report(1, b, isr=[1, 2]))
+    state.handle(ctl.SpuReported(report(1, b, isr=[1, 2])))
     c = assignment(state, 1, "t")
     assert c.isr == [1, 2] and c.isr_version == b.isr_version + 1
 
@@ -210,10 +216,10 @@ def test_a_bad_report_changes_nothing_and_does_not_raise(tmp_path):
     state = with_topic(tmp_path)
     a = assignment(state, 1, "t")
     epoch = state.partitions.epoch
-    ctl.apply_report(state, report(1, a, topic="nope"))
-    ctl.apply_report(state, report(3, a))  # an SPU that is no replica of t-0
-    ctl.apply_report(state, ia.ReportReplicasRequest(1, [ia.ReplicaReport(
-        "t", 0, a.leader_epoch, True, 5, 5, 0, 0, [1, 2, 99], [2, 5, 7], None, a.isr_version)]))
+    state.handle(ctl.SpuReported(report(1, a, topic="nope")))
+    state.handle(ctl.SpuReported(report(3, a)))  # an SPU that is no replica of t-0
+    state.handle(ctl.SpuReported(ia.ReportReplicasRequest(1, [ia.ReplicaReport(
+        "t", 0, a.leader_epoch, True, 5, 5, 0, 0, [1, 2, 99], [2, 5, 7], None, a.isr_version)])))
     assert state.partitions.get("t-0").meta.isr == (1, 2)
     assert state.partitions.epoch > epoch  # the good part of the last report was applied
     assert 99 not in state.leos.get("t-0", {}) and 3 not in state.leos.get("t-0", {})
@@ -230,13 +236,13 @@ def test_a_failed_create_leaves_memory_unchanged_and_wakes_no_one(tmp_path):
     topics_epoch = state.topics.epoch
     state.backend.fail = True
     with pytest.raises(MetadataSaveError, match="No space left"):
-        ctl.create_topic(state, "t", so.TopicSpec.computed(1, 1))
+        state.handle(ctl.TopicCreated("t", so.TopicSpec.computed(1, 1)))
     assert "t" not in state.topics and "t-0" not in state.partitions
     assert not link.assignments_changed.is_set()
     assert state.topics.changes_since(topics_epoch).updates == []
     assert all(a.topic != "t" for a in ctl.assignments_for(state, 1).replicas)
     state.backend.fail = False
-    ctl.create_topic(state, "t", so.TopicSpec.computed(1, 1))
+    state.handle(ctl.TopicCreated("t", so.TopicSpec.computed(1, 1)))
     assert link.assignments_changed.is_set() and "t-0" in state.partitions
 
 
@@ -244,7 +250,7 @@ def test_a_failed_delete_keeps_the_topic(tmp_path):
     state = with_topic(tmp_path)
     state.backend.fail = True
     with pytest.raises(MetadataSaveError):
-        ctl.delete_topic(state, "t")
+        state.handle(ctl.TopicDeleted("t"))
     assert "t" in state.topics and "t-0" in state.partitions
     assert state.topics.changes_since(state.topics.epoch - 1).deletes == []
 
@@ -254,13 +260,13 @@ def test_a_failed_save_of_an_election_is_not_pushed_and_is_retried(tmp_path):
     before = assignment(state, 2, "t")
     state.backend.fail = True
     with pytest.raises(MetadataSaveError):
-        ctl.set_spu_offline(state, 1)
+        state.handle(ctl.SpuFailed(1))
     assert assignment(state, 2, "t") == before
     assert [o.spec.id for o in state.online_spus()] == [1, 2]
-    ctl.fail_spu(state, 1)  # what the failure detector calls: it does not raise
+    state.fail_spu(1)  # what the failure detector calls: it does not raise
     assert state.failed_spus == {1}
     state.backend.fail = False
-    ctl.retry_failed_spus(state)
+    state.check_failures(0.0, 10.0)  # a failure detector tick
     assert state.failed_spus == set()
     a = assignment(state, 2, "t")
     assert a.leader == 2 and a.leader_epoch == before.leader_epoch + 1
@@ -273,16 +279,16 @@ def test_a_failed_save_of_a_registration_or_report_changes_nothing(tmp_path):
     with pytest.raises(MetadataSaveError):
         register(state, 1)
     with pytest.raises(MetadataSaveError):
-        ctl.apply_report(state, report(1, a, isr=[1]))
+        state.handle(ctl.SpuReported(report(1, a, isr=[1])))
     assert assignment(state, 1, "t") == a
 
 
 def test_status_only_reports_are_not_saved(tmp_path):
     state = with_topic(tmp_path)
     a = assignment(state, 1, "t")
-    ctl.apply_report(state, report(1, a, leo=3))  # Offline -> Online: saved
+    state.handle(ctl.SpuReported(report(1, a, leo=3)))  # Offline -> Online: saved
     saves = state.backend.saves
-    ctl.apply_report(state, report(1, a, leo=4))
+    state.handle(ctl.SpuReported(report(1, a, leo=4)))
     assert state.backend.saves == saves
     assert state.partitions.get("t-0").status.leader.leo == 4
 
@@ -293,7 +299,7 @@ def test_status_only_reports_are_not_saved(tmp_path):
 def test_a_leader_reporting_an_error_is_replaced_by_an_in_sync_replica(tmp_path):
     state = with_topic(tmp_path)
     a = assignment(state, 1, "t")
-    ctl.apply_report(state, report(1, a, error="corrupt batch at 1234"))
+    state.handle(ctl.SpuReported(report(1, a, error="corrupt batch at 1234")))
     b = assignment(state, 2, "t")
     assert b.leader == 2 and b.leader_epoch == a.leader_epoch + 1
     assert b.isr == [2] and b.isr_version > a.isr_version
@@ -301,9 +307,9 @@ def test_a_leader_reporting_an_error_is_replaced_by_an_in_sync_replica(tmp_path)
 
 def test_a_failing_leader_stays_when_no_in_sync_replica_is_live(tmp_path):
     state = with_topic(tmp_path)
-    ctl.set_spu_offline(state, 2)
+    state.handle(ctl.SpuFailed(2))
     a = assignment(state, 1, "t")
-    ctl.apply_report(state, report(1, a, error="disk full"))
+    state.handle(ctl.SpuReported(report(1, a, error="disk full")))
     b = assignment(state, 1, "t")
     assert (b.leader, b.leader_epoch, b.isr) == (1, a.leader_epoch, [1])
     assert state.partitions.get("t-0").status.resolution == so.PartitionResolution.OutOfStorage
@@ -342,7 +348,7 @@ def test_the_consumer_offset_topic_is_created_with_the_live_spus(tmp_path):
     with state.transaction():
         state.topics.delete(so.CONSUMER_OFFSET_TOPIC)
         state.partitions.delete(f"{so.CONSUMER_OFFSET_TOPIC}-0")
-    ctl.ensure_system_topics(state)
+    apply_rule(state, ctl.ensure_system_topics)
     assert len(offsets_replicas(state)) == 3
 
 

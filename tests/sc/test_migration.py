@@ -63,9 +63,9 @@ def test_a_topic_recreated_after_the_upgrade_gets_an_incarnation(tmp_path):
     old_cluster(tmp_path / "m")
     state = ScState(be.FileBackend(tmp_path / "m"))
     state.load()
-    ctl.register_spu(state, ia.RegisterSpuRequest(1, "127.0.0.1", 9001, "127.0.0.1", 9101, None), True)
-    ctl.delete_topic(state, "plain")
-    ctl.create_topic(state, "plain", so.TopicSpec.computed(1, 1))
+    state.handle(ctl.SpuRegistered(ia.RegisterSpuRequest(1, "127.0.0.1", 9001, "127.0.0.1", 9101, None), True))
+    state.handle(ctl.TopicDeleted("plain"))
+    state.handle(ctl.TopicCreated("plain", so.TopicSpec.computed(1, 1)))
     assert state.topics.get("plain").meta.topic_id != NO_TOPIC_ID
 
 
