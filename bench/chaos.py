@@ -2,14 +2,14 @@
 
 Starts its own 3-SPU cluster in a temporary FLUVIAL_HOME (``fluvial cluster start``, OS-chosen
 ports, 2 s heartbeat timeout and replica lag time), creates an RF=3 topic and runs the workload of
-``fluvial.testing.chaos`` (writers retrying unacknowledged sends, a ReadCommitted consumer). Each
+``harness.workload`` (writers retrying unacknowledged sends, a ReadCommitted consumer). Each
 round lets some batches through, SIGKILLs the leader, times the failover (kill -> first
 acknowledgement by another SPU), restarts the killed SPU and waits until it has caught up. At the
 end it heals the cluster, reads every replica from disk and runs ``check_history``.
 
 With ``--power-loss MODE`` (issue safe-1) the cluster runs in power-loss mode: every killed
 leader also loses what it had not fsynced (``cut``), keeps a torn prefix of it (``torn``) or
-keeps later pages without earlier ones (``reorder``); see ``fluvial.testing.chaos``. The cuts
+keeps later pages without earlier ones (``reorder``); see ``harness.processes``. The cuts
 are seeded (``--seed``).
 
 Prints: rounds, acknowledged, lost, divergent offsets, duplicates, failover time p50/p99.
@@ -31,10 +31,12 @@ from pathlib import Path
 
 import trio
 
-from fluvial.testing.chaos import (
-    POWER_LOSS_MODES, ProcessCluster, WorkloadConfig, heal_and_collect, kill_leader_round,
-    open_workload, percentile, wait_leader,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test harness
+from harness.client import wait_leader
+from harness.processes import POWER_LOSS_MODES, ProcessCluster
+from harness.scenarios import heal_and_collect, kill_leader_round
+from harness.stats import percentile
+from harness.workload import WorkloadConfig, open_workload
 
 TOPIC = "chaos"
 

@@ -9,7 +9,7 @@ and measures:
   ReadUncommitted (acks once the leader has it on disk), RF=3 against RF=1, interleaved and
   repeated; the median run counts. Goal: RF=3 at >= 50 % of RF=1;
 * failover time: SIGKILL the RF=3 leader under ReadCommitted produce and time kill -> first
-  acknowledgement by another SPU (``fluvial.testing.chaos.kill_leader_round``), several rounds.
+  acknowledgement by another SPU (``harness.scenarios.kill_leader_round``), several rounds.
 
 Usage: python bench/replication.py [--seconds 5] [--writers 32] [--batch-records 100]
        [--value-bytes 100] [--repeats 3] [--failovers 5]
@@ -21,15 +21,19 @@ import argparse
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import trio
 
 from fluvial.protocol import spu_api as api
 from fluvial.protocol.record import encode_batch
-from fluvial.testing.chaos import (
-    ProcessCluster, ScAdmin, WorkloadConfig, kill_leader_round, open_workload, percentile,
-    temporary_home, wait_leader, wait_partitions_in_sync,
-)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test harness
+from harness.client import ScAdmin, wait_leader, wait_partitions_in_sync
+from harness.processes import ProcessCluster, temporary_home
+from harness.scenarios import kill_leader_round
+from harness.stats import percentile
+from harness.workload import WorkloadConfig, open_workload
 
 
 async def produce_rate(admin: ScAdmin, topic: str, isolation: api.Isolation, args) -> tuple[float, float]:

@@ -23,7 +23,7 @@ from fluvial.protocol import sc_objects as so
 from fluvial.protocol import spu_api as api
 from fluvial.protocol.record import encode_batch
 from fluvial.tls_certs import CA
-from fluvial.testing.cluster import open_test_cluster
+from harness.cluster import open_test_cluster
 
 DOMAIN = "fluvial.local"
 POLICY = {

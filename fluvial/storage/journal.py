@@ -13,7 +13,7 @@ successful fsync::
 with one ``os.write`` on an ``O_APPEND`` descriptor, so lines from several threads or processes
 never interleave. Callers journal before they publish a new ``durable_leo``: when a process is
 killed, every record it counted durable is covered by a journal line. After ``kill -9``,
-``fluvial.testing.powerloss.apply_power_loss`` cuts every segment file back to its last
+``apply_power_loss`` (tests/harness/powerloss.py) cuts every segment file back to its last
 journaled size, which is what a power cut does to data that was never fsynced.
 
 ``forget_segment`` journals size 0 for a segment file that is created or deleted: a new file at

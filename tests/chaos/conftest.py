@@ -10,15 +10,15 @@ Rules of this suite
 * SIGKILL keeps the page cache, so it cannot show a missing fsync. The tests that kill SPUs run
   twice: ``[kill-9]`` and ``[power-<mode>]``, power-loss mode, where killing an SPU also cuts its
   segment files back to what it fsynced (``<mode>``: cut, torn or reordered unsynced pages; see
-  ``fluvial.testing.chaos``). Parametrize the ``cluster`` fixture indirectly with those ids
+  ``harness.processes``). Parametrize the ``cluster`` fixture indirectly with those ids
   (``kill-9``, ``power-cut``, ``power-torn``, ``power-reorder``); without a parameter it is
   ``kill-9``. Other cluster shapes come from ``make_cluster(spus, mode)``. The cuts are seeded:
   ``FLUVIAL_CHAOS_SEED`` (default 0) replays another sequence, and a failure message names the
   cluster (home, mode, seed) and its ``power_cuts``. Power-loss variants may run fewer rounds
   than their kill -9 twins: the whole directory stays under about 4 minutes on 2 cores.
-* A test that needs a network partition runs in-process (``fluvial.testing.cluster`` with
+* A test that needs a network partition runs in-process (``harness.cluster`` with
   ``proxied=True``): every SPU reaches the SC, and its followers reach it, through a
-  ``fluvial.testing.proxy.TcpProxy`` the test cuts and heals; clients are never proxied.
+  ``harness.proxy.TcpProxy`` the test cuts and heals; clients are never proxied.
 * Every test is bounded with ``trio.fail_after``; waits poll a condition under a deadline.
 * On failure the message names the cluster's home: its ``logs/`` hold every member's log and
   ``data/`` every replica. pytest keeps only the temporary directories of its last few runs; set
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from fluvial.testing.chaos import POWER_LOSS_MODES, ProcessCluster
+from harness.processes import POWER_LOSS_MODES, ProcessCluster
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -6,7 +6,9 @@ import math
 
 import pytest
 
-from fluvial.testing.chaos import History, check_history, make_id, parse_id, percentile, record_id
+from harness.checker import check_history
+from harness.history import History, make_id, parse_id, record_id
+from harness.stats import percentile
 
 
 def _id(seq: int, writer: int = 0, partition: int = 0) -> bytes:

@@ -2,7 +2,7 @@
 
 The promise: with ReadCommitted produce, an acknowledged record is never lost while one in-sync
 replica survives, and replicas never diverge. Every test runs the workload of
-``fluvial.testing.chaos`` (writers retrying unacknowledged sends, ReadCommitted consumers), delivers
+``harness.workload`` (writers retrying unacknowledged sends, ReadCommitted consumers), delivers
 its faults, heals the cluster, and runs ``check_history`` on the replicas' final logs read from
 disk. See tests/chaos/conftest.py for the rules of the suite.
 
@@ -19,10 +19,12 @@ import pytest
 import trio
 
 from fluvial.protocol.spu_api import Isolation
-from fluvial.testing.chaos import (
-    ProcessCluster, ScAdmin, WorkloadConfig, heal_and_collect, kill_leader_round, make_id,
-    open_workload, read_replica_log, send_batch, wait_leader, wait_replica_caught_up, wait_until,
-)
+from harness.client import ScAdmin, send_batch, wait_leader, wait_replica_caught_up, wait_until
+from harness.disklogs import read_replica_log
+from harness.history import make_id
+from harness.processes import ProcessCluster
+from harness.scenarios import heal_and_collect, kill_leader_round
+from harness.workload import WorkloadConfig, open_workload
 
 pytestmark = pytest.mark.slow
 

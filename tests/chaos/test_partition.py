@@ -26,11 +26,12 @@ from fluvial.errors import FluvialError
 from fluvial.protocol.codec import DecodeError
 from fluvial.protocol.spu_api import Isolation
 from fluvial.sc.controller import leader_lease_ms
-from fluvial.testing.chaos import (
-    History, ScAdmin, WorkloadConfig, check_history, make_id, open_workload, read_replica_log,
-    send_batch, wait_leader, wait_partitions_in_sync,
-)
-from fluvial.testing.cluster import open_test_cluster
+from harness.checker import check_history
+from harness.client import ScAdmin, send_batch, wait_leader, wait_partitions_in_sync
+from harness.disklogs import read_replica_log
+from harness.history import History, make_id
+from harness.workload import WorkloadConfig, open_workload
+from harness.cluster import open_test_cluster
 
 pytestmark = pytest.mark.slow
 

@@ -12,11 +12,13 @@ import pytest
 import trio
 
 from fluvial.protocol.spu_api import Isolation
-from fluvial.testing.chaos import (
-    History, ProcessCluster, ScAdmin, WorkloadConfig, check_history, cut_segment_tail,
-    heal_and_collect, make_id, open_workload, read_cluster_logs, record_id, send_batch,
-    wait_leader, wait_replica_caught_up, wait_until,
-)
+from harness.checker import check_history
+from harness.client import ScAdmin, send_batch, wait_leader, wait_replica_caught_up, wait_until
+from harness.disklogs import cut_segment_tail, read_cluster_logs
+from harness.history import History, make_id, record_id
+from harness.processes import ProcessCluster
+from harness.scenarios import heal_and_collect
+from harness.workload import WorkloadConfig, open_workload
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,5 @@
 """Fixtures for the client tests: an in-process cluster (one SC and 1-3 SPUs in the test's own
-trio run, ``fluvial.testing.cluster``), and a client connected to it.
+trio run, ``harness.cluster``), and a client connected to it.
 
 Rules: servers bind 127.0.0.1 port 0 under ``tmp_path``; every test body is bounded with
 ``trio.fail_after``; nothing sleeps to synchronise (tests wait on results, events, or poll with a
@@ -14,7 +14,7 @@ import pytest
 import trio
 
 import fluvial
-from fluvial.testing.cluster import open_test_cluster
+from harness.cluster import open_test_cluster
 
 TEST_TIMEOUT = 60
 

@@ -118,7 +118,7 @@ async def test_offset_calls_without_a_consumer_id_fail(fl, new_topic):
 
 
 async def test_an_evicted_start_offset_continues_at_the_first_stored_record(tmp_path):
-    from fluvial.testing.cluster import open_test_cluster
+    from harness.cluster import open_test_cluster
 
     with trio.fail_after(TEST_TIMEOUT):
         async with open_test_cluster(tmp_path / "c", spus=1) as c:

@@ -7,7 +7,7 @@ import trio.testing
 from fluvial.errors import ConnectionLost
 from fluvial.net.multiplexer import open_multiplexer
 from fluvial.net.server import serve_connection
-from fluvial.testing.faults import Faults
+from harness.faults import Faults
 
 
 class RecordingStream(trio.abc.Stream):

@@ -17,7 +17,7 @@ from fluvial.protocol.api import (
     encode_response,
 )
 from fluvial.protocol.codec import DecodeError
-from fluvial.testing.faults import Faults
+from harness.faults import Faults
 
 
 async def test_many_concurrent_calls_answered_out_of_order_are_routed(echo_server, echo_api):

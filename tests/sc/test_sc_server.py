@@ -10,7 +10,7 @@ from fluvial.errors import ErrorCode
 from fluvial.net.multiplexer import open_connection
 from fluvial.protocol import sc_api as sa
 from fluvial.protocol import sc_objects as so
-from fluvial.testing.cluster import open_test_cluster
+from harness.cluster import open_test_cluster
 
 
 async def sc_conn(cluster):

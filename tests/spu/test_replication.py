@@ -19,7 +19,7 @@ from fluvial.spu.partition import PartitionReplica
 from fluvial.spu.replication import handle_fetch_replica, run_follower
 from fluvial.storage.config import ReplicaConfig
 from fluvial.storage.replica import Replica
-from fluvial.testing.cluster import open_test_cluster
+from harness.cluster import open_test_cluster
 
 
 async def sc_call(cluster, *requests):

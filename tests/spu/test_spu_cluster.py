@@ -15,7 +15,7 @@ from fluvial.protocol import sc_api as sa
 from fluvial.protocol import sc_objects as so
 from fluvial.protocol import spu_api as api
 from fluvial.protocol.record import decode_record_set, encode_batch
-from fluvial.testing.cluster import open_test_cluster
+from harness.cluster import open_test_cluster
 
 SPU = 5001
 

@@ -22,7 +22,7 @@ from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
 from fluvial.spu.partition import Lease, PartitionReplica
 from fluvial.storage.config import ReplicaConfig
 from fluvial.storage.replica import Replica
-from fluvial.testing.cluster import open_test_cluster
+from harness.cluster import open_test_cluster
 
 
 async def create_topic(cluster, name, partitions=1, replication=1, **kw):

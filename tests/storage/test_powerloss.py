@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from fluvial.storage import Replica, ReplicaConfig, ShortCircuited, StorageIOError, journal
-from fluvial.testing.powerloss import MODES, apply_power_loss, read_journal, unsynced_plan
+from harness.powerloss import MODES, apply_power_loss, read_journal, unsynced_plan
 
 from .conftest import make_batch, read_all, values
 

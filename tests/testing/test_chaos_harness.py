@@ -10,7 +10,8 @@ import pytest
 
 from fluvial.protocol.record import encode_batch
 from fluvial.storage.replica import Replica
-from fluvial.testing.chaos import ProcessCluster, cut_segment_tail, read_replica_log
+from harness.disklogs import cut_segment_tail, read_replica_log
+from harness.processes import ProcessCluster
 
 TOPIC = "t"
 

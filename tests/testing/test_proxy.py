@@ -8,7 +8,7 @@ from functools import partial
 
 import trio
 
-from fluvial.testing.proxy import TcpProxy, open_proxy
+from harness.proxy import TcpProxy, open_proxy
 
 
 @contextlib.asynccontextmanager

@@ -9,7 +9,7 @@ Every server binds 127.0.0.1 port 0 and lives under the given directory. Leaving
 cancels everything it started.
 
 Network partitions: with ``proxied=True`` every SPU reaches the SC's private port, and other
-SPUs (its followers) reach its private port, through a ``fluvial.testing.proxy.TcpProxy``
+SPUs (its followers) reach its private port, through a ``harness.proxy.TcpProxy``
 (``cluster.links[spu_id]``; the SPU advertises the proxy's port). Clients reach every public
 port directly, so ``isolate`` makes a partition in which clients still reach the SPU:
 
@@ -32,7 +32,7 @@ import trio
 
 from fluvial.sc.server import ScConfig, serve_sc
 from fluvial.spu.server import SpuConfig, serve_spu
-from fluvial.testing.proxy import TcpProxy
+from harness.proxy import TcpProxy
 
 
 @dataclass

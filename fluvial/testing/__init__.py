@@ -1,1 +1,0 @@
-"""fluvial.testing"""
