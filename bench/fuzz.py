@@ -675,35 +675,58 @@ def amplifying_frames(body_bytes: int) -> dict[str, tuple[str, bytes]]:
                + b"\x00\x00\x00\x00\x00\x00" * n)  # n topics "" with no partitions
     produce = (header(spa.ProduceRequest, spa.COMMON_VERSION) + b"\x00" + struct.pack(">hi", 1, 1500)
                + struct.pack(">i", n) + b"\x00\x00\x00\x00\x00\x00" * n + struct.pack(">i", 0))
-    n = body_bytes // 4
-    report = ia.ReplicaReport("t", 0, 0, True, 0, 0, 0, 0, [], [], None).encode()
-    at = len(report) - 9  # the isr count; then follower_leos count (4) and error None (1)
-    replicas = (header(ia.ReportReplicasRequest, 0) + struct.pack(">ii", 5001, 1) + report[:at]
-                + struct.pack(">i", n) + b"\x00\x00\x00\x01" * n + report[at + 4:])
+    report = ia.ReplicaReport(topic="t", partition=0, leader_epoch=0, is_leader=True, leo=0, hw=0,
+                              log_start_offset=0, size=0, isr=[1] * (body_bytes // 4),
+                              follower_leos=[], error=None, isr_version=0)
+    replicas = header(ia.ReportReplicasRequest, 0) + struct.pack(">ii", 5001, 1) + report.encode()
     return {"SC List, empty name filters": ("sc", sc_list),
             "SPU FetchOffsets, empty topics": ("spu", offsets),
             "SPU Produce, empty topics": ("spu", produce),
             "SC private ReportReplicas, long ISR": ("sc-private", replicas)}
 
 
-def amplification_probe(body_bytes: int = 256 * 1024) -> list[tuple[str, int, float, float]]:
-    """(name, payload bytes, decode seconds per MiB, bytes allocated per payload byte)."""
+@dataclass
+class Amplification:
+    """What decoding one amplifying frame cost, or the cap that refused it (``refused``)."""
+
+    name: str
+    size: int
+    seconds_per_mib: float
+    bytes_per_byte: float
+    refused: str | None = None
+
+
+def amplification_probe(body_bytes: int = 256 * 1024) -> list[Amplification]:
+    """Decode every ``amplifying_frames`` payload: its time and peak allocation per wire byte.
+
+    A frame a request cap refuses (a ``DecodeError``) is reported as refused, with the decoder's
+    message and the time and memory spent until the refusal: that is the cap doing its job.
+    """
     import gc
     import tracemalloc
 
     out = []
     for name, (target, payload) in amplifying_frames(body_bytes).items():
         t0 = time.perf_counter()
-        _decode_only(target, payload)
+        refused = _refusal(target, payload)
         seconds = time.perf_counter() - t0
         gc.collect()
         tracemalloc.start()
-        decoded = _decode_only(target, payload)
+        _refusal(target, payload)
         _current, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        del decoded
-        out.append((name, len(payload), seconds * (1 << 20) / len(payload), peak / len(payload)))
+        out.append(Amplification(name, len(payload), seconds * (1 << 20) / len(payload),
+                                 peak / len(payload), refused))
     return out
+
+
+def _refusal(target: str, payload: bytes) -> str | None:
+    """Decode ``payload`` and drop the result: None, or the ``DecodeError`` that refused it."""
+    try:
+        _decode_only(target, payload)
+    except DecodeError as e:
+        return str(e)
+    return None
 
 
 def _decode_only(target: str, payload: bytes) -> Any:
@@ -711,11 +734,13 @@ def _decode_only(target: str, payload: bytes) -> Any:
     return sa.decode_sc_request(payload) if registry is sa.SC_REQUESTS else decode_request(payload, registry)
 
 
-def print_amplification(rows: list[tuple[str, int, float, float]]) -> None:
+def print_amplification(rows: list[Amplification]) -> None:
     print("\n== decode amplification (valid frames, one object per few wire bytes):")
-    for name, size, s_per_mib, ratio in rows:
-        print(f"  {name:<38} {size / 1024:>6.0f} KiB: {s_per_mib:6.2f} s of decoding per MiB, "
-              f"{ratio:5.1f} bytes allocated per byte")
+    for r in rows:
+        cost = (f"{r.seconds_per_mib:6.2f} s of decoding per MiB, "
+                f"{r.bytes_per_byte:5.1f} bytes allocated per byte")
+        outcome = f"refused by a cap: {r.refused}" if r.refused else cost
+        print(f"  {r.name:<38} {r.size / 1024:>6.0f} KiB: {outcome}")
 
 
 # =============================================================================================
