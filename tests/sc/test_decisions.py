@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from fluvial.errors import ErrorCode
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol import sc_objects as so
 from fluvial.sc import controller as ctl
-from fluvial.sc.cluster import Cluster, Decision
+from fluvial.sc.cluster import Cluster, Decision, Draft
 
 
 def commit(cluster: Cluster, decision: Decision) -> Decision:
@@ -79,6 +81,30 @@ def test_a_draft_sees_its_own_writes():
     offsets, durable = written(d, "Partition", f"{so.CONSUMER_OFFSET_TOPIC}-0")
     assert offsets.spec.replicas == [1] and durable
     assert f"{so.CONSUMER_OFFSET_TOPIC}" in d.writes["Topic"]
+
+
+def test_a_draft_store_reads_its_writes_and_saves_an_object_any_durable_write_touched():
+    cluster = cluster_with_topic()
+    draft = Draft(cluster)
+    p = cluster.partitions.get("t-0")
+    draft.partitions.update("t-0", meta=p.meta.next_epoch())
+    assert draft.partitions.get("t-0").meta.epoch == p.meta.epoch + 1
+    assert [o.meta.epoch for o in draft.partitions.values() if o.name == "t-0"] == [p.meta.epoch + 1]
+    draft.partitions.update_status("t-0", replace(p.status, size=9), durable=False)
+    obj, durable = draft.decision().writes["Partition"]["t-0"]
+    assert (obj.meta.epoch, obj.status.size, durable) == (p.meta.epoch + 1, 9, True)
+    assert cluster.partitions.get("t-0") == p
+
+
+def test_an_isr_change_in_a_report_is_saved_with_the_new_offsets():
+    cluster = cluster_with_topic()
+    a = next(a for a in ctl.assignments_for(cluster, 1).replicas if a.topic == "t")
+    commit(cluster, ctl.decide(cluster, ctl.SpuReported(ia.ReportReplicasRequest(1, [ia.ReplicaReport(
+        "t", 0, a.leader_epoch, True, 1, 1, 0, 0, list(a.isr), [], None, a.isr_version)]))))
+    d = ctl.decide(cluster, ctl.SpuReported(ia.ReportReplicasRequest(1, [ia.ReplicaReport(
+        "t", 0, a.leader_epoch, True, 2, 2, 0, 0, [1], [], None, a.isr_version)])))
+    p, durable = written(d, "Partition", "t-0")
+    assert p.meta.isr == (1,) and p.status.leader.leo == 2 and durable
 
 
 def test_an_unknown_spu_is_refused_without_writes_when_auto_registration_is_off():
