@@ -18,9 +18,10 @@ import trio
 
 from fluvial.errors import OK, Error, ErrorCode
 from fluvial.net.tls import allowed, principal_of, speaks_for_spu
+from fluvial.protocol import PLATFORM_VERSION
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol.api import (
-    ApiVersionsResponse, encode_error_response, encode_response,
+    API_VERSIONS_KEY, ApiVersionsResponse, encode_error_response, encode_response,
 )
 from fluvial.net.dispatch import decode_or_refuse
 from fluvial.sc import controller as ctl
@@ -42,8 +43,8 @@ async def handle_request(state: ScState, auto_register: bool, conn, payload: byt
     async def reply(resp):
         await conn.send(encode_response(resp, header.correlation_id, header.api_version))
 
-    if header.api_key == 18:
-        await reply(ApiVersionsResponse(OK, ia.advertise(ia.INTERNAL_SC_REQUESTS), "0.17.3"))
+    if header.api_key == API_VERSIONS_KEY:
+        await reply(ApiVersionsResponse(OK, ia.advertise(ia.INTERNAL_SC_REQUESTS), PLATFORM_VERSION))
         return
     if not allowed(state.policy, conn, "member"):
         log.warning("private %s: %s is not a member; refused", conn.peer, principal_of(conn))
