@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 A *principal* is the common name (CN) of the verified client certificate a connection presented
-(``fluvial.net.tls.principal_of``). A connection without one is the principal ``anonymous``
+(``fluvial.access.principal_of``). A connection without one is the principal ``anonymous``
 (``None`` means the same), and ``anonymous`` is refused everything unless the policy sets
 ``allow_anonymous = true``. A name the policy does not know is refused everything.
 

@@ -23,7 +23,7 @@ import typer
 
 from fluvial.auth import default_policy
 from fluvial.client import profile as prof
-from fluvial.net.tls import spu_member_name
+from fluvial.access import spu_member_name
 from fluvial.tls_certs import DEFAULT_DOMAIN, DEFAULT_VALID_DAYS, mint_cluster_certs
 
 __all__ = ["POLICY_FILE", "certs_command", "register", "spu_member_name", "write_default_policy"]

@@ -21,7 +21,7 @@ import typer
 
 from fluvial.cli import certs as _certs
 from fluvial.client import profile as prof
-from fluvial.net.tls import spu_member_name
+from fluvial.access import spu_member_name
 
 app = typer.Typer(no_args_is_help=True, help="Start and manage a local cluster.")
 _certs.register(app)  # fluvial cluster certs

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import trio
 import typer
 
-from fluvial.net.tls import is_loopback, private_bind_host, spu_member_name
+from fluvial.access import is_loopback, private_bind_host, spu_member_name
 
 app = typer.Typer(no_args_is_help=True, help="Run one fluvial server in the foreground.")
 

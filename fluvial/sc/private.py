@@ -17,7 +17,7 @@ import logging
 import trio
 
 from fluvial.errors import OK, Error, ErrorCode
-from fluvial.net.tls import allowed, principal_of, speaks_for_spu
+from fluvial.access import allowed, principal_of, speaks_for_spu
 from fluvial.protocol import PLATFORM_VERSION
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol.api import (

@@ -8,7 +8,7 @@ import logging
 import trio
 
 from fluvial.errors import ConnectionLost, Error, ErrorCode
-from fluvial.net.tls import allowed, principal_of
+from fluvial.access import allowed, principal_of
 from fluvial.protocol import sc_api as sa
 from fluvial.protocol import sc_objects as so
 from fluvial.protocol.api import UnsupportedRequest, encode_error_response, encode_response

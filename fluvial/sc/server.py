@@ -15,7 +15,8 @@ from pathlib import Path
 import trio
 
 from fluvial.net.server import ServerLimits, listener_port, serve_tcp
-from fluvial.net.tls import ClusterTls, private_bind_host
+from fluvial.access import private_bind_host
+from fluvial.net.tls import ClusterTls
 from fluvial.sc import controller as ctl
 from fluvial.sc import private, public
 from fluvial.sc.backend import FileBackend
@@ -30,7 +31,7 @@ class ScConfig:
     host: str = "127.0.0.1"
     public_port: int = 9003
     private_port: int = 9004
-    private_host: str | None = None  # None: ``host`` with TLS, loopback without (net.tls.private_bind_host)
+    private_host: str | None = None  # None: ``host`` with TLS, loopback without (access.private_bind_host)
     auto_register_spus: bool = True
     heartbeat_timeout_seconds: float = 10.0
     limits: ServerLimits = field(default_factory=ServerLimits)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import trio
 
 from fluvial.errors import OK, ConnectionLost, Error, ErrorCode
-from fluvial.net.tls import allowed
+from fluvial.access import allowed
 from fluvial.protocol.api import (
     ApiVersionsResponse, RequestHeader, encode_error_response,
     encode_response,

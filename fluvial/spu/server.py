@@ -22,7 +22,7 @@ Rules this module keeps:
   it appends or acknowledges as leader.
 * **The private port.** A private request names its sender (``follower_id`` / ``spu_id``); with
   TLS that must be the SPU the member certificate is for, else PermissionDenied. Without TLS the
-  private listener binds loopback unless configured otherwise (``net.tls.private_bind_host``).
+  private listener binds loopback unless configured otherwise (``access.private_bind_host``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ import trio
 from fluvial.errors import OK, Error, ErrorCode
 from fluvial.net.multiplexer import open_connection
 from fluvial.net.server import ServerLimits, listener_port, serve_tcp
-from fluvial.net.tls import ClusterTls, allowed, principal_of, private_bind_host, speaks_for_spu
+from fluvial.access import allowed, principal_of, private_bind_host, speaks_for_spu
+from fluvial.net.tls import ClusterTls
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol.api import (
     ApiVersionsResponse, encode_error_response, encode_response,

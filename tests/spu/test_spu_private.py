@@ -16,7 +16,7 @@ import trio
 from fluvial.auth import Policy
 from fluvial.errors import ErrorCode
 from fluvial.net.multiplexer import open_connection
-from fluvial.net.tls import spu_member_name
+from fluvial.access import spu_member_name
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol import sc_api as sa
 from fluvial.protocol import sc_objects as so

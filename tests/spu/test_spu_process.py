@@ -19,7 +19,7 @@ from fluvial.net.dispatch import decode_or_refuse
 from fluvial.net.multiplexer import open_connection
 from fluvial.net.server import listener_port, serve_tcp
 from fluvial.cli.run import exposed_plaintext_warning
-from fluvial.net.tls import is_loopback, private_bind_host
+from fluvial.access import is_loopback, private_bind_host
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol import spu_api as api
 from fluvial.protocol.api import ApiVersionsResponse, encode_response
