@@ -9,6 +9,10 @@ Pure: no I/O. The tag numbers and payload layouts are Fluvio v0.17.3's
   ``Error(ErrorCode.Other, ("boom",))``. ``Error.message`` is Fluvio's Display text.
 * ``FluvialError`` is the exception; each code has a subclass named after it
   (``TopicNotFoundError``, ``NotLeaderForPartitionError``...), found with ``error_class(code)``.
+* ``Retriable`` is the base of what a client may retry: the retriable codes' classes
+  (``RETRIABLE``), a lost or refused connection (``ConnectionLost``) and a timeout this process
+  measured itself (``LocalTimeout``, which the CLI tells apart from a RequestTimedOut the server
+  answered with by its class).
 """
 
 from __future__ import annotations
@@ -183,19 +187,6 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.SystemSpecUpdatingAttempt: "system {0} '{1}' can only be updated forcibly",
 }
 
-# Codes a client may retry after refreshing metadata or reconnecting.
-RETRIABLE = frozenset(
-    {
-        ErrorCode.NotLeaderForPartition,
-        ErrorCode.PartitionNotLeader,
-        ErrorCode.RequestTimedOut,
-        ErrorCode.SpuOffline,
-        ErrorCode.PartitionPendingInitialization,
-        ErrorCode.TopicPendingInitialization,
-    }
-)
-
-
 @dataclass(frozen=True, slots=True)
 class Error:
     """An ErrorCode as it travels: the tag and its payload fields in wire order."""
@@ -238,12 +229,16 @@ class FluvialError(Exception):
         super().__init__(detail or self.error.message)
 
 
+class Retriable(FluvialError):
+    """Base of the errors a client may retry after refreshing metadata or reconnecting."""
+
+
 class ConfigError(FluvialError):
     """A profile, flag or configuration value is wrong."""
 
 
-class ConnectionLost(FluvialError):
-    """The peer closed the connection or it failed under us (retriable)."""
+class ConnectionLost(Retriable):
+    """The peer closed the connection or it failed under us."""
 
 
 # -------------------------------------------------------------- one exception class per ErrorCode
@@ -261,11 +256,11 @@ class OtherError(FluvialError):
     code = ErrorCode.Other
 
 
-class NotLeaderForPartitionError(FluvialError):
+class NotLeaderForPartitionError(Retriable):
     code = ErrorCode.NotLeaderForPartition
 
 
-class RequestTimedOutError(FluvialError):
+class RequestTimedOutError(Retriable):
     code = ErrorCode.RequestTimedOut
 
 
@@ -309,11 +304,11 @@ class SpuRegisterationFailedError(FluvialError):
     code = ErrorCode.SpuRegisterationFailed
 
 
-class SpuOfflineError(FluvialError):
+class SpuOfflineError(Retriable):
     code = ErrorCode.SpuOffline
 
 
-class SpuNotFoundError(FluvialError):
+class SpuNotFoundError(Retriable):
     code = ErrorCode.SpuNotFound
 
 
@@ -333,7 +328,7 @@ class TopicAlreadyExistsError(FluvialError):
     code = ErrorCode.TopicAlreadyExists
 
 
-class TopicPendingInitializationError(FluvialError):
+class TopicPendingInitializationError(Retriable):
     code = ErrorCode.TopicPendingInitialization
 
 
@@ -357,11 +352,11 @@ class TopicInvalidReplicaTypeError(FluvialError):
     code = ErrorCode.TopicInvalidReplicaType
 
 
-class PartitionPendingInitializationError(FluvialError):
+class PartitionPendingInitializationError(Retriable):
     code = ErrorCode.PartitionPendingInitialization
 
 
-class PartitionNotLeaderError(FluvialError):
+class PartitionNotLeaderError(Retriable):
     code = ErrorCode.PartitionNotLeader
 
 
@@ -501,6 +496,12 @@ class SystemSpecUpdatingAttemptError(FluvialError):
     code = ErrorCode.SystemSpecUpdatingAttempt
 
 
+class LocalTimeout(RequestTimedOutError):
+    """No answer within a timeout this process set itself (a request, the first metadata): the
+    cluster is not responding. Its code stays RequestTimedOut, so ``except RequestTimedOutError``
+    catches it too; a RequestTimedOut the server answered with is not a ``LocalTimeout``."""
+
+
 def _classes_by_code() -> dict[ErrorCode, type[FluvialError]]:
     """The classes above, by the code each one declares (``FluvialError`` itself excluded)."""
     return {cls.code: cls for cls in globals().values()
@@ -509,6 +510,11 @@ def _classes_by_code() -> dict[ErrorCode, type[FluvialError]]:
 
 
 _CLASSES = _classes_by_code()
+
+# Codes a client may retry after refreshing metadata or reconnecting: those of the Retriable
+# classes. SpuNotFound is one because the client's metadata may name an SPU that has just left
+# or not yet arrived.
+RETRIABLE = frozenset(code for code, cls in _CLASSES.items() if issubclass(cls, Retriable))
 
 
 def error_class(code: ErrorCode) -> type[FluvialError]:

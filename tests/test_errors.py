@@ -9,7 +9,12 @@ import pytest
 
 import fluvial.errors as errors
 import fluvial.storage.errors as serr
-from fluvial.errors import Error, ErrorCode, FluvialError, error_class
+from fluvial.client.fluvial import MetadataTimeout
+from fluvial.errors import (
+    RETRIABLE, ConfigError, ConnectionLost, Error, ErrorCode, FluvialError, LocalTimeout, Retriable,
+    error_class,
+)
+from fluvial.net.errors import ConnectError, RequestTimeout, TlsHandshakeError
 
 CODES = [code for code in ErrorCode if code is not ErrorCode.None_]
 
@@ -71,3 +76,30 @@ def test_every_storage_error_carries_the_code_a_server_answers_with(name):
 
 def test_an_evicted_offset_carries_offset_evicted():
     assert serr.OffsetOutOfRange(2, 5, 9).code is ErrorCode.OffsetEvicted
+
+
+# ------------------------------------------------------------------------- retriable, by type
+
+
+def test_the_retriable_codes_are_the_codes_of_the_retriable_classes():
+    assert RETRIABLE == {code for code in CODES if issubclass(error_class(code), Retriable)}
+    assert RETRIABLE == {
+        ErrorCode.NotLeaderForPartition, ErrorCode.PartitionNotLeader, ErrorCode.RequestTimedOut,
+        ErrorCode.SpuOffline, ErrorCode.SpuNotFound, ErrorCode.PartitionPendingInitialization,
+        ErrorCode.TopicPendingInitialization,
+    }
+    assert not issubclass(errors.TopicNotFoundError, Retriable)
+
+
+def test_local_timeouts_and_lost_connections_are_retriable_like_the_server_codes():
+    local = [RequestTimeout(5, "no response"), MetadataTimeout(detail="no metadata")]
+    for exc in local:
+        assert isinstance(exc, LocalTimeout) and isinstance(exc, Retriable)
+        assert isinstance(exc, errors.RequestTimedOutError)  # `except RequestTimedOutError` too
+        assert exc.code is ErrorCode.RequestTimedOut
+    answered = Error(ErrorCode.RequestTimedOut, (1500, 0)).exception()
+    assert isinstance(answered, Retriable) and not isinstance(answered, LocalTimeout)
+    for exc in (ConnectionLost(detail="reset"), ConnectError(detail="refused"),
+                TlsHandshakeError(detail="certificate verify failed")):
+        assert isinstance(exc, Retriable) and not isinstance(exc, LocalTimeout)
+    assert not isinstance(ConfigError("bad profile"), Retriable)

@@ -31,7 +31,8 @@ import trio
 import typer
 
 from fluvial.client.profile import TlsAnonymous, TlsDisabled, TlsPolicy, TlsVerified
-from fluvial.errors import ConfigError, ConnectionLost, ErrorCode, FluvialError
+from fluvial.errors import ConfigError, ConnectionLost, ErrorCode, FluvialError, LocalTimeout
+from fluvial.net.errors import TlsHandshakeError
 
 __all__ = [
     "CONNECT_TIMEOUT_SECONDS", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_UNREACHABLE",
@@ -177,15 +178,12 @@ def describe_error(exc: BaseException, *, topic: str | None = None) -> tuple[str
     """
     text = str(exc)
     code = getattr(exc, "code", None)
-    if isinstance(exc, ConnectionLost):  # refused, reset, TLS handshake, timeout (ConnectError)
-        if "TLS" in text or "SSL" in text or "certificate" in text:
-            return text, ("check the TLS settings: --tls/--no-tls and the certificate flags, or "
-                          "the profile's certificates (`fluvial profile list`)"), EXIT_UNREACHABLE
-        return text, _UNREACHABLE_HINT, EXIT_UNREACHABLE
-    if code == ErrorCode.RequestTimedOut and type(exc).__module__ != "fluvial.errors":
-        # raised by the client itself (fluvial.net's RequestTimeout: no answer; the client's
-        # MetadataTimeout: no metadata), not a RequestTimedOut the SPU answered with: the
-        # cluster is not responding
+    if isinstance(exc, TlsHandshakeError):
+        return text, ("check the TLS settings: --tls/--no-tls and the certificate flags, or "
+                      "the profile's certificates (`fluvial profile list`)"), EXIT_UNREACHABLE
+    if isinstance(exc, (ConnectionLost, LocalTimeout)):
+        # refused, reset, or no answer within a timeout the client set itself (a RequestTimedOut
+        # the SPU answered with is a plain RequestTimedOutError: the cluster did answer)
         return text, _UNREACHABLE_HINT, EXIT_UNREACHABLE
     if isinstance(exc, ConfigError):
         hint = None if "fluvial " in text else "see `fluvial profile list`"
@@ -285,7 +283,7 @@ async def open_client(options: GlobalOptions) -> AsyncIterator[Any]:
 
     Raises:
         ClusterUnreachable: the SC did not answer in time.
-        ConnectError: it refused the connection (or TLS failed).
+        ConnectError: it refused the connection (``TlsHandshakeError``: TLS failed).
         ConfigError: no usable profile.
     """
     import fluvial

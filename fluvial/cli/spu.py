@@ -85,14 +85,12 @@ def unregister(
     shown = f"SPU {target}" if spu_id is not None else f"SPU '{target}'"
 
     async def body(fl: Any) -> None:
-        from fluvial.errors import ErrorCode, FluvialError
+        from fluvial.errors import SpuNotFoundError
 
         try:
             await fl.admin.unregister_spu(target)
-        except FluvialError as e:
-            if e.code == ErrorCode.SpuNotFound:
-                fail(f"{shown} is not a registered custom SPU", "list the SPUs with `fluvial spu list`")
-            raise
+        except SpuNotFoundError:
+            fail(f"{shown} is not a registered custom SPU", "list the SPUs with `fluvial spu list`")
 
     run_client(ctx, body)
     typer.echo(f"{shown} unregistered")

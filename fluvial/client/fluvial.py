@@ -43,10 +43,10 @@ from fluvial.client.profile import (
     split_endpoint,
 )
 from fluvial.errors import (
-    ConfigError, ConnectionLost, FluvialError, NotLeaderForPartitionError, PartitionNotLeaderError,
-    RequestTimedOutError, SpuNotFoundError, TopicNotFoundError,
+    ConfigError, ConnectionLost, FluvialError, LocalTimeout, NotLeaderForPartitionError,
+    PartitionNotLeaderError, SpuNotFoundError, TopicNotFoundError,
 )
-from fluvial.net.errors import ConnectError, RequestTimeout
+from fluvial.net.errors import ConnectError, RequestTimeout, TlsHandshakeError
 from fluvial.net.multiplexer import ClientConnection, open_connection
 from fluvial.net.tls import client_ssl_context
 from fluvial.protocol.codec import DecodeError
@@ -62,7 +62,7 @@ DEFAULT_REQUEST_TIMEOUT = 60.0  # seconds; Fluvio's FLV_SOCKET_WAIT default
 _RECONNECT_INITIAL = 0.05
 _RECONNECT_MAX = 2.0
 
-class MetadataTimeout(RequestTimedOutError):
+class MetadataTimeout(LocalTimeout):
     """A metadata store received no frame from the SC within ``metadata_timeout``."""
 
 
@@ -255,6 +255,23 @@ class _TlsSettings:
         return f"{spu_name}.{self.domain}" if self.domain is not None else host
 
 
+def _caused_by_tls(exc: BaseException) -> bool:
+    """Whether an ``ssl.SSLError`` is in ``exc``'s chain of causes.
+
+    The transport reports a failed TLS handshake, and a connection the server ended with a TLS
+    alert (TLS 1.3 refuses a client certificate only after the client's side of the handshake,
+    so the refusal ends the first read), as a lost connection caused by the ``ssl.SSLError``.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 # ----------------------------------------------------------------------------------- Fluvial
 
 
@@ -325,6 +342,8 @@ class Fluvial:
                         watches.cancel_scope.cancel()
             except (ConnectionLost, RequestTimeout, DecodeError) as e:
                 if not started:
+                    if _caused_by_tls(e):
+                        raise TlsHandshakeError(detail=str(e)) from e
                     raise
                 log.warning("lost the SC connection to %s: %s; reconnecting", self.cluster.endpoint, e)
             self._sc = None
@@ -392,6 +411,8 @@ class Fluvial:
                 await conn.wait_closed()
         except (ConnectionLost, RequestTimeout, DecodeError) as e:
             if not started:
+                if _caused_by_tls(e):
+                    raise TlsHandshakeError(detail=str(e)) from e
                 raise
             log.debug("SPU %d connection ended: %s", spu_id, e)
 
@@ -400,7 +421,7 @@ class Fluvial:
 
         Raises:
             SpuNotFoundError: the SC knows no such SPU.
-            ConnectError: it cannot be reached.
+            ConnectError: it cannot be reached (``TlsHandshakeError``: TLS failed).
         """
         conn = self._spu_conns.get(spu_id)
         if conn is not None and conn.is_open:
@@ -418,7 +439,8 @@ class Fluvial:
             try:
                 conn = await self.nursery.start(partial(self._hold_spu, spu_id, meta.name, host, port))
             except ConnectionLost as e:
-                raise ConnectError(detail=f"cannot reach SPU {spu_id} at {host}:{port}: {e}") from e
+                failed = TlsHandshakeError if isinstance(e, TlsHandshakeError) else ConnectError
+                raise failed(detail=f"cannot reach SPU {spu_id} at {host}:{port}: {e}") from e
             self._spu_conns[spu_id] = conn
             return conn
 
@@ -514,7 +536,9 @@ async def connect(profile: str | None = None, endpoint: str | None = None,
 
     Raises:
         ConfigError: no usable profile, or bad TLS files.
-        ConnectError: the SC cannot be reached (or the TLS handshake fails).
+        ConnectError: the SC cannot be reached.
+        TlsHandshakeError: TLS failed (an untrusted or misnamed server, a refused client
+            certificate, a peer that does not speak TLS).
         FluvialError: the SC is not compatible.
 
     Resource handling: leaving the block normally flushes producers, closes consumers (storing

@@ -21,9 +21,9 @@ record that finds its partition idle (nothing queued, nothing in flight) is disp
 Delivery (``delivery``):
 
 * ``at_least_once`` (default): while a partition has a request in flight it is *muted* (no second
-  request for it), so its records stay in order even across retries. A retriable failure
-  (``NotLeaderForPartition``, ``RequestTimedOut``, a lost or refused connection, ``SpuOffline``...;
-  ``fluvial.errors.RETRIABLE``) puts the batches back at the front of the queue after an
+  request for it), so its records stay in order even across retries. A retriable failure (a
+  ``fluvial.errors.Retriable``: ``NotLeaderForPartition``, ``RequestTimedOut``, a lost or refused
+  connection, ``SpuOffline``...) puts the batches back at the front of the queue after an
   exponential backoff (``retry_backoff`` doubling up to ``retry_backoff_max``); by then the SC's
   watch has usually told the metadata cache about the new leader, and the next attempt goes
   there. A batch is failed once ``delivery_timeout`` has passed since it was created, or at once
@@ -61,10 +61,9 @@ from fluvial.client.types import (
     isolation_from,
 )
 from fluvial.errors import (
-    RETRIABLE, CompressionError, ConnectionLost, Error, ErrorCode, FluvialError,
-    NotLeaderForPartitionError, TopicNotFoundError,
+    CompressionError, Error, ErrorCode, FluvialError, NotLeaderForPartitionError, Retriable,
+    TopicNotFoundError,
 )
-from fluvial.net.errors import RequestTimeout
 from fluvial.protocol.codec import DecodeError, EncodeError
 from fluvial.protocol.sc_objects import CompressionAlgorithm
 from fluvial.protocol.spu_api import (
@@ -610,7 +609,7 @@ class Producer:
             conn = await self._fl.spu_connection(leader)
             self._requests_sent += 1
             resp = await conn.call(req, timeout=self.timeout + _RESPONSE_MARGIN)
-        except (ConnectionLost, RequestTimeout, DecodeError, FluvialError) as e:
+        except (DecodeError, FluvialError) as e:  # FluvialError: lost connections, timeouts too
             now = trio.current_time()
             for p, batches in entries:
                 self._retry_or_fail(p, batches, e, now)
@@ -634,8 +633,7 @@ class Producer:
 
     def _retry_or_fail(self, partition: int, batches: list[ProducerBatch], error: BaseException,
                        now: float) -> None:
-        retriable = _is_retriable(error)
-        if (retriable and self.delivery is DeliverySemantic.AT_LEAST_ONCE and not self._closed
+        if (isinstance(error, Retriable) and self.delivery is DeliverySemantic.AT_LEAST_ONCE and not self._closed
                 and now < batches[0].created_at + self.delivery_timeout):
             attempts = max(b.attempts for b in batches)
             delay = min(self.retry_backoff * 2 ** min(max(0, attempts - 1), 30), self.retry_backoff_max)
@@ -648,13 +646,6 @@ class Producer:
             return
         for b in batches:
             self._finish(b, error=error)
-
-
-def _is_retriable(error: BaseException) -> bool:
-    if isinstance(error, (ConnectionLost, RequestTimeout)):
-        return True
-    code = getattr(error, "code", None)
-    return code in RETRIABLE or code == ErrorCode.SpuNotFound
 
 
 def _futures(batch: ProducerBatch, start: int, count: int) -> list[ProduceFuture]:

@@ -2,23 +2,20 @@
 
 Split by blame, as in h11: ``LocalProtocolError`` is our own misuse (a frame whose size prefix
 does not match its bytes), the peer's faults end the connection and surface as
-``fluvial.errors.ConnectionLost``. Both timeouts and lost connections are retriable.
+``fluvial.errors.ConnectionLost``. Both timeouts and lost connections are retriable
+(``fluvial.errors.Retriable``). A timeout measured here is a ``LocalTimeout``; a TLS failure is
+a ``TlsHandshakeError`` (the client raises it for a connection an ``ssl.SSLError`` ended), so
+callers match on types, never on messages.
 """
 
 from __future__ import annotations
 
-from fluvial.errors import ConnectionLost, Error, ErrorCode, error_class
-
-# The class errors.py generates for ErrorCode.RequestTimedOut, so that
-# ``except RequestTimedOutError`` also catches a client-side timeout.
-_RequestTimedOutError = error_class(ErrorCode.RequestTimedOut)
+from fluvial.errors import ConnectionLost, Error, ErrorCode, LocalTimeout
 
 
-class RequestTimeout(_RequestTimedOutError):
+class RequestTimeout(LocalTimeout):
     """No response arrived within the caller's timeout. The connection stays usable; a late
     response for the abandoned correlation id is discarded."""
-
-    code = ErrorCode.RequestTimedOut
 
     def __init__(self, timeout_seconds: float, detail: str):
         # Fluvio's RequestTimedOut payload is (timeout_ms: u64, kind: RequestKind); kind 0 is the
@@ -28,8 +25,14 @@ class RequestTimeout(_RequestTimedOutError):
 
 
 class ConnectError(ConnectionLost):
-    """Opening a connection failed: TCP connect refused or unreachable, or the TLS handshake
-    failed."""
+    """Opening a connection failed: TCP connect refused or unreachable, or TLS failed (the
+    subclass ``TlsHandshakeError``)."""
+
+
+class TlsHandshakeError(ConnectError):
+    """TLS failed while connecting: the server's certificate is not trusted or names another host,
+    the server refused ours (with TLS 1.3 that refusal arrives on the first read, after the
+    client's side of the handshake), or the peer does not speak TLS."""
 
 
 class LocalProtocolError(ValueError):
@@ -37,4 +40,4 @@ class LocalProtocolError(ValueError):
     is written, so the connection stays in sync)."""
 
 
-__all__ = ["ConnectError", "ConnectionLost", "LocalProtocolError", "RequestTimeout"]
+__all__ = ["ConnectError", "ConnectionLost", "LocalProtocolError", "RequestTimeout", "TlsHandshakeError"]

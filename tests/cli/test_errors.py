@@ -8,17 +8,22 @@ import typer
 
 from fluvial.cli.common import ClusterUnreachable, describe_error, handle_errors
 from fluvial.errors import ConfigError, Error, ErrorCode, error_class
-from fluvial.net.errors import ConnectError, RequestTimeout
+from fluvial.client.fluvial import MetadataTimeout
+from fluvial.net.errors import ConnectError, RequestTimeout, TlsHandshakeError
 
 
 @pytest.mark.parametrize("exc, topic, expected", [
     (ConnectError(detail="cannot connect to h:1: refused"), None,
      ("cannot connect to h:1: refused", "is the cluster running", 3)),
-    (ConnectError(detail="TLS handshake with h:1 failed: certificate verify failed"), None,
+    (TlsHandshakeError(detail="TLS handshake with h:1 failed: certificate verify failed"), None,
      ("TLS handshake with h:1 failed: certificate verify failed", "check the TLS settings", 3)),
+    (ConnectError(detail="cannot reach SPU 1 at h:2: SSL certificate"), None,  # by type, not text
+     ("cannot reach SPU 1 at h:2: SSL certificate", "is the cluster running", 3)),
     (ClusterUnreachable(detail="no answer"), None, ("no answer", "is the cluster running", 3)),
     (RequestTimeout(30, "no response to Produce within 30s"), None,
      ("no response to Produce within 30s", "is the cluster running", 3)),
+    (MetadataTimeout(detail="timed out searching metadata Topic"), None,
+     ("timed out searching metadata Topic", "is the cluster running", 3)),
     (error_class(ErrorCode.RequestTimedOut)(Error(ErrorCode.RequestTimedOut, (1500, 0))), None,
      ("the request 'Produce' exceeded the timeout 1500 ms", None, 1)),
     (error_class(ErrorCode.TopicNotFound)(detail="Topic not found: orders"), None,

@@ -10,6 +10,7 @@ import trio
 
 import fluvial
 from fluvial.client.profile import TlsAnonymous, TlsVerified
+from fluvial.net.errors import TlsHandshakeError
 from fluvial.net.tls import ClusterTls
 from fluvial.sc.server import ScConfig, serve_sc
 from fluvial.spu.server import SpuConfig, serve_spu
@@ -80,3 +81,41 @@ async def test_missing_certificate_files_are_a_config_error(tmp_path):
     with pytest.raises(fluvial.ConfigError, match="TLS"):
         async with fluvial.connect(endpoint="127.0.0.1:9", tls=tls):
             pass
+
+
+async def test_tls_failures_raise_the_tls_error_type(tmp_path, nursery):
+    """An untrusted or misnamed server and a server that does not speak TLS raise
+    ``TlsHandshakeError`` (the CLI's TLS hint matches on it); a plaintext client against a TLS
+    port is a plain lost connection."""
+    with trio.fail_after(TEST_TIMEOUT):
+        endpoint, paths = await start_tls_cluster(nursery, tmp_path)
+        other = mint_cluster_certs(tmp_path / "other", DOMAIN, spu_names=[], client_cns=["bob"])
+        untrusted = TlsVerified(DOMAIN, key=str(other["client_bob_key"]),
+                                cert=str(other["client_bob_cert"]), ca_cert=str(other["ca_cert"]))
+        misnamed = TlsVerified("elsewhere.local", key=str(paths["client_alice_key"]),
+                               cert=str(paths["client_alice_cert"]), ca_cert=str(paths["ca_cert"]))
+        for tls in (untrusted, misnamed):
+            with pytest.raises(TlsHandshakeError):
+                async with fluvial.connect(endpoint=endpoint, tls=tls, request_timeout=5):
+                    pass
+        with trio.socket.socket() as listener:
+            await listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            plain_port = listener.getsockname()[1]
+            nursery.start_soon(_accept_and_answer_plaintext, listener)
+            with pytest.raises(TlsHandshakeError):
+                async with fluvial.connect(endpoint=f"127.0.0.1:{plain_port}", tls=untrusted,
+                                           request_timeout=5):
+                    pass
+        with pytest.raises(fluvial.ConnectionLost) as plain:
+            async with fluvial.connect(endpoint=endpoint, request_timeout=5):
+                pass
+        assert not isinstance(plain.value, TlsHandshakeError)
+        nursery.cancel_scope.cancel()
+
+
+async def _accept_and_answer_plaintext(listener):
+    """A server that does not speak TLS: it answers the ClientHello with plain bytes."""
+    sock, _ = await listener.accept()
+    with sock:
+        await sock.send(b"HTTP/1.1 400 Bad Request\r\n\r\n")
