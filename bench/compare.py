@@ -69,6 +69,8 @@ from pathlib import Path
 
 import trio
 
+from fluvial.pids import pid_alive
+
 CHUNK = 1000  # records per send_many / pipeline / XRANGE / fetch
 SMALL_BYTES = 100
 LARGE_BYTES = 1024
@@ -128,20 +130,6 @@ def stop_pid(pid: int, timeout: float = 15.0) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child counts as gone
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def stop_popen(proc: subprocess.Popen, timeout: float = 15.0) -> None:

@@ -66,6 +66,7 @@ from fluvial.protocol.codec import (
     SmartModuleTransformRuntimeError, Str, Union, VarintBytes, Vec, WireType, as_type,
 )
 from fluvial.protocol.connection import ClientProtocol
+from fluvial.pids import pid_alive
 from fluvial.protocol.frame import FrameDecoder
 from fluvial.protocol.record import (
     Compression, Record, compress, decode_batches, decode_records, decompress, encode_batch,
@@ -753,14 +754,6 @@ def _cli(home: Path, *args: str, check: bool = True, timeout: float = 120) -> su
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][:1] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
-
-
 def _proc_status_kib(pid: int, key: str) -> int | None:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -1008,7 +1001,7 @@ class _LiveRun:
         while not self.stop.is_set():
             for m in self.members:
                 name = "sc" if m["kind"] == "sc" else f"spu-{m['id']}"
-                if not _alive(m["pid"]) and name not in rep.died:
+                if not pid_alive(m["pid"]) and name not in rep.died:
                     rep.died.append(name)
             for target, (port, _) in self.ports().items():
                 ctx, hostname = self._ssl(target, target.endswith("private"))
@@ -1097,7 +1090,7 @@ def run_live(frames: int, seed: int, *, tls: bool, concurrency: int = 4,
             hwm = _proc_status_kib(m["pid"], "VmHWM")
             if hwm is not None:
                 rep.rss_kib[name] = hwm
-            if not _alive(m["pid"]) and name not in rep.died:
+            if not pid_alive(m["pid"]) and name not in rep.died:
                 rep.died.append(name)
         for log in sorted((home / "logs").glob("*.log")):
             rep.log_errors.update(log_errors(log.stem, log.read_text(errors="replace")))

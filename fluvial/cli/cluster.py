@@ -22,6 +22,7 @@ import typer
 from fluvial.cli import certs as _certs
 from fluvial.client import profile as prof
 from fluvial.access import spu_member_name
+from fluvial.pids import pid_alive as _alive
 
 app = typer.Typer(no_args_is_help=True, help="Start and manage a local cluster.")
 _certs.register(app)  # fluvial cluster certs
@@ -49,22 +50,6 @@ def _save(state: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(state, indent=2))
     os.replace(tmp, path)
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _member_name(m: dict) -> str:

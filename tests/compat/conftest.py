@@ -45,6 +45,8 @@ import pytest
 
 import fluvio
 
+from fluvial.pids import is_fluvial_process, pid_alive
+
 HERE = Path(__file__).resolve().parent
 PRODUCER_PROC = HERE / "producer_proc.py"
 
@@ -221,54 +223,20 @@ def member_is_up(member: dict[str, Any]) -> bool:
     raise AssertionError(f"cluster status member has no up/down field: {member!r}")
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie answers kill(0) until its parent (often an init that may never reap) collects it.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(") ", 1)[-1][:1] != "Z"
-
-
-def is_fluvial_process(pid: int) -> bool:
-    """Guard against PID reuse before a last-resort kill: the process must still be a fluvial member."""
-    try:
-        return b"fluvial" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
 _REAPER_SOURCE = """
 import os, signal, sys, time
+from fluvial.pids import is_fluvial_process, pid_alive
 line = sys.stdin.readline()
 if line.strip() == "done":
     sys.exit(0)
-def ours(pid):
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            return b"fluvial" in f.read()
-    except OSError:
-        return False
-pids = [p for p in map(int, sys.argv[1:]) if ours(p)]
+pids = [p for p in map(int, sys.argv[1:]) if is_fluvial_process(p)]
 for pid in pids:
     try:
         os.kill(pid, signal.SIGTERM)
     except OSError:
         pass
 deadline = time.monotonic() + 10
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
-while any(alive(p) for p in pids) and time.monotonic() < deadline:
+while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
     time.sleep(0.1)
 for pid in pids:
     try:

@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from fluvial.pids import is_fluvial_process, pid_alive
 from harness.client import ScAdmin
 from harness.powerloss import apply_power_loss
 
@@ -58,31 +59,6 @@ def fluvial_command() -> list[str]:
     if script.exists():
         return [str(script)]
     return [sys.executable, "-m", "fluvial.cli.main"]
-
-
-def _pid_alive(pid: int | None) -> bool:
-    """True if ``pid`` runs (a zombie does not count)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _is_fluvial_process(pid: int) -> bool:
-    """Guard against PID reuse before a last-resort kill."""
-    try:
-        return b"fluvial" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
 
 
 class ProcessCluster:
@@ -197,14 +173,14 @@ class ProcessCluster:
         self._collect_pids()
         self.cont_all()
         with contextlib.suppress(ClusterCommandError, OSError):
-            if any(_pid_alive(p) for p in self.known_pids):
+            if any(pid_alive(p) for p in self.known_pids):
                 self.cli("cluster", "shutdown", check=False, timeout=60)
         for pid in self.known_pids:
-            if _pid_alive(pid) and _is_fluvial_process(pid):
+            if pid_alive(pid) and is_fluvial_process(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + KILL_TIMEOUT_SECONDS
-        while any(_pid_alive(p) for p in self.known_pids) and time.monotonic() < deadline:
+        while any(pid_alive(p) for p in self.known_pids) and time.monotonic() < deadline:
             time.sleep(0.02)
 
     # ------------------------------------------------------------------------------- members
@@ -264,14 +240,14 @@ class ProcessCluster:
         return self.member(name)["pid"]
 
     def is_up(self, name: str) -> bool:
-        return _pid_alive(self.member(name).get("pid"))
+        return pid_alive(self.member(name).get("pid"))
 
     # -------------------------------------------------------------------------------- faults
 
     def _own_pid(self, name: str) -> int:
         pid = self.pid(name)
         self.known_pids.add(pid)
-        if not _is_fluvial_process(pid):
+        if not is_fluvial_process(pid):
             raise RuntimeError(f"{name} (pid {pid}) is not a running fluvial process")
         return pid
 
@@ -291,7 +267,7 @@ class ProcessCluster:
         os.kill(pid, signal.SIGKILL)
         self._paused.discard(pid)
         deadline = time.monotonic() + KILL_TIMEOUT_SECONDS
-        while _pid_alive(pid):
+        while pid_alive(pid):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name} (pid {pid}) survived SIGKILL for {KILL_TIMEOUT_SECONDS}s")
             time.sleep(0.005)
@@ -303,14 +279,14 @@ class ProcessCluster:
     def kill_all(self, *, mode: str | None = None) -> float:
         """SIGKILL every running member at once (the SC too), and in power-loss mode cut every
         SPU back to what it fsynced; returns the time of the first signal."""
-        pids = [(m, m["pid"]) for m in self.members() if _pid_alive(m.get("pid"))]
+        pids = [(m, m["pid"]) for m in self.members() if pid_alive(m.get("pid"))]
         t = time.monotonic()
         for m, pid in pids:
-            if _is_fluvial_process(pid):
+            if is_fluvial_process(pid):
                 os.kill(pid, signal.SIGKILL)
                 self._paused.discard(pid)
         deadline = time.monotonic() + KILL_TIMEOUT_SECONDS
-        while any(_pid_alive(pid) for _, pid in pids):
+        while any(pid_alive(pid) for _, pid in pids):
             if time.monotonic() > deadline:
                 raise RuntimeError("members survived SIGKILL")
             time.sleep(0.005)
