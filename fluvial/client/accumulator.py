@@ -1,4 +1,4 @@
-"""The producer's batching: records grouped into per-partition batches, and the batch encoder.
+"""The producer's batching: records grouped into per-partition batches.
 
 Theory of operation
 -------------------
@@ -23,42 +23,26 @@ back what failed with ``reenqueue``.
 * **reenqueue(batches)** puts batches that must be retried back at the front, in order.
 
 Record size estimate: value bytes + key bytes + ``RECORD_OVERHEAD`` (the varints and flags of the
-record framing, a little generous).
-
-The encoder, ``encode_producer_batch``, writes exactly the bytes of
-``fluvial.protocol.record.encode_batch`` (tests hold the two equal), faster when a batch's records
-all have the same shape, which producers usually send: every value the same length, and either no
-key or keys all of one length, and no timestamp deltas. A record is then a constant *separator*
-(length, attributes, timestamp delta, offset delta, key tag and lengths) around its key and value;
-only the offset-delta varint changes from record to record, so separators come from a cached
-table and the section is one ``b"".join`` of (separator, key, value) pieces, with no Python code
-per record. Any other batch goes through ``encode_batch``.
+record framing, a little generous). A batch is encoded once, by
+``fluvial.protocol.record_fast.encode_producer_batch``, and the bytes kept for retries.
 """
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable
-from itertools import accumulate, chain, repeat
+from itertools import accumulate, repeat
 from typing import Any
 
-from crc32c import crc32c
-
 from fluvial.errors import Error, ErrorCode, error_class
-from fluvial.protocol.batch import (
-    ATTR_COMPRESSION_MASK, BATCH_HEADER_SIZE, CRC_OFFSET, CRC_START, HEADER, MAGIC, NO_EPOCH,
-)
-from fluvial.protocol.codec import EncodeError, encode_varint
-from fluvial.protocol.record import (
-    NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, RECORD_COUNT, Compression, compress,
-    encode_batch,
-)
+from fluvial.protocol.record import Compression
+from fluvial.protocol.record_fast import encode_producer_batch
 
 __all__ = [
     "DEFAULT_BATCH_QUEUE_SIZE", "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_REQUEST_SIZE",
-    "RECORD_OVERHEAD", "ProducerBatch", "RecordAccumulator", "encode_producer_batch",
+    "RECORD_OVERHEAD", "ProducerBatch", "RecordAccumulator",
 ]
 
 DEFAULT_BATCH_SIZE = 16384  # Fluvio's defaults (producer/config.rs)
@@ -348,123 +332,3 @@ class RecordAccumulator:
         self._open.clear()
         self._backoff.clear()
         return out
-
-
-# --------------------------------------------------------------------------------- encoding
-
-_OD: list[bytes] = [encode_varint(i) for i in range(8192)]  # offset-delta varints
-_OD_LIMIT = 1 << 20  # grown on demand up to here (3-byte varints); beyond, computed per batch
-_SEP_CACHE: OrderedDict[tuple, list[bytes]] = OrderedDict()
-_SEP_CACHE_ENTRIES = 8
-_SEP_CACHE_MAX_LEN = 16384
-_MIN_FAST_RECORDS = 8
-# the first index whose ZigZag varint is wider than ``width`` bytes (2*i < 128**width)
-_WIDTH_END = {w: 128**w // 2 for w in range(1, 11)}
-
-
-def _offset_deltas(n: int) -> list[bytes]:
-    if n > len(_OD) and n <= _OD_LIMIT:
-        _OD.extend(encode_varint(i) for i in range(len(_OD), n))
-    if n <= len(_OD):
-        return _OD[:n] if n < len(_OD) else _OD
-    return _OD + [encode_varint(i) for i in range(len(_OD), n)]
-
-
-def _separators(key_len: int | None, value_len: int, n: int) -> list[bytes]:
-    """sep[i] = [b"\\0" header count of record i-1] + length + attributes + timestamp delta 0 +
-    offset delta i + key tag [+ key length] (+ value length when there is no key)."""
-    cache_key = (key_len, value_len)
-    cached = _SEP_CACHE.get(cache_key)
-    if cached is not None and len(cached) >= n:
-        _SEP_CACHE.move_to_end(cache_key)
-        return cached if len(cached) == n else cached[:n]
-    vlb = encode_varint(value_len)
-    if key_len is None:
-        tail = b"\x00" + vlb
-        body = 1 + 1 + 1 + len(vlb) + value_len + 1  # attributes, ts delta, key tag, value, headers
-    else:
-        klb = encode_varint(key_len)
-        tail = b"\x01" + klb
-        body = 1 + 1 + 1 + len(klb) + key_len + len(vlb) + value_len + 1
-    ods = _offset_deltas(n)
-    seps: list[bytes] = []
-    i = 0
-    while i < n:  # runs of offset deltas of one varint width: 0..63, 64..8191, 8192..2**20-1...
-        width = len(ods[i])
-        j = min(n, _WIDTH_END[width])
-        head = b"\x00" + encode_varint(body + width) + b"\x00\x00"
-        run = list(map(bytes.__add__, map(head.__add__, ods[i:j]), repeat(tail)))
-        if i == 0:
-            run[0] = run[0][1:]  # the first record has no previous header count before it
-        seps += run
-        i = j
-    if n <= _SEP_CACHE_MAX_LEN:
-        _SEP_CACHE[cache_key] = seps
-        _SEP_CACHE.move_to_end(cache_key)
-        while len(_SEP_CACHE) > _SEP_CACHE_ENTRIES:
-            _SEP_CACHE.popitem(last=False)
-    return seps
-
-
-def _uniform_section(values: list[bytes], keys: list[bytes | None] | None) -> bytes | None:
-    """The records section when every record has the same shape, else None."""
-    n = len(values)
-    if n < _MIN_FAST_RECORDS:
-        return None
-    lengths = set(map(len, values))
-    if len(lengths) != 1:
-        return None
-    (vl,) = lengths
-    if keys is None:
-        seps = _separators(None, vl, n)
-        pieces = chain.from_iterable(zip(seps, values))
-    else:
-        if None in keys:
-            return None
-        key_lengths = set(map(len, keys))
-        if len(key_lengths) != 1:
-            return None
-        (kl,) = key_lengths
-        seps = _separators(kl, vl, n)
-        pieces = chain.from_iterable(zip(seps, keys, repeat(encode_varint(vl)), values))
-    return b"".join((RECORD_COUNT.pack(n), b"".join(pieces), b"\x00"))
-
-
-def encode_producer_batch(values: list[bytes], keys: list[bytes | None] | None = None, *,
-                          compression: int = Compression.None_, first_timestamp: int,
-                          deltas: list[int] | None = None) -> bytes:
-    """A whole batch holding ``values`` (with ``keys``), byte for byte what
-    ``fluvial.protocol.record.encode_batch`` writes for the same records, base_offset 0.
-
-    Args:
-        values: the values (bytes).
-        keys: None, or one key (bytes or None) per value.
-        compression: a ``Compression`` code.
-        first_timestamp: the batch timestamp, ms since the Unix epoch.
-        deltas: per-record timestamp deltas in ms, or None for all 0.
-
-    Raises:
-        EncodeError: no records, an unknown codec, a value that is not bytes-like.
-    """
-    if not values:
-        raise EncodeError("a batch needs at least one record")
-    section = None
-    if deltas is None or not any(deltas):
-        try:
-            section = _uniform_section(values, keys)
-        except TypeError as e:  # a value or key without a length
-            raise EncodeError(f"records: a key or value is not bytes-like: {e}") from None
-    if section is None:
-        records = values if keys is None else list(zip(keys, values))
-        return encode_batch(records, first_timestamp=first_timestamp, compression=compression,
-                            timestamp_deltas=deltas)
-    count = len(values)
-    if compression:
-        section = compress(compression, section)
-    header = bytearray(HEADER.pack(
-        0, BATCH_HEADER_SIZE + len(section), NO_EPOCH, MAGIC, 0,
-        compression & ATTR_COMPRESSION_MASK, count - 1, first_timestamp, first_timestamp,
-        NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE))
-    crc = crc32c(section, crc32c(memoryview(header)[CRC_START:]))
-    header[CRC_OFFSET:CRC_OFFSET + 4] = crc.to_bytes(4, "big")
-    return b"".join((header, section))

@@ -32,9 +32,10 @@ stored value is the last consumed offset; the next session starts one after it).
 ``commit="auto"`` every record handed out counts as committed, and a flush happens every
 ``flush_interval`` seconds while reading and when the consumer closes.
 
-Decoding is the hot path (see ``decode_record_set``): batches whose records all have the same
-shape are cut apart with ``struct`` (one call per 512 records) instead of a Python loop per
-record, and ``Record`` is a tuple subclass that C code can build without calling Python.
+Decoding is the hot path (``fluvial.protocol.record_fast.decode_fetched_batches``): batches
+whose records all have the same shape are cut apart with ``struct`` (one call per 512 records)
+instead of a Python loop per record, and ``Record`` is a tuple subclass that C code can build
+without calling Python.
 """
 
 from __future__ import annotations
@@ -46,28 +47,24 @@ from typing import Any, NamedTuple
 
 import trio
 
-from fluvial.client.decoder import (  # the decoder's public names are re-exported here
-    _DECODE_RECORDS, decode_batches, decode_record_set, parse_stream_fetch_response,
-    scan_record_set,
-)
 from fluvial.client.types import Offset, Record, isolation_from
 from fluvial.errors import (
     RETRIABLE, ConnectionLost, Error, ErrorCode, FluvialError, error_class,
 )
 from fluvial.net.errors import RequestTimeout
 from fluvial.protocol.codec import DecodeError
+from fluvial.protocol.record_fast import decode_fetched_batches, scan_record_set
 from fluvial.protocol.spu_api import (
     CLIENT_MAX_FETCH_BYTES, FetchConsumerOffsetsRequest, FetchOffsetPartition, FetchOffsetsRequest,
     FetchOffsetTopic, FilterOpts, Isolation, OffsetUpdate, ReplicaKey, StreamFetchRequest,
-    UpdateConsumerOffsetRequest, UpdateOffsetsRequest,
+    UpdateConsumerOffsetRequest, UpdateOffsetsRequest, parse_stream_fetch_response,
 )
 
 log = logging.getLogger("fluvial.client")
 
-__all__ = [
-    "Consumer", "decode_batches", "decode_record_set", "parse_stream_fetch_response",
-    "scan_record_set",
-]
+__all__ = ["Consumer"]
+
+_DECODE_RECORDS = 2048  # records the consumer decodes at a time
 
 OffsetManagementDisabledError = error_class(ErrorCode.OffsetManagementDisabled)
 OffsetEvictedError = error_class(ErrorCode.OffsetEvicted)
@@ -509,9 +506,9 @@ class Consumer:
         raw = self._raw
         while raw is not None and self._raw_pos < raw.end:
             try:
-                records, pos, _ = decode_batches(raw.buf, self._raw_pos, raw.end, raw.partition,
-                                                 raw.min_offset, raw.limit,
-                                                 max_records=_DECODE_RECORDS)
+                records, pos, _ = decode_fetched_batches(
+                    raw.buf, self._raw_pos, raw.end, raw.partition, raw.min_offset, raw.limit,
+                    max_records=_DECODE_RECORDS, row=Record)
             except DecodeError:
                 self._raw = None  # the rest of this record set is lost; the error says where
                 raise

@@ -133,10 +133,10 @@ def _varint(n: int) -> bytes:
 
 
 _ATTRS_AND_DELTA = tuple(b"\x00" + _VARINT[i] for i in range(1024))  # attributes + small deltas
-_UNZIGZAG = tuple((b >> 1) ^ -(b & 1) for b in range(0x80))  # one-byte varints, decoded
+UNZIGZAG = tuple((b >> 1) ^ -(b & 1) for b in range(0x80))  # one-byte varints, decoded
 
 
-def _uvarint_slow(data, p: int) -> tuple[int, int]:
+def read_uvarint(data, p: int) -> tuple[int, int]:
     """The raw (not yet un-ZigZagged) LEB128 value at ``p``, at most 10 bytes.
 
     Raises IndexError at the end of ``data`` (callers turn that into DecodeError)."""
@@ -339,6 +339,20 @@ def encode_batch(records: Iterable, *, base_offset: int = 0, first_timestamp: in
         section = compress(compression, section)
     if first_timestamp is None:
         first_timestamp = _now_ms()
+    return frame_batch(section, count=count, compression=compression,
+                       first_timestamp=first_timestamp, max_time_stamp=first_timestamp + last_tsd,
+                       base_offset=base_offset, partition_leader_epoch=partition_leader_epoch)
+
+
+def frame_batch(section: bytes, *, count: int, compression: int, first_timestamp: int,
+                max_time_stamp: int, base_offset: int = 0,
+                partition_leader_epoch: int = NO_EPOCH) -> bytes:
+    """The whole batch around an encoded (and, with ``compression``, compressed) records
+    section of ``count`` records: the header, its CRC-32C over attributes..end, the section.
+
+    Raises:
+        EncodeError: a header field that does not fit its type.
+    """
     try:
         header = bytearray(HEADER.pack(
             base_offset,
@@ -349,7 +363,7 @@ def encode_batch(records: Iterable, *, base_offset: int = 0, first_timestamp: in
             compression & ATTR_COMPRESSION_MASK,
             count - 1,  # last_offset_delta
             first_timestamp,
-            first_timestamp + last_tsd,  # max_time_stamp
+            max_time_stamp,
             NO_PRODUCER_ID,
             NO_PRODUCER_EPOCH,
             NO_SEQUENCE,
@@ -375,14 +389,14 @@ def decode_records(data: bytes, pos: int, end: int, count: int, base_offset: int
     append = out.append
     new = tuple.__new__
     cls = ConsumerRecord
-    slow = _uvarint_slow
+    slow = read_uvarint
     known_ts = first_timestamp > 0
     if count < 0:
         raise DecodeError(f"records at offset {pos}: negative record count {count}")
     if count > (end - pos) // MIN_RECORD_BYTES:
         raise DecodeError(f"records at offset {pos}: {count} records cannot fit in "
                           f"{end - pos} bytes")
-    unzigzag = _UNZIGZAG
+    unzigzag = UNZIGZAG
     i = 0
     p = pos
     try:
@@ -468,6 +482,44 @@ def decode_records(data: bytes, pos: int, end: int, count: int, base_offset: int
     return out
 
 
+def records_section(buf, pos: int, h: BatchHeader,
+                    max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES
+                    ) -> tuple[bytes, int, int, int]:
+    """Where the records of the batch at ``pos`` (with the checked header ``h``) lie:
+    ``(data, p, e, count)``, the ``count`` records filling ``data[p:e]`` after their i32 count.
+
+    ``data`` is the decompressed section, or ``buf`` itself for an uncompressed batch in
+    ``bytes`` (no copy).
+
+    Raises:
+        DecodeError: the section does not decompress, is larger than ``max_uncompressed_bytes``,
+        or its record count is missing or disagrees with ``last_offset_delta``.
+    """
+    start = pos + HEADER_BYTES
+    if h.attributes & ATTR_SCHEMA_ID:
+        start += SCHEMA_ID_BYTES
+    end = pos + h.size
+    codec = h.attributes & ATTR_COMPRESSION_MASK
+    if codec:
+        data = decompress(codec, memoryview(buf)[start:end], max_uncompressed_bytes)
+        p, e = 0, len(data)
+    else:
+        if end - start > max_uncompressed_bytes:
+            raise DecodeError(f"records section of {end - start} bytes exceeds "
+                              f"{max_uncompressed_bytes}")
+        if type(buf) is bytes:
+            data, p, e = buf, start, end
+        else:
+            data = bytes(memoryview(buf)[start:end])
+            p, e = 0, len(data)
+    if e - p < RECORD_COUNT.size:
+        raise DecodeError(f"records section of {e - p} bytes has no record count")
+    (count,) = RECORD_COUNT.unpack_from(data, p)
+    if count != h.last_offset_delta + 1:
+        raise DecodeError(f"record count {count} but last_offset_delta {h.last_offset_delta}")
+    return data, p + RECORD_COUNT.size, e, count
+
+
 def decode_batch(buf, pos: int = 0, *, verify_crc: bool = True,
                  max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES) -> DecodedBatch:
     """Decode the whole batch at ``pos``: header checks (``check_batch``), then the records.
@@ -478,31 +530,9 @@ def decode_batch(buf, pos: int = 0, *, verify_crc: bool = True,
         DecodeError: (``BatchError`` for header/length/CRC faults) naming what and where.
     """
     h = check_batch(buf, pos, verify_crc=verify_crc)
-    start = pos + HEADER_BYTES
-    if h.attributes & ATTR_SCHEMA_ID:
-        start += SCHEMA_ID_BYTES
-    end = pos + h.size
-    codec = h.attributes & ATTR_COMPRESSION_MASK
     try:
-        if codec:
-            data = decompress(codec, memoryview(buf)[start:end], max_uncompressed_bytes)
-            p, e = 0, len(data)
-        else:
-            if end - start > max_uncompressed_bytes:
-                raise DecodeError(f"records section of {end - start} bytes exceeds "
-                                  f"{max_uncompressed_bytes}")
-            if type(buf) is bytes:
-                data, p, e = buf, start, end
-            else:
-                data = bytes(memoryview(buf)[start:end])
-                p, e = 0, len(data)
-        if e - p < RECORD_COUNT.size:
-            raise DecodeError(f"records section of {e - p} bytes has no record count")
-        (count,) = RECORD_COUNT.unpack_from(data, p)
-        if count != h.last_offset_delta + 1:
-            raise DecodeError(f"record count {count} but last_offset_delta {h.last_offset_delta}")
-        records = decode_records(data, p + RECORD_COUNT.size, e, count, h.base_offset,
-                                 h.first_timestamp)
+        data, p, e, count = records_section(buf, pos, h, max_uncompressed_bytes)
+        records = decode_records(data, p, e, count, h.base_offset, h.first_timestamp)
     except DecodeError as exc:
         raise DecodeError(f"batch at {pos}: {exc}") from None
     return DecodedBatch(h, records)
@@ -551,6 +581,7 @@ def decode_record_set(buf, pos: int = 0, end: int | None = None, *, verify_crc: 
 
 __all__ = [
     "DEFAULT_MAX_UNCOMPRESSED_BYTES", "Compression", "ConsumerRecord", "DecodedBatch", "Record",
-    "compress", "decode_batch", "decode_batches", "decode_record_set", "decode_records",
-    "decompress", "encode_batch", "encode_records",
+    "UNZIGZAG", "compress", "decode_batch", "decode_batches", "decode_record_set",
+    "decode_records", "decompress", "encode_batch", "encode_records", "frame_batch", "read_uvarint",
+    "records_section",
 ]

@@ -21,16 +21,20 @@ with ``fluvial.protocol.batch``. Two things run on the hot path and get code of 
   record set's length, with the frame size already counting the records. The caller sends the
   stored batch bytes (or an ``os.sendfile`` slice) right after it, so they are never copied into
   an encode buffer.
+* ``parse_stream_fetch_response``: the client's side of the same message, which finds the record
+  set inside the payload without copying it (``StreamFetchResponse``'s decoder is its general
+  twin, and takes over for anything but the common case).
 """
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar
 
 from fluvial.errors import OK, Error, ErrorCode
-from fluvial.protocol.api import ApiVersionKey, ApiVersionsRequest, Request
+from fluvial.protocol.api import ApiVersionKey, ApiVersionsRequest, Request, decode_response
 from fluvial.protocol.codec import (
     BYTES, DURATION, ERROR_CODE, I32, I64, RECORDS, STR, U8, U32, U64, DecodeError, EncodeError,
     Enum, Map, Opt, Reader, Union, Vec, WireType, message, wire,
@@ -549,6 +553,55 @@ def encode_stream_fetch_response_prefix(
         raise EncodeError(f"StreamFetchResponse: {e}") from None
 
 
+_SF_TOPIC = struct.Struct(">ih")  # correlation id, topic length
+_SF_IDS = struct.Struct(">IIh")  # stream_id, partition_index, error code
+_SF_OFFSETS = struct.Struct(">qqqBi")  # hw, next_filter_offset, log_start, aborted tag, records len
+_SF_OFFSETS_V10 = struct.Struct(">qqBi")  # no next_filter_offset below v11
+
+
+@dataclass(slots=True)
+class FetchChunk:
+    """What one StreamFetch response says, with its record set located inside ``payload``."""
+
+    stream_id: int
+    error: Error
+    high_watermark: int
+    next_filter_offset: int
+    records: bytes
+    records_pos: int
+    records_end: int
+
+
+def parse_stream_fetch_response(payload: bytes, version: int) -> FetchChunk:
+    """Parse a StreamFetch response payload without copying its record set.
+
+    The common case (no error, no aborted transactions) is read with ``struct``; anything else
+    goes through the generic ``StreamFetchResponse`` decoder.
+
+    Raises:
+        DecodeError: a malformed response.
+    """
+    try:
+        _, tlen = _SF_TOPIC.unpack_from(payload, 0)
+        p = 6 + max(tlen, 0)
+        stream_id, _, code = _SF_IDS.unpack_from(payload, p)
+        p += _SF_IDS.size
+        if code == 0:
+            st = _SF_OFFSETS if version >= WASM_MODULE_API else _SF_OFFSETS_V10
+            fields = st.unpack_from(payload, p)
+            aborted, n = fields[-2], fields[-1]
+            p += st.size
+            if aborted == 0 and 0 <= n <= len(payload) - p:
+                nfo = fields[1] if version >= WASM_MODULE_API else 0
+                return FetchChunk(stream_id, Error(), fields[0], nfo, payload, p, p + n)
+    except struct.error:
+        pass  # the generic decoder reports exactly what is wrong
+    _, resp = decode_response(payload, StreamFetchResponse, version)
+    part = resp.partition
+    return FetchChunk(resp.stream_id, part.error_code, part.high_watermark,
+                      part.next_filter_offset, part.records, 0, len(part.records))
+
+
 # --------------------------------------------------------------------------- FetchOffsets (1002)
 
 
@@ -717,7 +770,7 @@ __all__ = [
     "SMARTMODULE_WASM", "SPU_API_VERSIONS", "SPU_REQUESTS", "AbortedTransaction", "Acks",
     "ConsumerOffset", "DeleteConsumerOffsetRequest", "DeleteConsumerOffsetResponse",
     "DerivedStreamInvocation", "FetchConsumerOffsetsRequest", "FetchConsumerOffsetsResponse",
-    "FetchOffsetPartition", "FetchOffsetPartitionResponse", "FetchOffsetTopic",
+    "FetchChunk", "FetchOffsetPartition", "FetchOffsetPartitionResponse", "FetchOffsetTopic",
     "FetchOffsetTopicResponse", "FetchOffsetsRequest", "FetchOffsetsResponse", "FetchPartition",
     "FetchRequest", "FetchResponse", "FetchableTopic", "FetchableTopicResponse",
     "FetchablePartitionResponse", "FilterOpts", "ForgottenTopic", "Isolation", "Lookback",
@@ -727,5 +780,5 @@ __all__ = [
     "SpuApiKey", "StreamFetchRequest", "StreamFetchResponse", "TimeoutMs", "TopicProduceData",
     "TopicProduceResponse", "UpdateConsumerOffsetRequest", "UpdateConsumerOffsetResponse",
     "UpdateOffsetsRequest", "UpdateOffsetsResponse", "decode_produce_request",
-    "encode_stream_fetch_response_prefix",
+    "encode_stream_fetch_response_prefix", "parse_stream_fetch_response",
 ]

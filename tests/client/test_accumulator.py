@@ -1,17 +1,12 @@
-"""The producer's pure batching (``RecordAccumulator``) and batch encoder."""
+"""The producer's pure batching (``RecordAccumulator``)."""
 
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from fluvial.client.accumulator import (
-    RECORD_OVERHEAD, RecordAccumulator, encode_producer_batch,
-)
+from fluvial.client.accumulator import RECORD_OVERHEAD, RecordAccumulator
 from fluvial.errors import ErrorCode, FluvialError
-from fluvial.protocol.codec import EncodeError
-from fluvial.protocol.record import Compression, decode_batch, encode_batch
+from fluvial.protocol.record import Compression, decode_batch
 
 
 class Clock:
@@ -155,51 +150,6 @@ def test_take_all_empties_every_queue():
     acc.append(0, b"a")
     acc.append(3, b"b")
     assert len(acc.take_all()) == 2 and acc.is_empty()
-
-
-# ------------------------------------------------------------------------------- encoding
-
-records = st.lists(st.tuples(st.one_of(st.none(), st.binary(max_size=20)), st.binary(max_size=200)),
-                   min_size=1, max_size=120)
-
-
-@settings(max_examples=150, deadline=None)
-@given(recs=records, codec=st.sampled_from(list(Compression)), ts=st.integers(0, 2**41))
-def test_the_encoder_writes_exactly_what_encode_batch_writes(recs, codec, ts):
-    keys = [k for k, _ in recs]
-    values = [v for _, v in recs]
-    expected = encode_batch(list(zip(keys, values)), first_timestamp=ts, compression=codec)
-    no_keys = None if all(k is None for k in keys) else keys
-    assert encode_producer_batch(values, no_keys, compression=codec, first_timestamp=ts) == expected
-
-
-@settings(max_examples=60, deadline=None)
-@given(n=st.integers(1, 9000), value_len=st.integers(0, 300), key_len=st.one_of(st.none(), st.integers(0, 40)),
-       codec=st.sampled_from([Compression.None_, Compression.Lz4]))
-def test_uniform_batches_of_any_length_encode_exactly(n, value_len, key_len, codec):
-    values = [bytes([i % 251]) * value_len for i in range(n)]
-    keys = None if key_len is None else [bytes([i % 7]) * key_len for i in range(n)]
-    recs = values if keys is None else list(zip(keys, values))
-    expected = encode_batch(recs, first_timestamp=5, compression=codec)
-    got = encode_producer_batch(values, keys, compression=codec, first_timestamp=5)
-    assert got == expected
-    assert [r.value for r in decode_batch(got).records] == values
-
-
-def test_timestamp_deltas_are_encoded():
-    got = encode_producer_batch([b"a"] * 20, first_timestamp=1000, deltas=[0] * 10 + [7] * 10)
-    decoded = decode_batch(got)
-    assert [r.timestamp for r in decoded.records] == [1000] * 10 + [1007] * 10
-    assert decoded.header.max_time_stamp == 1007
-
-
-def test_encoding_errors():
-    with pytest.raises(EncodeError):
-        encode_producer_batch([], first_timestamp=0)
-    with pytest.raises(EncodeError):
-        encode_producer_batch([1] * 20, first_timestamp=0)
-    with pytest.raises(EncodeError):
-        encode_producer_batch([b"x"], compression=7, first_timestamp=0)
 
 
 def test_a_batch_encodes_once_and_keeps_the_bytes_for_retries():

@@ -1,5 +1,5 @@
-"""The consumer's record decoder and StreamFetch parser (pure functions of ``consumer.py``),
-held against the protocol package's reference decoder."""
+"""The fast paths of the wire format (``record_fast``'s encoder and decoder, the StreamFetch
+parser), held against their general twins (``record``, ``StreamFetchResponse``'s decoder)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,27 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fluvial.client.accumulator import encode_producer_batch
-from fluvial.client.consumer import decode_record_set, parse_stream_fetch_response
 from fluvial.client.types import Record
 from fluvial.errors import Error, ErrorCode
-from fluvial.protocol.api import encode_response
+from fluvial.protocol.api import decode_response, encode_response
 from fluvial.protocol.batch import set_base_offset
-from fluvial.protocol.codec import DecodeError
-from fluvial.protocol.record import Compression, decode_record_set as reference_decode, encode_batch
-from fluvial.protocol.spu_api import FetchablePartitionResponse, StreamFetchResponse
+from fluvial.protocol.codec import DecodeError, EncodeError
+from fluvial.protocol.record import (
+    Compression, decode_batch, decode_record_set as reference_decode, encode_batch,
+)
+from fluvial.protocol.record_fast import (
+    decode_fetched_batches, encode_producer_batch, scan_record_set,
+)
+from fluvial.protocol.spu_api import (
+    FetchablePartitionResponse, StreamFetchResponse, parse_stream_fetch_response,
+)
+
+
+def decode_record_set(buf, pos, end, partition, min_offset=0, limit=None, **kw):
+    """``decode_fetched_batches`` into the client's ``Record``: (records, next_offset)."""
+    records, _, next_offset = decode_fetched_batches(buf, pos, end, partition, min_offset, limit,
+                                                     row=Record, **kw)
+    return records, next_offset
 
 
 def with_base(batch: bytes, base: int) -> bytes:
@@ -38,17 +50,58 @@ def expected(data: bytes, partition: int):
     return [Record((partition, r.offset, r.key, r.value, r.timestamp)) for r in reference_decode(data)]
 
 
+def frame_payload(resp: StreamFetchResponse, version: int) -> bytes:
+    return encode_response(resp, 77, version)[4:]  # drop the size prefix, keep the correlation id
+
+
 record = st.tuples(st.one_of(st.none(), st.binary(max_size=12)), st.binary(max_size=60))
 
 
-@settings(max_examples=150, deadline=None)
-@given(batches=st.lists(st.lists(record, min_size=1, max_size=40), min_size=1, max_size=4),
-       codec=st.sampled_from(list(Compression)))
-def test_decodes_like_the_reference_decoder(batches, codec):
-    data = record_set(batches, codec)
+@st.composite
+def uniform_batch(draw):
+    """Records of one shape (what the fast paths are for): equal value lengths, keys all absent
+    or all of one length."""
+    n = draw(st.integers(1, 300))
+    vlen = draw(st.integers(0, 40))
+    klen = draw(st.one_of(st.none(), st.integers(0, 12)))
+    seed = draw(st.integers(0, 255))
+    return [(None if klen is None else bytes([(seed + i) % 7]) * klen, bytes([(seed + i) % 256]) * vlen)
+            for i in range(n)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(batches=st.lists(st.one_of(st.lists(record, min_size=1, max_size=40), uniform_batch()),
+                        min_size=1, max_size=4),
+       codec=st.sampled_from(list(Compression)), ts=st.integers(0, 2**41),
+       version=st.sampled_from([10, 11, 24]))
+def test_fast_and_general_paths_agree_on_the_same_bytes(batches, codec, ts, version):
+    """Every fast path against its general twin: the producer's encoder against
+    ``encode_batch`` (byte for byte), the consumer's decoder against ``decode_record_set`` over
+    the record set they made, and the StreamFetch parser against the generic response decoder
+    over a response carrying it."""
+    parts, base = [], 0
+    for recs in batches:
+        keys = [k for k, _ in recs]
+        values = [v for _, v in recs]
+        general = encode_batch(recs, first_timestamp=ts, compression=codec)
+        no_keys = None if all(k is None for k in keys) else keys
+        assert encode_producer_batch(values, no_keys, compression=codec, first_timestamp=ts) == general
+        parts.append(with_base(general, base))
+        base += len(recs)
+    data = b"".join(parts)
+
     got, after = decode_record_set(data, 0, len(data), 3)
     assert got == expected(data, 3)
-    assert after == sum(len(b) for b in batches)
+    assert after == base
+
+    resp = StreamFetchResponse("topic", 5, FetchablePartitionResponse(3, Error(), base, 1, 0, None, data))
+    payload = frame_payload(resp, version)
+    chunk = parse_stream_fetch_response(payload, version)
+    _, twin = decode_response(payload, StreamFetchResponse, version)
+    assert (chunk.stream_id, chunk.error, chunk.high_watermark, chunk.next_filter_offset) == (
+        twin.stream_id, twin.partition.error_code, twin.partition.high_watermark,
+        twin.partition.next_filter_offset)
+    assert payload[chunk.records_pos:chunk.records_end] == twin.partition.records
 
 
 @settings(max_examples=40, deadline=None)
@@ -128,10 +181,6 @@ def test_random_bit_flips_raise_only_decode_errors(seed_batch, flip, bit):
 # --------------------------------------------------------------------------- stream fetch
 
 
-def frame_payload(resp: StreamFetchResponse, version: int) -> bytes:
-    return encode_response(resp, 77, version)[4:]  # drop the size prefix, keep the correlation id
-
-
 @pytest.mark.parametrize("version", [10, 11, 24])
 def test_parse_stream_fetch_finds_the_record_set_in_place(version):
     records = record_set([[b"a", b"b"]])
@@ -161,8 +210,6 @@ def test_parse_stream_fetch_rejects_a_truncated_response():
 
 
 def test_scan_finds_the_next_offset_and_whether_records_are_wanted():
-    from fluvial.client.consumer import scan_record_set
-
     data = record_set([[b"a", b"b", b"c"], [b"d", b"e"], [b"f"]])
     assert scan_record_set(data, 0, len(data)) == (6, True)
     assert scan_record_set(data, 0, len(data), min_offset=6) == (6, False)
@@ -178,10 +225,39 @@ def test_scan_finds_the_next_offset_and_whether_records_are_wanted():
 
 
 def test_decode_batches_stops_after_max_records_and_says_where():
-    from fluvial.client.consumer import decode_batches
-
     data = record_set([[b"a", b"b", b"c"], [b"d", b"e"], [b"f"]])
-    first, pos, after = decode_batches(data, 0, len(data), 0, max_records=2)
+    first, pos, after = decode_fetched_batches(data, 0, len(data), 0, max_records=2, row=Record)
     assert [r.value for r in first] == [b"a", b"b", b"c"] and after == 3
-    rest, end, after = decode_batches(data, pos, len(data), 0, max_records=100)
+    rest, end, after = decode_fetched_batches(data, pos, len(data), 0, max_records=100, row=Record)
     assert [r.value for r in rest] == [b"d", b"e", b"f"] and (end, after) == (len(data), 6)
+
+
+# ------------------------------------------------------------------------------ encoding
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 9000), value_len=st.integers(0, 300), key_len=st.one_of(st.none(), st.integers(0, 40)),
+       codec=st.sampled_from([Compression.None_, Compression.Lz4]))
+def test_uniform_batches_of_any_length_encode_exactly(n, value_len, key_len, codec):
+    values = [bytes([i % 251]) * value_len for i in range(n)]
+    keys = None if key_len is None else [bytes([i % 7]) * key_len for i in range(n)]
+    recs = values if keys is None else list(zip(keys, values))
+    expected = encode_batch(recs, first_timestamp=5, compression=codec)
+    got = encode_producer_batch(values, keys, compression=codec, first_timestamp=5)
+    assert got == expected
+    assert [r.value for r in decode_batch(got).records] == values
+
+
+def test_timestamp_deltas_are_encoded():
+    got = encode_producer_batch([b"a"] * 20, first_timestamp=1000, deltas=[0] * 10 + [7] * 10)
+    decoded = decode_batch(got)
+    assert [r.timestamp for r in decoded.records] == [1000] * 10 + [1007] * 10
+    assert decoded.header.max_time_stamp == 1007
+
+
+def test_encoding_errors():
+    with pytest.raises(EncodeError):
+        encode_producer_batch([], first_timestamp=0)
+    with pytest.raises(EncodeError):
+        encode_producer_batch([1] * 20, first_timestamp=0)
+    with pytest.raises(EncodeError):
+        encode_producer_batch([b"x"], compression=7, first_timestamp=0)
