@@ -26,7 +26,7 @@ from crc32c import crc32c
 
 from fluvial.metadata.store import StoredObject
 from fluvial.protocol.codec import BYTES, I64, STR, DecodeError, Reader, Vec, message, wire
-from fluvial.storage.checkpoint import fsync_dir
+from fluvial.durable import fsync_dir
 
 STORE_VERSION = 19
 _MAGIC = b"FLVMETA1"

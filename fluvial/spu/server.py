@@ -52,7 +52,8 @@ from fluvial.spu.consumer_offsets import ConsumerOffsetStore
 from fluvial.spu.partition import Lease, PartitionReplica
 from fluvial.spu.replication import handle_fetch_replica, handle_offset_for_leader_epoch, run_follower
 from fluvial.storage import errors as serr
-from fluvial.storage.checkpoint import fsync_dir, write_atomic
+from fluvial.durable import fsync_dir
+from fluvial.storage.checkpoint import write_atomic
 from fluvial.storage.config import ReplicaConfig
 from fluvial.storage.replica import Replica
 

@@ -15,73 +15,22 @@
 directory, so a reader sees either the old file or the new one, never a mix, and after a crash
 or a power cut the newest completed checkpoint survives. A stray ``.tmp`` left by a crash is
 ignored and overwritten next time (``Replica.open`` deletes it). Segment indexes are written the
-same way (``replace_durably``).
+same way (``fluvial.durable.replace_durably``).
 """
 
 from __future__ import annotations
 
-import os
 import struct
 
+from fluvial.durable import replace_durably
 from fluvial.storage.epochs import EpochEntry, LeaderEpochCache
 from fluvial.storage.errors import os_error
 
 HW_CHECKPOINT = "replication.chk"
 EPOCH_CHECKPOINT = "leader-epoch.chk"
-TMP_SUFFIX = ".tmp"
 
 _HW = struct.Struct(">q")
 _EPOCH_FILE_VERSION = 0
-
-
-def fsync_dir(path: str) -> None:
-    """fsync a directory so that creations, renames and deletions in it are durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def make_dirs_durable(path: str) -> None:
-    """``os.makedirs(path, exist_ok=True)``, and fsync the parent of every directory it
-    creates: a directory whose entry in its parent was never fsynced can vanish, with every
-    file in it, at a power cut."""
-    path = os.path.abspath(path)
-    if os.path.isdir(path):
-        return
-    parent = os.path.dirname(path)
-    make_dirs_durable(parent)
-    try:
-        os.mkdir(path)
-    except FileExistsError:
-        if not os.path.isdir(path):
-            raise
-    fsync_dir(parent)
-
-
-def replace_durably(path: str, data: bytes) -> None:
-    """Replace the file at ``path`` with ``data``: write ``<path>.tmp``, fsync, rename, fsync
-    the directory. Raises OSError; the temp file is removed and the old file left as it was,
-    unless only the final directory fsync failed."""
-    tmp = path + TMP_SUFFIX
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_dir(os.path.dirname(path) or ".")
 
 
 def write_atomic(path: str, data: bytes) -> None:

@@ -91,16 +91,14 @@ from fluvial.protocol.batch import (
     set_base_offset,
     set_leader_epoch,
 )
+from fluvial.durable import TMP_SUFFIX, fsync_dir, make_dirs_durable
 from fluvial.storage.checkpoint import (
     EPOCH_CHECKPOINT,
     HW_CHECKPOINT,
-    TMP_SUFFIX,
     decode_epochs,
     decode_hw,
     encode_epochs,
     encode_hw,
-    fsync_dir,
-    make_dirs_durable,
     read_file,
     write_atomic,
 )

@@ -41,7 +41,7 @@ from fluvial.protocol.batch import (
     read_header,
     scan_valid_prefix,
 )
-from fluvial.storage.checkpoint import replace_durably
+from fluvial.durable import replace_durably
 from fluvial.storage.errors import CorruptLog, os_error
 from fluvial.storage.index import OffsetIndex
 from fluvial.storage.journal import forget_segment, sync_segment
