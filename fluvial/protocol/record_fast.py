@@ -57,6 +57,8 @@ Row = Callable[[tuple], Any]  # builds one decoded record from (partition, offse
 def _raw_varint(data: bytes, p: int, end: int) -> tuple[int, int] | None:
     """(raw LEB128 value, width) at ``p`` as ``read_uvarint`` reads it, or None if it runs past
     ``end`` or 10 bytes (the general decoder then says what is wrong)."""
+    if p < end and data[p] < 0x80:  # one byte: most varints a probe reads
+        return data[p], 1
     try:
         v, q = read_uvarint(data, p)
     except (IndexError, DecodeError):
