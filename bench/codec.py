@@ -12,7 +12,7 @@ import sys
 import time
 
 from fluvial.protocol.batch import iter_batches
-from fluvial.protocol.record import Compression, Record, decode_batch, encode_batch
+from fluvial.protocol.record import Compression, ProducerRecord, decode_batch, encode_batch
 
 RECORDS_PER_BATCH = 1000
 VALUE_BYTES = 100
@@ -46,13 +46,13 @@ def main() -> None:
     rng = random.Random(0)
     values = text_values(RECORDS_PER_BATCH, rng)
     keyed = [(b"key-%d" % i, v) for i, v in enumerate(values)]
-    records = [Record(v, None, i // 100) for i, v in enumerate(values)]
+    records = [ProducerRecord(v, None, i // 100) for i, v in enumerate(values)]
     n = RECORDS_PER_BATCH
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; {n} records of "
           f"{VALUE_BYTES} B per batch; µs per record (best of {REPEATS} runs)")
     print(f"{'codec':<8} {'input':<14} {'batch B':>8} {'encode':>8} {'decode':>8}")
     cases = [(Compression.None_, "bytes", values), (Compression.None_, "(key, value)", keyed),
-             (Compression.None_, "Record", records)]
+             (Compression.None_, "ProducerRecord", records)]
     cases += [(c, "bytes", values) for c in list(Compression)[1:]]
     for codec, label, recs in cases:
         number = 10

@@ -69,7 +69,7 @@ from fluvial.protocol.connection import ClientProtocol
 from fluvial.pids import pid_alive
 from fluvial.protocol.frame import FrameDecoder
 from fluvial.protocol.record import (
-    Compression, Record, compress, decode_batches, decode_records, decompress, encode_batch,
+    Compression, ProducerRecord, compress, decode_batches, decode_records, decompress, encode_batch,
     encode_records,
 )
 
@@ -230,10 +230,10 @@ class Gen:
         return cls(label, self.value(cls._payload_type(label), 1))
 
 
-def random_records(rnd: random.Random) -> list[Record]:
-    return [Record(rnd.randbytes(rnd.choice((0, 1, 5, 40))),
-                   None if rnd.random() < 0.5 else rnd.randbytes(rnd.randint(0, 4)),
-                   rnd.choice((0, 0, 1, 300, -5)))
+def random_records(rnd: random.Random) -> list[ProducerRecord]:
+    return [ProducerRecord(rnd.randbytes(rnd.choice((0, 1, 5, 40))),
+                           None if rnd.random() < 0.5 else rnd.randbytes(rnd.randint(0, 4)),
+                           rnd.choice((0, 0, 1, 300, -5)))
             for _ in range(rnd.choice((1, 1, 2, 3, 7)))]
 
 

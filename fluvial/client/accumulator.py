@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from itertools import accumulate, repeat
 from typing import Any
 
-from fluvial.errors import Error, ErrorCode, error_class
+from fluvial.errors import Error, ErrorCode, MessageTooLargeError
 from fluvial.protocol.record import Compression
 from fluvial.protocol.record_fast import encode_producer_batch
 
@@ -49,8 +49,6 @@ DEFAULT_BATCH_SIZE = 16384  # Fluvio's defaults (producer/config.rs)
 DEFAULT_MAX_REQUEST_SIZE = 1048576
 DEFAULT_BATCH_QUEUE_SIZE = 100
 RECORD_OVERHEAD = 12  # length, attributes, timestamp delta, offset delta, key tag, lengths, headers
-
-MessageTooLargeError = error_class(ErrorCode.MessageTooLarge)
 
 
 class ProducerBatch:

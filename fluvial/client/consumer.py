@@ -49,7 +49,8 @@ import trio
 
 from fluvial.client.types import Offset, Record, isolation_from
 from fluvial.errors import (
-    RETRIABLE, ConnectionLost, Error, ErrorCode, FluvialError, error_class,
+    RETRIABLE, ConnectionLost, Error, ErrorCode, FluvialError, OffsetEvictedError,
+    OffsetFlushRequestError, OffsetManagementDisabledError,
 )
 from fluvial.net.errors import RequestTimeout
 from fluvial.protocol.codec import DecodeError
@@ -65,10 +66,6 @@ log = logging.getLogger("fluvial.client")
 __all__ = ["Consumer"]
 
 _DECODE_RECORDS = 2048  # records the consumer decodes at a time
-
-OffsetManagementDisabledError = error_class(ErrorCode.OffsetManagementDisabled)
-OffsetEvictedError = error_class(ErrorCode.OffsetEvicted)
-OffsetFlushRequestError = error_class(ErrorCode.OffsetFlushRequestError)
 
 
 

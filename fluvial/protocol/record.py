@@ -95,8 +95,9 @@ class Compression(IntEnum):
     Zstd = 4
 
 
-class Record(NamedTuple):
-    """A record to produce. Headers are not supported (Fluvio writes a count of 0)."""
+class ProducerRecord(NamedTuple):
+    """A record to encode (``encode_batch``'s input; the client's consumed record is
+    ``fluvial.Record``). Headers are not supported (Fluvio writes a count of 0)."""
 
     value: bytes
     key: bytes | None = None
@@ -253,7 +254,8 @@ def encode_records(records: Iterable,
                    timestamp_deltas: Sequence[int] | None = None) -> tuple[bytes, int, int]:
     """The uncompressed records section: (i32 count + records, count, last timestamp delta).
 
-    ``records`` items may be ``Record``, ``(key, value)`` tuples, or plain bytes-like values.
+    ``records`` items may be ``ProducerRecord``, ``(key, value)`` tuples, or plain bytes-like
+    values.
     """
     parts: list = [b""]  # slot 0: the count, filled in below
     ext = parts.extend
@@ -270,7 +272,7 @@ def encode_records(records: Iterable,
                 key = None
                 value = r
                 tsd = 0
-            elif t is Record:
+            elif t is ProducerRecord:
                 value, key, tsd = r
             elif t is tuple:
                 key, value = r
@@ -280,7 +282,7 @@ def encode_records(records: Iterable,
                 value = r if type(r) is bytearray else bytes(r)  # len() must count bytes
                 tsd = 0
             else:
-                raise EncodeError(f"record {i}: expected Record, (key, value) or bytes, "
+                raise EncodeError(f"record {i}: expected ProducerRecord, (key, value) or bytes, "
                                   f"not {t.__name__}")
             if timestamp_deltas is not None:
                 tsd = timestamp_deltas[i]
@@ -317,7 +319,8 @@ def encode_batch(records: Iterable, *, base_offset: int = 0, first_timestamp: in
     """The bytes of one batch holding ``records``, laid out as Fluvio's producer writes it.
 
     Args:
-        records: ``Record`` objects, ``(key, value)`` tuples, or plain bytes values (key None).
+        records: ``ProducerRecord`` objects, ``(key, value)`` tuples, or plain bytes values (key
+            None).
         base_offset: written as is (the Fluvio client writes ``n - 1``; servers overwrite it).
         first_timestamp: ms since the epoch; None means now.
         compression: a ``Compression`` code; the count is compressed with the records.
@@ -580,8 +583,8 @@ def decode_record_set(buf, pos: int = 0, end: int | None = None, *, verify_crc: 
 
 
 __all__ = [
-    "DEFAULT_MAX_UNCOMPRESSED_BYTES", "Compression", "ConsumerRecord", "DecodedBatch", "Record",
-    "UNZIGZAG", "compress", "decode_batch", "decode_batches", "decode_record_set",
+    "DEFAULT_MAX_UNCOMPRESSED_BYTES", "UNZIGZAG", "Compression", "ConsumerRecord", "DecodedBatch",
+    "ProducerRecord", "compress", "decode_batch", "decode_batches", "decode_record_set",
     "decode_records", "decompress", "encode_batch", "encode_records", "frame_batch", "read_uvarint",
     "records_section",
 ]

@@ -37,6 +37,7 @@ from functools import cache
 from typing import Any, ClassVar
 
 from fluvial.errors import Error
+from fluvial.protocol import PLATFORM_VERSION
 from fluvial.protocol.api import (
     ApiVersionKey, ApiVersionsRequest, ApiVersionsResponse, Request, RequestHeader, decode_request,
 )
@@ -64,7 +65,6 @@ class ScApiKey(IntEnum):
 
 COMMON_VERSION = 19  # the version of every object request (Fluvio's COMMON_VERSION)
 DYN_OBJ = 11  # from this version on, object bodies are TypeBuffers
-PLATFORM_VERSION = "0.17.3"
 
 # What the real SC v0.17.3 advertises (sc.md §2.2); it does not list key 18 itself.
 SC_API_VERSIONS: list[ApiVersionKey] = [

@@ -154,7 +154,7 @@ class SmartModuleExtraParams:
     lookback: Lookback | None = wire(Opt(Lookback), min_version=SMARTMODULE_LOOKBACK)
 
 
-class SmartModuleWasm:
+class SmartModuleInvocationWasm:
     """The module to run: ``Predefined(name)`` or ``AdHoc(module)`` (gzip-compressed WASM)."""
 
     @message
@@ -167,10 +167,10 @@ class SmartModuleWasm:
 
 
 SMARTMODULE_WASM = Union("SmartModuleInvocationWasm", {
-    0: SmartModuleWasm.Predefined,
-    1: SmartModuleWasm.AdHoc,
-}, default=SmartModuleWasm.AdHoc)
-SmartModuleWasm.Variant = SmartModuleWasm.Predefined | SmartModuleWasm.AdHoc
+    0: SmartModuleInvocationWasm.Predefined,
+    1: SmartModuleInvocationWasm.AdHoc,
+}, default=SmartModuleInvocationWasm.AdHoc)
+SmartModuleInvocationWasm.Variant = SmartModuleInvocationWasm.Predefined | SmartModuleInvocationWasm.AdHoc
 
 
 class SmartModuleContextData:
@@ -258,7 +258,7 @@ SmartModuleKind.Variant = (SmartModuleKind.Filter | SmartModuleKind.Map | SmartM
 
 @message
 class SmartModuleInvocation:
-    wasm: SmartModuleWasm.Variant = wire(SMARTMODULE_WASM)
+    wasm: SmartModuleInvocationWasm.Variant = wire(SMARTMODULE_WASM)
     kind: SmartModuleKind.Variant = wire(SMARTMODULE_KIND)
     params: SmartModuleExtraParams = wire(SmartModuleExtraParams)
 
@@ -776,7 +776,7 @@ __all__ = [
     "FetchablePartitionResponse", "FilterOpts", "ForgottenTopic", "Isolation", "Lookback",
     "OffsetUpdate", "OffsetUpdateStatus", "PartitionProduceData", "PartitionProduceResponse",
     "ProduceRequest", "ProduceResponse", "ReplicaKey", "SmartModuleContextData",
-    "SmartModuleExtraParams", "SmartModuleInvocation", "SmartModuleKind", "SmartModuleWasm",
+    "SmartModuleExtraParams", "SmartModuleInvocation", "SmartModuleKind", "SmartModuleInvocationWasm",
     "SpuApiKey", "StreamFetchRequest", "StreamFetchResponse", "TimeoutMs", "TopicProduceData",
     "TopicProduceResponse", "UpdateConsumerOffsetRequest", "UpdateConsumerOffsetResponse",
     "UpdateOffsetsRequest", "UpdateOffsetsResponse", "decode_produce_request",

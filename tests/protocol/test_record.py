@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from fluvial.protocol.batch import CRC_START, HEADER_BYTES, BatchError, check_batch
 from fluvial.protocol.codec import DecodeError, EncodeError, encode_varint
 from fluvial.protocol.record import (
-    Compression, ConsumerRecord, Record, compress, decode_batch, decode_batches, decode_record_set,
-    decode_records, decompress, encode_batch, encode_records,
+    Compression, ConsumerRecord, ProducerRecord, compress, decode_batch, decode_batches,
+    decode_record_set, decode_records, decompress, encode_batch, encode_records,
 )
 
 T = 1_700_000_000_000  # 00 00 01 8b cf e5 68 00
@@ -67,9 +67,9 @@ BATCH_EMPTY_VALUE = bytes.fromhex(
     "0c" "00" "00" "00" "00" "00" "00"  # len 6, attrs, ts 0, offset 0, no key, empty value, 0 hdrs
 )
 GOLDEN = {
-    "A": (BATCH_A, 0, [Record(b"hello")]),
-    "B": (BATCH_B, 0, [Record(b"hello", b"k")]),
-    "C": (BATCH_C, 1, [Record(b"a"), Record(b"b", b"k", 5)]),
+    "A": (BATCH_A, 0, [ProducerRecord(b"hello")]),
+    "B": (BATCH_B, 0, [ProducerRecord(b"hello", b"k")]),
+    "C": (BATCH_C, 1, [ProducerRecord(b"a"), ProducerRecord(b"b", b"k", 5)]),
 }
 CODECS = list(Compression)
 
@@ -156,7 +156,8 @@ def test_golden_batches_decode(name):
 
 
 def test_max_time_stamp_is_first_plus_the_last_delta():
-    b = encode_batch([Record(b"x", None, 9), Record(b"y", None, 2)], first_timestamp=T)
+    b = encode_batch([ProducerRecord(b"x", None, 9), ProducerRecord(b"y", None, 2)],
+                     first_timestamp=T)
     h = check_batch(b)
     assert (h.first_timestamp, h.max_time_stamp) == (T, T + 2)
     assert [r.timestamp for r in decode_batch(b).records] == [T + 9, T + 2]
@@ -175,7 +176,7 @@ def test_first_timestamp_defaults_to_now_and_epoch_and_offset_are_written():
 
 def test_timestamp_is_minus_one_without_a_first_timestamp():
     for first in (-1, 0):
-        b = encode_batch([Record(b"a", None, 5)], first_timestamp=first)
+        b = encode_batch([ProducerRecord(b"a", None, 5)], first_timestamp=first)
         assert decode_batch(b).records[0].timestamp == -1
 
 
@@ -193,7 +194,8 @@ def test_schema_id_batches_decode():
 
 
 def test_large_values_keys_and_offsets_use_multi_byte_varints():
-    recs = [Record(b"v" * 20000, b"k" * 9000, 1 << 40), Record(b"", None, -(1 << 35))]
+    recs = [ProducerRecord(b"v" * 20000, b"k" * 9000, 1 << 40),
+            ProducerRecord(b"", None, -(1 << 35))]
     recs += [(None, b"%d" % i) for i in range(9000)]  # offset deltas past 8191: 3-byte varints
     b = encode_batch(recs, first_timestamp=T)
     got = decode_batch(b).records
@@ -243,7 +245,7 @@ def test_golden_batches_three_ways(name):
 
 @pytest.mark.parametrize("codec", CODECS[1:], ids=lambda c: c.name)
 def test_compressed_batches_three_ways(codec):
-    recs = [Record(b"value %d" % i, b"k%d" % i if i % 2 else None, i) for i in range(5)]
+    recs = [ProducerRecord(b"value %d" % i, b"k%d" % i if i % 2 else None, i) for i in range(5)]
     assert_three_ways(encode_batch(recs, first_timestamp=T, compression=codec))
 
 
@@ -326,7 +328,7 @@ SIGNATURES = {
 
 @pytest.mark.parametrize("codec", CODECS[1:], ids=lambda c: c.name)
 def test_compressed_section_holds_the_count_and_has_the_client_signature(codec):
-    recs = [Record(b"hello"), Record(b"b", b"k", 5)]
+    recs = [ProducerRecord(b"hello"), ProducerRecord(b"b", b"k", 5)]
     b = encode_batch(recs, first_timestamp=T, compression=codec)
     h = check_batch(b)
     assert h.compression == codec and h.attributes == codec
@@ -354,7 +356,7 @@ def client_style(codec: Compression, data: bytes) -> bytes:
 
 @pytest.mark.parametrize("codec", CODECS[1:], ids=lambda c: c.name)
 def test_other_encoders_frames_decode(codec):
-    recs = [Record(b"x" * 150_000, b"big"), Record(b"small")]
+    recs = [ProducerRecord(b"x" * 150_000, b"big"), ProducerRecord(b"small")]
     plain = encode_batch(recs, first_timestamp=T)
     blob = client_style(codec, plain[HEADER_BYTES:])
     if codec == Compression.Zstd:
@@ -446,7 +448,7 @@ def test_encode_rejects_what_it_cannot_encode():
     with pytest.raises(EncodeError):
         encode_batch([(None, "text")])
     with pytest.raises(EncodeError):
-        encode_batch([Record(b"v", "str key")])
+        encode_batch([ProducerRecord(b"v", "str key")])
     with pytest.raises(EncodeError, match="timestamp deltas"):
         encode_batch([b"a", b"b"], timestamp_deltas=[1, 2, 3])
     with pytest.raises(EncodeError):
@@ -465,7 +467,7 @@ def test_encode_accepts_bytes_like_values_and_iterables():
 
 keys = st.none() | st.binary(max_size=40)
 records_st = st.lists(
-    st.builds(Record, st.binary(max_size=300), keys, st.integers(-(1 << 40), 1 << 40)),
+    st.builds(ProducerRecord, st.binary(max_size=300), keys, st.integers(-(1 << 40), 1 << 40)),
     min_size=1, max_size=30)
 
 
@@ -521,7 +523,7 @@ def test_random_records_sections_raise_only_decode_errors(sec, codec, lod):
 def valid_batches(rng: random.Random, n: int) -> list[bytes]:
     out = []
     for i in range(n):
-        recs = [Record(rng.randbytes(rng.randint(0, 150)),
+        recs = [ProducerRecord(rng.randbytes(rng.randint(0, 150)),
                        rng.choice([None, rng.randbytes(rng.randint(0, 10))]),
                        rng.randint(-100, 1 << 20))
                 for _ in range(rng.randint(1, 6))]

@@ -28,7 +28,7 @@ from fluvial.protocol.spu_api import (
     FetchOffsetTopicResponse, FetchPartition, FetchRequest, FetchResponse, FilterOpts,
     ForgottenTopic, Isolation, Lookback, OffsetUpdate, OffsetUpdateStatus, PartitionProduceData,
     PartitionProduceResponse, ProduceRequest, ProduceResponse, ReplicaKey, SmartModuleContextData,
-    SmartModuleExtraParams, SmartModuleInvocation, SmartModuleKind, SmartModuleWasm, SpuApiKey,
+    SmartModuleExtraParams, SmartModuleInvocation, SmartModuleKind, SmartModuleInvocationWasm, SpuApiKey,
     StreamFetchRequest, StreamFetchResponse, TopicProduceData, TopicProduceResponse,
     UpdateConsumerOffsetRequest, UpdateConsumerOffsetResponse, UpdateOffsetsRequest,
     UpdateOffsetsResponse, decode_produce_request, encode_stream_fetch_response_prefix,
@@ -176,10 +176,10 @@ def test_update_offsets_frames_are_records_md_10_5():
 # ------------------------------------------------------- bodies: (class, version, object, bytes)
 
 SM_AGGREGATE_WITH_LOOKBACK = SmartModuleInvocation(
-    SmartModuleWasm.AdHoc(b"\x1f\x8b"), SmartModuleKind.Aggregate(b"0"),
+    SmartModuleInvocationWasm.AdHoc(b"\x1f\x8b"), SmartModuleKind.Aggregate(b"0"),
     SmartModuleExtraParams({}, Lookback(last=10, age=1.5)))
 SM_PREDEFINED_MAP = SmartModuleInvocation(
-    SmartModuleWasm.Predefined("m"), SmartModuleKind.Map(), SmartModuleExtraParams({"k": "v"}))
+    SmartModuleInvocationWasm.Predefined("m"), SmartModuleKind.Map(), SmartModuleExtraParams({"k": "v"}))
 
 BODIES = [
     ("produce-v24", ProduceRequest, 24, PRODUCE_REQUEST, PRODUCE_REQUEST_FRAME[20:]),
@@ -429,7 +429,7 @@ def test_every_smartmodule_kind_and_context_round_trips():
              SmartModuleKind.Generic(SmartModuleContextData.JoinStream("t3", "d"))]
     tags = [0, 1, 2, 3, 4, 5, 6, 7, 7, 7, 7]
     for kind, tag in zip(kinds, tags):
-        sm = SmartModuleInvocation(SmartModuleWasm.Predefined("x"), kind)
+        sm = SmartModuleInvocation(SmartModuleInvocationWasm.Predefined("x"), kind)
         data = sm.encode(24)
         assert data[4] == tag  # after the wasm tag and "x"
         assert SmartModuleInvocation.decode(data, 24) == sm
