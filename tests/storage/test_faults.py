@@ -54,7 +54,7 @@ def test_enospc_mid_append_leaves_nothing_visible(open_replica, monkeypatch, bud
     disk = FakeDisk(monkeypatch, budget)
     with pytest.raises(DiskFull) as info:
         r.append(make_batch(1, b"b"), leader_epoch=0)
-    assert info.value.errno == errno.ENOSPC and info.value.code == ErrorCode.StorageError
+    assert info.value.errno == errno.ENOSPC and info.value.code == ErrorCode.PartitionFull
     assert _state(r) == before and tails_are_clean(r)
     assert read_all(r) == data
     disk.budget = None  # space frees
