@@ -124,6 +124,13 @@ class ClientConnection:
         if self._lost is not None:
             raise ConnectionLost(detail=self._lost.detail) from self._lost
 
+    def _lost_by(self, exc: BaseException) -> None:
+        """The stream broke: fail with a ConnectionLost whose cause is what broke it, so a caller
+        can tell by type, e.g. a TLS alert on the first read after the handshake."""
+        lost = ConnectionLost(detail=f"connection to {self.peer} lost: {_cause(exc)}")
+        lost.__cause__ = exc
+        self._fail(lost)
+
     def _fail(self, error: ConnectionLost) -> None:
         """End the connection: fail every waiter, stop the I/O tasks. Idempotent."""
         if self._lost is not None:
@@ -170,7 +177,7 @@ class ClientConnection:
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         protocol.forget(sink.correlation_id)  # the stream was closed meanwhile
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._fail(ConnectionLost(detail=f"connection to {self.peer} lost: {_cause(exc)}"))
+            self._lost_by(exc)
         except DecodeError as exc:
             self._fail(ConnectionLost(detail=f"{self.peer} sent a bad frame: {exc}"))
 
@@ -189,7 +196,7 @@ class ClientConnection:
                     size += len(more)
                 await self._stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._fail(ConnectionLost(detail=f"connection to {self.peer} lost: {_cause(exc)}"))
+            self._lost_by(exc)
 
     # ---------------------------------------------------------------------------------- requests
 

@@ -84,7 +84,8 @@ async def test_missing_certificate_files_are_a_config_error(tmp_path):
 
 
 async def test_tls_failures_raise_the_tls_error_type(tmp_path, nursery):
-    """An untrusted or misnamed server and a server that does not speak TLS raise
+    """An untrusted or misnamed server, a server refusing the client's certificate and a server
+    that does not speak TLS raise
     ``TlsHandshakeError`` (the CLI's TLS hint matches on it); a plaintext client against a TLS
     port is a plain lost connection."""
     with trio.fail_after(TEST_TIMEOUT):
@@ -94,7 +95,11 @@ async def test_tls_failures_raise_the_tls_error_type(tmp_path, nursery):
                                 cert=str(other["client_bob_cert"]), ca_cert=str(other["ca_cert"]))
         misnamed = TlsVerified("elsewhere.local", key=str(paths["client_alice_key"]),
                                cert=str(paths["client_alice_cert"]), ca_cert=str(paths["ca_cert"]))
-        for tls in (untrusted, misnamed):
+        # trusts the server, but the server refuses its certificate: with TLS 1.3 that alert
+        # arrives on the first read after the handshake
+        refused = TlsVerified(DOMAIN, key=str(other["client_bob_key"]),
+                              cert=str(other["client_bob_cert"]), ca_cert=str(paths["ca_cert"]))
+        for tls in (untrusted, misnamed, refused):
             with pytest.raises(TlsHandshakeError):
                 async with fluvial.connect(endpoint=endpoint, tls=tls, request_timeout=5):
                     pass
