@@ -42,6 +42,18 @@ class RequestHeader:
         return cls(key, version, corr, STR.decode(r, 0))
 
 
+_API_KEY = struct.Struct(">H")
+
+
+def peek_api_key(payload: bytes) -> int | None:
+    """The api key of a request payload (no size prefix), read without decoding the rest (what a
+    server needs to bound a request before decoding it); None when too short to hold one.
+    ``RequestHeader.read`` is its full twin."""
+    if len(payload) < _API_KEY.size:
+        return None
+    return _API_KEY.unpack_from(payload, 0)[0]
+
+
 class Request:
     """Mixin for request messages; subclasses set the class attributes below."""
 
