@@ -1,7 +1,8 @@
 """The SPU's public API: produce, stream fetch, offsets (../shared/fluvio-protocol/spu.md).
 
-One ``handle_<api>(ctx, conn, header, request)`` per api key. Handlers answer with
-``conn.send``; a stream fetch keeps sending on its correlation id until the connection closes.
+One ``handle_<api>(ctx, conn, header, request)`` per api key, served by
+``fluvial.net.dispatch.serve_api`` (``public_api``): a handler returns its response, except a
+stream fetch, which keeps sending on its correlation id until the connection closes.
 
 Produce, per partition entry (``_append_one`` then ``_await_ack``):
 
@@ -25,14 +26,11 @@ from dataclasses import dataclass, field
 
 import trio
 
-from fluvial.errors import OK, ConnectionLost, Error, ErrorCode
+from fluvial.errors import OK, Error, ErrorCode
 from fluvial.access import allowed
-from fluvial.protocol.api import (
-    ApiVersionsResponse, RequestHeader, encode_error_response,
-    encode_response,
-)
 from fluvial.protocol.batch import BatchError, iter_batches
-from fluvial.net.dispatch import decode_or_refuse
+from fluvial.net.dispatch import ApiRegistry, RequestLimits, serve_api
+from fluvial.net.server import Handler
 from fluvial.protocol import spu_api as api
 from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
 from fluvial.spu.partition import NotLeader, PartitionReplica, Waiter
@@ -54,30 +52,11 @@ _NOT_ENOUGH_REPLICAS = ErrorCode.RequestTimedOut
 MAX_CONTROL_REQUEST_BYTES = 1 << 20  # every request but Produce is small; decode no more
 
 
-async def handle_request(ctx, conn, payload: bytes) -> None:
-    # Produce (api key 0) carries records; every other request is small
-    limit = ctx.max_request_bytes if payload[:2] == b"\x00\x00" else MAX_CONTROL_REQUEST_BYTES
-    decoded = await decode_or_refuse(conn, payload, api.SPU_REQUESTS, limit)
-    if decoded is None:
-        return
-    header, req = decoded
-    handler = HANDLERS[header.api_key]
-    try:
-        await handler(ctx, conn, header, req)
-    except ConnectionLost:
-        return  # the client went away mid-request: nothing to answer
-    except Exception as e:  # a bug of ours: answer with an error, keep the connection and server
-        log.exception("%s: %s failed", conn.peer, type(req).__name__)
-        await conn.send(encode_error_response(header.correlation_id,
-                                              Error.other(f"internal error: {type(e).__name__}: {e}")))
-
-
-async def _reply(conn, header: RequestHeader, resp) -> None:
-    await conn.send(encode_response(resp, header.correlation_id, header.api_version))
-
-
-async def handle_api_versions(ctx, conn, header, req) -> None:
-    await _reply(conn, header, ApiVersionsResponse(OK, list(api.SPU_API_VERSIONS), "0.17.3"))
+def public_api(ctx) -> Handler:
+    """The ``serve_tcp`` handler of the SPU's public port. Produce carries records and may fill a
+    frame (``ctx.max_request_bytes``); every other request is small."""
+    limits = RequestLimits(MAX_CONTROL_REQUEST_BYTES, {api.SpuApiKey.Produce: ctx.max_request_bytes})
+    return serve_api(ApiRegistry(api.SPU_REQUESTS, api.SPU_API_VERSIONS), HANDLERS, limits, ctx)
 
 
 def _storage_error(e: Exception, topic: str, partition: int) -> Error:
@@ -162,7 +141,7 @@ async def _await_ack(resp: api.PartitionProduceResponse, replica: PartitionRepli
         resp.error_code = _storage_error(e, topic, resp.partition_index)
 
 
-async def handle_produce(ctx, conn, header, req: api.ProduceRequest) -> None:
+async def handle_produce(ctx, conn, header, req: api.ProduceRequest) -> api.ProduceResponse:
     committed = req.isolation == api.Isolation.ReadCommitted
     out = api.ProduceResponse([], 0)
     waits = []
@@ -183,7 +162,7 @@ async def handle_produce(ctx, conn, header, req: api.ProduceRequest) -> None:
         async with trio.open_nursery() as n:
             for resp, replica, leo, leadership, topic in waits:
                 n.start_soon(_await_ack, resp, replica, leo, leadership, topic, committed, req.timeout_ms)
-    await _reply(conn, header, out)
+    return out
 
 
 # ----------------------------------------------------------------------------- stream fetch
@@ -290,7 +269,7 @@ async def handle_stream_fetch(ctx, conn, header, req: api.StreamFetchRequest) ->
         streams.pop(seq, None)
 
 
-async def handle_update_offsets(ctx, conn, header, req: api.UpdateOffsetsRequest) -> None:
+async def handle_update_offsets(ctx, conn, header, req: api.UpdateOffsetsRequest) -> api.UpdateOffsetsResponse:
     out = api.UpdateOffsetsResponse([])
     streams = _streams(conn)
     for u in req.offsets:
@@ -301,10 +280,10 @@ async def handle_update_offsets(ctx, conn, header, req: api.UpdateOffsetsRequest
         s.ack_pending.append(u.offset)
         s.waiter.wake.set()
         out.status.append(api.OffsetUpdateStatus(u.session_id, OK))
-    await _reply(conn, header, out)
+    return out
 
 
-async def handle_fetch_offsets(ctx, conn, header, req: api.FetchOffsetsRequest) -> None:
+async def handle_fetch_offsets(ctx, conn, header, req: api.FetchOffsetsRequest) -> api.FetchOffsetsResponse:
     out = api.FetchOffsetsResponse([])
     for t in req.topics:
         tr = api.FetchOffsetTopicResponse(t.name, [])
@@ -320,10 +299,10 @@ async def handle_fetch_offsets(ctx, conn, header, req: api.FetchOffsetsRequest) 
                 tr.partitions.append(api.FetchOffsetPartitionResponse(
                     OK, p.partition_index, replica.log_start_offset, replica.hw))
         out.topics.append(tr)
-    await _reply(conn, header, out)
+    return out
 
 
-async def handle_fetch(ctx, conn, header, req: api.FetchRequest) -> None:
+async def handle_fetch(ctx, conn, header, req: api.FetchRequest) -> api.FetchResponse:
     """Classic Fetch: one read per partition, no waiting."""
     out = api.FetchResponse(0, OK, 0, [])
     committed = req.isolation_level == api.Isolation.ReadCommitted
@@ -348,13 +327,14 @@ async def handle_fetch(ctx, conn, header, req: api.FetchRequest) -> None:
                 r.high_watermark, r.log_start_offset = replica.hw, replica.log_start_offset
             tr.partitions.append(r)
         out.topics.append(tr)
-    await _reply(conn, header, out)
+    return out
 
 
 # --------------------------------------------------------------------------- consumer offsets
 
 
-async def handle_update_consumer_offset(ctx, conn, header, req: api.UpdateConsumerOffsetRequest) -> None:
+async def handle_update_consumer_offset(ctx, conn, header, req: api.UpdateConsumerOffsetRequest
+                                        ) -> api.UpdateConsumerOffsetResponse:
     s = _streams(conn).get(req.session_id)
     if s is None:
         err = Error(ErrorCode.FetchSessionNotFoud)
@@ -362,10 +342,11 @@ async def handle_update_consumer_offset(ctx, conn, header, req: api.UpdateConsum
         err = Error.other("stream without consumer id")
     else:
         err = await ctx.store_consumer_offset(s.consumer_id, s.topic, s.partition, req.offset, False)
-    await _reply(conn, header, api.UpdateConsumerOffsetResponse(req.offset if err.ok else 0, err))
+    return api.UpdateConsumerOffsetResponse(req.offset if err.ok else 0, err)
 
 
-async def handle_delete_consumer_offset(ctx, conn, header, req: api.DeleteConsumerOffsetRequest) -> None:
+async def handle_delete_consumer_offset(ctx, conn, header, req: api.DeleteConsumerOffsetRequest
+                                        ) -> api.DeleteConsumerOffsetResponse:
     store = ctx.offset_store()
     if not allowed(ctx.policy, conn, "consume", "topic", req.replica_id.topic):
         err = Error(ErrorCode.PermissionDenied)
@@ -377,14 +358,14 @@ async def handle_delete_consumer_offset(ctx, conn, header, req: api.DeleteConsum
             err = OK
         except serr.StorageError as e:
             err = _storage_error(e, CONSUMER_OFFSET_TOPIC, 0)
-    await _reply(conn, header, api.DeleteConsumerOffsetResponse(err))
+    return api.DeleteConsumerOffsetResponse(err)
 
 
-async def handle_fetch_consumer_offsets(ctx, conn, header, req: api.FetchConsumerOffsetsRequest) -> None:
+async def handle_fetch_consumer_offsets(ctx, conn, header, req: api.FetchConsumerOffsetsRequest
+                                        ) -> api.FetchConsumerOffsetsResponse:
     store = ctx.offset_store()
     if store is None:
-        await _reply(conn, header, api.FetchConsumerOffsetsResponse(Error(ErrorCode.PartitionNotLeader), []))
-        return
+        return api.FetchConsumerOffsetsResponse(Error(ErrorCode.PartitionNotLeader), [])
     f = req.filter_opts
     topic = partition = consumer = None
     if f is not None:
@@ -396,11 +377,10 @@ async def handle_fetch_consumer_offsets(ctx, conn, header, req: api.FetchConsume
         if not allowed(ctx.policy, conn, "consume", "topic", t):
             continue
         out.append(api.ConsumerOffset(cid, api.ReplicaKey(t, p), offset, mtime))
-    await _reply(conn, header, api.FetchConsumerOffsetsResponse(OK, out))
+    return api.FetchConsumerOffsetsResponse(OK, out)
 
 
 HANDLERS = {
-    api.SpuApiKey.ApiVersion: handle_api_versions,
     api.SpuApiKey.Produce: handle_produce,
     api.SpuApiKey.Fetch: handle_fetch,
     api.SpuApiKey.FetchOffsets: handle_fetch_offsets,

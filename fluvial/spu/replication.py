@@ -49,7 +49,7 @@ FETCH_MAX_BYTES = 1 << 20
 FETCH_MAX_WAIT_MS = 500
 
 
-async def handle_fetch_replica(ctx, req: ia.FetchReplicaRequest) -> ia.FetchReplicaResponse:
+async def handle_fetch_replica(ctx, conn, header, req: ia.FetchReplicaRequest) -> ia.FetchReplicaResponse:
     r: PartitionReplica | None = ctx.replicas.get((req.topic, req.partition))
     if r is None or not r.is_leader or r.leader_state is None:
         return ia.FetchReplicaResponse(Error(ErrorCode.NotLeaderForPartition), -1, 0, 0, 0, b"")
@@ -94,7 +94,8 @@ async def handle_fetch_replica(ctx, req: ia.FetchReplicaRequest) -> ia.FetchRepl
     return ia.FetchReplicaResponse(OK, r.leader_epoch, r.hw, st.log_end, r.log_start_offset, records)
 
 
-async def handle_offset_for_leader_epoch(ctx, req: ia.OffsetForLeaderEpochRequest) -> ia.OffsetForLeaderEpochResponse:
+async def handle_offset_for_leader_epoch(ctx, conn, header, req: ia.OffsetForLeaderEpochRequest
+                                         ) -> ia.OffsetForLeaderEpochResponse:
     r = ctx.replicas.get((req.topic, req.partition))
     if r is None or not r.is_leader or req.leader_epoch != r.leader_epoch:
         return ia.OffsetForLeaderEpochResponse(Error(ErrorCode.NotLeaderForPartition), -1, -1)

@@ -38,14 +38,11 @@ import trio
 
 from fluvial.errors import OK, Error, ErrorCode
 from fluvial.net.multiplexer import open_connection
-from fluvial.net.server import ServerLimits, listener_port, serve_tcp
-from fluvial.access import allowed, principal_of, private_bind_host, speaks_for_spu
+from fluvial.net.server import Handler, ServerLimits, listener_port, serve_tcp
+from fluvial.access import principal_of, private_bind_host, speaks_for_spu
 from fluvial.net.tls import ClusterTls
 from fluvial.protocol import internal_api as ia
-from fluvial.protocol.api import (
-    ApiVersionsResponse, encode_error_response, encode_response,
-)
-from fluvial.net.dispatch import decode_or_refuse
+from fluvial.net.dispatch import ApiRegistry, RequestLimits, members_only, serve_api
 from fluvial.spu import public
 from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
 from fluvial.spu.consumer_offsets import ConsumerOffsetStore
@@ -445,37 +442,39 @@ def sender_of(req) -> int:
     return req.follower_id
 
 
-async def handle_private(ctx: SpuContext, conn, payload: bytes) -> None:
-    decoded = await decode_or_refuse(conn, payload, ia.INTERNAL_SPU_REQUESTS,
-                                     MAX_PRIVATE_REQUEST_BYTES, "private ")
-    if decoded is None:
-        return
-    header, req = decoded
-    if header.api_key == 18:
-        resp = ApiVersionsResponse(OK, ia.advertise(ia.INTERNAL_SPU_REQUESTS), "0.17.3")
-    elif not allowed(ctx.policy, conn, "member"):
-        log.warning("private %s: %s is not a member; refused", conn.peer, principal_of(conn))
-        await conn.send(encode_error_response(header.correlation_id, Error(ErrorCode.PermissionDenied)))
-        conn.close()
-        return
-    elif ctx.config.tls is not None and not speaks_for_spu(conn, sender_of(req)):
+def private_gate(ctx: SpuContext, conn, header, req):
+    """Members only; with TLS, a member speaks only for its own SPU (else PermissionDenied)."""
+    refused = members_only(ctx, conn, header, req)
+    if refused is not None:
+        return refused
+    if ctx.config.tls is not None and not speaks_for_spu(conn, sender_of(req)):
         log.warning("private %s: %s may not speak for SPU %d; refused", conn.peer, principal_of(conn),
                     sender_of(req))
-        resp = type(req).Response(Error(ErrorCode.PermissionDenied))
-    elif isinstance(req, ia.FetchReplicaRequest):
-        resp = await handle_fetch_replica(ctx, req)
-    elif isinstance(req, ia.OffsetForLeaderEpochRequest):
-        resp = await handle_offset_for_leader_epoch(ctx, req)
-    elif isinstance(req, ia.UpdateConsumerOffsetStoreRequest):
-        store = ctx.offset_store()
-        if store is None:
-            resp = ia.UpdateConsumerOffsetStoreResponse(Error(ErrorCode.PartitionNotLeader))
-        else:
-            resp = ia.UpdateConsumerOffsetStoreResponse(await ctx.store_consumer_offset(
-                req.consumer_id, req.topic, req.partition, req.offset, req.delete))
-    else:
-        resp = type(req).Response(Error(ErrorCode.NotLeaderForPartition))
-    await conn.send(encode_response(resp, header.correlation_id, header.api_version))
+        return type(req).Response(Error(ErrorCode.PermissionDenied))
+    return None
+
+
+async def handle_update_consumer_offset_store(ctx: SpuContext, conn, header,
+                                              req: ia.UpdateConsumerOffsetStoreRequest
+                                              ) -> ia.UpdateConsumerOffsetStoreResponse:
+    """Another SPU stores a consumer offset through this one, the consumer-offset topic's leader."""
+    if ctx.offset_store() is None:
+        return ia.UpdateConsumerOffsetStoreResponse(Error(ErrorCode.PartitionNotLeader))
+    return ia.UpdateConsumerOffsetStoreResponse(await ctx.store_consumer_offset(
+        req.consumer_id, req.topic, req.partition, req.offset, req.delete))
+
+
+PRIVATE_HANDLERS = {
+    ia.InternalSpuApiKey.FetchReplica: handle_fetch_replica,
+    ia.InternalSpuApiKey.OffsetForLeaderEpoch: handle_offset_for_leader_epoch,
+    ia.InternalSpuApiKey.UpdateConsumerOffsetStore: handle_update_consumer_offset_store,
+}
+
+
+def private_api(ctx: SpuContext) -> Handler:
+    """The ``serve_tcp`` handler of the SPU's private port."""
+    return serve_api(ApiRegistry(ia.INTERNAL_SPU_REQUESTS), PRIVATE_HANDLERS,
+                     RequestLimits(MAX_PRIVATE_REQUEST_BYTES), ctx, gate=private_gate, name="private")
 
 
 # -------------------------------------------------------------------------------- SC link
@@ -553,10 +552,10 @@ async def serve_spu(config: SpuConfig, *, task_status=trio.TASK_STATUS_IGNORED) 
         try:
             tls = config.tls
             pub = await nursery.start(partial(
-                serve_tcp, partial(public.handle_request, ctx), config.host, config.public_port,
+                serve_tcp, public.public_api(ctx), config.host, config.public_port,
                 limits=config.limits, ssl_context=tls.public_server_context() if tls else None))
             priv = await nursery.start(partial(
-                serve_tcp, partial(handle_private, ctx),
+                serve_tcp, private_api(ctx),
                 private_bind_host(config.host, config.private_host, tls is not None), config.private_port,
                 limits=config.limits, ssl_context=tls.private_server_context() if tls else None))
             ctx.public_port, ctx.private_port = listener_port(pub), listener_port(priv)

@@ -347,7 +347,7 @@ async def test_a_replica_fetch_is_capped_at_the_spus_max_fetch_bytes(tmp_path):
     r.storage.flush()
     one = len(encode_batch([b"x" * 100]))
     req = ia.FetchReplicaRequest(FOLLOWER, "t", 0, 1, 0, 1 << 30, 0)
-    resp = await handle_fetch_replica(OneLeader(r, max_fetch_bytes=3 * one), req)
+    resp = await handle_fetch_replica(OneLeader(r, max_fetch_bytes=3 * one), None, None, req)
     assert resp.error_code.ok
     assert 0 < len(resp.records) <= 3 * one
     r.storage.close()

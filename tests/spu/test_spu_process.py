@@ -15,14 +15,14 @@ from functools import partial
 import trio
 
 from fluvial.errors import OK, Error
-from fluvial.net.dispatch import decode_or_refuse
+from fluvial.net.dispatch import ApiRegistry, RequestLimits, serve_api
 from fluvial.net.multiplexer import open_connection
 from fluvial.net.server import listener_port, serve_tcp
 from fluvial.cli.run import exposed_plaintext_warning
 from fluvial.access import is_loopback, private_bind_host
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol import spu_api as api
-from fluvial.protocol.api import ApiVersionsResponse, encode_response
+from fluvial.protocol.api import encode_response
 from fluvial.protocol.record import decode_record_set, encode_batch
 from fluvial.storage.errors import StorageIOError
 from fluvial.storage.replica import Replica
@@ -71,42 +71,42 @@ class FakeSc:
             self.report_arrived = trio.Event()
             await self.report_arrived.wait()
 
-    async def handle(self, conn, payload: bytes) -> None:
-        decoded = await decode_or_refuse(conn, payload, ia.INTERNAL_SC_REQUESTS, 1 << 24, "fake SC ")
-        if decoded is None:
-            return
-        header, req = decoded
+    def handler(self):
+        """The ``serve_tcp`` handler of the fake SC's private port."""
+        handlers = {ia.InternalScApiKey.RegisterSpu: self.register,
+                    ia.InternalScApiKey.WatchReplicas: self.watch,
+                    ia.InternalScApiKey.ReportReplicas: self.report}
+        return serve_api(ApiRegistry(ia.INTERNAL_SC_REQUESTS), handlers, RequestLimits(1 << 24), self,
+                         name="fake SC")
 
-        async def reply(resp):
-            await conn.send(encode_response(resp, header.correlation_id, header.api_version))
+    async def register(self, _, conn, header, req):
+        self.registrations += 1
+        return ia.RegisterSpuResponse(OK, None, self.lease_ms)
 
-        if header.api_key == 18:
-            await reply(ApiVersionsResponse(OK, ia.advertise(ia.INTERNAL_SC_REQUESTS), "0.17.3"))
-        elif isinstance(req, ia.RegisterSpuRequest):
-            self.registrations += 1
-            await reply(ia.RegisterSpuResponse(OK, None, self.lease_ms))
-        elif isinstance(req, ia.WatchReplicasRequest):
-            while True:
-                changed = self._changed
-                await reply(ia.WatchReplicasResponse(self.epoch, self.assignments, [], -1))
-                await changed.wait()
-        elif isinstance(req, ia.ReportReplicasRequest):
-            received_at = trio.current_time()
-            self.reports.append(req)
-            self.report_arrived.set()
-            if not self.answering:
-                await trio.sleep_forever()
-            await trio.sleep(self.answer_delay)
-            if self.answer.ok:
-                self.last_answered_received_at = received_at
-            await reply(ia.ReportReplicasResponse(self.answer))
+    async def watch(self, _, conn, header, req):
+        while True:
+            changed = self._changed
+            await conn.send(encode_response(ia.WatchReplicasResponse(self.epoch, self.assignments, [], -1),
+                                            header.correlation_id, header.api_version))
+            await changed.wait()
+
+    async def report(self, _, conn, header, req):
+        received_at = trio.current_time()
+        self.reports.append(req)
+        self.report_arrived.set()
+        if not self.answering:
+            await trio.sleep_forever()
+        await trio.sleep(self.answer_delay)
+        if self.answer.ok:
+            self.last_answered_received_at = received_at
+        return ia.ReportReplicasResponse(self.answer)
 
 
 @asynccontextmanager
 async def fake_sc(**kw):
     sc = FakeSc(**kw)
     async with trio.open_nursery() as n:
-        listener = await n.start(serve_tcp, sc.handle, "127.0.0.1", 0)
+        listener = await n.start(serve_tcp, sc.handler(), "127.0.0.1", 0)
         sc.port = listener_port(listener)
         yield sc
         n.cancel_scope.cancel()
