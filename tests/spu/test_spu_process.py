@@ -26,10 +26,10 @@ from fluvial.protocol.api import encode_response
 from fluvial.protocol.record import decode_record_set, encode_batch
 from fluvial.storage.errors import StorageIOError
 from fluvial.storage.replica import Replica
-from fluvial.spu.server import (
-    INCARNATION_FILE, SpuConfig, is_other_incarnation, parse_replica_dir, prepare_replica_dir,
-    serve_spu,
+from fluvial.spu.context import (
+    INCARNATION_FILE, is_other_incarnation, parse_replica_dir, prepare_replica_dir,
 )
+from fluvial.spu.server import SpuConfig, serve_spu
 
 SPU = 5001
 

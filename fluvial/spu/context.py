@@ -1,0 +1,406 @@
+"""What an SPU holds: its replicas and their directories, applied from the SC's desired state.
+
+``SpuContext`` is the state every part of the SPU shares (the public and private handlers, the
+SC link, the follower tasks): the replicas by ``(topic, partition)``, the peers, the leader lease,
+the consumer-offset store, and the housekeeping loops (HW checkpoints, retention, verification of
+sealed segments, ISR shrinking).
+
+Rules this module keeps:
+
+* **Topic incarnations.** Each replica directory records the incarnation of its topic
+  (``ReplicaAssignment.topic_id``) in ``INCARNATION_FILE``. A directory of another incarnation, or
+  one holding files but no incarnation while the assignment names one, is a deleted topic's
+  leftover: it is removed and the replica starts empty, so a re-created topic never serves the
+  old topic's records (to principals that may not read them). After the first push that follows
+  each registration, replica directories the SC does not want (orphans) are removed
+  (``remove_orphans``, called by ``fluvial.spu.sc_link``).
+* **One replica never takes the SPU down.** An exception opening, re-roling or dropping one
+  replica is logged and reported (``ReplicaReport.error``); the SC link and the other replicas
+  carry on. A replica whose storage failed (a failed fsync, a short-circuited log, a corrupt
+  batch found by the background verification) reports an error too, so the SC moves leadership.
+* **The leader lease.** One ``Lease`` per SPU, shared by every replica, which checks it before
+  it appends or acknowledges as leader (the SC link sets and renews it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from fluvial.durable import fsync_dir
+from fluvial.errors import OK, Error, ErrorCode
+from fluvial.net.multiplexer import open_connection
+from fluvial.protocol import internal_api as ia
+from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
+from fluvial.spu.consumer_offsets import ConsumerOffsetStore
+from fluvial.spu.partition import Lease, PartitionReplica
+from fluvial.spu.replication import run_follower
+from fluvial.storage import errors as serr
+from fluvial.storage.checkpoint import write_atomic
+from fluvial.storage.config import ReplicaConfig
+from fluvial.storage.replica import Replica
+
+if TYPE_CHECKING:
+    from fluvial.spu.server import SpuConfig
+
+log = logging.getLogger("fluvial.spu")
+
+
+# ------------------------------------------------------------------------ replica directories
+
+INCARNATION_FILE = "topic.id"  # the topic incarnation a replica directory holds (storage ignores it)
+
+
+def replica_dir(data_dir, topic: str, partition: int) -> Path:
+    """Where ``Replica.open`` keeps ``topic``/``partition``: ``<data_dir>/<topic>-<partition>``."""
+    return Path(data_dir) / f"{topic}-{partition}"
+
+
+def parse_replica_dir(name: str) -> tuple[str, int] | None:
+    """``(topic, partition)`` of a replica directory name ``<topic>-<partition>``, else None."""
+    topic, sep, partition = name.rpartition("-")
+    if not sep or not topic or not partition.isdigit() or partition != str(int(partition)):
+        return None
+    return topic, int(partition)
+
+
+def read_incarnation(path: Path) -> int | None:
+    """The topic incarnation recorded in replica directory ``path``; None when there is none (or
+    it is unreadable, which counts the same: the directory cannot prove it is this topic's)."""
+    try:
+        return int((path / INCARNATION_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def is_other_incarnation(recorded: int | None, holds_files: bool, assigned: int) -> bool:
+    """Whether a replica directory belongs to another incarnation of its topic than ``assigned``.
+
+    An SC that does not say (``assigned == ia.NO_TOPIC_ID``) never makes a directory stale. A
+    directory with files but no incarnation was left by a replica from before incarnations were
+    recorded (the marker is written before the replica's first file), so it cannot be told apart
+    from a deleted topic's leftover and is not trusted.
+    """
+    if assigned == ia.NO_TOPIC_ID:
+        return False
+    if recorded is None:
+        return holds_files
+    return recorded != assigned
+
+
+def prepare_replica_dir(data_dir, topic: str, partition: int, topic_id: int) -> bool:
+    """Make ``<topic>-<partition>`` safe to open for incarnation ``topic_id``: remove it when it
+    holds another incarnation, then record ``topic_id`` (atomically, before any log file exists).
+    Returns True when an old incarnation was removed."""
+    path = replica_dir(data_dir, topic, partition)
+    recorded = read_incarnation(path)
+    holds_files = path.is_dir() and any(path.iterdir())
+    removed = is_other_incarnation(recorded, holds_files, topic_id)
+    if removed:
+        log.warning("%s-%s: directory holds topic incarnation %s, not %d: removed, starting empty",
+                    topic, partition, recorded, topic_id)
+        shutil.rmtree(path)
+        recorded = None
+    if topic_id != ia.NO_TOPIC_ID and recorded != topic_id:
+        path.mkdir(parents=True, exist_ok=True)
+        write_atomic(os.fspath(path / INCARNATION_FILE), b"%d\n" % topic_id)
+        fsync_dir(os.fspath(data_dir))  # the removal and the new directory are durable
+    return removed
+
+
+def orphan_replica_dirs(data_dir, wanted) -> list[Path]:
+    """Replica directories under ``data_dir`` whose ``(topic, partition)`` is not in ``wanted``."""
+    try:
+        entries = list(Path(data_dir).iterdir())
+    except FileNotFoundError:
+        return []
+    return sorted(p for p in entries
+                  if p.is_dir() and (key := parse_replica_dir(p.name)) is not None and key not in wanted)
+
+
+def replica_health(r: PartitionReplica) -> str | None:
+    """Why replica ``r`` cannot be trusted to lead (its storage failed), or None."""
+    if r.failed is not None:
+        return f"flush failed: {r.failed}"
+    if r.storage.short_circuited is not None:
+        return f"storage short-circuited: {r.storage.short_circuited}"
+    if r.storage.corrupt_offset is not None:
+        return f"corrupt batch at offset {r.storage.corrupt_offset}"
+    return None
+
+class SpuContext:
+    """What one SPU holds and does with it: its replicas, the SC's view it applies, its lease,
+    its consumer offsets and the housekeeping that runs beside the requests."""
+
+    def __init__(self, config: SpuConfig, nursery: trio.Nursery):
+        self.config = config
+        self.spu_id = config.spu_id
+        self.nursery = nursery
+        self.replicas: dict[tuple[str, int], PartitionReplica] = {}
+        self.topics: set[str] = set()
+        self.max_batch_bytes = config.max_batch_bytes
+        self.max_fetch_bytes = config.max_fetch_bytes
+        self.max_request_bytes = config.limits.max_frame_bytes
+        self.offsets_leader = -1
+        self.peers: dict[int, ia.SpuAddress] = {}
+        self._offsets: ConsumerOffsetStore | None = None
+        self.report_wanted = trio.Event()
+        # replicas the last push could not apply: key -> (assignment, why), reported to the SC
+        self.broken: dict[tuple[str, int], tuple[ia.ReplicaAssignment, str]] = {}
+        # granted at registration (RegisterSpuResponse.lease_ms), renewed by answered reports
+        self.lease = Lease(0)
+        self.public_port = 0
+        self.private_port = 0
+        self.policy = config.policy
+        self._member_ctx = config.tls.member_client_context() if config.tls else None
+
+    def connect_member(self, host: str, port: int):
+        """A connection to another member (the SC or an SPU), with mutual TLS when configured."""
+        if self._member_ctx is None:
+            return open_connection(host, port)
+        return open_connection(host, port, ssl_context=self._member_ctx,
+                               server_hostname=self.config.tls.domain)
+
+    # -------------------------------------------------------------------------------- lookups
+
+    def knows_topic(self, topic: str) -> bool:
+        return topic in self.topics
+
+    def offset_store(self) -> ConsumerOffsetStore | None:
+        r = self.replicas.get((CONSUMER_OFFSET_TOPIC, 0))
+        if r is None or not r.is_leader:
+            return None
+        if self._offsets is None or self._offsets.replica is not r:
+            store = ConsumerOffsetStore(r)
+            store.load()
+            self._offsets = store
+        return self._offsets
+
+    async def store_consumer_offset(self, consumer_id: str, topic: str, partition: int,
+                                    offset: int, delete: bool) -> Error:
+        store = self.offset_store()
+        try:
+            if store is not None:
+                key = (consumer_id, topic, partition)
+                await (store.delete(key) if delete else store.put(key, offset))
+                return OK
+            peer = self.peers.get(self.offsets_leader)
+            if peer is None:
+                return Error(ErrorCode.PartitionNotLeader)
+            with trio.fail_after(10):
+                async with self.connect_member(peer.host, peer.port) as c:
+                    resp = await c.call(ia.UpdateConsumerOffsetStoreRequest(
+                        self.spu_id, consumer_id, topic, partition, offset, delete))
+            return resp.error_code
+        except serr.StorageError:
+            return Error(ErrorCode.StorageError)
+        except (OSError, trio.TooSlowError, Exception) as e:  # noqa: BLE001 - reported to the client
+            return Error.other(f"consumer offset store unreachable: {e}")
+
+    # ---------------------------------------------------------------------------- replicas
+
+    def replica_config(self, a: ia.ReplicaAssignment) -> ReplicaConfig:
+        s = a.settings
+        return ReplicaConfig(segment_max_bytes=s.segment_max_bytes,
+                             retention_seconds=s.retention_seconds,
+                             max_partition_bytes=s.max_partition_bytes,
+                             flush=self.config.flush, max_batch_bytes=self.max_batch_bytes)
+
+    def apply(self, push: ia.WatchReplicasResponse) -> None:
+        """Make the replicas on disk match the SC's desired state for this SPU. A replica that
+        cannot be opened, re-roled or dropped is logged and reported; the others are applied."""
+        self.peers = {p.spu_id: p for p in push.peers}
+        self.offsets_leader = push.offsets_leader
+        wanted = {(a.topic, a.partition): a for a in push.replicas}
+        self.topics = {a.topic for a in push.replicas}
+        for key in list(self.replicas):
+            if key not in wanted:
+                try:
+                    self._drop(key)
+                except Exception:  # noqa: BLE001 - the SC no longer wants it; the rest goes on
+                    log.exception("%s-%s: dropping the replica failed", *key)
+        self.broken = {}
+        for key, a in wanted.items():
+            try:
+                self._apply_one(key, a)
+            except Exception as e:  # noqa: BLE001 - reported to the SC, which moves leadership
+                log.exception("%s-%s: cannot apply the assignment", *key)
+                self.broken[key] = (a, f"{type(e).__name__}: {e}")
+        self.report_wanted.set()
+
+    def _apply_one(self, key: tuple[str, int], a: ia.ReplicaAssignment) -> None:
+        r = self.replicas.get(key)
+        if r is not None and a.topic_id != ia.NO_TOPIC_ID and r.assignment.topic_id != a.topic_id:
+            log.warning("%s-%s: the topic was re-created (incarnation %d -> %d): dropping the old replica",
+                        *key, r.assignment.topic_id, a.topic_id)
+            self._drop(key)
+            r = None
+        if r is None:
+            r = self._open(key, a)
+        elif r.reassign(a):
+            self._follow(r)
+        if r.drop_failed_followers(set(self.peers)):
+            self.report_wanted.set()
+
+    def _open(self, key: tuple[str, int], a: ia.ReplicaAssignment) -> PartitionReplica:
+        prepare_replica_dir(self.config.data_dir, a.topic, a.partition, a.topic_id)
+        storage = Replica.open(self.config.data_dir, a.topic, a.partition, self.replica_config(a))
+        try:
+            r = PartitionReplica(storage, a, self.spu_id, lease=self.lease)
+        except BaseException:
+            storage.close()
+            raise
+        r.on_change = self.report_wanted.set
+        self.replicas[key] = r
+        self.nursery.start_soon(r.run_flusher)
+        self._follow(r)
+        return r
+
+    def remove_orphans(self, push: ia.WatchReplicasResponse) -> None:
+        """Remove the replica directories that ``push`` (the SC's complete desired state for this
+        SPU) does not want: left by topics deleted while this SPU was away."""
+        wanted = {(a.topic, a.partition) for a in push.replicas} | set(self.replicas)
+        for path in orphan_replica_dirs(self.config.data_dir, wanted):
+            log.warning("removing orphan replica directory %s (not assigned to this SPU)", path.name)
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _follow(self, r: PartitionReplica) -> None:
+        """(Re)start the follower task for ``r`` when it follows; stop it when it leads."""
+        if r.follower_scope is not None:
+            r.follower_scope.cancel()
+            r.follower_scope = None
+        if r.is_leader or r.closed:
+            return
+        scope = trio.CancelScope()
+        r.follower_scope = scope
+
+        async def follow():
+            # cancelled when the assignment changes; an error caught up with that cancellation
+            # (e.g. the leader's connection dropping at the same moment) must not end the SPU
+            with scope:
+                try:
+                    await run_follower(self, r)
+                except* Exception as eg:
+                    log.warning("%s-%s: follower task ended: %s", r.topic, r.partition, describe(eg))
+
+        self.nursery.start_soon(follow)
+
+    async def run_housekeeping(self) -> None:
+        """Off the request path: checkpoint HWs (in a worker thread), enforce retention (whole
+        old segments) and verify sealed segments a bounded slice at a time (both on the event
+        loop, so they never race an append)."""
+        last_retention = -1e18
+        while True:
+            await trio.sleep(self.config.checkpoint_seconds)
+            for r in list(self.replicas.values()):
+                if r.closed or r.storage.hw == r.checkpointed_hw:
+                    continue  # unchanged: no rewrite, no fsync
+                try:
+                    r.checkpointed_hw = await trio.to_thread.run_sync(r.storage.checkpoint_hw)
+                except (OSError, serr.StorageError) as e:
+                    log.error("%s-%s: HW checkpoint failed: %s", r.topic, r.partition, e)
+            now = trio.current_time()
+            if now - last_retention >= self.config.retention_check_seconds:
+                last_retention = now
+                for r in list(self.replicas.values()):
+                    if r.closed:
+                        continue
+                    try:
+                        deleted = r.storage.enforce_retention()
+                    except (OSError, serr.StorageError) as e:
+                        log.error("%s-%s: retention failed: %s", r.topic, r.partition, e)
+                        continue
+                    if deleted:
+                        log.info("%s-%s: retention deleted %d segment(s); log start %d",
+                                 r.topic, r.partition, len(deleted), r.log_start_offset)
+                        r.notify()
+                        self.report_wanted.set()
+            self.verify_sealed_segments()
+
+    def verify_sealed_segments(self) -> None:
+        """CRC-check the next ``verify_bytes_per_tick`` of every replica's sealed segments (they
+        are never checked on open); a corrupt batch found is reported to the SC at once, which
+        moves a leadership away from it (see ``replica_health``)."""
+        for r in list(self.replicas.values()):
+            if r.closed:
+                continue
+            before = r.storage.corrupt_offset
+            try:
+                found = r.storage.verify_sealed(self.config.verify_bytes_per_tick)
+            except serr.StorageError as e:
+                log.error("%s-%s: verifying sealed segments failed: %s", r.topic, r.partition, e)
+                continue
+            if found is not None and found != before:
+                log.error("%s-%s: corrupt batch at offset %d in a sealed segment",
+                          r.topic, r.partition, found)
+                self.report_wanted.set()
+
+    async def run_isr_checks(self) -> None:
+        """Drop followers that lag longer than ``replica_lag_time_max_seconds`` from the ISR."""
+        lag = self.config.replica_lag_time_max_seconds
+        while True:
+            await trio.sleep(lag / 4)
+            now = trio.current_time()
+            for r in list(self.replicas.values()):
+                st = r.leader_state
+                if st is not None and st.maybe_shrink_isr(now, lag):
+                    log.warning("%s-%s: ISR shrunk to %s", r.topic, r.partition, sorted(st.isr))
+                    r.update_hw()
+                    r.notify()
+                    self.report_wanted.set()
+
+    def _drop(self, key) -> None:
+        r = self.replicas.pop(key)
+        r.closed = True
+        if r.follower_scope is not None:
+            r.follower_scope.cancel()
+        r._flush_wanted.set()
+        r.notify()
+        path = replica_dir(self.config.data_dir, *key)
+        try:
+            r.storage.close()
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def report(self) -> ia.ReportReplicasRequest:
+        """Every replica's state; ``error`` says why a replica cannot be trusted (it failed to
+        apply, or its storage failed), ``isr_version`` which SC ISR record the ISR builds on."""
+        reps = []
+        for (topic, partition), r in sorted(self.replicas.items()):
+            follower_leos = []
+            if r.leader_state is not None:
+                for spu, f in sorted(r.leader_state.followers.items()):
+                    follower_leos += [spu, f.leo]
+            broken = self.broken.get((topic, partition))
+            reps.append(ia.ReplicaReport(
+                topic, partition, r.leader_epoch, r.is_leader, r.storage.durable_leo, r.hw,
+                r.log_start_offset, r.storage.size_bytes(), r.isr(), follower_leos,
+                broken[1] if broken else replica_health(r), r.assignment.isr_version))
+        for (topic, partition), (a, why) in sorted(self.broken.items()):
+            if (topic, partition) not in self.replicas:
+                reps.append(ia.ReplicaReport(topic, partition, a.leader_epoch, False, 0, 0, 0, 0,
+                                             [], [], why, a.isr_version))
+        return ia.ReportReplicasRequest(self.spu_id, reps)
+
+    def close(self) -> None:
+        """Checkpoint and close every replica; one whose disk failed does not keep the others
+        from closing (what it could not write was never acknowledged)."""
+        for r in self.replicas.values():
+            r.closed = True
+            for step in (r.storage.checkpoint_hw, r.storage.close):
+                try:
+                    step()
+                except (OSError, serr.StorageError) as e:
+                    log.error("%s-%s: %s failed: %s", r.topic, r.partition, step.__name__, e)
+
+
+def describe(e: BaseException) -> str:
+    """One line for an exception or every exception of a group (for logs)."""
+    if isinstance(e, BaseExceptionGroup):
+        return "; ".join(describe(x) for x in e.exceptions)
+    return f"{type(e).__name__}: {e}"
