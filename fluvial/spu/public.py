@@ -59,16 +59,14 @@ def public_api(ctx) -> Handler:
     return serve_api(ApiRegistry(api.SPU_REQUESTS, api.SPU_API_VERSIONS), HANDLERS, limits, ctx)
 
 
-def _storage_error(e: Exception, topic: str, partition: int) -> Error:
-    if isinstance(e, serr.BatchTooLarge):
-        return Error(ErrorCode.MessageTooLarge)
-    if isinstance(e, serr.DiskFull):
-        return Error(ErrorCode.PartitionFull, ((topic, partition),))
-    if isinstance(e, serr.InvalidBatch):
+def _storage_error(e: serr.StorageError, topic: str, partition: int) -> Error:
+    """The answer to a storage failure: the ErrorCode it carries, with the payload that code
+    needs (PartitionFull names the partition, Other says what was invalid)."""
+    if e.code == ErrorCode.PartitionFull:
+        return Error(e.code, ((topic, partition),))
+    if e.code == ErrorCode.Other:
         return Error.other(f"invalid batch: {e}")
-    if isinstance(e, serr.StorageError) and "short" in type(e).__name__.lower():
-        return Error(ErrorCode.PartitionShortCircuited)
-    return Error(ErrorCode.StorageError)
+    return Error(e.code)
 
 
 def _append_one(ctx, topic: str, part: api.PartitionProduceData, smartmodules: bool,

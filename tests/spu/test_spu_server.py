@@ -20,6 +20,7 @@ from fluvial.protocol.record import decode_record_set, encode_batch
 from fluvial.spu import public
 from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
 from fluvial.spu.partition import Lease, PartitionReplica
+from fluvial.storage import errors as serr
 from fluvial.storage.config import ReplicaConfig
 from fluvial.storage.replica import Replica
 from harness.cluster import open_test_cluster
@@ -479,3 +480,18 @@ async def test_the_isr_bookkeeping_counts_only_the_leaders_durable_records(tmp_p
             r.closed = True
             n.cancel_scope.cancel()
         r.storage.close()
+
+
+# ------------------------------------------------------------------- storage errors on the wire
+
+
+@pytest.mark.parametrize("exc, want", [
+    (serr.BatchTooLarge("batch of 9 bytes over 8"), Error(ErrorCode.MessageTooLarge)),
+    (serr.ShortCircuited("fsync failed"), Error(ErrorCode.PartitionShortCircuited)),
+    (serr.StaleLeaderEpoch("leader epoch 1 is older than 2"), Error(ErrorCode.NotLeaderForPartition)),
+    (serr.DiskFull("no space"), Error(ErrorCode.PartitionFull, (("t", 3),))),
+    (serr.InvalidBatch("bad crc"), Error.other("invalid batch: bad crc")),
+    (serr.ReplicaClosed("closed"), Error(ErrorCode.StorageError)),
+])
+def test_a_storage_error_is_answered_with_the_code_it_carries(exc, want):
+    assert public._storage_error(exc, "t", 3) == want
