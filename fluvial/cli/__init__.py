@@ -1,0 +1,1 @@
+"""The `fluvial` command line: cluster, topic, produce, consume, profile and the servers."""

@@ -1,1 +1,1 @@
-"""fluvial.sc"""
+"""The streaming controller (SC): topics, partitions and SPUs as spec + status; placement and elections."""

@@ -1,1 +1,1 @@
-"""fluvial.spu"""
+"""The streaming processing unit (SPU): replicas on disk, produce and consume, replication."""
