@@ -26,7 +26,7 @@ from crc32c import crc32c
 
 from fluvial.metadata.store import StoredObject
 from fluvial.protocol.codec import BYTES, I64, STR, DecodeError, Reader, Vec, message, wire
-from fluvial.durable import fsync_dir
+from fluvial.durable import fsync_dir, write_synced
 
 STORE_VERSION = 19
 _MAGIC = b"FLVMETA1"
@@ -113,14 +113,7 @@ class FileBackend:
             for label, blob in blobs.items():
                 tmp = self._path(label).with_suffix(_TMP)
                 written.append(tmp)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                try:
-                    view = memoryview(blob)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                write_synced(tmp, blob)
         except OSError:
             for tmp in written:
                 tmp.unlink(missing_ok=True)

@@ -971,10 +971,7 @@ class Replica:
         with self._lock:  # from here on, a running flush publishes nothing (see ``flush``)
             self._generation += 1
         try:
-            for s in reversed(doomed):  # each deletion durable before the next: never a gap
-                s.remove_files()
-                removed.append(s)
-                fsync_dir(self.path)
+            self._remove_newest_first(doomed, removed)
             os.ftruncate(seg.fd, pos)
             seg.allocated = pos
             sync_segment(seg.fd, seg.log_path, pos, metadata=True)
@@ -1018,10 +1015,7 @@ class Replica:
         with self._lock:  # from here on, a running flush publishes nothing (see ``flush``)
             self._generation += 1
         try:
-            for s in reversed(doomed):  # each deletion durable before the next: never a gap
-                s.remove_files()
-                removed.append(s)
-                fsync_dir(self.path)
+            self._remove_newest_first(doomed, removed)
             fresh = Segment.create(self.path, offset, self.config.index_max_interval_bytes)
             fsync_dir(self.path)
         except OSError as exc:
@@ -1033,6 +1027,15 @@ class Replica:
             self._dirty.clear()
             self._leo = self._hw = self._durable_leo = offset
         self._save_epochs(LeaderEpochCache())
+
+    def _remove_newest_first(self, doomed: list[Segment], removed: list[Segment]) -> None:
+        """Delete the files of ``doomed``, newest first, each deletion durable before the next
+        (a power cut never leaves a gap between segments); ``removed`` collects what went, for
+        ``_failed_removal`` if a step fails. Raises OSError."""
+        for s in reversed(doomed):
+            s.remove_files()
+            removed.append(s)
+            fsync_dir(self.path)
 
     def _failed_removal(self, removed: list[Segment], reason: str) -> None:
         """A truncation failed half-way: forget the segments whose files are gone, end the log
