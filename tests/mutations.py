@@ -6,7 +6,7 @@ work tree is never touched. A mutation that no named test catches is a hole in t
 script then exits 1.
 
     .venv/bin/python tests/mutations.py             # every mutation
-    .venv/bin/python tests/mutations.py --list      # the table, nothing run
+    .venv/bin/python tests/mutations.py --list      # the table (and stale snippets), nothing run
     .venv/bin/python tests/mutations.py fsync-flush epoch-reelect   # some, by name
 
 Each mutation names its code by an exact snippet that must occur once in its file, so when the
@@ -227,9 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown mutation(s): {', '.join(sorted(unknown))}")
     if args.list:
+        stale = 0
         for m in chosen:
-            print(f"{m.name:28} {m.path:36} {m.what}\n{'':28} caught by: {', '.join(m.tests)}")
-        return 0
+            found = (ROOT / m.path).read_text().count(m.old)
+            mark = "" if found == 1 else f"  STALE: snippet found {found} times"
+            stale += found != 1
+            print(f"{m.name:28} {m.path:36} {m.what}{mark}\n{'':28} caught by: {', '.join(m.tests)}")
+        return 1 if stale else 0
     missed = []
     for m in chosen:
         caught, seconds, tail = run(m, args.timeout)
