@@ -1,5 +1,10 @@
 """The SC's private API: SPUs register, watch their replica assignments, report replica state.
 
+Served by ``fluvial.net.dispatch.serve_api`` (``private_api``) behind ``private_gate``: only
+cluster members may call it; with TLS a member registers only as the SPU its certificate is for;
+every request but RegisterSpu comes on a connection registered as the SPU it names, else
+PermissionDenied and the connection is hung up on.
+
 A private connection belongs to one SPU once it has registered. When it closes, or when no
 report arrives within the heartbeat timeout, the SPU is marked offline (fluvial.sc.server runs the
 timeout check on a monotonic clock).
@@ -13,17 +18,15 @@ Neither closes the connection: only a protocol violation drops an SPU's link.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import trio
 
+from fluvial.access import principal_of, speaks_for_spu
 from fluvial.errors import OK, Error, ErrorCode
-from fluvial.access import allowed, principal_of, speaks_for_spu
-from fluvial.protocol import PLATFORM_VERSION
+from fluvial.net.dispatch import ApiRegistry, Refusal, RequestLimits, members_only, send_reply, serve_api
+from fluvial.net.server import Handler
 from fluvial.protocol import internal_api as ia
-from fluvial.protocol.api import (
-    API_VERSIONS_KEY, ApiVersionsResponse, encode_error_response, encode_response,
-)
-from fluvial.net.dispatch import decode_or_refuse
 from fluvial.sc import controller as ctl
 from fluvial.sc.state import MetadataSaveError, ScState, SpuLink
 
@@ -33,76 +36,78 @@ log = logging.getLogger("fluvial.sc")
 MAX_PRIVATE_REQUEST_BYTES = 16 << 20  # a report of every replica of a big SPU fits
 
 
-async def handle_request(state: ScState, auto_register: bool, conn, payload: bytes) -> None:
-    decoded = await decode_or_refuse(conn, payload, ia.INTERNAL_SC_REQUESTS,
-                                     MAX_PRIVATE_REQUEST_BYTES, "private ")
-    if decoded is None:
-        return
-    header, req = decoded
-
-    async def reply(resp):
-        await conn.send(encode_response(resp, header.correlation_id, header.api_version))
-
-    if header.api_key == API_VERSIONS_KEY:
-        await reply(ApiVersionsResponse(OK, ia.advertise(ia.INTERNAL_SC_REQUESTS), PLATFORM_VERSION))
-        return
-    if not allowed(state.policy, conn, "member"):
-        log.warning("private %s: %s is not a member; refused", conn.peer, principal_of(conn))
-        await conn.send(encode_error_response(header.correlation_id, Error(ErrorCode.PermissionDenied)))
-        conn.close()
-        return
-    registered = conn.state.get("spu_id")
+def private_gate(state: ScState, conn, header, req):
+    """Members only. With TLS, a member registers only as its own SPU (else a PermissionDenied
+    registration answer); any other request needs this connection registered as the SPU the
+    request names (else PermissionDenied, hung up on)."""
+    refused = members_only(state, conn, header, req)
+    if refused is not None:
+        return refused
     if isinstance(req, ia.RegisterSpuRequest):
         if state.policy is not None and not speaks_for_spu(conn, req.spu_id):
-            log.warning("private %s: %s may not register as SPU %d", conn.peer, principal_of(conn), req.spu_id)
-            await reply(ia.RegisterSpuResponse(Error(ErrorCode.PermissionDenied),
-                                               f"certificate {principal_of(conn)!r} is not SPU {req.spu_id}"))
-            return
-        if registered is not None and registered != req.spu_id:
-            await reply(ia.RegisterSpuResponse(Error(ErrorCode.SpuRegisterationFailed),
-                                               "this connection belongs to another SPU"))
-            return
-        try:
-            err = state.handle(ctl.SpuRegistered(req, auto_register))
-        except MetadataSaveError as e:  # the SPU retries; nothing changed meanwhile
-            await reply(ia.RegisterSpuResponse(Error(ErrorCode.StorageError), str(e)))
-            return
-        if not err.ok:
-            await reply(ia.RegisterSpuResponse(err, f"SPU {req.spu_id} is not a registered member"))
-            return
-        old = state.links.get(req.spu_id)
-        if old is not None:
-            old.closed.set()
-        link = SpuLink(req.spu_id, trio.current_time())
-        state.links[req.spu_id] = link
-        conn.state["spu_id"] = req.spu_id
-        conn.state["link"] = link
-        log.info("SPU %d online (%s)", req.spu_id, conn.peer)
-        await reply(ia.RegisterSpuResponse(OK, None, state.lease_ms))
-        await _watch_connection(state, conn, link)
-        return
-    link = conn.state.get("link")
-    spu_id = getattr(req, "spu_id", None)
-    if link is None or spu_id != registered:
-        # not registered on this connection (or another SPU's id): refuse and hang up
-        await conn.send(encode_error_response(header.correlation_id, Error(ErrorCode.PermissionDenied)))
-        conn.close()
-        return
+            log.warning("private %s: %s may not register as SPU %d", conn.peer, principal_of(conn),
+                        req.spu_id)
+            return ia.RegisterSpuResponse(Error(ErrorCode.PermissionDenied),
+                                          f"certificate {principal_of(conn)!r} is not SPU {req.spu_id}")
+        return None
+    if conn.state.get("link") is None or req.spu_id != conn.state.get("spu_id"):
+        return Refusal(Error(ErrorCode.PermissionDenied), close=True)
+    return None
+
+
+async def handle_register_spu(state: ScState, conn, header, req: ia.RegisterSpuRequest, *,
+                              auto_register: bool) -> ia.RegisterSpuResponse | None:
+    """Registers the SPU on this connection, answers with its lease, then runs on until the
+    connection or the link closes (``_watch_connection``)."""
+    registered = conn.state.get("spu_id")
+    if registered is not None and registered != req.spu_id:
+        return ia.RegisterSpuResponse(Error(ErrorCode.SpuRegisterationFailed),
+                                      "this connection belongs to another SPU")
+    try:
+        err = state.handle(ctl.SpuRegistered(req, auto_register))
+    except MetadataSaveError as e:  # the SPU retries; nothing changed meanwhile
+        return ia.RegisterSpuResponse(Error(ErrorCode.StorageError), str(e))
+    if not err.ok:
+        return ia.RegisterSpuResponse(err, f"SPU {req.spu_id} is not a registered member")
+    old = state.links.get(req.spu_id)
+    if old is not None:
+        old.closed.set()
+    link = SpuLink(req.spu_id, trio.current_time())
+    state.links[req.spu_id] = link
+    conn.state["spu_id"] = req.spu_id
+    conn.state["link"] = link
+    log.info("SPU %d online (%s)", req.spu_id, conn.peer)
+    await send_reply(conn, header, ia.RegisterSpuResponse(OK, None, state.lease_ms))
+    await _watch_connection(state, conn, link)
+    return None
+
+
+def _seen(conn) -> SpuLink:
+    """The link of the SPU registered on ``conn`` (``private_gate`` checked), heard from now."""
+    link = conn.state["link"]
     link.last_seen = trio.current_time()
-    if isinstance(req, ia.ReportReplicasRequest):
-        try:
-            state.handle(ctl.SpuReported(req))
-        except MetadataSaveError as e:
-            # not recorded: the link stays, the SPU reports again on its next heartbeat
-            log.error("SPU %d: report not recorded: %s", spu_id, e)
-            await reply(ia.ReportReplicasResponse(Error(ErrorCode.StorageError)))
-            return
-        await reply(ia.ReportReplicasResponse(OK))
-    elif isinstance(req, ia.WatchReplicasRequest):
-        while not link.closed.is_set():
-            link.assignments_changed = trio.Event()
-            await reply(ctl.assignments_for(state, spu_id))
-            await link.assignments_changed.wait()
+    return link
+
+
+async def handle_report_replicas(state: ScState, conn, header,
+                                 req: ia.ReportReplicasRequest) -> ia.ReportReplicasResponse:
+    _seen(conn)
+    try:
+        state.handle(ctl.SpuReported(req))
+    except MetadataSaveError as e:
+        # not recorded: the link stays, the SPU reports again on its next heartbeat
+        log.error("SPU %d: report not recorded: %s", req.spu_id, e)
+        return ia.ReportReplicasResponse(Error(ErrorCode.StorageError))
+    return ia.ReportReplicasResponse(OK)
+
+
+async def handle_watch_replicas(state: ScState, conn, header, req: ia.WatchReplicasRequest) -> None:
+    """Sends the SPU its assignments, and again on every change, until its link closes."""
+    link = _seen(conn)
+    while not link.closed.is_set():
+        link.assignments_changed = trio.Event()
+        await send_reply(conn, header, ctl.assignments_for(state, req.spu_id))
+        await link.assignments_changed.wait()
 
 
 async def _watch_connection(state: ScState, conn, link: SpuLink) -> None:
@@ -126,3 +131,15 @@ async def _watch_connection(state: ScState, conn, link: SpuLink) -> None:
             link.closed.set()
             log.warning("SPU %d offline (private connection closed)", link.spu_id)
             state.fail_spu(link.spu_id)
+
+
+def private_api(state: ScState, auto_register: bool) -> Handler:
+    """The ``serve_tcp`` handler of the SC's private port; ``auto_register``: an SPU the SC does
+    not know becomes a member when it registers (``controller.SpuRegistered``)."""
+    handlers = {
+        ia.InternalScApiKey.RegisterSpu: partial(handle_register_spu, auto_register=auto_register),
+        ia.InternalScApiKey.WatchReplicas: handle_watch_replicas,
+        ia.InternalScApiKey.ReportReplicas: handle_report_replicas,
+    }
+    return serve_api(ApiRegistry(ia.INTERNAL_SC_REQUESTS), handlers,
+                     RequestLimits(MAX_PRIVATE_REQUEST_BYTES), state, gate=private_gate, name="private")

@@ -1,18 +1,30 @@
 """The SC's public API (../shared/fluvio-protocol/sc.md): ApiVersions, Create, Delete, List,
-Watch and Update over the TypeBuffer scheme."""
+Watch and Update over the TypeBuffer scheme.
+
+One ``handle_<api>(state, conn, header, request)`` per api key, served by
+``fluvial.net.dispatch.serve_api`` (``public_api``): a handler returns its response, except a
+watch, which keeps sending on its correlation id until the connection closes. ``authorized`` is
+the gate: List and Watch need "read" on the kind, the others "admin" on the object they name.
+A Create, Delete or Update whose change the SC cannot save is answered with StorageError
+(``_saving``); nothing changed.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import trio
 
-from fluvial.errors import ConnectionLost, Error, ErrorCode
+from fluvial.errors import Error, ErrorCode
 from fluvial.access import allowed, principal_of
+from fluvial.net.dispatch import (
+    ApiRegistry, Refusal, RequestLimits, refuse_unsupported, send_reply, serve_api,
+)
+from fluvial.net.server import Handler
 from fluvial.protocol import sc_api as sa
 from fluvial.protocol import sc_objects as so
-from fluvial.protocol.api import UnsupportedRequest, encode_error_response, encode_response
-from fluvial.protocol.codec import DecodeError
+from fluvial.protocol.api import UnsupportedRequest
 from fluvial.sc import controller as ctl
 from fluvial.sc.state import MetadataSaveError, ScState
 
@@ -31,69 +43,52 @@ MAX_REQUEST_BYTES = 1 << 20  # every SC request but Create (SmartModule payloads
 MAX_CREATE_BYTES = 8 << 20
 
 
-async def handle_request(state: ScState, conn, payload: bytes) -> None:
-    limit = MAX_CREATE_BYTES if payload[:2] == b"\x03\xe9" else MAX_REQUEST_BYTES  # 1001 Create
-    if len(payload) > limit:
-        # decoding megabytes of empty list entries would stall the event loop: refuse first
-        log.warning("%s: %d-byte request over the %d-byte limit, closing", conn.peer, len(payload), limit)
-        conn.close()
-        return
+def public_api(state: ScState) -> Handler:
+    """The ``serve_tcp`` handler of the SC's public port."""
+    return serve_api(REGISTRY, HANDLERS, LIMITS, state, gate=authorized)
+
+
+class UnservedObjectType(UnsupportedRequest):
+    """A well-framed object request for a type the SC does not handle (``sa.UnknownObjectType``,
+    with its header): answered (``refuse``), the connection kept."""
+
+
+def decode(payload: bytes):
+    """``sa.decode_sc_request``, an unknown object type raised as an ``UnservedObjectType``."""
     try:
-        header, req = sa.decode_sc_request(payload)
+        return sa.decode_sc_request(payload)
     except sa.UnknownObjectType as e:
-        hdr = getattr(e, "header", None)
-        if hdr is None:
-            conn.close()
-            return
-        if hdr.api_key in (sa.ScApiKey.List, sa.ScApiKey.Watch):
-            await conn.send(encode_error_response(hdr.correlation_id, Error.other(str(e))))
-            return
-        status = sa.Status("create error", Error.other("unknown admin object type"), None)
-        await conn.send(encode_response(status, hdr.correlation_id, hdr.api_version))
-        return
-    except UnsupportedRequest as e:
-        await conn.send(encode_error_response(e.header.correlation_id, Error.other(str(e))))
-        return
-    except DecodeError as e:
-        log.warning("%s: undecodable request, closing: %s", conn.peer, e)
-        conn.close()
-        return
-    denied = _denied(state, conn, header, req)
-    if denied is not None:
-        await conn.send(denied)
-        return
-    handler = HANDLERS[header.api_key]
-    try:
-        resp = await handler(state, conn, header, req)
-    except ConnectionLost:
-        return  # the client went away mid-request: nothing to answer
-    except MetadataSaveError as e:  # nothing changed; say so (only Create, Delete, Update save)
-        resp = sa.Status(_object_name(header, req), Error(ErrorCode.StorageError), f"{e}; nothing was changed")
-    except Exception as e:  # a bug of ours: answer with an error, keep the connection and server
-        log.exception("%s: %s failed", conn.peer, type(req).__name__)
-        resp = None
-        await conn.send(encode_error_response(header.correlation_id,
-                                              Error.other(f"internal error: {type(e).__name__}: {e}")))
-    if resp is not None:
-        await conn.send(encode_response(resp, header.correlation_id, header.api_version))
+        raise UnservedObjectType(e.header, str(e)) from e
 
 
-def _denied(state: ScState, conn, header, req) -> bytes | None:
-    """The answer to a request the connection's principal may not make, or None."""
-    key = header.api_key
-    if key == sa.ScApiKey.ApiVersion:
-        return None
+def _unknown_type(what: str) -> sa.Status:
+    """Fluvio's SC answer to an object type it does not know."""
+    return sa.Status(what, Error.other("unknown admin object type"), None)
+
+
+def refuse(header, e: UnsupportedRequest):
+    """The answer to a request the SC does not serve, as Fluvio's SC gives it: an unknown object
+    type is an error frame for List and Watch, a Status for the others."""
+    if not isinstance(e, UnservedObjectType):
+        return refuse_unsupported(header, e)
+    if header.api_key in (sa.ScApiKey.List, sa.ScApiKey.Watch):
+        return Refusal(Error.other(str(e)))
+    return _unknown_type("create error")
+
+
+def authorized(state: ScState, conn, header, req):
+    """The gate: the answer to a request the connection's principal may not make, or None."""
     kind = req.label.lower()
-    if key in (sa.ScApiKey.List, sa.ScApiKey.Watch):
+    if header.api_key in (sa.ScApiKey.List, sa.ScApiKey.Watch):
         if allowed(state.policy, conn, "read", kind):
             return None
-        return encode_error_response(header.correlation_id, Error(ErrorCode.PermissionDenied))
+        return Refusal(Error(ErrorCode.PermissionDenied))
     name = _object_name(header, req)
     if allowed(state.policy, conn, "admin", kind, name):
         return None
     log.warning("%s: %s denied %s on %s %r", conn.peer, principal_of(conn), type(req).__name__, kind, name)
-    status = sa.Status(name, Error(ErrorCode.PermissionDenied), f"{principal_of(conn)} may not change {kind} '{name}'")
-    return encode_response(status, header.correlation_id, header.api_version)
+    return sa.Status(name, Error(ErrorCode.PermissionDenied),
+                     f"{principal_of(conn)} may not change {kind} '{name}'")
 
 
 def _object_name(header, req) -> str:
@@ -102,13 +97,23 @@ def _object_name(header, req) -> str:
     return inner.common.name if header.api_key == sa.ScApiKey.Create else str(inner.key)
 
 
-async def handle_api_versions(state, conn, header, req):
-    return sa.sc_api_versions_response()
+def _saving(handler):
+    """A handler that changes the stores: a change the SC cannot save (``MetadataSaveError``) is
+    answered with StorageError on the object; nothing was changed."""
+    @functools.wraps(handler)
+    async def handle(state: ScState, conn, header, req):
+        try:
+            return await handler(state, conn, header, req)
+        except MetadataSaveError as e:
+            return sa.Status(_object_name(header, req), Error(ErrorCode.StorageError),
+                             f"{e}; nothing was changed")
+    return handle
 
 
 # ----------------------------------------------------------------------------------- create
 
 
+@_saving
 async def handle_create(state: ScState, conn, header, req: sa.ObjectApiCreateRequest):
     common, spec = req.request.common, req.request.spec
     name = common.name
@@ -130,7 +135,7 @@ async def handle_create(state: ScState, conn, header, req: sa.ObjectApiCreateReq
         return sa.Status.new_ok(name)
     store = state.stores.get(req.label)
     if store is None:
-        return sa.Status("create error", Error.other("unknown admin object type"), None)
+        return _unknown_type("create error")
     if req.label == "SmartModule" and spec.meta is not None:
         name = spec.meta.store_id() if hasattr(spec.meta, "store_id") else name
     if name in store:
@@ -160,6 +165,7 @@ async def wait_partitions_online(state: ScState, names: list[str], timeout: floa
 # ----------------------------------------------------------------------------------- delete
 
 
+@_saving
 async def handle_delete(state: ScState, conn, header, req: sa.ObjectApiDeleteRequest):
     key, force = req.request.key, req.request.force
     if req.label == "Topic":
@@ -173,7 +179,7 @@ async def handle_delete(state: ScState, conn, header, req: sa.ObjectApiDeleteReq
         return sa.Status.new_ok(key)
     store = state.stores.get(req.label)
     if store is None:
-        return sa.Status("delete error", Error.other("unknown admin object type"), None)
+        return _unknown_type("delete error")
     name = key
     if req.label == "CustomSpu" and isinstance(key, int):
         name = next((o.name for o in store.values() if o.spec.id == key), None)
@@ -218,8 +224,7 @@ async def handle_list(state: ScState, conn, header, req: sa.ObjectApiListRequest
 async def handle_watch(state: ScState, conn, header, req: sa.ObjectApiWatchRequest):
     label = req.label
     if label not in state.stores:
-        await conn.send(encode_error_response(header.correlation_id, Error.other("Not Valid Watch Request")))
-        return None
+        return Refusal(Error.other("Not Valid Watch Request"))
     store = state.stores[label]
     summary = req.request.summary
     wid, sent = state.add_watcher(label)
@@ -239,8 +244,7 @@ async def handle_watch(state: ScState, conn, header, req: sa.ObjectApiWatchReque
                 changes += [sa.Message(sa.MsgType.DELETE, _metadata(o)) for o in ch.deletes]
                 update = sa.MetadataUpdate(ch.epoch, changes, [])
             if first or update.changes or update.all:
-                await conn.send(encode_response(sa.ObjectApiWatchResponse(label, update),
-                                                header.correlation_id, header.api_version))
+                await send_reply(conn, header, sa.ObjectApiWatchResponse(label, update))
             first = False
             sent[0] = ch.epoch
             state.watch_progress()
@@ -253,6 +257,7 @@ async def handle_watch(state: ScState, conn, header, req: sa.ObjectApiWatchReque
 # ----------------------------------------------------------------------------------- update
 
 
+@_saving
 async def handle_update(state: ScState, conn, header, req: sa.ObjectApiUpdateRequest):
     key, action = req.request.key, req.request.action
     if req.label != "Topic" or not isinstance(action, (so.AddPartition, so.SetReplicationConfig)):
@@ -276,10 +281,11 @@ async def handle_update(state: ScState, conn, header, req: sa.ObjectApiUpdateReq
 
 
 HANDLERS = {
-    sa.ScApiKey.ApiVersion: handle_api_versions,
     sa.ScApiKey.Create: handle_create,
     sa.ScApiKey.Delete: handle_delete,
     sa.ScApiKey.List: handle_list,
     sa.ScApiKey.Watch: handle_watch,
     sa.ScApiKey.Update: handle_update,
 }
+REGISTRY = ApiRegistry(sa.SC_REQUESTS, sa.SC_API_VERSIONS, decode=decode, refuse=refuse)
+LIMITS = RequestLimits(MAX_REQUEST_BYTES, {sa.ScApiKey.Create: MAX_CREATE_BYTES})

@@ -58,10 +58,10 @@ async def serve_sc(config: ScConfig, *, task_status=trio.TASK_STATUS_IGNORED) ->
     async with trio.open_nursery() as nursery:
         tls = config.tls
         pub = await nursery.start(partial(
-            serve_tcp, partial(public.handle_request, state), config.host, config.public_port,
+            serve_tcp, public.public_api(state), config.host, config.public_port,
             limits=config.limits, ssl_context=tls.public_server_context() if tls else None))
         priv = await nursery.start(partial(
-            serve_tcp, partial(private.handle_request, state, config.auto_register_spus),
+            serve_tcp, private.private_api(state, config.auto_register_spus),
             private_bind_host(config.host, config.private_host, config.tls is not None),
             config.private_port, limits=config.limits,
             ssl_context=tls.private_server_context() if tls else None))
