@@ -190,18 +190,3 @@ def serve_api(registry: ApiRegistry, handlers: Mapping[int, ApiHandler], limits:
 
     return handle
 
-
-async def decode_or_refuse(conn, payload: bytes, registry: dict[int, type], max_bytes: int,
-                           what: str = "") -> tuple[RequestHeader, Any] | None:
-    """Decode a request, or deal with it and return None (for servers not yet on ``serve_api``):
-    over ``max_bytes`` or undecodable closes the connection; an unknown key or version is answered
-    with an ErrorCode frame."""
-    api = ApiRegistry(registry)
-    try:
-        return read_request(payload, api, RequestLimits(max_bytes))
-    except UnsupportedRequest as e:
-        await send_reply(conn, e.header, api.refuse(e.header, e))
-    except DecodeError as e:
-        log.warning("%s%s: %s, closing", what, conn.peer, e)
-        conn.close()
-    return None

@@ -13,7 +13,7 @@ from enum import IntEnum
 from typing import ClassVar
 
 from fluvial.errors import Error
-from fluvial.protocol.api import ApiVersionKey, ApiVersionsRequest, Request
+from fluvial.protocol.api import ApiVersionsRequest, Request
 from fluvial.protocol.codec import (
     BOOL, ERROR_CODE, I32, I64, RECORDS, STR, U8, U16, U32, U64, Opt, Vec, message, wire,
 )
@@ -234,8 +234,3 @@ INTERNAL_SPU_REQUESTS: dict[int, type] = {
     InternalSpuApiKey.OffsetForLeaderEpoch: OffsetForLeaderEpochRequest,
     InternalSpuApiKey.UpdateConsumerOffsetStore: UpdateConsumerOffsetStoreRequest,
 }
-
-
-def advertise(registry: dict[int, type]) -> list[ApiVersionKey]:
-    return [ApiVersionKey(int(k), c.MIN_API_VERSION, c.MAX_API_VERSION)
-            for k, c in registry.items() if k != 18]
