@@ -101,6 +101,16 @@ def partition_in_sync(m: so.Metadata, replication: int) -> bool:
             and all(leo == st.leader.leo for leo in followers.values()))
 
 
+async def connects(host: str, port: int) -> bool:
+    """Whether a TCP connection to ``host:port`` is accepted (e.g. which address a port binds)."""
+    try:
+        stream = await trio.open_tcp_stream(host, port)
+    except OSError:
+        return False
+    await stream.aclose()
+    return True
+
+
 async def wait_until(predicate, what: str, timeout: float, interval: float = 0.05):
     """Poll the async ``predicate`` until it returns a truthy value; exceptions count as False.
 

@@ -16,6 +16,7 @@ from fluvial.protocol import sc_api as sa
 from fluvial.protocol import sc_objects as so
 from fluvial.sc.backend import FileBackend
 from fluvial.sc.server import ScConfig, serve_sc
+from harness.client import connects
 
 HEARTBEAT = 5.0
 
@@ -187,14 +188,6 @@ async def test_a_failed_save_answers_an_error_and_changes_nothing(tmp_path, monk
                 assert (await admin.call(sa.ObjectApiCreateRequest.of("u", assigned([1])))).error_code.ok
 
 
-async def _connects(host: str, port: int) -> bool:
-    try:
-        stream = await trio.open_tcp_stream(host, port)
-    except OSError:
-        return False
-    await stream.aclose()
-    return True
-
 
 async def test_a_plaintext_private_port_binds_loopback_unless_told_otherwise(tmp_path):
     """Public on 127.0.0.2 (another loopback address, standing in for an exposed one): the SC's
@@ -206,7 +199,7 @@ async def test_a_plaintext_private_port_binds_loopback_unless_told_otherwise(tmp
                 public, private = await nursery.start(serve_sc, ScConfig(
                     data_dir=tmp_path / str(private_host), host="127.0.0.2", public_port=0,
                     private_port=0, private_host=private_host))
-                assert await _connects("127.0.0.2", public)
-                assert await _connects(reachable, private)
-                assert not await _connects(unreachable, private)
+                assert await connects("127.0.0.2", public)
+                assert await connects(reachable, private)
+                assert not await connects(unreachable, private)
                 nursery.cancel_scope.cancel()

@@ -30,6 +30,7 @@ from fluvial.spu.context import (
     INCARNATION_FILE, is_other_incarnation, parse_replica_dir, prepare_replica_dir,
 )
 from fluvial.spu.server import SpuConfig, serve_spu
+from harness.client import connects
 
 SPU = 5001
 
@@ -353,14 +354,6 @@ async def test_an_sc_that_grants_no_lease_leaves_leaders_acknowledging(tmp_path)
 
 # ------------------------------------------------------------------------- private port
 
-
-async def connects(host: str, port: int) -> bool:
-    try:
-        stream = await trio.open_tcp_stream(host, port)
-    except OSError:
-        return False
-    await stream.aclose()
-    return True
 
 
 async def test_a_plaintext_private_port_binds_loopback_unless_told_otherwise(tmp_path):
