@@ -132,14 +132,22 @@ async def wait_until(predicate, what: str, timeout: float, interval: float = 0.0
 
 async def wait_partitions_in_sync(admin: ScAdmin, topic: str, partitions: int, replication: int,
                                   timeout: float) -> dict[int, so.Metadata]:
-    """Until the SC shows every partition of ``topic`` in sync (``partition_in_sync``)."""
+    """Until the SC shows every partition of ``topic`` in sync (``partition_in_sync``); the
+    timeout names the last status seen."""
+    seen: list = [None]
+
     async def synced():
-        ps = await admin.partitions(topic)
+        ps = seen[0] = await admin.partitions(topic)
         if len(ps) == partitions and all(partition_in_sync(m, replication) for m in ps.values()):
             return ps
         return None
 
-    return await wait_until(synced, f"{topic}: all {replication} replicas in sync", timeout, 0.1)
+    try:
+        return await wait_until(synced, f"{topic}: all {replication} replicas in sync", timeout,
+                                0.1)
+    except TimeoutError as e:
+        last = {p: (m.spec.leader, m.spec.replicas, m.status) for p, m in (seen[0] or {}).items()}
+        raise TimeoutError(f"{e}; last status: {last}") from None
 
 
 async def wait_leader(admin: ScAdmin, topic: str, partition: int, timeout: float, *,
