@@ -150,6 +150,17 @@ def _write_bytes(path: Path, data: bytes, *, private: bool = False) -> None:
         os.chmod(path, 0o600)
 
 
+def _write_pair(directory: str | os.PathLike[str], stem: str, cert_pem: bytes,
+                key_pem: bytes) -> tuple[Path, Path]:
+    """Write ``<stem>.crt`` and ``<stem>.key`` (mode 0600) into ``directory``, made if missing."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
+    _write_bytes(cert_path, cert_pem)
+    _write_bytes(key_path, key_pem, private=True)
+    return cert_path, key_path
+
+
 class LeafCert:
     """An issued end-entity certificate and its private key.
 
@@ -179,12 +190,7 @@ class LeafCert:
         Returns:
             ``(cert_path, key_path)``.
         """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        cert_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
-        _write_bytes(cert_path, self.chain_pem)
-        _write_bytes(key_path, self.key_pem, private=True)
-        return cert_path, key_path
+        return _write_pair(directory, stem, self.chain_pem, self.key_pem)
 
     def configure_cert(self, ctx: ssl.SSLContext) -> None:
         """Make ``ctx`` present this certificate (with its chain) and key.
@@ -392,12 +398,7 @@ class CA:
         Returns:
             ``(cert_path, key_path)``.
         """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        cert_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
-        _write_bytes(cert_path, self.cert_pem)
-        _write_bytes(key_path, self.key_pem, private=True)
-        return cert_path, key_path
+        return _write_pair(directory, stem, self.cert_pem, self.key_pem)
 
     def configure_trust(self, ctx: ssl.SSLContext) -> None:
         """Make ``ctx`` trust certificates this CA issued (as a server: client certs it accepts)."""
