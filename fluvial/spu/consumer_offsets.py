@@ -10,11 +10,26 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 
 from fluvial.protocol.record import decode_record_set, encode_batch
 from fluvial.spu.partition import PartitionReplica
 
 Key = tuple[str, str, int]  # consumer_id, topic, partition
+
+
+def replay(replica: PartitionReplica) -> Iterator[tuple[bytes | None, bytes]]:
+    """Every record of the replica's log, oldest first, as (key, value): what a new leader of
+    ``consumer-offset``-0 replays to rebuild its tables (consumer offsets, consumer groups)."""
+    storage = replica.storage
+    pos = storage.log_start_offset
+    while pos < storage.leo:
+        chunk = storage.read(pos, 1 << 20, storage.leo)
+        for rec in decode_record_set(chunk.read_bytes()):
+            yield rec.key, rec.value
+        if chunk.next_offset <= pos:
+            break
+        pos = chunk.next_offset
 
 
 def _key_bytes(key: Key) -> bytes:
@@ -27,16 +42,8 @@ class ConsumerOffsetStore:
         self.offsets: dict[Key, tuple[int, int]] = {}  # -> (offset, modified_time seconds)
 
     def load(self) -> None:
-        storage = self.replica.storage
-        pos = storage.log_start_offset
-        while pos < storage.leo:
-            chunk = storage.read(pos, 1 << 20, storage.leo)
-            data = chunk.read_bytes()
-            for rec in decode_record_set(data):
-                self._apply(rec.key, rec.value)
-            if chunk.next_offset <= pos:
-                break
-            pos = chunk.next_offset
+        for key, value in replay(self.replica):
+            self._apply(key, value)
 
     def _apply(self, key: bytes | None, value: bytes) -> None:
         if not key:

@@ -149,6 +149,7 @@ class SpuContext:
         self.offsets_leader = -1
         self.peers: dict[int, ia.SpuAddress] = {}
         self._offsets: ConsumerOffsetStore | None = None
+        self.groups = None  # fluvial.spu.group_coordinator.GroupCoordinator, while leading offsets
         self.report_wanted = trio.Event()
         # replicas the last push could not apply: key -> (assignment, why), reported to the SC
         self.broken: dict[tuple[str, int], tuple[ia.ReplicaAssignment, str]] = {}

@@ -32,7 +32,9 @@ from fluvial.protocol.batch import BatchError, iter_batches
 from fluvial.net.dispatch import ApiRegistry, RequestLimits, serve_api
 from fluvial.net.server import Handler
 from fluvial.protocol import spu_api as api
+from fluvial.protocol.group_api import GROUP_REQUESTS
 from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
+from fluvial.spu.group_coordinator import GROUP_HANDLERS
 from fluvial.spu.partition import NotLeader, PartitionReplica, Waiter
 from fluvial.storage import errors as serr
 
@@ -56,7 +58,10 @@ def public_api(ctx) -> Handler:
     """The ``serve_tcp`` handler of the SPU's public port. Produce carries records and may fill a
     frame (``ctx.max_request_bytes``); every other request is small."""
     limits = RequestLimits(MAX_CONTROL_REQUEST_BYTES, {api.SpuApiKey.Produce: ctx.max_request_bytes})
-    return serve_api(ApiRegistry(api.SPU_REQUESTS, api.SPU_API_VERSIONS), HANDLERS, limits, ctx)
+    # consumer-group keys are decoded here too, but not advertised (the official client sees
+    # Fluvio's keys only): fluvial.spu.group_coordinator
+    registry = ApiRegistry({**api.SPU_REQUESTS, **GROUP_REQUESTS}, api.SPU_API_VERSIONS)
+    return serve_api(registry, {**HANDLERS, **GROUP_HANDLERS}, limits, ctx)
 
 
 def _storage_error(e: serr.StorageError, topic: str, partition: int) -> Error:
