@@ -243,7 +243,9 @@ def _sync_position(consumer: _AsyncConsumer, buf: list[Record], i: int) -> None:
 
 async def _commit(consumer: _AsyncConsumer, buf: list[Record], i: int) -> None:
     _sync_position(consumer, buf, i)
-    consumer.commit()
+    done = consumer.commit()
+    if done is not None:  # a group member commits to its coordinator (fluvial.client.group)
+        await done
 
 
 async def _close(consumer: _AsyncConsumer, buf: list[Record], i: int) -> None:

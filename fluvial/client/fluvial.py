@@ -478,11 +478,18 @@ class Fluvial:
 
     def consumer(self, topic: str, **config: Any):
         """A ``Consumer`` of ``topic``; see ``fluvial.client.consumer.Consumer`` for the options.
+        With ``group="name"`` a ``GroupConsumer`` (``fluvial.client.group``): the members of the
+        group share the topic's partitions.
 
         Iterate it with ``async for record in consumer``; ``async with`` closes it on exit.
         """
         from fluvial.client.consumer import Consumer
 
+        if config.get("group") is not None:  # a member of a consumer group: fluvial.client.group
+            from fluvial.client.group import GroupConsumer
+
+            return GroupConsumer(self, topic, **config)
+        config.pop("group", None)
         return Consumer(self, topic, **config)
 
     # -- lifetime ------------------------------------------------------------------------------
