@@ -41,23 +41,33 @@ class Sim:
         self.now = 0.0
         self.reads: dict[str, set[int]] = {}  # what each client process reads (zombies too)
         self.alive: set[str] = set()  # processes that heartbeat
+        self.pending: dict[str, set[int]] = {}  # answers received, not acted on yet
 
     def join(self, m):
         self.g.join(m, "c", "h", "t", self.partitions, SESSION_MS, "earliest", self.now)
         self.reads.setdefault(m, set())
         self.alive.add(m)
 
-    def beat(self, m):
+    def send(self, m):
+        """The coordinator answers a heartbeat; the member has not acted on it yet."""
         try:
             ans = self.g.heartbeat(m, sorted(self.reads[m]), self.now)
         except GroupFailure as e:
             assert e.code == GroupError.UNKNOWN_MEMBER
             self.reads[m] = set()  # fenced: it stops, and rejoins
+            self.pending.pop(m, None)
             self.join(m)
             return
-        before = self.reads[m]
-        self.reads[m] = set(ans.assigned)
-        return before
+        self.pending[m] = set(ans.assigned)
+
+    def apply(self, m):
+        """The member acts on its last answer: stops what it lost, starts what it got."""
+        if m in self.pending:
+            self.reads[m] = self.pending.pop(m)
+
+    def beat(self, m):
+        self.send(m)
+        self.apply(m)
 
     def check(self):
         # one owner per partition, and a member reads only what it owns
@@ -67,11 +77,12 @@ class Sim:
         assert sum(map(len, live)) == len(set().union(*live)) if live else True
 
 
-ops = st.lists(st.tuples(st.sampled_from(["join", "leave", "crash", "beat", "tick", "stop"]),
-                         st.sampled_from("abcd")), max_size=60)
+ops = st.lists(st.tuples(st.sampled_from(["join", "leave", "crash", "send", "apply", "beat", "tick",
+                                          "stop"]),
+                         st.sampled_from("abc")), max_size=60)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(ops)
 def test_exactly_one_owner_and_convergence(steps):
     s = Sim()
@@ -82,11 +93,17 @@ def test_exactly_one_owner_and_convergence(steps):
             s.g.leave(m)
             s.alive.discard(m)
             s.reads[m] = set()
+            s.pending.pop(m, None)
         elif op == "crash" and m in s.alive:
             s.alive.discard(m)  # kill -9: reads nothing more, sends nothing more
             s.reads[m] = set()
+            s.pending.pop(m, None)
         elif op == "stop" and m in s.alive:
             s.alive.discard(m)  # SIGSTOP: a zombie that still believes it reads its partitions
+        elif op == "send" and m in s.alive:
+            s.send(m)
+        elif op == "apply" and m in s.alive:
+            s.apply(m)
         elif op == "beat" and m in s.alive:
             s.beat(m)
         elif op == "tick":
@@ -94,6 +111,8 @@ def test_exactly_one_owner_and_convergence(steps):
             s.g.expire(s.now)
         s.check()
     # quiet: the dead expire, the live heartbeat; every partition gets exactly one reader
+    for m in sorted(s.alive):
+        s.apply(m)
     s.now += 2
     s.g.expire(s.now)
     for _ in range(3):
@@ -141,6 +160,22 @@ def test_revoked_partition_is_granted_only_after_the_owner_lets_go():
     s.beat("a")
     s.beat("b")
     assert s.reads["a"] | s.reads["b"] == {0, 1} and not s.reads["a"] & s.reads["b"]
+
+
+def test_no_grant_while_the_old_owner_has_not_acted_on_its_revocation():
+    s = Sim(2)
+    s.join("a")
+    s.beat("a")
+    s.join("b")
+    s.send("a")  # a is told to give one partition up, and has not stopped reading it yet
+    s.beat("b")
+    s.check()
+    assert not s.reads["b"] & s.reads["a"]
+    s.apply("a")
+    s.beat("a")  # now it says so
+    s.beat("b")
+    s.check()
+    assert len(s.reads["b"]) == 1 and not s.reads["b"] & s.reads["a"]
 
 
 def test_commit_fence():
