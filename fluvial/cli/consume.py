@@ -206,6 +206,11 @@ def consume(
     consumer: Annotated[Optional[str], typer.Option(
         "-c", "--consumer", metavar="ID", help="Store the offsets read under this consumer id, and "
                                                "resume where it left off.")] = None,
+    group: Annotated[Optional[str], typer.Option(
+        "-G", "--group", metavar="GROUP", help="Read as a member of this consumer group: the members "
+                                               "share the partitions; offsets are committed for the "
+                                               "group. With -B a partition without a committed "
+                                               "offset starts at the beginning (default: the end).")] = None,
 ) -> None:
     """Read records from a topic and print them on stdout.
 
@@ -225,6 +230,14 @@ def consume(
         usage_error("give -F/--format or -O/--output, not both")
     if start is not None and end is not None and end < start:
         usage_error(f"--end {end} is before --start {start}")
+    if group is not None:
+        other = [flag for flag, given in (
+            ("-p", bool(partition)), ("-H", head is not None), ("-T", tail is not None),
+            ("--start", start is not None), ("--end", end is not None), ("-d", disable_continuous),
+            ("-c", consumer is not None)) if given]
+        if other:
+            usage_error(f"--group shares the partitions and starts at the group's offsets: "
+                        f"{', '.join(other)} cannot be used with it")
     from fluvial import Offset
     from fluvial.cli.output import print_warning
 
@@ -254,6 +267,10 @@ def consume(
         config["consumer_id"] = consumer
         config["commit"] = "auto"
         config["flush_interval"] = 2.0  # as Fluvio's CLI
+    if group is not None:
+        config = {"group": group, "start": "beginning" if beginning else "end",
+                  **{k: v for k, v in config.items() if k in ("max_bytes", "isolation")}}
+        where = f" as a member of group '{group}'"
     formatter = RecordFormatter(output or ConsumeOutput.dynamic, format, key_value, print_warning)
     run_client(ctx, lambda fl: _consume(fl, topic, config, formatter, f"Consuming records from "
                                                                       f"'{topic}'{where}"),

@@ -58,6 +58,7 @@ def _register() -> None:
     from fluvial.cli import (
         cluster, consume, consumer, partition, produce, profile_cmd, run, spu, topic,
     )
+    from fluvial.cli import consumer_group
 
     app.add_typer(cluster.app, name="cluster")
     app.add_typer(run.app, name="run")
@@ -68,6 +69,7 @@ def _register() -> None:
     app.add_typer(spu.app, name="spu")
     app.add_typer(consumer.app, name="consumer")
     app.add_typer(profile_cmd.app, name="profile")
+    app.add_typer(consumer_group.app, name="consumer-group")
 
 
 _register()

@@ -349,15 +349,7 @@ class Consumer:
         consumer_offset = None
         if self.consumer_id is not None:
             consumer_offset = await self._consumer_offset(partition)
-        _, conn = await self._fl.leader_connection(self.topic, partition)
-        req = FetchOffsetsRequest([FetchOffsetTopic(self.topic, [FetchOffsetPartition(partition)])])
-        resp = await conn.call(req, timeout=self._fl.request_timeout)
-        entry = next((p for t in resp.topics if t.name == self.topic for p in t.partitions
-                      if p.partition_index == partition), None)
-        if entry is None:
-            raise FluvialError(detail=f"no replica offset for {self.topic}-{partition}")
-        if not entry.error_code.ok:
-            raise entry.error_code.exception()
+        entry = await fetch_partition_offsets(self._fl, self.topic, partition)
         start = self.offset.resolve(entry.start_offset, entry.last_stable_offset, consumer_offset)
         limit = None if self.end is None else self.end + 1
         if not self.continuous:
@@ -571,6 +563,25 @@ class Consumer:
             await self.flush()
         except (FluvialError, ConnectionLost, RequestTimeout, DecodeError) as e:
             log.warning("automatic offset flush for %r failed: %s", self.consumer_id, e)
+
+
+async def fetch_partition_offsets(fl: Any, topic: str, partition: int) -> Any:
+    """FetchOffsets to the partition's leader: its ``start_offset`` (log start) and
+    ``last_stable_offset`` (the HW).
+
+    Raises:
+        FluvialError: no answer for the partition, or the error it carries.
+    """
+    _, conn = await fl.leader_connection(topic, partition)
+    req = FetchOffsetsRequest([FetchOffsetTopic(topic, [FetchOffsetPartition(partition)])])
+    resp = await conn.call(req, timeout=fl.request_timeout)
+    entry = next((p for t in resp.topics if t.name == topic for p in t.partitions
+                  if p.partition_index == partition), None)
+    if entry is None:
+        raise FluvialError(detail=f"no replica offset for {topic}-{partition}")
+    if not entry.error_code.ok:
+        raise entry.error_code.exception()
+    return entry
 
 
 def _is_retriable(error: BaseException) -> bool:

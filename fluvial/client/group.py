@@ -209,27 +209,28 @@ class GroupConsumer:
         the others get its partitions at once."""
         if self._closed:
             return
-        try:
-            if self._started and self.commit_mode == "auto":
-                self._note(self._i)
-                try:
-                    await self._commit(self._consumed)
-                except (GroupRequestError, *_RETRY) as e:
-                    log.warning("group %s: final commit failed: %s", self.group, e)
-        finally:
-            self._closed = True
-            self._fl._consumers.discard(self)
-            if self._scope is not None:
-                self._scope.cancel()
-                await self._done.wait()
-            if self._started:
-                with trio.move_on_after(self._fl.request_timeout):
+        # also when closed by a cancellation (Ctrl-C): shielded, and bounded by request_timeout
+        with trio.CancelScope(shield=True), trio.move_on_after(self._fl.request_timeout):
+            try:
+                if self._started and self.commit_mode == "auto":
+                    self._note(self._i)
+                    try:
+                        await self._commit(self._consumed)
+                    except (GroupRequestError, *_RETRY) as e:
+                        log.warning("group %s: final commit failed: %s", self.group, e)
+            finally:
+                self._closed = True
+                self._fl._consumers.discard(self)
+                if self._scope is not None:
+                    self._scope.cancel()
+                    await self._done.wait()
+                if self._started:
                     try:
                         await group_call(self._fl, g.LeaveGroupRequest(self.group, self.member_id),
                                          retry_for=1.0)
                     except _RETRY as e:
                         log.info("group %s: leave failed (the session will expire): %s", self.group, e)
-            self._receive.close()
+                self._receive.close()
 
     # -- membership ----------------------------------------------------------------------------
 
@@ -438,3 +439,61 @@ class GroupConsumer:
                     raise refused[0]
                 log.warning("group %s: commit refused: %s", self.group, refused[0])
 
+
+
+# ------------------------------------------------------------------------------ administration
+
+
+def _check(resp: Any) -> Any:
+    if resp.error:
+        raise GroupRequestError(resp.error, resp.message)
+    return resp
+
+
+async def describe_groups(fl: Any, group: str | None = None) -> list[g.GroupInfo]:
+    """Every group (or one): its topic, generation, members with their partitions, and its
+    committed offsets.
+
+    Raises:
+        GroupRequestError: GROUP_NOT_FOUND for a named group that does not exist.
+    """
+    return _check(await group_call(fl, g.DescribeGroupsRequest(group))).groups
+
+
+async def delete_group(fl: Any, group: str) -> None:
+    """Forget a group and its committed offsets. Refused (GROUP_NOT_EMPTY) while it has members."""
+    _check(await group_call(fl, g.DeleteGroupRequest(group)))
+
+
+async def set_group_offsets(fl: Any, group: str, topic: str, offsets: dict[int, int]) -> None:
+    """Set the group's committed offsets (the next offset each partition's new member reads).
+    Refused (GROUP_NOT_EMPTY) while the group has members."""
+    _check(await group_call(fl, g.SetOffsetsRequest(
+        group, topic, [g.GroupOffset(p, o) for p, o in sorted(offsets.items())])))
+
+
+async def offset_for_time(fl: Any, topic: str, partition: int, timestamp_ms: int) -> int:
+    """The first offset of the partition whose record time is at or after ``timestamp_ms``
+    (the HW when there is none): the log is read from its start with classic Fetch."""
+    from fluvial.client.consumer import fetch_partition_offsets
+    from fluvial.protocol.record import decode_record_set
+    from fluvial.protocol.spu_api import FetchableTopic, FetchPartition, FetchRequest, Isolation
+
+    entry = await fetch_partition_offsets(fl, topic, partition)
+    pos, hw = entry.start_offset, entry.last_stable_offset
+    while pos < hw:
+        _, conn = await fl.leader_connection(topic, partition)
+        req = FetchRequest(0, 0, 1 << 20, Isolation.ReadCommitted, [FetchableTopic(
+            topic, [FetchPartition(partition, -1, pos, 0, 1 << 20)])], [])
+        resp = await conn.call(req, timeout=fl.request_timeout)
+        part = resp.topics[0].partitions[0]
+        if not part.error_code.ok:
+            raise part.error_code.exception()
+        records = decode_record_set(part.records) if part.records else []
+        if not records:
+            break
+        for rec in records:
+            if rec.offset >= pos and rec.timestamp >= timestamp_ms:
+                return rec.offset
+        pos = records[-1].offset + 1
+    return hw
