@@ -199,6 +199,45 @@ async def test_admin_requests_refuse_while_members_and_bad_input(fl, new_topic):
         assert (await group_call(fl, g.DescribeGroupsRequest("g-admin"))).error == GroupError.GROUP_NOT_FOUND
 
 
+OFFICIAL_CONSUMER_ID = """
+import gc, json, sys, fluvio
+endpoint, topic = sys.argv[1], sys.argv[2]
+client = fluvio.Fluvio.connect_with_config(fluvio.FluvioConfig.new(endpoint))
+builder = fluvio.ConsumerConfigExtBuilder(topic)
+builder.offset_start(fluvio.Offset.beginning())
+builder.offset_consumer("official")
+builder.offset_strategy(fluvio.OffsetManagementStrategy.MANUAL)
+stream = client.consumer_with_config(builder.build())
+got = [next(stream).offset() for _ in range(4)]
+stream.offset_commit()
+stream.offset_flush()
+del stream
+gc.collect()
+stored = sorted([c.consumer_id, c.topic, c.partition, c.offset] for c in client.consumer_offsets())
+print(json.dumps({"got": got, "stored": stored}))
+"""
+
+
+async def test_official_client_consumer_id_offsets_beside_a_group(fl, new_topic):
+    from .test_cross_client import run_official
+
+    with trio.fail_after(TEST_TIMEOUT):
+        topic = await new_topic(partitions=1)
+        await produce(fl, topic, 6)
+        m = fl.consumer(topic, group="g-official", **FAST)
+        await m._ensure_started()
+        with trio.fail_after(10):
+            for _ in range(6):
+                await m.__anext__()
+        await m.commit()
+        out = await run_official(OFFICIAL_CONSUMER_ID, fl.cluster.endpoint, topic)
+        assert out["got"] == [0, 1, 2, 3]  # the group's commits do not move the consumer id
+        assert out["stored"] == [["official", topic, 0, 3]]  # and are not listed as consumer ids
+        info = await describe(fl, "g-official")
+        assert [(o.partition, o.offset) for o in info.offsets] == [(0, 6)]
+        await m.aclose()
+
+
 async def test_consumer_id_offsets_unchanged_beside_a_group(fl, new_topic):
     with trio.fail_after(TEST_TIMEOUT):
         topic = await new_topic(partitions=1)
@@ -246,6 +285,12 @@ async def test_coordinator_failover_keeps_offsets_and_members(tmp_path):
                     before = await describe(fl, "g-fo")
                     gen = before.generation
                     coordinator = (await fl.metadata.partition("consumer-offset", 0)).spec.leader
+                    # a third member joins, and the coordinator dies in the middle of that rebalance
+                    third = fl.consumer(topic, group="g-fo", session_timeout=6.0,
+                                        heartbeat_interval=0.3, auto_commit_interval=0.2)
+                    await third._ensure_started()
+                    members.append(third)
+                    n.start_soon(drain, third, got)
                     await cluster.stop_spu(coordinator)
                     # a new coordinator replays the log: same members, generation, offsets
                     with trio.fail_after(30):
@@ -255,9 +300,13 @@ async def test_coordinator_failover_keeps_offsets_and_members(tmp_path):
                                 break
                             await fl.metadata.wait_changed(timeout=0.5)
                     after = await describe(fl, "g-fo")
-                    assert {(o.partition, o.offset) for o in after.offsets} == \
-                        {(o.partition, o.offset) for o in before.offsets}
-                    assert after.generation >= gen
+                    kept = {o.partition: o.offset for o in after.offsets}
+                    assert len(before.offsets) == 4
+                    assert all(kept.get(o.partition, -1) >= o.offset for o in before.offsets), (before, after)
+                    assert after.generation > gen  # the join was stored before it was answered
+                    # the group converges: three members, each partition read by exactly one
+                    await wait_for(lambda: owners_disjoint_and_complete(members, 4)
+                                   and all(m.partitions for m in members), timeout=30)
                     # the group goes on: new records reach the members, commits land
                     await produce(fl, topic, 8, prefix="after")
                     await wait_for(lambda: sum(v.startswith(b"after") for _, _, v in got) >= 8, timeout=30)
