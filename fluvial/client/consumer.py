@@ -63,7 +63,7 @@ from fluvial.protocol.spu_api import (
 
 log = logging.getLogger("fluvial.client")
 
-__all__ = ["Consumer"]
+__all__ = ["Consumer", "RecordStream"]
 
 _DECODE_RECORDS = 2048  # records the consumer decodes at a time
 
@@ -220,7 +220,50 @@ class _PartitionReader:
             log.debug("UpdateOffsets for stream %d failed: %s", stream_id, e)
 
 
-class Consumer:
+class RecordStream:
+    """What every consumer shares: ``async with`` (start, then close), ``async for`` and
+    ``receive_many`` over the lists ``_refill`` puts in ``_buf`` (``_i``: how many of the
+    current list were handed out)."""
+
+    _buf: list[Record]
+    _i: int
+
+    async def __aenter__(self):
+        await self._ensure_started()
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        await self.aclose()
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> Record:
+        i = self._i
+        buf = self._buf
+        if i < len(buf):
+            self._i = i + 1
+            return buf[i]
+        if not await self._refill():
+            raise StopAsyncIteration
+        self._i = 1
+        return self._buf[0]
+
+    async def receive_many(self) -> list[Record]:
+        """The records available now, at least one (waiting for them); ``[]`` once the consumer
+        has reached its end. Cheaper than ``async for`` when records come in bulk."""
+        i = self._i
+        buf = self._buf
+        if i < len(buf):
+            self._i = len(buf)
+            return buf[i:] if i else buf
+        if not await self._refill():
+            return []
+        self._i = len(self._buf)
+        return self._buf
+
+
+class Consumer(RecordStream):
     """Reads a topic: ``async for record in consumer``. Get one with ``fl.consumer(topic, ...)``.
 
     Args:
@@ -298,13 +341,6 @@ class Consumer:
         return sorted(self._partitions)
 
     # -- lifetime ------------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Consumer:
-        await self._ensure_started()
-        return self
-
-    async def __aexit__(self, exc_type, exc, tb) -> None:
-        await self.aclose()
 
     async def _ensure_started(self) -> None:
         if self._started:
@@ -418,33 +454,6 @@ class Consumer:
                 return  # done (its stream stays open for offset flushes) or failed
 
     # -- iteration -----------------------------------------------------------------------------
-
-    def __aiter__(self) -> Consumer:
-        return self
-
-    async def __anext__(self) -> Record:
-        i = self._i
-        buf = self._buf
-        if i < len(buf):
-            self._i = i + 1
-            return buf[i]
-        if not await self._refill():
-            raise StopAsyncIteration
-        self._i = 1
-        return self._buf[0]
-
-    async def receive_many(self) -> list[Record]:
-        """The records available now, at least one (waiting for them); ``[]`` once the consumer
-        has reached its end. Cheaper than ``async for`` when records come in bulk."""
-        i = self._i
-        buf = self._buf
-        if i < len(buf):
-            self._i = len(buf)
-            return buf[i:] if i else buf
-        if not await self._refill():
-            return []
-        self._i = len(self._buf)
-        return self._buf
 
     def _note_position(self) -> None:
         """Record the last record handed out of the current list."""

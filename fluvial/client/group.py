@@ -42,7 +42,7 @@ from typing import Any
 
 import trio
 
-from fluvial.client.consumer import Consumer
+from fluvial.client.consumer import Consumer, RecordStream
 from fluvial.client.types import Offset, Record
 from fluvial.errors import ConnectionLost, FluvialError
 from fluvial.metadata.group import START_POLICIES, GroupError
@@ -100,7 +100,7 @@ class _Reader:
     done: trio.Event
 
 
-class GroupConsumer:
+class GroupConsumer(RecordStream):
     """Reads a topic as one member of ``group``. Get one with ``fl.consumer(topic, group=...)``.
 
     Args:
@@ -161,7 +161,6 @@ class GroupConsumer:
         self._scope: trio.CancelScope | None = None
         self._done = trio.Event()
         self._reader_nursery: trio.Nursery | None = None
-        self._joined = trio.Event()
         self.rebalances = 0  # answers that granted or revoked something
 
     def __repr__(self) -> str:
@@ -173,13 +172,6 @@ class GroupConsumer:
         return sorted(self._readers)
 
     # -- lifetime ------------------------------------------------------------------------------
-
-    async def __aenter__(self) -> GroupConsumer:
-        await self._ensure_started()
-        return self
-
-    async def __aexit__(self, exc_type, exc, tb) -> None:
-        await self.aclose()
 
     async def _ensure_started(self) -> None:
         if self._started:
@@ -302,7 +294,6 @@ class GroupConsumer:
             self.rebalances += 1
             log.info("group %s: %s generation %d reads %s (revoked %s, granted %s)", self.group,
                      self.member_id, self.generation, sorted(self._readers), sorted(revoke), grant)
-        self._joined.set()
 
     async def _drop_all(self) -> None:
         for p in list(self._readers):
@@ -345,30 +336,6 @@ class GroupConsumer:
             r.done.set()
 
     # -- iteration -----------------------------------------------------------------------------
-
-    def __aiter__(self) -> GroupConsumer:
-        return self
-
-    async def __anext__(self) -> Record:
-        i = self._i
-        if i < len(self._buf):
-            self._i = i + 1
-            return self._buf[i]
-        if not await self._refill():
-            raise StopAsyncIteration
-        self._i = 1
-        return self._buf[0]
-
-    async def receive_many(self) -> list[Record]:
-        """The records available now, at least one (waiting for them); ``[]`` once closed."""
-        i = self._i
-        if i < len(self._buf):
-            self._i = len(self._buf)
-            return self._buf[i:] if i else self._buf
-        if not await self._refill():
-            return []
-        self._i = len(self._buf)
-        return self._buf
 
     def _note(self, upto: int) -> None:
         """The first ``upto`` records of the current list are processed."""
