@@ -49,6 +49,8 @@ class GroupError(IntEnum):
 
 
 START_POLICIES = ("earliest", "latest")
+MAX_PARTITIONS = 10_000  # a topic's partitions, as a member says: bounded, whoever asks
+MIN_SESSION_MS, MAX_SESSION_MS = 10, 3_600_000
 
 
 class GroupFailure(Exception):
@@ -134,9 +136,11 @@ class Group:
             GroupFailure: INVALID_REQUEST (bad arguments), INCONSISTENT_TOPIC (members read
                 another topic).
         """
-        if not member_id or not topic or partitions <= 0 or session_timeout_ms <= 0:
+        if not (self.name and member_id and topic and 0 < partitions <= MAX_PARTITIONS
+                and MIN_SESSION_MS <= session_timeout_ms <= MAX_SESSION_MS):
             raise GroupFailure(GroupError.INVALID_REQUEST,
-                               "a member id, a topic with partitions and a session timeout are needed")
+                               f"a group, a member id, a topic with 1 to {MAX_PARTITIONS} partitions and "
+                               f"a session timeout of {MIN_SESSION_MS} to {MAX_SESSION_MS} ms are needed")
         if start not in START_POLICIES:
             raise GroupFailure(GroupError.INVALID_REQUEST, f"start must be one of {START_POLICIES}")
         if self.members and topic != self.topic:

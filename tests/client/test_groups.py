@@ -4,6 +4,8 @@ fluvial.spu.group_coordinator)."""
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 import trio
 
@@ -178,6 +180,12 @@ async def test_member_whose_session_expired_rejoins_and_its_commit_raises(fl, ne
         await m.aclose()
 
 
+async def _coordinator_address(fl):
+    leader = (await fl.metadata.partition("consumer-offset", 0)).spec.leader
+    host, _, port = (await fl.metadata.spu(leader)).spec.public_addr().rpartition(":")
+    return host, int(port)
+
+
 async def test_admin_requests_refuse_while_members_and_bad_input(fl, new_topic):
     with trio.fail_after(TEST_TIMEOUT):
         topic = await new_topic(partitions=2)
@@ -191,6 +199,21 @@ async def test_admin_requests_refuse_while_members_and_bad_input(fl, new_topic):
         bad = g.JoinGroupRequest("g-admin", "", "test", "h", topic, 2, 5000, "earliest")
         assert (await group_call(fl, bad)).error == GroupError.INVALID_REQUEST
         assert (await group_call(fl, g.DescribeGroupsRequest("nope"))).error == GroupError.GROUP_NOT_FOUND
+        huge = g.JoinGroupRequest("g-admin", "y", "test", "h", topic, 0xFFFFFFFF, 5000, "earliest")
+        assert (await group_call(fl, huge)).error == GroupError.INVALID_REQUEST
+        forever = g.JoinGroupRequest("g-admin", "y", "test", "h", topic, 2, 0xFFFFFFFF, "earliest")
+        assert (await group_call(fl, forever)).error == GroupError.INVALID_REQUEST
+        unknown = await group_call(fl, g.HeartbeatRequest("g-admin", "nobody", [0, 1], 0xFFFFFFFF))
+        assert unknown.error == GroupError.UNKNOWN_MEMBER
+        # garbage under a group key: that connection is closed, the coordinator serves on
+        host, port = await _coordinator_address(fl)
+        s = await trio.open_tcp_stream(host, port)
+        await s.send_all(struct.pack(">i", 14) + struct.pack(">hhi", 7101, 0, 1) + b"\xff" * 6)
+        with trio.fail_after(5):
+            while await s.receive_some(1024):
+                pass
+        await s.aclose()
+        assert (await group_call(fl, g.DescribeGroupsRequest("g-admin"))).error == 0
         await m.aclose()
         assert (await group_call(fl, g.SetOffsetsRequest("g-admin", topic, [g.GroupOffset(1, 7)]))).error == 0
         info = await describe(fl, "g-admin")
