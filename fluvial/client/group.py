@@ -258,14 +258,12 @@ class GroupConsumer(RecordStream):
         except (GroupRequestError, *_RETRY) as e:
             # the coordinator was unreachable for a whole session: we are out of the group by now
             log.warning("group %s: no heartbeat for a session (%s): stopping and rejoining", self.group, e)
-            await self._drop_all()
-            await self._join()
+            await self._rejoin()
             return
         if resp.error == GroupError.UNKNOWN_MEMBER:
             log.warning("group %s: %s is no member (%s): stopping and rejoining", self.group,
                         self.member_id, resp.message)
-            await self._drop_all()
-            await self._join()
+            await self._rejoin()
             return
         if resp.error:
             raise GroupRequestError(resp.error, resp.message)
@@ -294,6 +292,23 @@ class GroupConsumer(RecordStream):
             self.rebalances += 1
             log.info("group %s: %s generation %d reads %s (revoked %s, granted %s)", self.group,
                      self.member_id, self.generation, sorted(self._readers), sorted(revoke), grant)
+
+    async def _rejoin(self) -> None:
+        """Out of the group: stop every reader (nothing to commit: it would be refused), then
+        join again, for as long as it takes (a coordinator may be being elected)."""
+        await self._drop_all()
+        delay = 0.1
+        while True:
+            try:
+                await self._join()
+                return
+            except (GroupRequestError, *_RETRY) as e:
+                if isinstance(e, GroupRequestError) and e.group_error not in (
+                        GroupError.NOT_COORDINATOR, GroupError.STORAGE):
+                    raise
+                log.warning("group %s: rejoining failed (%s); retrying in %.1fs", self.group, e, delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _drop_all(self) -> None:
         for p in list(self._readers):

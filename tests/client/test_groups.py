@@ -338,3 +338,27 @@ async def test_coordinator_failover_keeps_offsets_and_members(tmp_path):
                     n.cancel_scope.cancel()
                 for m in members:
                     await m.aclose()
+
+
+def blocking_group(endpoint: str, topic: str) -> dict:
+    import fluvial.sync
+
+    out = {}
+    with fluvial.sync.connect(endpoint=endpoint) as fl:
+        with fl.producer(topic) as p:
+            for i in range(4):
+                p.send(b"s%d" % i)
+        with fl.consumer(topic, group="g-sync", commit="manual", **FAST) as c:
+            out["first"] = [next(c).value for _ in range(2)]
+            c.commit()  # what was handed out: two records
+            out["partitions"] = c.partitions
+        with fl.consumer(topic, group="g-sync", commit="manual", **FAST) as c:
+            out["resumed"] = next(c).value
+    return out
+
+
+async def test_the_blocking_facade_joins_commits_and_resumes(fl, new_topic):
+    with trio.fail_after(TEST_TIMEOUT):
+        topic = await new_topic(partitions=1)
+        out = await trio.to_thread.run_sync(blocking_group, fl.cluster.endpoint, topic)
+    assert out == {"first": [b"s0", b"s1"], "partitions": [0], "resumed": b"s2"}
