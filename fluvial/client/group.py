@@ -153,6 +153,7 @@ class GroupConsumer(RecordStream):
         self._consumed: dict[int, int] = {}  # partition -> next offset after what was processed
         self._stored: dict[int, int] = {}  # partition -> last committed by us
         self._buf: list[Record] = []
+        self._buf_reader: _Reader | None = None  # whose records ``_buf`` holds
         self._i = 0
         self._started = False
         self._closed = False
@@ -354,16 +355,17 @@ class GroupConsumer(RecordStream):
 
     def _note(self, upto: int) -> None:
         """The first ``upto`` records of the current list are processed."""
-        if upto and self._buf:
-            last = self._buf[upto - 1]
-            if last.partition in self._readers:
-                self._consumed[last.partition] = last.offset + 1
+        r = self._buf_reader
+        if upto and self._buf and r is not None and self._readers.get(r.partition) is r:
+            # only while the reader that read them still runs: after a revocation (and perhaps
+            # a new grant, from a later committed offset) they are not ours to commit
+            self._consumed[r.partition] = self._buf[upto - 1].offset + 1
 
     async def _refill(self) -> bool:
         if not self._started:
             await self._ensure_started()
         self._note(len(self._buf))  # asking for more: the previous list is processed
-        self._buf, self._i = [], 0
+        self._buf, self._i, self._buf_reader = [], 0, None
         while not self._closed:
             try:
                 item = await self._receive.receive()
@@ -375,7 +377,7 @@ class GroupConsumer(RecordStream):
             r = self._readers.get(p)
             if r is None or r.token is not token:
                 continue  # read before a revocation: another member has (or will have) them
-            self._buf = records
+            self._buf, self._buf_reader = records, r
             return True
         return False
 
