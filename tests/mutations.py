@@ -202,6 +202,18 @@ MUTATIONS: list[Mutation] = [
              "",
              ("tests/client/test_groups.py::test_coordinator_failover_keeps_offsets_and_members",),
              "a commit is answered but not stored: a new coordinator has lost it"),
+    Mutation("group-no-expiry", "fluvial/metadata/group.py",
+             "gone = [m for m, v in self.members.items() if v.deadline < now]",
+             "gone = []",
+             ("tests/metadata/test_group.py::test_exactly_one_owner_and_convergence",
+              "tests/client/test_group_processes.py::test_members_in_processes_survive_kill_stop_and_join"),
+             "a member that died keeps its partitions forever: nobody reads them again"),
+    Mutation("group-not-sticky", "fluvial/metadata/group.py",
+             "keep = [p for p in held[m] if p not in taken][:quota[m]]",
+             "keep = []",
+             ("tests/metadata/test_group.py::test_join_moves_only_what_it_must_and_kept_partitions_never_pause",
+              "tests/client/test_groups.py::test_join_moves_only_some_partitions_and_kept_ones_keep_flowing"),
+             "every rebalance reshuffles: members lose (and pause) partitions they could have kept"),
 ]
 
 
