@@ -228,9 +228,25 @@ class RecordStream:
     _buf: list[Record]
     _i: int
 
+    _started: bool
+    _closed: bool
+    _start_lock: trio.Lock
+
     async def __aenter__(self):
         await self._ensure_started()
         return self
+
+    async def _ensure_started(self) -> None:
+        if self._started:
+            return
+        if self._closed:
+            raise FluvialError(detail="the consumer is closed")
+        async with self._start_lock:
+            if not self._started:
+                await self._start()
+
+    async def _start(self) -> None:
+        raise NotImplementedError
 
     async def __aexit__(self, exc_type, exc, tb) -> None:
         await self.aclose()
@@ -342,30 +358,23 @@ class Consumer(RecordStream):
 
     # -- lifetime ------------------------------------------------------------------------------
 
-    async def _ensure_started(self) -> None:
-        if self._started:
-            return
-        if self._closed:
-            raise FluvialError(detail="the consumer is closed")
-        async with self._start_lock:
-            if self._started:
-                return
-            md = self._fl.metadata
-            topic = await md.topic(self.topic)
-            if self._wanted is None:
-                wanted = list(range(topic.spec.partition_count()))
-            elif isinstance(self._wanted, int):
-                wanted = [self._wanted]
-            else:
-                wanted = self._wanted
-            states = [await self._open_position(p) for p in wanted]
-            self._partitions = {s.partition: s for s in states}
-            self._active = len(states)
-            self._started = True
-            if self.consumer_id is not None and self.commit_mode == "auto":
-                self._next_flush = trio.current_time() + self.flush_interval
-            self._fl._consumers.add(self)
-            await self._fl.nursery.start(self._run_readers, states)
+    async def _start(self) -> None:
+        md = self._fl.metadata
+        topic = await md.topic(self.topic)
+        if self._wanted is None:
+            wanted = list(range(topic.spec.partition_count()))
+        elif isinstance(self._wanted, int):
+            wanted = [self._wanted]
+        else:
+            wanted = self._wanted
+        states = [await self._open_position(p) for p in wanted]
+        self._partitions = {s.partition: s for s in states}
+        self._active = len(states)
+        self._started = True
+        if self.consumer_id is not None and self.commit_mode == "auto":
+            self._next_flush = trio.current_time() + self.flush_interval
+        self._fl._consumers.add(self)
+        await self._fl.nursery.start(self._run_readers, states)
 
     async def _consumer_offset(self, partition: int) -> int | None:
         """The stored offset of ``consumer_id`` for ``partition``, plus one, or None."""

@@ -174,18 +174,11 @@ class GroupConsumer(RecordStream):
 
     # -- lifetime ------------------------------------------------------------------------------
 
-    async def _ensure_started(self) -> None:
-        if self._started:
-            return
-        if self._closed:
-            raise FluvialError(detail="the consumer is closed")
-        async with self._start_lock:
-            if self._started:
-                return
-            await self._join()
-            self._fl._consumers.add(self)
-            await self._fl.nursery.start(self._run)
-            self._started = True
+    async def _start(self) -> None:
+        await self._join()
+        self._fl._consumers.add(self)
+        await self._fl.nursery.start(self._run)
+        self._started = True
 
     async def _join(self) -> None:
         topic = await self._fl.metadata.topic(self.topic)

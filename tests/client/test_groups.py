@@ -222,6 +222,18 @@ async def test_admin_requests_refuse_while_members_and_bad_input(fl, new_topic):
         assert (await group_call(fl, g.DescribeGroupsRequest("g-admin"))).error == GroupError.GROUP_NOT_FOUND
 
 
+async def group_read_all(fl, topic, group, n):
+    """Produce ``n`` records, read them all as a member of ``group``, commit; the member."""
+    await produce(fl, topic, n)
+    m = fl.consumer(topic, group=group, **FAST)
+    await m._ensure_started()
+    with trio.fail_after(10):
+        for _ in range(n):
+            await m.__anext__()
+    await m.commit()
+    return m
+
+
 OFFICIAL_CONSUMER_ID = """
 import gc, json, sys, fluvio
 endpoint, topic = sys.argv[1], sys.argv[2]
@@ -246,13 +258,7 @@ async def test_official_client_consumer_id_offsets_beside_a_group(fl, new_topic)
 
     with trio.fail_after(TEST_TIMEOUT):
         topic = await new_topic(partitions=1)
-        await produce(fl, topic, 6)
-        m = fl.consumer(topic, group="g-official", **FAST)
-        await m._ensure_started()
-        with trio.fail_after(10):
-            for _ in range(6):
-                await m.__anext__()
-        await m.commit()
+        m = await group_read_all(fl, topic, "g-official", 6)
         out = await run_official(OFFICIAL_CONSUMER_ID, fl.cluster.endpoint, topic)
         assert out["got"] == [0, 1, 2, 3]  # the group's commits do not move the consumer id
         assert out["stored"] == [["official", topic, 0, 3]]  # and are not listed as consumer ids
@@ -264,13 +270,7 @@ async def test_official_client_consumer_id_offsets_beside_a_group(fl, new_topic)
 async def test_consumer_id_offsets_unchanged_beside_a_group(fl, new_topic):
     with trio.fail_after(TEST_TIMEOUT):
         topic = await new_topic(partitions=1)
-        await produce(fl, topic, 5)
-        m = fl.consumer(topic, group="g-side", **FAST)
-        await m._ensure_started()
-        with trio.fail_after(10):
-            for _ in range(5):
-                await m.__anext__()
-        await m.commit()
+        m = await group_read_all(fl, topic, "g-side", 5)
         plain = fl.consumer(topic, consumer_id="cid", continuous=False)
         async with plain:
             assert [r.offset async for r in plain][:2] == [0, 1]
