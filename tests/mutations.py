@@ -214,6 +214,11 @@ MUTATIONS: list[Mutation] = [
              ("tests/metadata/test_group.py::test_join_moves_only_what_it_must_and_kept_partitions_never_pause",
               "tests/client/test_groups.py::test_join_moves_only_some_partitions_and_kept_ones_keep_flowing"),
              "every rebalance reshuffles: members lose (and pause) partitions they could have kept"),
+    Mutation("group-stale-tenure-commit", "fluvial/client/group.py",
+             "r is not None and self._readers.get(r.partition) is r:",
+             "r is not None and r.partition in self._readers:",
+             ("tests/client/test_groups.py::test_records_of_an_earlier_tenure_are_never_marked_consumed",),
+             "records read before a revocation move the commit of a later tenure backwards"),
 ]
 
 

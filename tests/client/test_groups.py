@@ -362,3 +362,23 @@ async def test_the_blocking_facade_joins_commits_and_resumes(fl, new_topic):
         topic = await new_topic(partitions=1)
         out = await trio.to_thread.run_sync(blocking_group, fl.cluster.endpoint, topic)
     assert out == {"first": [b"s0", b"s1"], "partitions": [0], "resumed": b"s2"}
+
+
+def test_records_of_an_earlier_tenure_are_never_marked_consumed():
+    """A list handed out before its partition was revoked (and perhaps granted back, from a
+    later committed offset) must not move the partition's commit position."""
+    from types import SimpleNamespace
+
+    from fluvial.client.group import GroupConsumer, _Reader
+    from fluvial.client.types import Record
+
+    m = GroupConsumer(SimpleNamespace(client_id="t"), "t", group="g")
+    old = _Reader(0, object(), trio.CancelScope(), trio.Event())
+    m._readers = {0: old}
+    m._buf, m._buf_reader = [Record((0, 5, None, b"a", -1)), Record((0, 6, None, b"b", -1))], old
+    m._note(1)
+    assert m._consumed == {0: 6}
+    m._readers = {0: _Reader(0, object(), trio.CancelScope(), trio.Event())}  # revoked, granted back
+    m._consumed = {0: 40}  # the new tenure starts at the group's later commit
+    m._note(2)
+    assert m._consumed == {0: 40}
