@@ -1,0 +1,277 @@
+"""An SC among several, with its metadata in etcd (``fluvial run sc --metadata etcd://...``).
+
+``serve_sc_etcd(config, task_status=)`` runs what ``serve_sc`` runs, over an ``EtcdBackend``
+(fluvial.sc.etcd), plus three tasks:
+
+* the **watch** folds every change another SC saves into this SC's stores (``apply_remote``), so
+  every SC serves reads from a current cache and wakes its watchers as the file-backed SC does;
+* the **elector** campaigns for the controller key (fluvial.sc.election) and, while it holds it,
+  keeps the lease alive and this SC acting as the controller (``Role``);
+* the **failure detector**, which only runs while this SC is the controller.
+
+Only the controller accepts SPUs on its private port: the others answer a registration with an
+error naming the reason, and the SPU tries its next SC endpoint. Every SC accepts admin writes
+(topic create, delete, ...): they are decided on its cache and saved by a revision-guarded
+transaction, so of two SCs creating the same topic exactly one succeeds, and the other answers
+that nothing was changed. The controller learns the new topic from its watch and assigns it.
+
+When the controller's lease clock runs out or etcd says its lease is gone, it stops acting: it
+drops its SPU links (their SPUs go looking for the new controller) and clears its write guard,
+then campaigns again.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+
+import trio
+
+from fluvial.access import private_bind_host
+from fluvial.errors import Error, ErrorCode
+from fluvial.net.dispatch import Refusal
+from fluvial.net.server import listener_port, serve_tcp
+from fluvial.protocol import internal_api as ia
+from fluvial.sc import controller as ctl
+from fluvial.sc import private, public
+from fluvial.sc.election import (DEFAULT_LEASE_SECONDS, Holding, LeaseClock, campaign_result,
+                                 campaign_txn, election_key)
+from fluvial.sc.etcd import DEFAULT_PREFIX, EtcdBackend, EtcdClient, EtcdError, parse_endpoints
+from fluvial.sc.state import MetadataSaveError, ScState
+
+log = logging.getLogger("fluvial.sc.ha")
+
+WATCH_RETRY_SECONDS = 0.2
+
+
+@dataclass
+class EtcdSettings:
+    url: str  # etcd://h1:2379,h2:2379
+    prefix: str = DEFAULT_PREFIX
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+
+
+@dataclass
+class Role:
+    """Whether this SC acts as the controller now; ``changed`` fires on every switch."""
+
+    acting: bool = False
+    holding: Holding | None = None
+    terms: int = 0  # how many times this SC became the controller
+    changed: trio.Event = field(default_factory=trio.Event)
+
+    def switch(self, acting: bool, holding: Holding | None) -> None:
+        self.acting, self.holding = acting, holding
+        self.terms += acting
+        self.changed.set()
+        self.changed = trio.Event()
+
+
+# ------------------------------------------------------------------------- remote changes
+
+
+@contextmanager
+def _unsaved(backend: EtcdBackend):
+    """Inside: ``backend.save`` writes nothing (the changes came from etcd)."""
+    save = backend.save
+    backend.save = lambda batch, changed=None: None
+    try:
+        yield
+    finally:
+        backend.save = save
+
+
+def apply_remote(state: ScState, backend: EtcdBackend, events) -> None:
+    """Fold watched etcd events into the stores as one transaction that saves nothing, so
+    watchers, waiters and (on the controller) the SPUs hear of them."""
+    changes = backend.accept(events)
+    if not changes:
+        return
+    with _unsaved(backend), state.transaction():
+        for c in changes:
+            store = state.stores[c.label]
+            if c.obj is None:
+                store.delete(c.name)
+            else:
+                store.write(c.name, c.obj, False)
+
+
+async def _watch(state: ScState, backend: EtcdBackend, client: EtcdClient) -> None:
+    token = trio.lowlevel.current_trio_token()
+
+    def on_events(events) -> None:
+        trio.from_thread.run_sync(apply_remote, state, backend, events, trio_token=token)
+
+    while True:
+        try:
+            await trio.to_thread.run_sync(client.watch, backend.prefix, backend.revision + 1,
+                                          on_events, abandon_on_cancel=True)
+        except EtcdError as e:
+            log.warning("etcd watch broke (%s); watching again from revision %d", e, backend.revision + 1)
+        finally:
+            client.close_watch()
+        await trio.sleep(WATCH_RETRY_SECONDS)
+
+
+# ------------------------------------------------------------------------------ controller
+
+
+def controller_gate(role: Role):
+    """The private port's gate: only the acting controller takes SPUs."""
+    def gate(state: ScState, conn, header, req):
+        if not role.acting:
+            if isinstance(req, ia.RegisterSpuRequest):
+                return ia.RegisterSpuResponse(Error(ErrorCode.SpuRegisterationFailed),
+                                              "this SC is not the controller; try another SC")
+            return Refusal(Error(ErrorCode.SpuRegisterationFailed), close=True)
+        return private.private_gate(state, conn, header, req)
+    return gate
+
+
+def _drop_links(state: ScState) -> None:
+    """Close every SPU link without failing the SPUs (the next controller decides)."""
+    links = list(state.links.values())
+    state.links.clear()
+    for link in links:
+        link.closed.set()
+
+
+async def _become_controller(state: ScState, backend: EtcdBackend, role: Role, holding: Holding,
+                             clock: LeaseClock) -> bool:
+    """Start acting (every SPU awaited again, ``ScStarted``); False if the lease clock ran out
+    first (the write kept failing)."""
+    backend.guard = holding.guard()
+    while True:
+        if not clock.may_act(trio.current_time()):
+            return False
+        try:
+            state.handle(ctl.ScStarted())
+            break
+        except MetadataSaveError as e:  # the cache lags etcd: let the watch catch up
+            log.info("taking over: %s; retrying", e)
+            await trio.sleep(WATCH_RETRY_SECONDS)
+    state.started_at = trio.current_time()
+    role.switch(True, holding)
+    log.warning("this SC is now the controller (lease %x, revision %d)", holding.lease,
+                holding.create_revision)
+    return True
+
+
+def _step_down(state: ScState, backend: EtcdBackend, role: Role, why: str) -> None:
+    was = role.acting
+    role.switch(False, None)
+    _drop_links(state)
+    backend.guard = []
+    if was:
+        log.warning("this SC stopped acting as the controller: %s", why)
+
+
+async def _hold(client: EtcdClient, clock: LeaseClock, holding: Holding) -> str:
+    """Keep the lease alive until it is lost; returns why."""
+    async with trio.open_nursery() as nursery:
+        why = ["lease clock ran out"]
+
+        async def keepalive() -> None:
+            while True:
+                await trio.sleep(clock.keepalive_interval)
+                sent = trio.current_time()
+                try:
+                    ttl = await trio.to_thread.run_sync(client.lease_keepalive, holding.lease,
+                                                        abandon_on_cancel=True)
+                except EtcdError as e:
+                    log.warning("lease keepalive failed: %s", e)
+                    continue
+                if ttl <= 0:
+                    why[0] = "etcd says the lease has expired"
+                    nursery.cancel_scope.cancel()
+                    return
+                clock.renewed(sent)
+
+        nursery.start_soon(keepalive)
+        while clock.may_act(trio.current_time()):
+            await trio.sleep_until(clock.acting_until)
+        nursery.cancel_scope.cancel()
+    return why[0]
+
+
+async def _elector(state: ScState, backend: EtcdBackend, client: EtcdClient, role: Role,
+                   settings: EtcdSettings, candidate: str) -> None:
+    key = election_key(settings.prefix)
+    poll = max(0.05, settings.lease_seconds / 10)
+    while True:
+        try:
+            holder = await trio.to_thread.run_sync(client.get, key, abandon_on_cancel=True)
+            if holder is not None:
+                await trio.sleep(poll)
+                continue
+            sent = trio.current_time()
+            lease = await trio.to_thread.run_sync(client.lease_grant, settings.lease_seconds,
+                                                  abandon_on_cancel=True)
+            ok, answer = await trio.to_thread.run_sync(client.txn, *campaign_txn(key, candidate, lease),
+                                                       abandon_on_cancel=True)
+        except EtcdError as e:
+            log.warning("election: %s", e)
+            await trio.sleep(poll)
+            continue
+        holding = campaign_result(key, lease, ok, answer)
+        if holding is None:
+            continue
+        clock = LeaseClock(settings.lease_seconds)
+        clock.renewed(sent)
+        why = "stopping"
+        try:
+            if await _become_controller(state, backend, role, holding, clock):
+                why = await _hold(client, clock, holding)
+            else:
+                why = "lease clock ran out while taking over"
+        finally:
+            _step_down(state, backend, role, why)
+        with trio.move_on_after(1):
+            try:
+                await trio.to_thread.run_sync(client.lease_revoke, holding.lease, abandon_on_cancel=True)
+            except EtcdError:
+                pass
+
+
+async def _failure_detector(state: ScState, role: Role, timeout: float) -> None:
+    while True:
+        await trio.sleep(timeout / 4)
+        if role.acting:
+            state.check_failures(trio.current_time(), timeout)
+
+
+# ---------------------------------------------------------------------------------- serve
+
+
+async def serve_sc_etcd(config, settings: EtcdSettings, *, role: Role | None = None,
+                        task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Like ``serve_sc`` (fluvial.sc.server), with the metadata in etcd and the controller
+    elected; ``role`` (for tests) shows whether this SC is acting."""
+    endpoints = parse_endpoints(settings.url)
+    backend = EtcdBackend(EtcdClient(endpoints), settings.prefix)
+    await trio.to_thread.run_sync(backend.open)
+    state = ScState(backend)
+    state.policy = config.policy
+    state.lease_ms = ctl.leader_lease_ms(config.heartbeat_timeout_seconds)
+    state.load()
+    role = role or Role()
+    async with trio.open_nursery() as nursery:
+        tls = config.tls
+        pub = await nursery.start(partial(
+            serve_tcp, public.public_api(state), config.host, config.public_port,
+            limits=config.limits, ssl_context=tls.public_server_context() if tls else None))
+        priv = await nursery.start(partial(
+            serve_tcp, private.private_api(state, config.auto_register_spus, gate=controller_gate(role)),
+            private_bind_host(config.host, config.private_host, config.tls is not None),
+            config.private_port, limits=config.limits,
+            ssl_context=tls.private_server_context() if tls else None))
+        ports = (listener_port(pub), listener_port(priv))
+        nursery.start_soon(_watch, state, backend, EtcdClient(endpoints))
+        nursery.start_soon(_elector, state, backend, EtcdClient(endpoints), role, settings,
+                           f"{config.host}:{ports[0]}")
+        nursery.start_soon(_failure_detector, state, role, config.heartbeat_timeout_seconds)
+        log.info("SC listening: public %d, private %d; metadata in etcd %s under %s", *ports,
+                 settings.url, settings.prefix)
+        task_status.started(ports)

@@ -1,0 +1,127 @@
+"""Several SCs over one etcd, in-process, for the HA tests (fluvial.sc.ha).
+
+    with LocalEtcd(tmp) as etcd:
+        async with open_ha_cluster(tmp_path, etcd.url, scs=2, spus=1) as cluster:
+            cluster.controller()          # index of the SC acting as controller (or None)
+            await cluster.stop_sc(i)      # cancel SC i (like a kill: its lease is not revoked)
+            cluster.admin(i)              # an ScAdmin on SC i's public port
+
+Every SC and SPU binds 127.0.0.1 port 0; SPUs know every SC's private port and rotate.
+``prefix`` keeps tests sharing one etcd apart.
+"""
+
+from __future__ import annotations
+
+import itertools
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from fluvial.sc.ha import EtcdSettings, Role, serve_sc_etcd
+from fluvial.sc.server import ScConfig
+from fluvial.spu.server import SpuConfig, serve_spu
+from harness.client import ScAdmin, wait_until
+
+_prefixes = itertools.count()
+
+
+@dataclass
+class HaMember:
+    config: object
+    role: Role | None = None
+    ports: tuple[int, int] = (0, 0)
+    scope: trio.CancelScope | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class HaCluster:
+    __test__ = False
+
+    def __init__(self, base: Path, nursery: trio.Nursery, settings: EtcdSettings, heartbeat_timeout: float):
+        self.base, self.nursery, self.settings = base, nursery, settings
+        self.heartbeat_timeout = heartbeat_timeout
+        self.scs: list[HaMember] = []
+        self.spus: dict[int, HaMember] = {}
+
+    async def _run(self, m: HaMember, serve, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            with trio.CancelScope() as scope:
+                m.scope = scope
+                await serve(task_status=task_status)
+        finally:
+            m.done.set()
+
+    async def start_sc(self, i: int | None = None, settings: EtcdSettings | None = None) -> int:
+        if i is None:
+            cfg = ScConfig(data_dir=self.base / f"sc{len(self.scs)}", public_port=0, private_port=0,
+                           heartbeat_timeout_seconds=self.heartbeat_timeout)
+            self.scs.append(HaMember(cfg))
+            i = len(self.scs) - 1
+        m = self.scs[i] = HaMember(self.scs[i].config, Role())
+        serve = partial(serve_sc_etcd, m.config, settings or self.settings, role=m.role)
+        m.ports = await self.nursery.start(self._run, m, serve)
+        m.config.public_port, m.config.private_port = m.ports
+        return i
+
+    async def stop_sc(self, i: int) -> None:
+        await self._stop(self.scs[i])
+
+    def controller(self) -> int | None:
+        acting = [i for i, m in enumerate(self.scs) if not m.done.is_set() and m.role.acting]
+        assert len(acting) <= 1, f"two SCs act as controller: {acting}"
+        return acting[0] if acting else None
+
+    async def wait_controller(self, timeout: float, other_than: int | None = None) -> int:
+        async def found():
+            c = self.controller()
+            return c is not None and c != other_than and (c,)
+        return (await wait_until(found, "an acting controller", timeout))[0]
+
+    def admin(self, i: int, timeout: float = 10.0) -> ScAdmin:
+        return ScAdmin("127.0.0.1", self.scs[i].ports[0], timeout=timeout)
+
+    async def start_spu(self, spu_id: int) -> None:
+        m = self.spus.get(spu_id)
+        cfg = m.config if m else SpuConfig(spu_id=spu_id, data_dir=self.base / f"spu-{spu_id}",
+                                           heartbeat_seconds=0.2)
+        privs = [("127.0.0.1", sc.ports[1]) for sc in self.scs]
+        cfg.sc_host, cfg.sc_port = privs[0]
+        cfg.sc_more = tuple(privs[1:])
+        m = self.spus[spu_id] = HaMember(cfg)
+        m.ports = await self.nursery.start(self._run, m, partial(serve_spu, cfg))
+        cfg.public_port, cfg.private_port = m.ports
+
+    async def stop_spu(self, spu_id: int) -> None:
+        await self._stop(self.spus[spu_id])
+
+    @staticmethod
+    async def _stop(m: HaMember) -> None:
+        if m.scope is not None:
+            m.scope.cancel()
+            await m.done.wait()
+
+
+def unique_prefix(name: str = "t") -> str:
+    return f"/fluvial-test-{name}-{next(_prefixes)}"
+
+
+@asynccontextmanager
+async def open_ha_cluster(base: Path, etcd_url: str, *, scs: int = 2, spus: int = 1,
+                          lease: float = 1.0, heartbeat_timeout: float = 2.0, prefix: str | None = None):
+    """``scs`` SCs on ``etcd_url`` under a fresh prefix (one acting as controller once this
+    yields) and ``spus`` SPUs (5001, ...) registered with it."""
+    settings = EtcdSettings(etcd_url, prefix or unique_prefix(), lease)
+    async with trio.open_nursery() as nursery:
+        cluster = HaCluster(Path(base), nursery, settings, heartbeat_timeout)
+        for _ in range(scs):
+            await cluster.start_sc()
+        await cluster.wait_controller(10 * lease + 10)
+        for i in range(spus):
+            await cluster.start_spu(5001 + i)
+        try:
+            yield cluster
+        finally:
+            nursery.cancel_scope.cancel()
