@@ -44,6 +44,7 @@ from fluvial.sc.state import MetadataSaveError, ScState
 log = logging.getLogger("fluvial.sc.ha")
 
 WATCH_RETRY_SECONDS = 0.2
+OPEN_TIMEOUT_SECONDS = 60.0
 
 
 @dataclass
@@ -251,7 +252,14 @@ async def serve_sc_etcd(config, settings: EtcdSettings, *, role: Role | None = N
     elected; ``role`` (for tests) shows whether this SC is acting."""
     endpoints = parse_endpoints(settings.url)
     backend = EtcdBackend(EtcdClient(endpoints), settings.prefix)
-    await trio.to_thread.run_sync(backend.open)
+    with trio.fail_after(OPEN_TIMEOUT_SECONDS):
+        while True:  # etcd may be starting with us (``fluvial cluster resume``)
+            try:
+                await trio.to_thread.run_sync(backend.open, abandon_on_cancel=True)
+                break
+            except EtcdError as e:
+                log.warning("waiting for etcd: %s", e)
+                await trio.sleep(0.5)
     state = ScState(backend)
     state.policy = config.policy
     state.lease_ms = ctl.leader_lease_ms(config.heartbeat_timeout_seconds)
