@@ -134,7 +134,7 @@ class LocalEtcd:
         for i, p in enumerate(self.procs):
             if p is not None:
                 try:
-                    p.wait(10)
+                    p.wait(3)
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait(10)

@@ -141,14 +141,14 @@ def _drop_links(state: ScState) -> None:
 
 async def _become_controller(state: ScState, backend: EtcdBackend, role: Role, holding: Holding,
                              clock: LeaseClock) -> bool:
-    """Start acting (every SPU awaited again, ``ScStarted``); False if the lease clock ran out
-    first (the write kept failing)."""
+    """Start acting (every SPU awaited, ``ControllerTookOver``); False if the lease clock ran
+    out first."""
     backend.guard = holding.guard()
     while True:
         if not clock.may_act(trio.current_time()):
             return False
         try:
-            state.handle(ctl.ScStarted())
+            state.handle(ctl.ControllerTookOver())
             break
         except MetadataSaveError as e:  # the cache lags etcd: let the watch catch up
             log.info("taking over: %s; retrying", e)

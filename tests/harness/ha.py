@@ -13,6 +13,7 @@ Every SC and SPU binds 127.0.0.1 port 0; SPUs know every SC's private port and r
 from __future__ import annotations
 
 import itertools
+import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -118,10 +119,72 @@ async def open_ha_cluster(base: Path, etcd_url: str, *, scs: int = 2, spus: int 
         cluster = HaCluster(Path(base), nursery, settings, heartbeat_timeout)
         for _ in range(scs):
             await cluster.start_sc()
-        await cluster.wait_controller(10 * lease + 10)
+        if scs:
+            await cluster.wait_controller(10 * lease + 10)
         for i in range(spus):
             await cluster.start_spu(5001 + i)
         try:
             yield cluster
         finally:
             nursery.cancel_scope.cancel()
+
+
+class ThreadedProxies:
+    """``TcpProxy``s to every etcd member, run by a trio loop in their own thread.
+
+    An SC saves with a blocking etcd request made on its trio thread (fluvial.sc.etcd), so a
+    proxy in the same trio run could not forward it: these run apart. ``url`` is the
+    ``etcd://`` through them; ``cut()``/``heal()`` act on all of them (thread-safe).
+    """
+
+    def __init__(self, endpoints: list[tuple[str, int]]):
+        from harness.proxy import TcpProxy
+
+        self.proxies = [TcpProxy(ep) for ep in endpoints]
+        self._ready = threading.Event()
+        self._token = None
+        self._stop: trio.Event | None = None
+        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
+
+    async def _main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            for p in self.proxies:
+                await nursery.start(p.serve)
+            self._ready.set()
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    @property
+    def url(self) -> str:
+        return "etcd://" + ",".join(f"127.0.0.1:{p.port}" for p in self.proxies)
+
+    def _each(self, method: str) -> None:
+        """Call ``method`` on every proxy in their thread and wait until done (callable from
+        any thread, a trio one included: the proxies' loop never waits on the caller)."""
+        done = threading.Event()
+
+        def run():
+            for p in self.proxies:
+                getattr(p, method)()
+            done.set()
+        self._token.run_sync_soon(run)
+        if not done.wait(10):
+            raise RuntimeError(f"the proxies did not {method}")
+
+    def cut(self) -> None:
+        self._each("cut")
+
+    def heal(self) -> None:
+        self._each("heal")
+
+    def __enter__(self) -> ThreadedProxies:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the proxies did not start")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._token.run_sync_soon(self._stop.set)
+        self._thread.join(10)
