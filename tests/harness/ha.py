@@ -24,6 +24,7 @@ import trio
 from fluvial.sc.ha import EtcdSettings, Role, serve_sc_etcd
 from fluvial.sc.server import ScConfig
 from fluvial.spu.server import SpuConfig, serve_spu
+from fluvial.errors import FluvialError
 from harness.client import ScAdmin, wait_until
 
 _prefixes = itertools.count()
@@ -188,3 +189,40 @@ class ThreadedProxies:
     def __exit__(self, *exc) -> None:
         self._token.run_sync_soon(self._stop.set)
         self._thread.join(10)
+
+
+class HaAdmin(ScAdmin):
+    """An ``ScAdmin`` over several SCs: a call that cannot reach one SC goes to the next."""
+
+    def __init__(self, endpoints: list[tuple[str, int]], *, timeout: float = 10.0):
+        super().__init__(*endpoints[0], timeout=timeout)
+        self.endpoints = list(endpoints)
+
+    async def call(self, req):
+        last = None
+        for _ in range(len(self.endpoints)):
+            self.host, self.port = self.endpoints[0]
+            try:
+                return await super().call(req)
+            except (FluvialError, OSError) as e:
+                last = e
+                self.endpoints.append(self.endpoints.pop(0))
+        raise last
+
+
+def process_controller(cluster) -> str | None:
+    """The member name (``sc``, ``sc-1`` ...) of the SC holding the election key of a
+    ``ProcessCluster`` started with ``--sc N --etcd``; None while nobody holds it."""
+    from fluvial.sc.election import election_key
+    from fluvial.sc.etcd import DEFAULT_PREFIX, EtcdClient
+
+    members = cluster.members()
+    etcd = [("127.0.0.1", m["public_port"]) for m in members if m["kind"] == "etcd"]
+    kv = EtcdClient(etcd, timeout=1.0).get(election_key(DEFAULT_PREFIX))
+    if kv is None:
+        return None
+    port = int(kv.value.decode().rpartition(":")[2])
+    for m in members:
+        if m["kind"] == "sc" and m["public_port"] == port:
+            return "sc" if not m["id"] else f"sc-{m['id']}"
+    return None
