@@ -178,6 +178,23 @@ MUTATIONS: list[Mutation] = [
              "config.host,",
              ("tests/sc/test_sc_private.py::test_a_plaintext_private_port_binds_loopback_unless_told_otherwise",),
              "the SC's plaintext private port listens wherever the public one does"),
+    # --- ha-1 (issue 14) ---
+    Mutation("ha-act-without-lease", "fluvial/sc/election.py",
+             "        return now < self.acting_until",
+             "        return True",
+             ("tests/ha/test_ha_cluster.py::test_sc_cut_off_from_etcd_stops_acting_before_another_starts",),
+             "an SC cut off from etcd keeps acting as controller after its lease clock ran out"),
+    Mutation("ha-write-without-revision-guard", "fluvial/sc/etcd.py",
+             "                    compare.append(mod_is(key, rev if old is not None else 0))\n",
+             "",
+             ("tests/ha/test_ha_cluster.py::test_two_writers_of_one_new_key_exactly_one_wins",
+              "tests/ha/test_ha_cluster.py::test_two_scs_racing_on_one_topic_create_exactly_one_wins"),
+             "an etcd write is not guarded by the revision the SC last saw: two SCs overwrite each other"),
+    Mutation("ha-epoch-not-in-etcd", "fluvial/sc/etcd.py",
+             "        return FileBackend.encode([replace(obj, epoch=0)])",
+             "        return FileBackend.encode([replace(obj, epoch=0, meta=None)])",
+             ("tests/ha/test_ha_cluster.py::test_epochs_continue_across_a_controller_failover",),
+             "partition leader epochs are not saved in etcd: a new controller starts them again"),
 ]
 
 
