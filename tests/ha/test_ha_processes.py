@@ -5,6 +5,9 @@ acknowledged record is lost (harness.checker on the replicas read back from disk
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -32,6 +35,36 @@ def ha_processes(tmp_path, etcd):  # etcd: only for the skip when etcd-server is
         yield cluster
     finally:
         cluster.close()
+
+
+# the official client, in a subprocess (it may block in native code holding the GIL)
+OFFICIAL_CLIENT = """
+import sys, fluvio
+endpoint, topic = sys.argv[1], sys.argv[2]
+admin = fluvio.FluvioAdmin.connect_with_config(fluvio.FluvioConfig.new(endpoint))
+admin.create_topic(topic, fluvio.TopicSpec.create().with_partitions(1).with_replications(1).build())
+client = fluvio.Fluvio.connect_with_config(fluvio.FluvioConfig.new(endpoint))
+producer = client.topic_producer(topic)
+for v in ("a", "b", "c"):
+    producer.send_string(v)
+producer.flush()
+b = fluvio.ConsumerConfigExtBuilder(topic)
+b.offset_start(fluvio.Offset.beginning())
+b.disable_continuous(True)
+print(",".join(bytes(r.value()).decode() for r in client.consumer_with_config(b.build())))
+"""
+
+
+def test_the_official_client_works_against_any_one_sc(ha_processes):
+    pytest.importorskip("fluvio", reason="the official fluvio client is not installed")
+    env = dict(os.environ, FLV_SOCKET_WAIT="10", FLV_METADATA_TIMEOUT="10000")
+    for m in ha_processes.members():
+        if m["kind"] != "sc":
+            continue
+        topic = f"official-{m['id']}"
+        out = subprocess.run([sys.executable, "-c", OFFICIAL_CLIENT, f"127.0.0.1:{m['public_port']}", topic],
+                             capture_output=True, text=True, timeout=60, env=env)
+        assert out.returncode == 0 and out.stdout.strip() == "a,b,c", (m, out.stdout, out.stderr[-2000:])
 
 
 async def test_kill_the_controller_sc_under_produce(ha_processes):
