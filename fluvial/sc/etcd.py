@@ -43,6 +43,10 @@ class EtcdError(Exception):
     """etcd could not be reached on any endpoint, or answered with an error."""
 
 
+class WatchCompacted(EtcdError):
+    """The watch's start revision was compacted away: read everything again (``resync``)."""
+
+
 class MetadataConflict(Exception):
     """A revision-guarded write lost: another SC changed a key first, or this SC no longer
     holds the controller election its write was guarded by."""
@@ -226,10 +230,12 @@ class EtcdClient:
                     raise EtcdError("watch stream closed")
                 events, _rev, canceled = decode_watch_line(line)
                 if canceled:
-                    raise EtcdError("watch canceled (compacted?)")
+                    raise WatchCompacted(f"watch from revision {start_revision} canceled (compacted)")
                 if events:
                     on_events(events)
                     self.next_revision = events[-1].kv.mod_revision + 1
+        except WatchCompacted:
+            raise
         except (OSError, http.client.HTTPException, ValueError) as e:
             self._current = (self._current + 1) % len(self.endpoints)
             raise EtcdError(f"watch on {host}:{port}: {e}") from e
@@ -335,6 +341,15 @@ class EtcdBackend:
         rev = header_revision(answer)
         for key, value in writes.items():
             self.known[key] = (value, rev)
+
+    def resync(self, kvs: list[Kv], revision: int) -> list[Change]:
+        """The changes between what this SC saw and a fresh read of the whole prefix at
+        ``revision`` (after a watch fell behind a compaction): newer keys, and deletions of
+        keys no longer there."""
+        present = {kv.key for kv in kvs}
+        gone = [WatchEvent(Kv(key, b"", revision, 0), True) for key, (value, _) in self.known.items()
+                if value is not None and key not in present]
+        return self.accept([WatchEvent(kv, False) for kv in kvs] + gone)
 
     def accept(self, events: list[WatchEvent]) -> list[Change]:
         """Fold watched events into ``known``; returns the changes this SC has not made or seen

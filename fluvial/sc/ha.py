@@ -23,27 +23,29 @@ then campaigns again.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 
 import trio
 
-from fluvial.access import private_bind_host
 from fluvial.errors import Error, ErrorCode
 from fluvial.net.dispatch import Refusal
-from fluvial.net.server import listener_port, serve_tcp
 from fluvial.protocol import internal_api as ia
 from fluvial.sc import controller as ctl
-from fluvial.sc import private, public
+from fluvial.sc import private
 from fluvial.sc.election import (DEFAULT_LEASE_SECONDS, Holding, LeaseClock, campaign_result,
                                  campaign_txn, election_key)
-from fluvial.sc.etcd import DEFAULT_PREFIX, EtcdBackend, EtcdClient, EtcdError, parse_endpoints
+from fluvial.sc.etcd import (DEFAULT_PREFIX, Change, EtcdBackend, EtcdClient, EtcdError, WatchCompacted,
+                             parse_endpoints)
+from fluvial.sc.server import new_state, start_listeners
 from fluvial.sc.state import MetadataSaveError, ScState
 
 log = logging.getLogger("fluvial.sc.ha")
 
 WATCH_RETRY_SECONDS = 0.2
+WATCHDOG_TICK_SECONDS = 0.05  # how often the controller checks its lease clock
 OPEN_TIMEOUT_SECONDS = 60.0
 
 
@@ -61,6 +63,7 @@ class Role:
     acting: bool = False
     holding: Holding | None = None
     terms: int = 0  # how many times this SC became the controller
+    detecting: bool = False  # the failure detector's tick is running (``_failing_by_the_detector``)
     changed: trio.Event = field(default_factory=trio.Event)
 
     def switch(self, acting: bool, holding: Holding | None) -> None:
@@ -87,7 +90,10 @@ def _unsaved(backend: EtcdBackend):
 def apply_remote(state: ScState, backend: EtcdBackend, events) -> None:
     """Fold watched etcd events into the stores as one transaction that saves nothing, so
     watchers, waiters and (on the controller) the SPUs hear of them."""
-    changes = backend.accept(events)
+    apply_changes(state, backend, backend.accept(events))
+
+
+def apply_changes(state: ScState, backend: EtcdBackend, changes: list[Change]) -> None:
     if not changes:
         return
     with _unsaved(backend), state.transaction():
@@ -109,6 +115,15 @@ async def _watch(state: ScState, backend: EtcdBackend, client: EtcdClient) -> No
         try:
             await trio.to_thread.run_sync(client.watch, backend.prefix, backend.revision + 1,
                                           on_events, abandon_on_cancel=True)
+        except WatchCompacted as e:
+            log.warning("%s: reading every object again", e)
+            try:
+                kvs, rev = await trio.to_thread.run_sync(client.range_prefix, backend.prefix,
+                                                         abandon_on_cancel=True)
+                apply_changes(state, backend, backend.resync(kvs, rev))
+                backend.revision = max(backend.revision, rev)
+            except EtcdError as e2:
+                log.warning("etcd read failed: %s", e2)
         except EtcdError as e:
             log.warning("etcd watch broke (%s); watching again from revision %d", e, backend.revision + 1)
         finally:
@@ -144,8 +159,9 @@ async def _become_controller(state: ScState, backend: EtcdBackend, role: Role, h
     """Start acting (every SPU awaited, ``ControllerTookOver``); False if the lease clock ran
     out first."""
     backend.guard = holding.guard()
+    state.failed_spus.clear()  # marks from an earlier term: every SPU is awaited afresh
     while True:
-        if not clock.may_act(trio.current_time()):
+        if not clock.may_act(time.monotonic()):
             return False
         try:
             state.handle(ctl.ControllerTookOver())
@@ -169,32 +185,41 @@ def _step_down(state: ScState, backend: EtcdBackend, role: Role, why: str) -> No
         log.warning("this SC stopped acting as the controller: %s", why)
 
 
+def keep_alive(client: EtcdClient, clock: LeaseClock, lease: int, stop: threading.Event) -> str:
+    """Blocking (run in a thread): a keepalive every ``clock.keepalive_interval``, each one that
+    etcd answers renewing ``clock`` from its send time, until ``stop`` or the lease is gone;
+    returns why it ended. In a thread of its own, with ``time.monotonic``, so that the clock is
+    renewed even while a save blocks the SC's trio loop (a lost etcd leader holds requests up
+    to an election)."""
+    while not stop.wait(clock.keepalive_interval):
+        sent = time.monotonic()
+        try:
+            ttl = client.lease_keepalive(lease)
+        except EtcdError as e:
+            log.warning("lease keepalive failed: %s", e)
+            continue
+        if ttl <= 0:
+            return "etcd says the lease has expired"
+        clock.renewed(sent)
+    return "stopping"
+
+
 async def _hold(client: EtcdClient, clock: LeaseClock, holding: Holding) -> str:
-    """Keep the lease alive until it is lost; returns why."""
-    async with trio.open_nursery() as nursery:
-        why = ["lease clock ran out"]
-
-        async def keepalive() -> None:
-            while True:
-                await trio.sleep(clock.keepalive_interval)
-                sent = trio.current_time()
-                try:
-                    ttl = await trio.to_thread.run_sync(client.lease_keepalive, holding.lease,
-                                                        abandon_on_cancel=True)
-                except EtcdError as e:
-                    log.warning("lease keepalive failed: %s", e)
-                    continue
-                if ttl <= 0:
-                    why[0] = "etcd says the lease has expired"
-                    nursery.cancel_scope.cancel()
-                    return
-                clock.renewed(sent)
-
-        nursery.start_soon(keepalive)
-        while clock.may_act(trio.current_time()):
-            await trio.sleep_until(clock.acting_until)
-        nursery.cancel_scope.cancel()
-    return why[0]
+    """Keep the lease alive until it is lost or the lease clock runs out; returns why."""
+    stop = threading.Event()
+    ended: list[str] = []
+    try:
+        async with trio.open_nursery() as nursery:
+            async def keeper() -> None:
+                ended.append(await trio.to_thread.run_sync(keep_alive, client, clock, holding.lease, stop,
+                                                           abandon_on_cancel=True))
+            nursery.start_soon(keeper)
+            while not ended and clock.may_act(time.monotonic()):
+                await trio.sleep(max(0.0, min(WATCHDOG_TICK_SECONDS, clock.acting_until - time.monotonic())))
+            nursery.cancel_scope.cancel()
+    finally:
+        stop.set()
+    return ended[0] if ended else "lease clock ran out"
 
 
 async def _elector(state: ScState, backend: EtcdBackend, client: EtcdClient, role: Role,
@@ -207,7 +232,7 @@ async def _elector(state: ScState, backend: EtcdBackend, client: EtcdClient, rol
             if holder is not None:
                 await trio.sleep(poll)
                 continue
-            sent = trio.current_time()
+            sent = time.monotonic()
             lease = await trio.to_thread.run_sync(client.lease_grant, settings.lease_seconds,
                                                   abandon_on_cancel=True)
             ok, answer = await trio.to_thread.run_sync(client.txn, *campaign_txn(key, candidate, lease),
@@ -236,11 +261,32 @@ async def _elector(state: ScState, backend: EtcdBackend, client: EtcdClient, rol
                 pass
 
 
+def _failing_by_the_detector(state: ScState, role: Role):
+    """``ScState.fail_spu`` for an SC among several. A closed SPU connection does not fail the
+    SPU at once: it is marked for the failure detector (``failed_spus``; ``ctl.due_failures``
+    fails a marked SPU without a link on its next tick, a quarter of the heartbeat timeout
+    later). The detector runs only while this SC acts as the controller, so the connections
+    that close because this SC stops or steps down fail nobody: the next controller decides,
+    and it awaits every SPU."""
+    fail = state.fail_spu
+
+    def fail_spu(spu_id: int) -> None:
+        if role.detecting:
+            fail(spu_id)
+        elif role.acting:
+            state.failed_spus.add(spu_id)
+    return fail_spu
+
+
 async def _failure_detector(state: ScState, role: Role, timeout: float) -> None:
     while True:
         await trio.sleep(timeout / 4)
         if role.acting:
-            state.check_failures(trio.current_time(), timeout)
+            role.detecting = True
+            try:
+                state.check_failures(trio.current_time(), timeout)
+            finally:
+                role.detecting = False
 
 
 # ---------------------------------------------------------------------------------- serve
@@ -260,22 +306,11 @@ async def serve_sc_etcd(config, settings: EtcdSettings, *, role: Role | None = N
             except EtcdError as e:
                 log.warning("waiting for etcd: %s", e)
                 await trio.sleep(0.5)
-    state = ScState(backend)
-    state.policy = config.policy
-    state.lease_ms = ctl.leader_lease_ms(config.heartbeat_timeout_seconds)
-    state.load()
+    state = new_state(config, backend)
     role = role or Role()
+    state.fail_spu = _failing_by_the_detector(state, role)
     async with trio.open_nursery() as nursery:
-        tls = config.tls
-        pub = await nursery.start(partial(
-            serve_tcp, public.public_api(state), config.host, config.public_port,
-            limits=config.limits, ssl_context=tls.public_server_context() if tls else None))
-        priv = await nursery.start(partial(
-            serve_tcp, private.private_api(state, config.auto_register_spus, gate=controller_gate(role)),
-            private_bind_host(config.host, config.private_host, config.tls is not None),
-            config.private_port, limits=config.limits,
-            ssl_context=tls.private_server_context() if tls else None))
-        ports = (listener_port(pub), listener_port(priv))
+        ports = await start_listeners(nursery, state, config, gate=controller_gate(role))
         nursery.start_soon(_watch, state, backend, EtcdClient(endpoints))
         nursery.start_soon(_elector, state, backend, EtcdClient(endpoints), role, settings,
                            f"{config.host}:{ports[0]}")

@@ -20,6 +20,11 @@ from fluvial.spu.context import SpuContext, describe
 
 log = logging.getLogger("fluvial.spu")
 
+MAX_RETRY_SECONDS = 2.0  # the longest pause between attempts on the one SC
+# with several SCs, between rounds: the refusals of the SCs that are not the controller are
+# cheap, and the SPU should find a new controller soon after it is elected (fluvial.sc.ha)
+MAX_ROUND_SECONDS = 0.5
+
 
 def sc_endpoints(cfg) -> list[tuple[str, int]]:
     return [(cfg.sc_host, cfg.sc_port), *cfg.sc_more]
@@ -93,4 +98,4 @@ async def run_sc_link(ctx: SpuContext, task_status=trio.TASK_STATUS_IGNORED) -> 
         turn += 1
         if turn % len(endpoints) == 0:  # back off once per round over the SCs
             await trio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, MAX_RETRY_SECONDS if len(endpoints) == 1 else MAX_ROUND_SECONDS)

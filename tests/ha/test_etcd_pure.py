@@ -111,3 +111,15 @@ def test_lease_clock_stops_acting_before_the_lease_can_expire():
     clock.renewed(9.0)  # an older answer arriving late does not extend it
     assert clock.acting_until == pytest.approx(12.1)
     assert clock.acting_until < 10.0 + 3.0  # etcd expires it no sooner than here
+
+
+def test_resync_after_a_compaction_finds_new_changed_and_deleted_objects():
+    b = _backend()
+    kept, changed, gone = (b.key("Topic", n) for n in ("kept", "changed", "gone"))
+    b.known = {kept: (b.encode(_topic("kept")), 5), changed: (b.encode(_topic("changed")), 6),
+               gone: (b.encode(_topic("gone")), 7)}
+    fresh = [Kv(kept, b.encode(_topic("kept")), 5, 5), Kv(changed, b.encode(_topic("changed", 2)), 30, 6),
+             Kv(b.key("Topic", "new"), b.encode(_topic("new")), 31, 31)]
+    out = {c.name: c.obj for c in b.resync(fresh, 40)}
+    assert set(out) == {"changed", "new", "gone"} and out["gone"] is None
+    assert b.known[gone] == (None, 40)

@@ -82,6 +82,15 @@ class HaCluster:
             return c is not None and c != other_than and (c,)
         return (await wait_until(found, "an acting controller", timeout))[0]
 
+    async def wait_spus_seen(self, spus: set[int], timeout: float) -> None:
+        """Until every running SC lists ``spus`` online (a standby SC learns it by its watch)."""
+        async def seen():
+            for i, m in enumerate(self.scs):
+                if not m.done.is_set() and not spus <= await self.admin(i).online_spus():
+                    return False
+            return True
+        await wait_until(seen, f"every SC seeing SPUs {sorted(spus)} online", timeout)
+
     def admin(self, i: int, timeout: float = 10.0) -> ScAdmin:
         return ScAdmin("127.0.0.1", self.scs[i].ports[0], timeout=timeout)
 
@@ -124,6 +133,8 @@ async def open_ha_cluster(base: Path, etcd_url: str, *, scs: int = 2, spus: int 
             await cluster.wait_controller(10 * lease + 10)
         for i in range(spus):
             await cluster.start_spu(5001 + i)
+        if spus:
+            await cluster.wait_spus_seen(set(range(5001, 5001 + spus)), 10 * lease + 10)
         try:
             yield cluster
         finally:
