@@ -37,6 +37,7 @@ log = logging.getLogger("fluvial.sc.etcd")
 
 DEFAULT_PREFIX = "/fluvial"
 REQUEST_TIMEOUT = 2.0  # seconds per request and endpoint
+WATCH_IDLE_SECONDS = 30.0  # a watch with nothing to say this long is opened again
 
 
 class EtcdError(Exception):
@@ -222,7 +223,9 @@ class EtcdClient:
             resp = conn.getresponse()
             if resp.status != 200:
                 raise EtcdError(f"watch refused: {resp.status}")
-            conn.sock.settimeout(None)
+            # a silent stream is read again from the next member: a link that drops packets
+            # (rather than closing) must not leave this SC's cache stale for ever
+            conn.sock.settimeout(WATCH_IDLE_SECONDS)
             self._watch_conn = conn
             while True:
                 line = resp.readline()
@@ -236,6 +239,9 @@ class EtcdClient:
                     self.next_revision = events[-1].kv.mod_revision + 1
         except WatchCompacted:
             raise
+        except TimeoutError:  # idle: the caller watches again from ``next_revision``
+            self._current = (self._current + 1) % len(self.endpoints)
+            return self.next_revision
         except (OSError, http.client.HTTPException, ValueError) as e:
             self._current = (self._current + 1) % len(self.endpoints)
             raise EtcdError(f"watch on {host}:{port}: {e}") from e
