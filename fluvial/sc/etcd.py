@@ -194,6 +194,15 @@ class EtcdClient:
         kvs = self.call("/v3/kv/range", {"key": b64(key)}).get("kvs", [])
         return decode_kv(kvs[0]) if kvs else None
 
+    def read_keys(self, keys: list[str]) -> tuple[dict[str, Kv | None], int]:
+        """Every key's current value (None: absent), read at one revision, which is returned."""
+        _, answer = self.txn([], [range_op(k) for k in keys])
+        out = {}
+        for key, r in zip(keys, answer.get("responses", [])):
+            kvs = r.get("response_range", {}).get("kvs", [])
+            out[key] = decode_kv(kvs[0]) if kvs else None
+        return out, header_revision(answer)
+
     def txn(self, compare: list, success: list, failure: list = ()) -> tuple[bool, dict]:
         answer = self.call("/v3/kv/txn", {"compare": compare, "success": success, "failure": list(failure)})
         return bool(answer.get("succeeded")), answer
@@ -282,6 +291,8 @@ class EtcdBackend:
         # key -> (value or None for deleted, mod_revision): what this SC last saw in etcd
         self.known: dict[str, tuple[bytes | None, int]] = {}
         self.revision = 0  # the etcd revision this SC's view is complete up to
+        self.conflicts = 0  # saves that lost a compare so far
+        self.conflict_keys: list[str] = []  # the keys the last of them wrote
         self._kinds: dict[str, tuple[type, type, MetaReader | None]] = {}
 
     def key(self, label: str, name: str) -> str:
@@ -342,11 +353,18 @@ class EtcdBackend:
             return
         ok, answer = self.client.txn(compare, ops)
         if not ok:
+            self.conflicts += 1
+            self.conflict_keys = list(writes)
             raise MetadataConflict("another SC changed this metadata first (or this SC is no "
                                    "longer the controller); reload and retry")
         rev = header_revision(answer)
         for key, value in writes.items():
             self.known[key] = (value, rev)
+
+    def fresh(self, found: Mapping[str, Kv | None], revision: int) -> list[Change]:
+        """The changes in a fresh read of some keys (``EtcdClient.read_keys``) at ``revision``."""
+        return self.accept([WatchEvent(kv, False) if kv is not None else
+                            WatchEvent(Kv(key, b"", revision, 0), True) for key, kv in found.items()])
 
     def resync(self, kvs: list[Kv], revision: int) -> list[Change]:
         """The changes between what this SC saw and a fresh read of the whole prefix at

@@ -12,8 +12,9 @@
 Only the controller accepts SPUs on its private port: the others answer a registration with an
 error naming the reason, and the SPU tries its next SC endpoint. Every SC accepts admin writes
 (topic create, delete, ...): they are decided on its cache and saved by a revision-guarded
-transaction, so of two SCs creating the same topic exactly one succeeds, and the other answers
-that nothing was changed. The controller learns the new topic from its watch and assigns it.
+transaction, so of two SCs creating the same topic exactly one succeeds; the other reads the keys
+again and answers that the topic exists (``retrying_after_a_conflict``). The controller learns
+the new topic from its watch and assigns it.
 
 When the controller's lease clock runs out or etcd says its lease is gone, it stops acting: it
 drops its SPU links (their SPUs go looking for the new controller) and clears its write guard,
@@ -33,8 +34,9 @@ import trio
 from fluvial.errors import Error, ErrorCode
 from fluvial.net.dispatch import Refusal
 from fluvial.protocol import internal_api as ia
+from fluvial.protocol import sc_api as sa
 from fluvial.sc import controller as ctl
-from fluvial.sc import private
+from fluvial.sc import private, public
 from fluvial.sc.election import (DEFAULT_LEASE_SECONDS, Holding, LeaseClock, campaign_result,
                                  campaign_txn, election_key)
 from fluvial.sc.etcd import (DEFAULT_PREFIX, Change, EtcdBackend, EtcdClient, EtcdError, WatchCompacted,
@@ -47,6 +49,7 @@ log = logging.getLogger("fluvial.sc.ha")
 WATCH_RETRY_SECONDS = 0.2
 WATCHDOG_TICK_SECONDS = 0.05  # how often the controller checks its lease clock
 OPEN_TIMEOUT_SECONDS = 60.0
+WRITES = (sa.ScApiKey.Create, sa.ScApiKey.Delete, sa.ScApiKey.Update)
 
 
 @dataclass
@@ -132,6 +135,33 @@ async def _watch(state: ScState, backend: EtcdBackend, client: EtcdClient) -> No
 
 
 # ------------------------------------------------------------------------------ controller
+
+
+def retrying_after_a_conflict(backend: EtcdBackend, handler):
+    """A public handler that, when its save lost a compare (another SC changed those keys
+    first), reads the keys it wrote, folds them in (as the watch would, only now) and handles
+    the request once more: of two SCs creating one topic, the second then answers that it
+    already exists, and a write that lost to an unrelated change goes through."""
+    async def handle(state: ScState, conn, header, req):
+        seen = backend.conflicts
+        answer = await handler(state, conn, header, req)
+        if backend.conflicts == seen or not (isinstance(answer, sa.Status)
+                                             and answer.error_code.code == ErrorCode.StorageError):
+            return answer
+        try:
+            found, rev = await trio.to_thread.run_sync(backend.client.read_keys, backend.conflict_keys)
+        except EtcdError:
+            return answer
+        apply_changes(state, backend, backend.fresh(found, rev))
+        log.info("a write lost to another SC's; handling it again on the keys as they are now")
+        return await handler(state, conn, header, req)
+    return handle
+
+
+def public_handlers(backend: EtcdBackend) -> dict:
+    """The public API's handlers, the writing ones retried after a conflict."""
+    return {key: retrying_after_a_conflict(backend, h) if key in WRITES else h
+            for key, h in public.HANDLERS.items()}
 
 
 def controller_gate(role: Role):
@@ -310,7 +340,8 @@ async def serve_sc_etcd(config, settings: EtcdSettings, *, role: Role | None = N
     role = role or Role()
     state.fail_spu = _failing_by_the_detector(state, role)
     async with trio.open_nursery() as nursery:
-        ports = await start_listeners(nursery, state, config, gate=controller_gate(role))
+        ports = await start_listeners(nursery, state, config, gate=controller_gate(role),
+                                      public_handlers=public_handlers(backend))
         nursery.start_soon(_watch, state, backend, EtcdClient(endpoints))
         nursery.start_soon(_elector, state, backend, EtcdClient(endpoints), role, settings,
                            f"{config.host}:{ports[0]}")

@@ -58,12 +58,13 @@ def new_state(config: ScConfig, backend) -> ScState:
 
 
 async def start_listeners(nursery: trio.Nursery, state: ScState, config: ScConfig,
-                          gate=private.private_gate) -> tuple[int, int]:
+                          gate=private.private_gate, public_handlers=None) -> tuple[int, int]:
     """Bind the public and private listeners in ``nursery``; returns their ports. ``gate``:
-    the private port's check (fluvial.sc.ha passes its controller gate)."""
+    the private port's check, ``public_handlers`` the public API's handlers (fluvial.sc.ha
+    passes its variants)."""
     tls = config.tls
     pub = await nursery.start(partial(
-        serve_tcp, public.public_api(state), config.host, config.public_port,
+        serve_tcp, public.public_api(state, public_handlers), config.host, config.public_port,
         limits=config.limits, ssl_context=tls.public_server_context() if tls else None))
     priv = await nursery.start(partial(
         serve_tcp, private.private_api(state, config.auto_register_spus, gate=gate),
