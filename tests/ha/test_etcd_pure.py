@@ -123,3 +123,23 @@ def test_resync_after_a_compaction_finds_new_changed_and_deleted_objects():
     out = {c.name: c.obj for c in b.resync(fresh, 40)}
     assert set(out) == {"changed", "new", "gone"} and out["gone"] is None
     assert b.known[gone] == (None, 40)
+
+
+def test_an_object_read_back_encodes_to_the_same_bytes():
+    """A standby saves the objects it read from etcd unchanged: its plan must not see them as
+    changed (or every save would rewrite, and race on, keys it never touched)."""
+    from fluvial.metadata.replication import PartitionReplication
+    from fluvial.sc.state import META_READERS
+
+    b = _backend()
+    b._kinds["Partition"] = (so.PartitionSpec, so.PartitionStatus, META_READERS["Partition"])
+    spec = so.PartitionSpec(5001, [5001, 5002], so.SegmentBasedPolicy(3600),
+                            so.TopicStorageConfig(1000, 2000), so.CompressionAlgorithm.Any, None, False)
+    status = so.PartitionStatus(so.PartitionResolution.Online, so.ReplicaStatus(5001, 10, 12), 1,
+                                [so.ReplicaStatus(5002, 10, 11)], 99, False, 0)
+    obj = StoredObject("t-0", spec, status, epoch=3, meta=PartitionReplication(7, 4, (5001, 5002), 2))
+    key = b.key("Partition", "t-0")
+    b.known[key] = (b.encode(obj), 10)
+    back = b.decode("Partition", "t-0", b.known[key][0])
+    assert back.meta == obj.meta and back.spec == spec
+    assert b.plan({"Partition": [back]})[1] == []
