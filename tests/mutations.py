@@ -195,6 +195,11 @@ MUTATIONS: list[Mutation] = [
              "        return FileBackend.encode([replace(obj, epoch=0, meta=None)])",
              ("tests/ha/test_ha_cluster.py::test_epochs_continue_across_a_controller_failover",),
              "partition leader epochs are not saved in etcd: a new controller starts them again"),
+    Mutation("ha-write-without-leader-guard", "fluvial/sc/etcd.py",
+             "        compare, ops, writes = list(self.guard), [], {}",
+             "        compare, ops, writes = [], [], {}",
+             ("tests/ha/test_ha_cluster.py::test_a_deposed_controller_cannot_write",),
+             "a controller's writes are not guarded by its election key: a deposed one still writes"),
 ]
 
 

@@ -8,6 +8,7 @@ import trio
 from fluvial.errors import ErrorCode
 from fluvial.protocol import sc_objects as so
 from fluvial.protocol import sc_api as sa
+from fluvial.sc.election import campaign_result, campaign_txn, election_key
 from fluvial.sc.etcd import EtcdBackend, EtcdClient, MetadataConflict
 from fluvial.sc.state import META_READERS
 from harness.client import wait_until
@@ -58,6 +59,34 @@ def test_two_writers_of_one_new_key_exactly_one_wins(etcd):
     c = EtcdBackend(EtcdClient(etcd.endpoints), prefix)
     c.open()
     assert [o.name for o in c.load("Topic", so.TopicSpec, so.TopicStatus)] == ["x"]  # all or nothing
+
+
+def test_a_deposed_controller_cannot_write(etcd):
+    """Fencing by revision: once the election key is gone (lease expired) and another SC holds
+    it, the old controller's guarded writes fail in etcd, whatever its own clock says."""
+    prefix = unique_prefix("fence")
+    client = EtcdClient(etcd.endpoints)
+    key = election_key(prefix)
+    lease = client.lease_grant(5)
+    holding = campaign_result(key, lease, *client.txn(*campaign_txn(key, "old", lease)))
+    assert holding is not None
+    b = EtcdBackend(client, prefix)
+    b.open()
+    b.load("Topic", so.TopicSpec, so.TopicStatus)
+    b.guard = holding.guard()
+    b.save({"Topic": [_topic("one")]})  # accepted while it holds the key
+    client.lease_revoke(lease)  # what expiry does: the key goes
+    other = client.lease_grant(5)
+    assert campaign_result(key, other, *client.txn(*campaign_txn(key, "new", other))) is not None
+    try:
+        b.save({"Topic": [_topic("one"), _topic("two")]})
+    except MetadataConflict:
+        pass
+    else:
+        raise AssertionError("a deposed controller's write went through")
+    c = EtcdBackend(client, prefix)
+    c.open()
+    assert [o.name for o in c.load("Topic", so.TopicSpec, so.TopicStatus)] == ["one"]
 
 
 async def test_two_scs_racing_on_one_topic_create_exactly_one_wins(tmp_path, etcd):
