@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 
@@ -61,19 +61,16 @@ class EtcdSettings:
 
 @dataclass
 class Role:
-    """Whether this SC acts as the controller now; ``changed`` fires on every switch."""
+    """Whether this SC acts as the controller now."""
 
     acting: bool = False
     holding: Holding | None = None
     terms: int = 0  # how many times this SC became the controller
     detecting: bool = False  # the failure detector's tick is running (``_failing_by_the_detector``)
-    changed: trio.Event = field(default_factory=trio.Event)
 
     def switch(self, acting: bool, holding: Holding | None) -> None:
         self.acting, self.holding = acting, holding
         self.terms += acting
-        self.changed.set()
-        self.changed = trio.Event()
 
 
 # ------------------------------------------------------------------------- remote changes
