@@ -3,7 +3,7 @@
 ``LocalEtcd(base, members=3)`` runs Debian's ``etcd`` binary (package ``etcd-server``) once per
 member on loopback ports, each with its own data directory under ``base``. ``start()`` returns
 once every member answers; ``url`` is the ``etcd://...`` to give ``fluvial run sc --metadata``.
-``kill(i)``/``restart(i)`` drive one member, for tests of member loss. Processes are ours alone
+``kill(i)`` ends one member, for tests of member loss. Processes are ours alone
 and ended by PID.
 """
 
@@ -107,25 +107,12 @@ class LocalEtcd:
                     raise RuntimeError(f"local etcd did not start: {e}\n{tails}") from e
             time.sleep(0.1)
 
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs if p is not None and p.poll() is None]
-
     def kill(self, i: int) -> None:
         p = self.procs[i]
         if p is not None and p.poll() is None:
             p.send_signal(signal.SIGKILL)
             p.wait(10)
         self.procs[i] = None
-
-    def restart(self, i: int) -> None:
-        argv_state = "existing"
-        self.kill(i)
-        log = open(self.base / f"m{i}.log", "ab")
-        argv = self._argv(i)
-        argv[argv.index("new")] = argv_state
-        self.procs[i] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
 
     def stop(self) -> None:
         for p in self.procs:
