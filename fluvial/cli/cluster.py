@@ -186,9 +186,7 @@ def start(
             raise typer.Exit(_fail(str(e))) from None
         etcd_members = [{"kind": "etcd", "id": i, "public_port": local.client_ports[i],
                          "private_port": local.peer_ports[i], "data_dir": str(data / "etcd" / f"m{i}"),
-                         "argv": local._argv(i)} for i in range(local.members)]
-        for m in etcd_members:
-            m["argv"][m["argv"].index("new")] = "existing"  # a restart (resume) joins the others
+                         "argv": local.argv(i, "existing")} for i in range(local.members)]  # for resume
         sc_args = ["--metadata", local.url, "--etcd-prefix", "/fluvial", "--controller-lease", controller_lease]
     tls_args: list = []
     if tls:

@@ -67,7 +67,9 @@ class LocalEtcd:
     def url(self) -> str:
         return "etcd://" + ",".join(f"{h}:{p}" for h, p in self.endpoints)
 
-    def _argv(self, i: int) -> list[str]:
+    def argv(self, i: int, cluster_state: str = "new") -> list[str]:
+        """Member ``i``'s command line; ``cluster_state`` "existing" for a restart that joins
+        the others (``fluvial cluster resume``)."""
         cluster = ",".join(f"m{j}=http://127.0.0.1:{p}" for j, p in enumerate(self.peer_ports))
         return [self.binary, "--name", f"m{i}", "--data-dir", str(self.base / f"m{i}"),
                 "--listen-client-urls", f"http://127.0.0.1:{self.client_ports[i]}",
@@ -75,13 +77,13 @@ class LocalEtcd:
                 "--listen-peer-urls", f"http://127.0.0.1:{self.peer_ports[i]}",
                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_ports[i]}",
                 "--initial-cluster", cluster, "--initial-cluster-token", "fluvial-local",
-                "--initial-cluster-state", "new",
+                "--initial-cluster-state", cluster_state,
                 "--heartbeat-interval", "50", "--election-timeout", "500"]
 
     def spawn(self, i: int) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
         log = open(self.base / f"m{i}.log", "ab")
-        self.procs[i] = subprocess.Popen(self._argv(i), stdout=log, stderr=subprocess.STDOUT,
+        self.procs[i] = subprocess.Popen(self.argv(i), stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
 
