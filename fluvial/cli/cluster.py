@@ -72,7 +72,7 @@ def _spawn_etcd(m: dict) -> None:
     m["pid"], m["log"] = proc.pid, str(log)
 
 
-def _spawn(m: dict, sc: dict | None, state: dict) -> None:
+def _spawn(m: dict, state: dict) -> None:
     """Start one member and wait for its ready file. Its PID is recorded before the wait, so a
     member that never comes up can still be stopped; on failure it is stopped here."""
     if m["kind"] == "etcd":
@@ -209,7 +209,7 @@ def start(
         if etcd_members:
             _start_local_etcd(local, etcd_members, state)
         for m in members[len(etcd_members):]:
-            _spawn(m, None, state)
+            _spawn(m, state)
             _save(state)
     except typer.Exit:
         # do not leave half a cluster running
@@ -299,11 +299,10 @@ def resume() -> None:
     state = _load()
     if state is None:
         raise typer.Exit(_fail("no local cluster here; run `fluvial cluster start`"))
-    sc = None
     started = 0
     for m in state["members"]:
         if not _alive(m.get("pid")):
-            _spawn(m, sc, state)
+            _spawn(m, state)
             _save(state)
             started += 1
     endpoint = _write_profile(state)
