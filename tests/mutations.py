@@ -219,6 +219,28 @@ MUTATIONS: list[Mutation] = [
              "r is not None and r.partition in self._readers:",
              ("tests/client/test_groups.py::test_records_of_an_earlier_tenure_are_never_marked_consumed",),
              "records read before a revocation move the commit of a later tenure backwards"),
+    # --- ha-1 (issue 14) ---
+    Mutation("ha-act-without-lease", "fluvial/sc/election.py",
+             "        return now < self.acting_until",
+             "        return True",
+             ("tests/ha/test_ha_cluster.py::test_sc_cut_off_from_etcd_stops_acting_before_another_starts",),
+             "an SC cut off from etcd keeps acting as controller after its lease clock ran out"),
+    Mutation("ha-write-without-revision-guard", "fluvial/sc/etcd.py",
+             "                    compare.append(mod_is(key, rev if old is not None else 0))\n",
+             "",
+             ("tests/ha/test_ha_cluster.py::test_two_writers_of_one_new_key_exactly_one_wins",
+              "tests/ha/test_ha_cluster.py::test_two_scs_racing_on_one_topic_create_exactly_one_wins"),
+             "an etcd write is not guarded by the revision the SC last saw: two SCs overwrite each other"),
+    Mutation("ha-epoch-not-in-etcd", "fluvial/sc/etcd.py",
+             "        return FileBackend.encode([replace(obj, epoch=0)])",
+             "        return FileBackend.encode([replace(obj, epoch=0, meta=None)])",
+             ("tests/ha/test_ha_cluster.py::test_epochs_continue_across_a_controller_failover",),
+             "partition leader epochs are not saved in etcd: a new controller starts them again"),
+    Mutation("ha-write-without-leader-guard", "fluvial/sc/etcd.py",
+             "        compare, ops, writes = list(self.guard), [], {}",
+             "        compare, ops, writes = [], [], {}",
+             ("tests/ha/test_ha_cluster.py::test_a_deposed_controller_cannot_write",),
+             "a controller's writes are not guarded by its election key: a deposed one still writes"),
 ]
 
 

@@ -53,12 +53,31 @@ def _save(state: dict) -> None:
 
 
 def _member_name(m: dict) -> str:
-    return "sc" if m["kind"] == "sc" else f"spu-{m['id']}"
+    if m["kind"] == "sc":
+        return "sc" if not m["id"] else f"sc-{m['id']}"
+    return f"{m['kind']}-{m['id']}"
 
 
-def _spawn(m: dict, sc: dict | None, state: dict) -> None:
+def _scs(state: dict) -> list[dict]:
+    return [m for m in state["members"] if m["kind"] == "sc"]
+
+
+def _spawn_etcd(m: dict) -> None:
+    """(Re)start one member of the local etcd (``--sc N --etcd``); it joins the others."""
+    log = _home() / "logs" / f"{_member_name(m)}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(m["argv"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    m["pid"], m["log"] = proc.pid, str(log)
+
+
+def _spawn(m: dict, state: dict) -> None:
     """Start one member and wait for its ready file. Its PID is recorded before the wait, so a
     member that never comes up can still be stopped; on failure it is stopped here."""
+    if m["kind"] == "etcd":
+        _spawn_etcd(m)
+        return
     home = _home()
     name = _member_name(m)
     ready = home / "run" / f"{name}.ready"
@@ -70,7 +89,7 @@ def _spawn(m: dict, sc: dict | None, state: dict) -> None:
            "--public-port", str(m["public_port"]), "--private-port", str(m["private_port"]),
            "--ready-file", str(ready)]
     if m["kind"] == "spu":
-        cmd += ["--id", str(m["id"]), "--sc", f"127.0.0.1:{sc['private_port']}"]
+        cmd += ["--id", str(m["id"]), "--sc", ",".join(f"127.0.0.1:{s['private_port']}" for s in _scs(state))]
     cmd += [str(a) for a in m.get("args", [])]
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -113,7 +132,8 @@ def _ensure_certs(spus: int, domain: str) -> Path:
 
 
 def _write_profile(state: dict) -> str:
-    endpoint = f"127.0.0.1:{state['members'][0]['public_port']}"
+    scs = [f"127.0.0.1:{m['public_port']}" for m in _scs(state)]
+    endpoint = scs[0]
     cfg = prof.load_config()
     tls_state = state.get("tls")
     tls = None
@@ -121,7 +141,7 @@ def _write_profile(state: dict) -> str:
         d = Path(tls_state["dir"])
         tls = prof.TlsVerified(tls_state["domain"], str(d / "client-admin.key"),
                                str(d / "client-admin.crt"), str(d / "ca.crt"))
-    cfg.add_profile("local", endpoint, tls, set_current=True)
+    cfg.add_profile("local", endpoint, tls, set_current=True, more_endpoints=tuple(scs[1:]))
     prof.save_config(cfg)
     return endpoint
 
@@ -139,21 +159,46 @@ def start(
     tls: Annotated[bool, typer.Option("--tls/--no-tls", help="TLS on every port with certificates "
                                       "under $FLUVIAL_HOME/certs (minted when missing).")] = True,
     domain: Annotated[str, typer.Option(help="The TLS name of the servers.")] = "fluvial.local",
+    sc: Annotated[int, typer.Option("--sc", min=1, help="How many SCs (more than one needs --etcd).")] = 1,
+    etcd: Annotated[bool, typer.Option("--etcd/--no-etcd", help="Keep the SC metadata in a local "
+                                       "three-member etcd (Debian package etcd-server; docs/ha.md).")] = False,
+    controller_lease: Annotated[float, typer.Option(help="With --etcd: seconds of the controller's lease.")] = 3.0,
 ) -> None:
     """Start an SC and N SPUs in the background and select the `local` profile.
 
     Example: fluvial cluster start --spus 3
+    Highly available: fluvial cluster start --spus 3 --sc 3 --etcd
     """
     old = _load()
     if old and any(_alive(m.get("pid")) for m in old["members"]):
         raise typer.Exit(_fail("a cluster is already running here; `fluvial cluster shutdown` first"))
+    if sc > 1 and not etcd:
+        raise typer.Exit(_fail("several SCs share their metadata through etcd: add --etcd"))
     data = (data_dir or _home() / "data").resolve()
+    etcd_members: list[dict] = []
+    sc_args: list = []
+    if etcd:
+        from fluvial.sc.etcd_local import EtcdMissing, LocalEtcd
+
+        try:
+            local = LocalEtcd(data / "etcd")
+        except EtcdMissing as e:
+            raise typer.Exit(_fail(str(e))) from None
+        etcd_members = [{"kind": "etcd", "id": i, "public_port": local.client_ports[i],
+                         "private_port": local.peer_ports[i], "data_dir": str(data / "etcd" / f"m{i}"),
+                         "argv": local.argv(i, "existing")} for i in range(local.members)]  # for resume
+        sc_args = ["--metadata", local.url, "--etcd-prefix", "/fluvial", "--controller-lease", controller_lease]
     tls_args: list = []
     if tls:
         certs = _ensure_certs(spus, domain)
         tls_args = ["--tls-dir", str(certs), "--domain", domain]
-    members = [{"kind": "sc", "id": 0, "public_port": sc_port, "private_port": sc_private_port,
-                "data_dir": str(data / "sc"), "args": ["--heartbeat-timeout", heartbeat_timeout, *tls_args]}]
+    members = [*etcd_members]
+    for i in range(sc):
+        pub = sc_port + 2 * i if sc_port and i else sc_port
+        members.append({"kind": "sc", "id": i, "public_port": pub,
+                        "private_port": sc_private_port + i if sc_private_port else 0,
+                        "data_dir": str(data / ("sc" if not i else f"sc-{i}")),
+                        "args": ["--heartbeat-timeout", heartbeat_timeout, *tls_args, *sc_args]})
     for i in range(spus):
         pub = spu_port + 2 * i if spu_port else 0
         members.append({"kind": "spu", "id": 5001 + i, "public_port": pub,
@@ -161,15 +206,29 @@ def start(
                         "args": ["--replica-lag-time-max", replica_lag_time_max, *tls_args]})
     state = {"members": members, "tls": {"dir": tls_args[1], "domain": domain} if tls else None}
     try:
-        for m in members:
-            _spawn(m, members[0], state)
+        if etcd_members:
+            _start_local_etcd(local, etcd_members, state)
+        for m in members[len(etcd_members):]:
+            _spawn(m, state)
             _save(state)
     except typer.Exit:
         # do not leave half a cluster running
         _stop_pids([m["pid"] for m in reversed(members) if _alive(m.get("pid"))], 15.0)
         raise
     endpoint = _write_profile(state)
-    typer.echo(f"cluster started: SC at {endpoint}, {spus} SPU(s); profile 'local' selected")
+    more = f" (and {sc - 1} more SCs, metadata in etcd)" if sc > 1 else (" (metadata in etcd)" if etcd else "")
+    typer.echo(f"cluster started: SC at {endpoint}{more}, {spus} SPU(s); profile 'local' selected")
+
+
+def _start_local_etcd(local, etcd_members: list[dict], state: dict) -> None:
+    for i, m in enumerate(etcd_members):
+        local.spawn(i)
+        m["pid"], m["log"] = local.procs[i].pid, str(local.base / f"m{i}.log")
+    _save(state)
+    try:
+        local.wait_ready()
+    except RuntimeError as e:
+        raise typer.Exit(_fail(str(e))) from None
 
 
 def _status_rows(state: dict) -> list[dict]:
@@ -240,11 +299,10 @@ def resume() -> None:
     state = _load()
     if state is None:
         raise typer.Exit(_fail("no local cluster here; run `fluvial cluster start`"))
-    sc = state["members"][0]
     started = 0
     for m in state["members"]:
         if not _alive(m.get("pid")):
-            _spawn(m, sc, state)
+            _spawn(m, state)
             _save(state)
             started += 1
     endpoint = _write_profile(state)

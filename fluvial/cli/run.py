@@ -90,10 +90,17 @@ def run_sc(
     policy: Annotated[Optional[Path], typer.Option(help="Authorization policy (default: policy.toml in --tls-dir).")] = None,
     ready_file: Annotated[Optional[Path], typer.Option(help="Write the bound ports here once up.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    metadata: Annotated[Optional[str], typer.Option(help="Where the metadata lives: etcd://h1:2379,h2:2379,... "
+                                                    "runs this SC as one of several (docs/ha.md); "
+                                                    "default: files in --data-dir.")] = None,
+    etcd_prefix: Annotated[str, typer.Option(help="The etcd key prefix of this cluster.")] = "/fluvial",
+    controller_lease: Annotated[float, typer.Option(help="Seconds of the controller's etcd lease "
+                                                    "(failover takes about this long).")] = 3.0,
 ) -> None:
     """Run the streaming controller.
 
     Example: fluvial run sc --data-dir /var/lib/fluvial/sc --public-port 9003
+    Several SCs: fluvial run sc --data-dir /var/lib/fluvial/sc --metadata etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379
     """
     from fluvial.sc.server import ScConfig, serve_sc
 
@@ -104,7 +111,22 @@ def run_sc(
     cfg = ScConfig(data_dir=data_dir, host=host, public_port=public_port, private_port=private_port,
                    private_host=private_host,
                    heartbeat_timeout_seconds=heartbeat_timeout, tls=tls, policy=pol)
-    trio.run(_run_until_signal, lambda task_status=trio.TASK_STATUS_IGNORED: serve_sc(cfg, task_status=task_status),
+    serve = serve_sc
+    if metadata is not None:
+        from fluvial.sc.etcd import parse_endpoints
+        from fluvial.sc.ha import EtcdSettings, serve_sc_etcd
+
+        if not metadata.startswith("etcd://"):
+            raise typer.BadParameter(f"--metadata must be etcd://host:port,..., got {metadata!r}")
+        try:
+            parse_endpoints(metadata)
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from e
+        if controller_lease < 1:
+            raise typer.BadParameter("--controller-lease must be at least 1 second (etcd's lease unit)")
+        settings = EtcdSettings(metadata, etcd_prefix, controller_lease)
+        serve = lambda c, task_status: serve_sc_etcd(c, settings, task_status=task_status)  # noqa: E731
+    trio.run(_run_until_signal, lambda task_status=trio.TASK_STATUS_IGNORED: serve(cfg, task_status=task_status),
              ready_file, lambda p: {"pid": os.getpid(), "public_port": p[0], "private_port": p[1]})
 
 
@@ -112,7 +134,8 @@ def run_sc(
 def run_spu(
     id: Annotated[int, typer.Option("--id", help="This SPU's id.")],
     data_dir: Annotated[Path, typer.Option(help="Where the SPU keeps its replicas.")],
-    sc: Annotated[str, typer.Option(help="The SC's private endpoint, host:port.")] = "127.0.0.1:9004",
+    sc: Annotated[str, typer.Option(help="The SC's private endpoint, host:port; several SCs "
+                                    "(docs/ha.md): host:port,host:port,...")] = "127.0.0.1:9004",
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     public_port: Annotated[int, typer.Option(help="Public port (clients); 0 picks one.")] = 0,
     private_port: Annotated[int, typer.Option(help="Private port (replication); 0 picks one.")] = 0,
@@ -135,13 +158,17 @@ def run_spu(
     from fluvial.spu.server import SpuConfig, serve_spu
 
     _setup_logging(log_level)
-    sc_host, _, sc_port = sc.rpartition(":")
-    if not sc_host or not sc_port.isdigit():
-        raise typer.BadParameter(f"--sc must be host:port, got {sc!r}")
+    scs = []
+    for one in sc.split(","):
+        sc_host, _, sc_port = one.strip().rpartition(":")
+        if not sc_host or not sc_port.isdigit():
+            raise typer.BadParameter(f"--sc must be host:port[,host:port...], got {sc!r}")
+        scs.append((sc_host, int(sc_port)))
+    (sc_host, sc_port), sc_more = scs[0], tuple(scs[1:])
     tls, pol = _tls(tls_dir, spu_member_name(id), domain, policy)
     _warn(exposed_plaintext_warning(f"SPU {id}", private_bind_host(host, private_host, tls is not None),
                                     tls is not None))
-    cfg = SpuConfig(spu_id=id, tls=tls, policy=pol, data_dir=data_dir, sc_host=sc_host, sc_port=int(sc_port), host=host,
+    cfg = SpuConfig(spu_id=id, tls=tls, policy=pol, data_dir=data_dir, sc_host=sc_host, sc_port=sc_port, sc_more=sc_more, host=host,
                     public_port=public_port, private_port=private_port, private_host=private_host,
                     advertised_host=advertised_host, rack=rack, flush=flush,
                     replica_lag_time_max_seconds=replica_lag_time_max)

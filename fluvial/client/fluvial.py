@@ -316,10 +316,15 @@ class Fluvial:
     # -- the SC connection ---------------------------------------------------------------------
 
     async def _sc_keeper(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        host, port = split_endpoint(self.cluster.endpoint)
+        """Keep the SC connection and its watches; with several SC endpoints, a failure moves
+        on to the next one (and the first connection tries each once before giving up)."""
+        endpoints = self.cluster.endpoints
+        turn = 0
         started = False
         delay = _RECONNECT_INITIAL
         while True:
+            endpoint = endpoints[turn % len(endpoints)]
+            host, port = split_endpoint(endpoint)
             try:
                 async with open_connection(host, port, ssl_context=self._tls.context,
                                            server_hostname=self._tls.sc_server_name(host),
@@ -344,14 +349,18 @@ class Fluvial:
                 if not started:
                     if _caused_by_tls(e):
                         raise TlsHandshakeError(detail=str(e)) from e
-                    raise
-                log.warning("lost the SC connection to %s: %s; reconnecting", self.cluster.endpoint, e)
+                    if turn + 1 >= len(endpoints):
+                        raise
+                (log.warning if started else log.info)(
+                    "lost the SC connection to %s: %s; trying again", endpoint, e)
+            turn += 1
             self._sc = None
             if self._sc_up.is_set():
                 self._sc_up = trio.Event()
             self.metadata.reset_sync()
-            await trio.sleep(delay)
-            delay = min(delay * 2, _RECONNECT_MAX)
+            if turn % len(endpoints) == 0:  # back off once per round over the SCs
+                await trio.sleep(delay)
+                delay = min(delay * 2, _RECONNECT_MAX)
 
     async def _watch(self, conn: ClientConnection, label: str, *,
                      task_status=trio.TASK_STATUS_IGNORED) -> None:

@@ -294,6 +294,12 @@ class ResolvedCluster:
     tls: TlsPolicy = field(default_factory=TlsDisabled)
     use_spu_local_address: bool = False
     profile: str | None = None
+    more_endpoints: tuple[str, ...] = ()  # further SCs of the same cluster (docs/ha.md)
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """Every SC endpoint, the main one first: a client tries the next when one fails."""
+        return (self.endpoint, *self.more_endpoints)
 
     @property
     def host(self) -> str:
@@ -426,8 +432,13 @@ class Config:
             raise ConfigError(f"the current profile {name!r} is not defined; {self._known_profiles()}; "
                               "pick one with `fluvial profile switch NAME`")
         cluster = self.cluster_of(name)
+        more = cluster.extra.get(MORE_ENDPOINTS, [])
         try:
             split_endpoint(cluster.endpoint)
+            if not isinstance(more, list):
+                raise ConfigError(f"{MORE_ENDPOINTS} must be a list of host:port, got {more!r}")
+            for e in more:
+                split_endpoint(e)
         except ConfigError as e:
             raise ConfigError(f"profile {name!r}: {e}") from None
         return ResolvedCluster(
@@ -435,6 +446,7 @@ class Config:
             tls=tls if tls is not None else cluster.tls,
             use_spu_local_address=cluster.use_spu_local_address,
             profile=name,
+            more_endpoints=tuple(more),
         )
 
     # -- mutations ---------------------------------------------------------------------------
@@ -447,6 +459,7 @@ class Config:
         *,
         set_current: bool = True,
         use_spu_local_address: bool = False,
+        more_endpoints: tuple[str, ...] = (),
     ) -> None:
         """Create (or replace) profile ``name`` and a cluster of the same name.
 
@@ -462,7 +475,12 @@ class Config:
         if not isinstance(tls, TlsDisabled | TlsAnonymous | TlsVerified):
             raise ConfigError(f"not a TLS policy: {tls!r}")
         existing = self.clusters.get(name)
-        extra = existing.extra if existing else {}
+        extra = dict(existing.extra) if existing else {}
+        for e in more_endpoints:
+            split_endpoint(e)
+        extra.pop(MORE_ENDPOINTS, None)
+        if more_endpoints:
+            extra[MORE_ENDPOINTS] = list(more_endpoints)
         self.clusters[name] = Cluster(endpoint, use_spu_local_address, tls, extra)
         if name in self.profiles:
             self.profiles[name].cluster = name
@@ -636,6 +654,11 @@ def _check_name(name: str) -> None:
         raise ConfigError(f"invalid profile name {name!r}: no surrounding spaces or control characters")
 
 
+# a cluster's further SC endpoints (several SCs, docs/ha.md), kept among the cluster's own keys;
+# clients that do not know it use ``endpoint`` alone
+MORE_ENDPOINTS = "more_endpoints"
+
+
 def split_endpoint(endpoint: str) -> tuple[str, int]:
     """Split ``host:port`` (or ``[v6 address]:port``) into ``(host, port)``.
 
@@ -802,6 +825,9 @@ def resolve_endpoint(
             not ``host:port``, or an unreadable profile file.
     """
     if endpoint is not None:
-        split_endpoint(endpoint)
-        return ResolvedCluster(endpoint=endpoint, tls=tls if tls is not None else TlsDisabled())
+        first, *more = [e.strip() for e in endpoint.split(",")]
+        for e in (first, *more):
+            split_endpoint(e)
+        return ResolvedCluster(endpoint=first, tls=tls if tls is not None else TlsDisabled(),
+                               more_endpoints=tuple(more))
     return load_config(path).resolve(profile, tls)

@@ -53,6 +53,29 @@ class CorruptMetadata(Exception):
     pass
 
 
+def decode_objects(data: bytes, where: str, spec_cls: type, status_cls: type,
+                   read_meta: MetaReader | None = None) -> list[StoredObject]:
+    """The objects in ``data`` (``FileBackend.encode``'s format); CorruptMetadata naming
+    ``where`` when it is torn or corrupt."""
+    if len(data) < _HEAD.size:
+        raise CorruptMetadata(f"{where}: truncated header")
+    magic, crc, n = _HEAD.unpack_from(data)
+    body = data[_HEAD.size:]
+    if magic != _MAGIC or n != len(body) or crc32c(body) != crc:
+        raise CorruptMetadata(f"{where}: bad magic, length or CRC")
+    try:
+        out = []
+        for r in _RECORDS.decode(Reader(body), 0):
+            spec = spec_cls.decode(r.spec, STORE_VERSION)
+            raw = json.loads(r.meta) if r.meta else {}
+            meta = read_meta(raw, spec) if read_meta else None
+            out.append(StoredObject(r.name, spec, status_cls.decode(r.status, STORE_VERSION),
+                                    r.epoch, meta))
+        return out
+    except (DecodeError, ValueError, TypeError, AttributeError) as e:
+        raise CorruptMetadata(f"{where}: {e}") from e
+
+
 class MetadataBackend(Protocol):
     def load(self, label: str, spec_cls: type, status_cls: type,
              read_meta: MetaReader | None = None) -> list[StoredObject]: ...
@@ -77,23 +100,7 @@ class FileBackend:
             data = path.read_bytes()
         except FileNotFoundError:
             return []
-        if len(data) < _HEAD.size:
-            raise CorruptMetadata(f"{path.name}: truncated header")
-        magic, crc, n = _HEAD.unpack_from(data)
-        body = data[_HEAD.size:]
-        if magic != _MAGIC or n != len(body) or crc32c(body) != crc:
-            raise CorruptMetadata(f"{path.name}: bad magic, length or CRC")
-        try:
-            out = []
-            for r in _RECORDS.decode(Reader(body), 0):
-                spec = spec_cls.decode(r.spec, STORE_VERSION)
-                raw = json.loads(r.meta) if r.meta else {}
-                meta = read_meta(raw, spec) if read_meta else None
-                out.append(StoredObject(r.name, spec, status_cls.decode(r.status, STORE_VERSION),
-                                        r.epoch, meta))
-            return out
-        except (DecodeError, ValueError, TypeError, AttributeError) as e:
-            raise CorruptMetadata(f"{path.name}: {e}") from e
+        return decode_objects(data, path.name, spec_cls, status_cls, read_meta)
 
     @staticmethod
     def encode(objects: list[StoredObject]) -> bytes:

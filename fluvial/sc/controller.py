@@ -411,6 +411,14 @@ def sc_started(draft: Draft) -> None:
         draft.awaited.add(o.spec.id)
 
 
+def took_over(draft: Draft) -> None:
+    """This SC takes over from another controller (fluvial.sc.ha): the SPUs keep the status the
+    last controller saved, so the online ones stay usable, and every one is awaited: one that
+    does not register with this SC within the heartbeat timeout is failed (``due_failures``)."""
+    for o in draft.spus.values():
+        draft.awaited.add(o.spec.id)
+
+
 def create_object(draft: Draft, label: str, name: str, spec) -> tuple[str, ...]:
     """Store an object of a kind without rules of its own (SmartModule, TableFormat, CustomSpu,
     ...). A custom SPU is listed as an SPU at once, offline until it connects, as Fluvio's SC
@@ -443,6 +451,11 @@ def delete_object(draft: Draft, label: str, name: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class ScStarted:
     """The SC loaded its stores and is about to listen."""
+
+
+@dataclass(frozen=True)
+class ControllerTookOver:
+    """This SC won the controller election (fluvial.sc.ha)."""
 
 
 @dataclass(frozen=True)
@@ -502,7 +515,7 @@ class ObjectDeleted:
 
 
 Event = (ScStarted | SpuRegistered | SpuReported | SpuFailed | TopicCreated | TopicDeleted
-         | PartitionsAdded | ReplicationConfigured | ObjectCreated | ObjectDeleted)
+         | PartitionsAdded | ReplicationConfigured | ObjectCreated | ObjectDeleted | ControllerTookOver)
 
 # event type -> its rule; what the rule returns is the decision's answer
 _RULES: dict[type, Callable[[Draft, Any], Any]] = {
@@ -516,6 +529,7 @@ _RULES: dict[type, Callable[[Draft, Any], Any]] = {
     ReplicationConfigured: lambda d, e: set_replication_config(d, e.name, e.min_isr, e.unclean_leader_election),
     ObjectCreated: lambda d, e: create_object(d, e.label, e.name, e.spec),
     ObjectDeleted: lambda d, e: delete_object(d, e.label, e.name),
+    ControllerTookOver: lambda d, e: took_over(d),
 }
 
 

@@ -133,13 +133,14 @@ async def _watch_connection(state: ScState, conn, link: SpuLink) -> None:
             state.fail_spu(link.spu_id)
 
 
-def private_api(state: ScState, auto_register: bool) -> Handler:
+def private_api(state: ScState, auto_register: bool, gate=private_gate) -> Handler:
     """The ``serve_tcp`` handler of the SC's private port; ``auto_register``: an SPU the SC does
-    not know becomes a member when it registers (``controller.SpuRegistered``)."""
+    not know becomes a member when it registers (``controller.SpuRegistered``); ``gate``: the
+    check before every request (``private_gate``, or fluvial.sc.ha's controller gate around it)."""
     handlers = {
         ia.InternalScApiKey.RegisterSpu: partial(handle_register_spu, auto_register=auto_register),
         ia.InternalScApiKey.WatchReplicas: handle_watch_replicas,
         ia.InternalScApiKey.ReportReplicas: handle_report_replicas,
     }
     return serve_api(ApiRegistry(ia.INTERNAL_SC_REQUESTS), handlers,
-                     RequestLimits(MAX_PRIVATE_REQUEST_BYTES), state, gate=private_gate, name="private")
+                     RequestLimits(MAX_PRIVATE_REQUEST_BYTES), state, gate=gate, name="private")

@@ -43,9 +43,10 @@ MAX_REQUEST_BYTES = 1 << 20  # every SC request but Create (SmartModule payloads
 MAX_CREATE_BYTES = 8 << 20
 
 
-def public_api(state: ScState) -> Handler:
-    """The ``serve_tcp`` handler of the SC's public port."""
-    return serve_api(REGISTRY, HANDLERS, LIMITS, state, gate=authorized)
+def public_api(state: ScState, handlers=None) -> Handler:
+    """The ``serve_tcp`` handler of the SC's public port; ``handlers``: ``HANDLERS`` or a
+    variant (fluvial.sc.ha wraps the writing ones)."""
+    return serve_api(REGISTRY, handlers or HANDLERS, LIMITS, state, gate=authorized)
 
 
 class UnservedObjectType(UnsupportedRequest):

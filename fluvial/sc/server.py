@@ -48,24 +48,38 @@ async def _failure_detector(state: ScState, timeout: float) -> None:
         state.check_failures(trio.current_time(), timeout)
 
 
-async def serve_sc(config: ScConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    state = ScState(FileBackend(Path(config.data_dir) / "metadata"))
+def new_state(config: ScConfig, backend) -> ScState:
+    """The SC's state over ``backend``, loaded, with the config's policy and SPU lease."""
+    state = ScState(backend)
     state.policy = config.policy
     state.lease_ms = ctl.leader_lease_ms(config.heartbeat_timeout_seconds)
     state.load()
+    return state
+
+
+async def start_listeners(nursery: trio.Nursery, state: ScState, config: ScConfig,
+                          gate=private.private_gate, public_handlers=None) -> tuple[int, int]:
+    """Bind the public and private listeners in ``nursery``; returns their ports. ``gate``:
+    the private port's check, ``public_handlers`` the public API's handlers (fluvial.sc.ha
+    passes its variants)."""
+    tls = config.tls
+    pub = await nursery.start(partial(
+        serve_tcp, public.public_api(state, public_handlers), config.host, config.public_port,
+        limits=config.limits, ssl_context=tls.public_server_context() if tls else None))
+    priv = await nursery.start(partial(
+        serve_tcp, private.private_api(state, config.auto_register_spus, gate=gate),
+        private_bind_host(config.host, config.private_host, config.tls is not None),
+        config.private_port, limits=config.limits,
+        ssl_context=tls.private_server_context() if tls else None))
+    return listener_port(pub), listener_port(priv)
+
+
+async def serve_sc(config: ScConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    state = new_state(config, FileBackend(Path(config.data_dir) / "metadata"))
     state.handle(ctl.ScStarted())
     state.started_at = trio.current_time()
     async with trio.open_nursery() as nursery:
-        tls = config.tls
-        pub = await nursery.start(partial(
-            serve_tcp, public.public_api(state), config.host, config.public_port,
-            limits=config.limits, ssl_context=tls.public_server_context() if tls else None))
-        priv = await nursery.start(partial(
-            serve_tcp, private.private_api(state, config.auto_register_spus),
-            private_bind_host(config.host, config.private_host, config.tls is not None),
-            config.private_port, limits=config.limits,
-            ssl_context=tls.private_server_context() if tls else None))
+        ports = await start_listeners(nursery, state, config)
         nursery.start_soon(_failure_detector, state, config.heartbeat_timeout_seconds)
-        ports = (listener_port(pub), listener_port(priv))
         log.info("SC listening: public %d, private %d", *ports)
         task_status.started(ports)

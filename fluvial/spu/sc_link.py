@@ -5,7 +5,8 @@ watch the replica assignments (the SC pushes this SPU's complete desired state; 
 applied with ``SpuContext.apply``, and the first after a registration also removes orphan replica
 directories), and report replica state on every change and at least every ``heartbeat_seconds``.
 Each report the SC answers OK renews the lease from its *send* time. If the SC goes away the SPU
-keeps serving what it has and reconnects.
+keeps serving what it has and reconnects. With several SCs (``SpuConfig.sc_more``, fluvial.sc.ha)
+it tries the next one after every failure: only the controller accepts it.
 """
 
 from __future__ import annotations
@@ -19,13 +20,23 @@ from fluvial.spu.context import SpuContext, describe
 
 log = logging.getLogger("fluvial.spu")
 
+MAX_RETRY_SECONDS = 2.0  # the longest pause between attempts on the one SC
+# with several SCs, between rounds: the refusals of the SCs that are not the controller are
+# cheap, and the SPU should find a new controller soon after it is elected (fluvial.sc.ha)
+MAX_ROUND_SECONDS = 0.5
 
-async def _sc_session(ctx: SpuContext, registered: trio.Event) -> None:
-    """One connection's worth: register, watch and apply pushes, report; ``registered`` is set
-    once the first push is applied."""
+
+def sc_endpoints(cfg) -> list[tuple[str, int]]:
+    return [(cfg.sc_host, cfg.sc_port), *cfg.sc_more]
+
+
+async def _sc_session(ctx: SpuContext, registered: trio.Event, sc: tuple[str, int],
+                      up: trio.Event) -> None:
+    """One connection's worth: register, watch and apply pushes, report; ``registered`` and
+    ``up`` are set once the first push is applied."""
     cfg = ctx.config
     host = cfg.advertised_host or cfg.host
-    async with ctx.connect_member(cfg.sc_host, cfg.sc_port) as conn:
+    async with ctx.connect_member(*sc) as conn:
         await conn.handshake()
         resp = await conn.call(ia.RegisterSpuRequest(
             cfg.spu_id, host, ctx.public_port, host,
@@ -33,8 +44,8 @@ async def _sc_session(ctx: SpuContext, registered: trio.Event) -> None:
         if not resp.error_code.ok:
             raise RuntimeError(f"SC refused registration: {resp.message or resp.error_code.message}")
         ctx.lease.seconds = resp.lease_ms / 1000
-        log.info("spu %d registered with SC %s:%d (leader lease %d ms)", cfg.spu_id, cfg.sc_host,
-                 cfg.sc_port, resp.lease_ms)
+        log.info("spu %d registered with SC %s:%d (leader lease %d ms)", cfg.spu_id, *sc,
+                 resp.lease_ms)
 
         async def reporter():
             while True:
@@ -58,6 +69,7 @@ async def _sc_session(ctx: SpuContext, registered: trio.Event) -> None:
                         ctx.remove_orphans(push)
                         n.start_soon(reporter)
                         registered.set()
+                        up.set()
             n.cancel_scope.cancel()
 
 
@@ -67,15 +79,23 @@ async def run_sc_link(ctx: SpuContext, task_status=trio.TASK_STATUS_IGNORED) -> 
     registered = trio.Event()
     started = False
     delay = 0.1
+    endpoints = sc_endpoints(ctx.config)
+    turn = 0
     while True:
+        sc = endpoints[turn % len(endpoints)]
+        up = trio.Event()
         try:
             async with trio.open_nursery() as n:
-                n.start_soon(_sc_session, ctx, registered)
+                n.start_soon(_sc_session, ctx, registered, sc, up)
                 if not started:
                     await registered.wait()
                     task_status.started()
                     started = True
         except Exception as e:  # noqa: BLE001 - the link is retried whatever broke it
             log.warning("spu %d: SC link lost: %s; retrying", ctx.spu_id, describe(e))
-        await trio.sleep(delay)
-        delay = min(delay * 2, 2.0)
+        if up.is_set():  # a session that worked: start the backoff again
+            delay = 0.1
+        turn += 1
+        if turn % len(endpoints) == 0:  # back off once per round over the SCs
+            await trio.sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_SECONDS if len(endpoints) == 1 else MAX_ROUND_SECONDS)

@@ -31,6 +31,8 @@ class SpuConfig:
     data_dir: Path
     sc_host: str = "127.0.0.1"
     sc_port: int = 9004
+    # more SCs (fluvial.sc.ha): the link tries (sc_host, sc_port), then these in turn
+    sc_more: tuple[tuple[str, int], ...] = ()
     host: str = "127.0.0.1"
     public_port: int = 0
     private_port: int = 0

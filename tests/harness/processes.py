@@ -86,7 +86,8 @@ class ProcessCluster:
 
     def __init__(self, home: str | os.PathLike, spus: int = 3, *, heartbeat_timeout: float = 2.0,
                  replica_lag_time_max: float = 2.0, tls: bool | None = None,
-                 power_loss: bool = False, power_loss_mode: str = "cut", seed: int = 0):
+                 power_loss: bool = False, power_loss_mode: str = "cut", seed: int = 0,
+                 start_args: tuple[str, ...] = ()):
         if power_loss_mode not in POWER_LOSS_MODES:
             raise ValueError(f"power_loss_mode {power_loss_mode!r} is not one of {POWER_LOSS_MODES}")
         self.home = Path(home)
@@ -97,6 +98,7 @@ class ProcessCluster:
         self.power_loss = power_loss
         self.power_loss_mode = power_loss_mode
         self.seed = seed
+        self.start_args = tuple(start_args)  # more `cluster start` flags (e.g. --sc 3 --etcd)
         self._seeds = random.Random(seed)
         #: (member, mode, seed) of every power cut applied, in order.
         self.power_cuts: list[tuple[str, str, int]] = []
@@ -155,7 +157,7 @@ class ProcessCluster:
         tls = [] if self.tls is None else ["--tls" if self.tls else "--no-tls"]
         self.cli("cluster", "start", "--spus", str(self.spus), "--sc-port", "0", "--spu-port", "0",
                  "--heartbeat-timeout", str(self.heartbeat_timeout),
-                 "--replica-lag-time-max", str(self.replica_lag_time_max), *tls)
+                 "--replica-lag-time-max", str(self.replica_lag_time_max), *tls, *self.start_args)
 
     def resume(self) -> None:
         """``fluvial cluster resume``: restart every member that is not running (same ports, same
@@ -214,9 +216,9 @@ class ProcessCluster:
             self.known_pids.update(m["pid"] for m in self.members() if m.get("pid"))
 
     def member(self, name: str) -> dict:
-        """``"sc"`` or ``"spu-<id>"``."""
+        """``"sc"`` (the first SC), ``"sc-<id>"`` (with several SCs) or ``"spu-<id>"``."""
         for m in self.members():
-            if (m["kind"] == "sc" and name == "sc") or (m["kind"] == "spu" and name == f"spu-{m['id']}"):
+            if (m["kind"] == "sc" and name in ("sc", f"sc-{m['id']}")) or (m["kind"] == "spu" and name == f"spu-{m['id']}"):
                 return m
         raise KeyError(f"no member {name!r} in {self.home / 'cluster.json'}")
 
