@@ -289,6 +289,8 @@ class RecordAccumulator:
                 est = head.size if head.encoded is None else len(head.encoded)
                 if taken and total + est > limit:
                     break
+                if taken and (head.attempts > 0) != (taken[0].attempts > 0):
+                    break  # retried batches go on their own (an idempotent retry is all resent)
                 q.popleft()
                 if not head.closed:
                     head.closed = True

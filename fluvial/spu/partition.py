@@ -31,6 +31,7 @@ import trio
 
 from fluvial.protocol.internal_api import ReplicaAssignment
 from fluvial.replication.isr import LeaderState
+from fluvial.spu.producer_state import ProducerStateTable
 from fluvial.storage.group_commit import GroupCommit
 from fluvial.storage.replica import AppendResult, Replica
 
@@ -122,6 +123,9 @@ class PartitionReplica:
         self.closed = False
         self.checkpointed_hw = storage.hw  # the HW replication.chk holds (as loaded)
         self.leader_state: LeaderState | None = None
+        # idempotent producers' sequences (spu/producer_state.py): built from the log when this
+        # replica takes leadership, kept up to date by the produce handler while it leads
+        self.producers: ProducerStateTable | None = None
         self.follower_scope: trio.CancelScope | None = None
         self.on_change = None  # called when the ISR changes (the SPU then reports to the SC)
         self._take_role()
@@ -184,6 +188,7 @@ class PartitionReplica:
             for w in self._commit.reset(self.storage.durable_leo):
                 w.release()
             self.leader_state = None
+            self.producers = None
         if a.leader != self.spu_id or kept:
             return
         latest = self.storage.latest_epoch
@@ -197,11 +202,19 @@ class PartitionReplica:
         self.storage.assign_epoch(a.leader_epoch)
         self._led_epoch = a.leader_epoch
         self._commit.reset(self.storage.durable_leo)  # no waiters: only the durable LEO moves
+        self.producers = self.rebuild_producers()
         isr = [s for s in a.isr if s in a.replicas]
         self.leader_state = LeaderState(self.spu_id, a.replicas, leo=self.storage.durable_leo,
                                         hw=self.storage.hw, now=trio.current_time(), isr=isr,
                                         recorded_isr=isr)
         self.update_hw()
+
+    def rebuild_producers(self) -> ProducerStateTable:
+        """The idempotent producers' state as this replica's log describes it (its batch
+        headers carry producer id, epoch and sequence), so a new leader knows every batch its
+        predecessor appended and this one holds."""
+        return ProducerStateTable.rebuild(self.storage.batch_headers(),
+                                          self.storage.log_start_offset)
 
     # ------------------------------------------------------------------------------- changes
 

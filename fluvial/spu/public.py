@@ -17,6 +17,10 @@ Produce, per partition entry (``_append_one`` then ``_await_ack``):
    ReadCommitted, covered by the HW with the ISR at min ISR), and only while the leadership the
    append was made under still holds and the lease is valid; otherwise ``NotLeaderForPartition``
    (retriable; the record may or may not survive) or, past the timeout, ``RequestTimedOut``.
+3. Batches of an idempotent producer (producer id >= 0) are checked against the leader's
+   ``replica.producers`` first (``fluvial.spu.producer_state.plan_append``): a retry of stored
+   batches is answered with their offsets once they may be acknowledged, and nothing is appended
+   again; an out-of-order or fenced batch is refused (``Other``, starting ``OUT_OF_ORDER``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ from fluvial.net.server import Handler
 from fluvial.protocol import spu_api as api
 from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
 from fluvial.spu.partition import NotLeader, PartitionReplica, Waiter
+from fluvial.spu.producer_state import (
+    OUT_OF_ORDER, has_producer_ids, plan_append, record_appended,
+)
 from fluvial.storage import errors as serr
 
 log = logging.getLogger("fluvial.spu")
@@ -103,6 +110,24 @@ def _append_one(ctx, topic: str, part: api.PartitionProduceData, smartmodules: b
             resp.error_code = Error.other(f"rejected: {e}")
             return resp, None
     leadership = replica.leader_state
+    plan = batches = None
+    table = replica.producers
+    if table is not None and has_producer_ids(records):
+        try:
+            batches = list(iter_batches(records, verify_crc=False))
+        except BatchError as e:
+            resp.error_code = Error.other(f"rejected: {e}")
+            return resp, None
+        plan = plan_append(table, batches, replica.leo)
+        if plan.refused is not None:
+            resp.error_code = Error.other(f"{OUT_OF_ORDER}: {plan.refused}")
+            return resp, None
+        resp.log_start_offset = replica.log_start_offset
+        if plan.duplicate is not None:
+            resp.base_offset = plan.duplicate[0]
+            if plan.skip == len(records):  # a retry of stored batches: acknowledge them again
+                return resp, (replica, plan.duplicate[1] + 1, leadership)
+            records = records[plan.skip:]
     try:
         result = replica.append_nowait(records)
     except NotLeader:
@@ -111,6 +136,10 @@ def _append_one(ctx, topic: str, part: api.PartitionProduceData, smartmodules: b
     except serr.StorageError as e:
         resp.error_code = _storage_error(e, topic, p)
         return resp, None
+    if plan is not None:
+        record_appended(table, batches, plan.skip, result.base_offset)
+        if plan.duplicate is not None:
+            return resp, (replica, result.leo, leadership)
     resp.base_offset = result.base_offset
     resp.log_start_offset = replica.log_start_offset
     return resp, (replica, result.leo, leadership)

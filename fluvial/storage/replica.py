@@ -81,7 +81,7 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 from fluvial.protocol.batch import (
     EPOCH_OFFSET,
@@ -431,6 +431,18 @@ class Replica:
             except CorruptLog as exc:
                 log.warning("rebuilding leader epochs: %s", exc)
         return cache
+
+    def batch_headers(self) -> Iterator[BatchHeader]:
+        """The header of every batch in the log, in offset order (no CRC check; a segment whose
+        headers stop checking out is read up to there). For state kept in the batches
+        themselves, such as the idempotent producers' sequences."""
+        self._check_open()
+        for seg in list(self._segments):
+            try:
+                for _, h in seg.headers(0, seg.base_offset):
+                    yield h
+            except CorruptLog as exc:
+                log.warning("reading batch headers: %s", exc)
 
     # --- state --------------------------------------------------------------------------------
 
