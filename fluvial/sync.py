@@ -154,9 +154,11 @@ class Producer:
     def __exit__(self, exc_type, exc, tb) -> None:
         self._portal.run(self._producer.__aexit__, exc_type, exc, tb)
 
-    def send(self, value: bytes | str, key: bytes | str | None = None) -> ProduceOutput:
+    def send(self, value: bytes | str, key: bytes | str | None = None,
+             headers: Any = None) -> ProduceOutput:
         """Queue a record; ``.wait()`` on the result gives its ``RecordMetadata``."""
-        return ProduceOutput(self._portal, self._portal.run(self._producer.send, value, key))
+        return ProduceOutput(self._portal, self._portal.run(self._producer.send, value, key,
+                                                            headers))
 
     def send_many(self, records: Iterable[Any]) -> list[ProduceOutput]:
         """Queue values or ``(key, value)`` pairs in one hand-off."""

@@ -178,6 +178,18 @@ MUTATIONS: list[Mutation] = [
              "config.host,",
              ("tests/sc/test_sc_private.py::test_a_plaintext_private_port_binds_loopback_unless_told_otherwise",),
              "the SC's plaintext private port listens wherever the public one does"),
+    # --- issue 16: idempotent producer, headers, bounded streams -------------------------------
+    Mutation("idempotence-duplicate-check-skipped", "fluvial/spu/producer_state.py",
+             "            if at is not None:\n                return Duplicate(at, at + count - 1)\n",
+             "            pass\n",
+             ("tests/client/test_idempotence.py::test_lost_answers_never_store_a_record_twice",
+              "tests/spu/test_producer_state.py::test_the_worked_example_of_the_module_docstring"),
+             "the leader appends a retried batch again instead of answering it as a duplicate"),
+    Mutation("idempotence-state-not-rebuilt", "fluvial/spu/partition.py",
+             "        return ProducerStateTable.rebuild(self.storage.batch_headers(),\n",
+             "        return ProducerStateTable.rebuild((),\n",
+             ("tests/client/test_idempotence.py::test_a_retry_after_a_leader_failover_is_recognised_by_the_new_leader",),
+             "a new leader does not rebuild the producers' sequences from its log"),
 ]
 
 

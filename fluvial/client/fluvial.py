@@ -50,6 +50,7 @@ from fluvial.net.errors import ConnectError, RequestTimeout, TlsHandshakeError
 from fluvial.net.multiplexer import ClientConnection, open_connection
 from fluvial.net.tls import client_ssl_context
 from fluvial.protocol.codec import DecodeError
+from fluvial.protocol.headers_api import EnableRecordHeadersRequest
 from fluvial.protocol.sc_api import MsgType, ObjectApiWatchRequest, ObjectApiWatchResponse
 from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC, Metadata, PartitionSpec, SpuSpec, TopicSpec
 
@@ -406,6 +407,9 @@ class Fluvial:
                                        server_hostname=self._tls.spu_server_name(name, host),
                                        client_id=self.client_id) as conn:
                 await conn.handshake(timeout=self.request_timeout)
+                if conn.lookup_version(EnableRecordHeadersRequest) is not None:
+                    # this SPU keeps record headers: have them served here (else it strips them)
+                    await conn.call(EnableRecordHeadersRequest(), timeout=self.request_timeout)
                 task_status.started(conn)
                 started = True
                 await conn.wait_closed()

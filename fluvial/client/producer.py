@@ -76,6 +76,7 @@ from fluvial.errors import (
 from fluvial.protocol.batch import stamp_producer
 from fluvial.protocol.codec import DecodeError, EncodeError
 from fluvial.protocol.producer_api import AllocateProducerIdRequest, next_sequence
+from fluvial.protocol.record_headers import normalize_headers
 from fluvial.protocol.sc_objects import CompressionAlgorithm
 from fluvial.protocol.spu_api import (
     Isolation, PartitionProduceData, ProduceRequest, TopicProduceData,
@@ -391,11 +392,14 @@ class Producer:
             return self._rr.partition(None, n)
         return key_hash(key) % n
 
-    async def send(self, value: bytes | str, key: bytes | str | None = None) -> ProduceFuture:
+    async def send(self, value: bytes | str, key: bytes | str | None = None,
+                   headers: Any = None) -> ProduceFuture:
         """Queue one record; returns its ``ProduceFuture`` (await it for the offset).
 
-        ``value`` and ``key`` are bytes (a ``str`` is sent as UTF-8). Waits only when the
-        partition's queue is full.
+        ``value`` and ``key`` are bytes (a ``str`` is sent as UTF-8). ``headers``: a mapping or
+        ``(key, value)`` pairs, keys str, values bytes or str (``Record.headers`` gives them
+        back; clients that do not ask for headers, such as the official one, get the record
+        without them). Waits only when the partition's queue is full.
 
         Raises:
             MessageTooLargeError: the record is larger than ``max_request_size``.
@@ -410,7 +414,7 @@ class Producer:
         if key is not None and type(key) is not bytes:
             key = _to_bytes(key, "key")
         p = self._partition(key)
-        b = self._acc.append(p, value, key)
+        b = self._acc.append(p, value, key, normalize_headers(headers) if headers else ())
         n = len(b.values)
         if n == 1:  # a new batch: the previous one (if any) is full, or the partition was idle
             self._pending.add(b)

@@ -37,6 +37,7 @@ from fluvial.protocol.batch import (
     BATCH_HEADER_SIZE, HEADER, HEADER_BYTES, PREAMBLE_BYTES, check_batch,
 )
 from fluvial.protocol.codec import DecodeError, EncodeError, encode_varint
+from fluvial.protocol.record_headers import ATTR_HEADERS, decode_header_records
 from fluvial.protocol.record import (
     DEFAULT_MAX_UNCOMPRESSED_BYTES, RECORD_COUNT, UNZIGZAG, Compression, compress, decode_records,
     encode_batch, frame_batch, read_uvarint, records_section,
@@ -294,7 +295,13 @@ def decode_fetched_batches(buf: bytes, pos: int, end: int, partition: int, min_o
         hdr = check_batch(buf, pos, verify_crc=verify_crc)
         try:
             data, p, e, count = records_section(buf, pos, hdr, max_uncompressed_bytes)
-            recs = _decode_section(data, p, e, count, base, hdr.first_timestamp, partition, row)
+            if hdr.attributes & ATTR_HEADERS:
+                recs = [row((partition, r.offset, r.key, r.value, r.timestamp, r.headers))
+                        for r in decode_header_records(data, p, e, count, base,
+                                                       hdr.first_timestamp)]
+            else:
+                recs = _decode_section(data, p, e, count, base, hdr.first_timestamp, partition,
+                                       row)
         except DecodeError as exc:
             raise DecodeError(f"batch at {pos}: {exc}") from None
         if base < min_offset:

@@ -41,7 +41,6 @@ from fluvial.protocol import PLATFORM_VERSION
 from fluvial.protocol.api import (
     ApiVersionKey, ApiVersionsRequest, ApiVersionsResponse, Request, RequestHeader, decode_request,
 )
-from fluvial.protocol.producer_api import ALLOCATE_PRODUCER_ID_KEY, AllocateProducerIdRequest
 from fluvial.protocol.codec import (
     BOOL, ERROR_CODE, I64, STR, U32, DecodeError, EncodeError, Enum, Opt, Reader, Vec, WireType,
     as_type, message, wire,
@@ -548,7 +547,6 @@ SC_REQUESTS: dict[int, type] = {
     ScApiKey.List: ObjectApiListRequest,
     ScApiKey.Watch: ObjectApiWatchRequest,
     ScApiKey.Update: ObjectApiUpdateRequest,
-    ALLOCATE_PRODUCER_ID_KEY: AllocateProducerIdRequest,  # fluvial's own, not advertised
 }
 
 

@@ -24,7 +24,7 @@ from fluvial.net.dispatch import (
 from fluvial.net.server import Handler
 from fluvial.protocol import sc_api as sa
 from fluvial.protocol import sc_objects as so
-from fluvial.protocol.api import UnsupportedRequest
+from fluvial.protocol.api import UnsupportedRequest, decode_request, peek_api_key
 from fluvial.protocol import producer_api as pa
 from fluvial.sc import controller as ctl
 from fluvial.sc.state import MetadataSaveError, ScState
@@ -54,8 +54,14 @@ class UnservedObjectType(UnsupportedRequest):
     with its header): answered (``refuse``), the connection kept."""
 
 
+# Fluvio's requests, and fluvial's own producer-id request (not advertised: producer_api.py)
+REQUESTS = {**sa.SC_REQUESTS, pa.ALLOCATE_PRODUCER_ID_KEY: pa.AllocateProducerIdRequest}
+
+
 def decode(payload: bytes):
     """``sa.decode_sc_request``, an unknown object type raised as an ``UnservedObjectType``."""
+    if peek_api_key(payload) == pa.ALLOCATE_PRODUCER_ID_KEY:
+        return decode_request(payload, REQUESTS)
     try:
         return sa.decode_sc_request(payload)
     except sa.UnknownObjectType as e:
@@ -304,5 +310,5 @@ HANDLERS = {
     sa.ScApiKey.Watch: handle_watch,
     sa.ScApiKey.Update: handle_update,
 }
-REGISTRY = ApiRegistry(sa.SC_REQUESTS, sa.SC_API_VERSIONS, decode=decode, refuse=refuse)
+REGISTRY = ApiRegistry(REQUESTS, sa.SC_API_VERSIONS, decode=decode, refuse=refuse)
 LIMITS = RequestLimits(MAX_REQUEST_BYTES, {sa.ScApiKey.Create: MAX_CREATE_BYTES})

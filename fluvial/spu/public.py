@@ -35,7 +35,9 @@ from fluvial.access import allowed
 from fluvial.protocol.batch import BatchError, iter_batches
 from fluvial.net.dispatch import ApiRegistry, RequestLimits, serve_api
 from fluvial.net.server import Handler
+from fluvial.protocol import headers_api as ha
 from fluvial.protocol import spu_api as api
+from fluvial.protocol.record_headers import strip_record_set
 from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
 from fluvial.spu.partition import NotLeader, PartitionReplica, Waiter
 from fluvial.spu.producer_state import (
@@ -63,7 +65,9 @@ def public_api(ctx) -> Handler:
     """The ``serve_tcp`` handler of the SPU's public port. Produce carries records and may fill a
     frame (``ctx.max_request_bytes``); every other request is small."""
     limits = RequestLimits(MAX_CONTROL_REQUEST_BYTES, {api.SpuApiKey.Produce: ctx.max_request_bytes})
-    return serve_api(ApiRegistry(api.SPU_REQUESTS, api.SPU_API_VERSIONS), HANDLERS, limits, ctx)
+    registry = ApiRegistry({**api.SPU_REQUESTS, ha.ENABLE_RECORD_HEADERS_KEY: ha.EnableRecordHeadersRequest},
+                           (*api.SPU_API_VERSIONS, ha.HEADERS_API_VERSION))
+    return serve_api(registry, HANDLERS, limits, ctx)
 
 
 def _storage_error(e: serr.StorageError, topic: str, partition: int) -> Error:
@@ -215,7 +219,7 @@ async def _send_fetch(ctx, conn, header, stream: FetchStream, replica: Partition
     """Send the whole batches from ``start`` up to the read limit; returns the offset reached."""
     limit = replica.limit(committed)
     chunk = replica.storage.read(start, max_bytes, limit)
-    data = chunk.read_bytes()
+    data = served_records(conn, chunk.read_bytes())
     prefix = api.encode_stream_fetch_response_prefix(
         header.correlation_id, header.api_version, stream.topic, stream.stream_id, stream.partition,
         len(data), high_watermark=replica.hw, log_start_offset=replica.log_start_offset)
@@ -349,8 +353,8 @@ async def handle_fetch(ctx, conn, header, req: api.FetchRequest) -> api.FetchRes
             else:
                 limit = replica.limit(committed)
                 if p.fetch_offset < limit:
-                    r.records = replica.storage.read(p.fetch_offset, min(max(p.max_bytes, 1), ctx.max_fetch_bytes),
-                                                     limit).read_bytes()
+                    r.records = served_records(conn, replica.storage.read(
+                        p.fetch_offset, min(max(p.max_bytes, 1), ctx.max_fetch_bytes), limit).read_bytes())
                 r.high_watermark, r.log_start_offset = replica.hw, replica.log_start_offset
             tr.partitions.append(r)
         out.topics.append(tr)
@@ -407,7 +411,21 @@ async def handle_fetch_consumer_offsets(ctx, conn, header, req: api.FetchConsume
     return api.FetchConsumerOffsetsResponse(OK, out)
 
 
+def served_records(conn, data: bytes) -> bytes:
+    """Stored batches as this connection may see them: as stored for a client that enabled
+    record headers, else with every headers batch stripped (``record_headers``)."""
+    if conn.state.get("record_headers"):
+        return data
+    return strip_record_set(data)
+
+
+async def handle_enable_record_headers(ctx, conn, header, req) -> ha.EnableRecordHeadersResponse:
+    conn.state["record_headers"] = True
+    return ha.EnableRecordHeadersResponse(OK)
+
+
 HANDLERS = {
+    ha.ENABLE_RECORD_HEADERS_KEY: handle_enable_record_headers,
     api.SpuApiKey.Produce: handle_produce,
     api.SpuApiKey.Fetch: handle_fetch,
     api.SpuApiKey.FetchOffsets: handle_fetch_offsets,
