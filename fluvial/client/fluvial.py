@@ -480,6 +480,20 @@ class Fluvial:
 
         return Producer(self, topic, **config)
 
+    def sink(self, topic: str, *, stream: str | int, **config: Any):
+        """A bounded stream's sender: ``async with fl.sink(topic, stream=ID) as sink:``; see
+        ``fluvial.client.stream.Sink`` and docs/streams.md."""
+        from fluvial.client.stream import Sink
+
+        return Sink(self, topic, stream, **config)
+
+    def source(self, topic: str, *, stream: str | int, **config: Any):
+        """A bounded stream's receiver: ``async for rec in fl.source(topic, stream=ID)``; see
+        ``fluvial.client.stream.Source`` and docs/streams.md."""
+        from fluvial.client.stream import Source
+
+        return Source(self, topic, stream, **config)
+
     def consumer(self, topic: str, **config: Any):
         """A ``Consumer`` of ``topic``; see ``fluvial.client.consumer.Consumer`` for the options.
 

@@ -148,6 +148,12 @@ class Record(tuple):
         a sixth item)."""
         return self[5] if len(self) > 5 else ()
 
+    @property
+    def is_control(self) -> bool:
+        """A stream marker (``fluvial.protocol.markers``), not data; only a consumer opened
+        with ``markers=True`` (a stream source) gets these."""
+        return len(self) > 6 and self[6]
+
     def __repr__(self) -> str:
         return ("Record(" + ", ".join(f"{n}={v!r}" for n, v in zip(self._fields, self)) + ")")
 

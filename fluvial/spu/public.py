@@ -37,9 +37,11 @@ from fluvial.net.dispatch import ApiRegistry, RequestLimits, serve_api
 from fluvial.net.server import Handler
 from fluvial.protocol import headers_api as ha
 from fluvial.protocol import spu_api as api
+from fluvial.protocol import stream_api as sta
 from fluvial.protocol.record_headers import strip_record_set
 from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
 from fluvial.spu.partition import NotLeader, PartitionReplica, Waiter
+from fluvial.spu.stream_sessions import handle_stream_keep_alive, note_markers
 from fluvial.spu.producer_state import (
     OUT_OF_ORDER, has_producer_ids, plan_append, record_appended,
 )
@@ -65,8 +67,10 @@ def public_api(ctx) -> Handler:
     """The ``serve_tcp`` handler of the SPU's public port. Produce carries records and may fill a
     frame (``ctx.max_request_bytes``); every other request is small."""
     limits = RequestLimits(MAX_CONTROL_REQUEST_BYTES, {api.SpuApiKey.Produce: ctx.max_request_bytes})
-    registry = ApiRegistry({**api.SPU_REQUESTS, ha.ENABLE_RECORD_HEADERS_KEY: ha.EnableRecordHeadersRequest},
-                           (*api.SPU_API_VERSIONS, ha.HEADERS_API_VERSION))
+    registry = ApiRegistry({**api.SPU_REQUESTS,
+                            ha.ENABLE_RECORD_HEADERS_KEY: ha.EnableRecordHeadersRequest,
+                            sta.STREAM_KEEP_ALIVE_KEY: sta.StreamKeepAliveRequest},
+                           (*api.SPU_API_VERSIONS, ha.HEADERS_API_VERSION, sta.STREAM_API_VERSION))
     return serve_api(registry, HANDLERS, limits, ctx)
 
 
@@ -140,6 +144,7 @@ def _append_one(ctx, topic: str, part: api.PartitionProduceData, smartmodules: b
     except serr.StorageError as e:
         resp.error_code = _storage_error(e, topic, p)
         return resp, None
+    note_markers(ctx, topic, p, records)
     if plan is not None:
         record_appended(table, batches, plan.skip, result.base_offset)
         if plan.duplicate is not None:
@@ -426,6 +431,7 @@ async def handle_enable_record_headers(ctx, conn, header, req) -> ha.EnableRecor
 
 HANDLERS = {
     ha.ENABLE_RECORD_HEADERS_KEY: handle_enable_record_headers,
+    sta.STREAM_KEEP_ALIVE_KEY: handle_stream_keep_alive,
     api.SpuApiKey.Produce: handle_produce,
     api.SpuApiKey.Fetch: handle_fetch,
     api.SpuApiKey.FetchOffsets: handle_fetch_offsets,
