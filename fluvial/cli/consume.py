@@ -206,6 +206,9 @@ def consume(
     consumer: Annotated[Optional[str], typer.Option(
         "-c", "--consumer", metavar="ID", help="Store the offsets read under this consumer id, and "
                                                "resume where it left off.")] = None,
+    stream: Annotated[Optional[str], typer.Option(
+        "--stream", metavar="ID", help="Print bounded stream ID (from the beginning, or --start) "
+                                       "and exit 0 at its end; non-zero if it is incomplete.")] = None,
 ) -> None:
     """Read records from a topic and print them on stdout.
 
@@ -255,6 +258,16 @@ def consume(
         config["commit"] = "auto"
         config["flush_interval"] = 2.0  # as Fluvio's CLI
     formatter = RecordFormatter(output or ConsumeOutput.dynamic, format, key_value, print_warning)
+    if stream is not None:
+        from fluvial.cli.stream_cmd import consume_stream
+
+        if partition or all_partitions or consumer or end is not None or disable_continuous:
+            usage_error("--stream reads its own partition to the stream's end: drop -p, -A, -c, "
+                        "--end and -d")
+        config["offset"] = Offset.absolute(start) if start is not None else Offset.beginning()
+        run_client(ctx, lambda fl: consume_stream(fl, topic, stream, formatter, config),
+                   topic=topic)
+        return
     run_client(ctx, lambda fl: _consume(fl, topic, config, formatter, f"Consuming records from "
                                                                       f"'{topic}'{where}"),
                topic=topic, stop_on_interrupt=True)
