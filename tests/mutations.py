@@ -190,6 +190,28 @@ MUTATIONS: list[Mutation] = [
              "        return ProducerStateTable.rebuild((),\n",
              ("tests/client/test_idempotence.py::test_a_retry_after_a_leader_failover_is_recognised_by_the_new_leader",),
              "a new leader does not rebuild the producers' sequences from its log"),
+    Mutation("stream-eos-before-acked", "fluvial/client/stream.py",
+             "            await self._producer.flush()\n            self._stop_keepalive()\n",
+             "            self._stop_keepalive()\n",
+             ("tests/client/test_streams.py::test_a_stream_ends_exactly_at_its_eos",),
+             "a sink writes EOS before every record of the stream is acknowledged"),
+    Mutation("stream-session-never-expires", "fluvial/spu/stream_sessions.py",
+             "                if v.deadline <= now]",
+             "                if False]",
+             ("tests/client/test_streams.py::test_a_silent_sink_is_aborted_by_the_leader_after_its_session_timeout",),
+             "a stream whose sink vanished is never declared aborted"),
+    Mutation("stream-markers-as-data", "fluvial/protocol/record_fast.py",
+             "                or (h[5] & ATTR_CONTROL and not control)):",
+             "                ):",
+             ("tests/client/test_streams.py::test_a_stream_ends_exactly_at_its_eos",),
+             "plain consumers get stream markers as data records"),
+    Mutation("headers-not-stripped", "fluvial/spu/public.py",
+             "    if conn.state.get(\"record_headers\"):",
+             "    if True:",
+             ("tests/client/test_headers.py::test_a_client_that_did_not_enable_headers_gets_them_stripped",
+              "tests/compat/test_headers_compat.py::test_the_official_client_reads_records_sent_with_headers"),
+             "records with headers reach a client that did not enable them (the official client "
+             "misparses them)"),
 ]
 
 
