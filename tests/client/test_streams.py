@@ -8,6 +8,7 @@ import pytest
 import trio
 
 import fluvial
+import fluvial.sync
 from fluvial import Offset, SinkClosed, StreamIncomplete
 
 from .conftest import TEST_TIMEOUT
@@ -138,3 +139,44 @@ async def test_back_pressure_bounds_unacknowledged_bytes(fl, new_topic):
                 peak = max(peak, sink._state.unacked_bytes)
             assert peak <= 1000
         assert len(await read_all(fl, topic, "bp")) == 200
+
+
+def blocking_streams(endpoint: str) -> dict:
+    out: dict = {}
+    with fluvial.sync.connect(endpoint=endpoint) as fl:
+        fl.admin.create_topic("sync-streams")
+        with fl.sink("sync-streams", stream="ok") as sink:
+            for i in range(10):
+                sink.send(b"%d" % i, headers={"n": str(i)})
+        out["ok"] = [(r.value, r.headers) for r in fl.source("sync-streams", stream="ok")]
+        with pytest.raises(RuntimeError):
+            with fl.sink("sync-streams", stream="broken") as sink:
+                sink.send(b"x")
+                raise RuntimeError("stop")
+        try:
+            list(fl.source("sync-streams", stream="broken"))
+        except StreamIncomplete as e:
+            out["broken"] = e.last_offset
+    return out
+
+
+async def test_the_blocking_sink_and_source(cluster):
+    with trio.fail_after(TEST_TIMEOUT):
+        out = await trio.to_thread.run_sync(blocking_streams, cluster.endpoint)
+    assert out["ok"] == [(b"%d" % i, (("n", b"%d" % i),)) for i in range(10)]
+    assert out["broken"] is not None
+
+
+async def test_a_source_that_cannot_read_on_raises_stream_incomplete(cluster, fl, new_topic):
+    with trio.fail_after(TEST_TIMEOUT):
+        topic = await new_topic()
+        sink = fl.sink(topic, stream="cut")
+        await sink.__aenter__()
+        await (await sink.send(b"first"))
+        source = fl.source(topic, stream="cut", reconnect_timeout=0.5)
+        assert (await source.__anext__()).value == b"first"
+        await cluster.stop_spu(5001)
+        with pytest.raises(StreamIncomplete) as e:
+            await source.__anext__()
+        assert e.value.last_offset == 1  # BEGIN at 0, "first" at 1
+        await sink._abort()
