@@ -195,7 +195,8 @@ class Sink:
     async def _marker(self, kind: MarkerKind) -> None:
         """Write one marker to the partition's leader, retrying retriable failures."""
         batch = encode_marker(kind, self.stream, first_timestamp=time.time_ns() // 1_000_000,
-                              session_ms=self.session_ms if kind is MarkerKind.BEGIN else None)
+                              session_ms=self.session_ms if kind is MarkerKind.BEGIN else None,
+                              compression=self._producer.compression)
         req = ProduceRequest(None, Isolation.ReadCommitted, 5000,
                              [TopicProduceData(self.topic, [PartitionProduceData(self.partition, batch)])], [])
         delay = 0.01

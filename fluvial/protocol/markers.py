@@ -61,15 +61,16 @@ def stream_id_bytes(stream: str | int) -> bytes:
 
 
 def encode_marker(kind: MarkerKind, stream: str | int, *, first_timestamp: int,
-                  session_ms: int | None = None) -> bytes:
-    """One control batch holding the marker (base offset 0, as a producer sends it)."""
+                  session_ms: int | None = None, compression: int = 0) -> bytes:
+    """One control batch holding the marker (base offset 0, as a producer sends it),
+    compressed with ``compression`` (a topic with a fixed codec accepts only that one)."""
     sid = stream_id_bytes(stream)
     headers = [(STREAM_HEADER, sid), (MARKER_HEADER, kind.value.encode())]
     if session_ms is not None:
         headers.append((SESSION_HEADER, str(int(session_ms)).encode()))
     batch = encode_headers_batch([(MARKER_KEY, kind.value.encode() + b" " + sid, tuple(headers))],
-                                 first_timestamp=first_timestamp)
-    return set_attributes(batch, ATTR_HEADERS | ATTR_CONTROL)
+                                 first_timestamp=first_timestamp, compression=compression)
+    return set_attributes(batch, compression | ATTR_HEADERS | ATTR_CONTROL)
 
 
 def is_control(attributes: int) -> bool:

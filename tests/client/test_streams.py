@@ -180,3 +180,11 @@ async def test_a_source_that_cannot_read_on_raises_stream_incomplete(cluster, fl
             await source.__anext__()
         assert e.value.last_offset == 1  # BEGIN at 0, "first" at 1
         await sink._abort()
+
+
+async def test_a_stream_on_a_topic_with_fixed_compression(fl, new_topic):
+    with trio.fail_after(TEST_TIMEOUT):
+        topic = await new_topic(compression="gzip")
+        async with fl.sink(topic, stream="z") as sink:
+            await sink.send(b"zipped")
+        assert [r.value for r in await read_all(fl, topic, "z")] == [b"zipped"]
