@@ -138,10 +138,16 @@ def note_markers(ctx, topic: str, partition: int, record_set: bytes) -> None:
 
 
 def log_markers(replica) -> list[Marker]:
-    """Every marker in a replica's log, in offset order (control batches only are read)."""
+    """Every marker in a replica's log, in offset order (control batches only are read); none
+    when the replica was closed meanwhile (its topic deleted)."""
     storage = replica.storage
     out = []
-    for h in list(storage.batch_headers()):
+    try:
+        headers = list(storage.batch_headers())
+    except Exception as e:  # closed, or its storage failed: nothing to track there
+        log.warning("%s-%d: reading markers: %s", replica.topic, replica.partition, e)
+        return out
+    for h in headers:
         if not is_control(h.attributes):
             continue
         try:
@@ -158,32 +164,40 @@ async def run_stream_sessions(ctx) -> None:
     sessions = ctx.stream_sessions = StreamSessions()
     while True:
         await trio.sleep(CHECK_INTERVAL)
-        now = trio.current_time()
-        for key, replica in list(ctx.replicas.items()):
-            st = replica.leader_state
-            if st is None:
-                if key in sessions.rebuilt:
-                    sessions.forget(key)
-                continue
-            if sessions.rebuilt.get(key) is not st:
-                sessions.rebuild(key, await trio.to_thread.run_sync(log_markers, replica), now)
-                sessions.rebuilt[key] = st
-        for key, stream in sessions.expired(now):
-            replica = ctx.replicas.get(key)
-            if replica is None or not replica.is_leader:
-                sessions.ended(key, stream)
-                continue
-            batch = encode_marker(MarkerKind.ABORT, stream, first_timestamp=time.time_ns() // 1_000_000)
-            try:
-                result = replica.append_nowait(batch)
-                with trio.move_on_after(5.0):
-                    await replica.wait_durable(result.leo)  # what moves the HW (group commit)
-            except Exception as e:  # not leader any more, a full disk: try again next round
-                log.warning("%s-%d: cannot abort stream %r: %s", key[0], key[1], stream, e)
-                continue
-            log.info("%s-%d: stream %r aborted: its sink was silent past its session timeout",
-                     key[0], key[1], stream)
+        try:
+            await _round(ctx, sessions)
+        except Exception:  # a bug of ours must not take the SPU down: log it, go on
+            log.exception("stream sessions round failed")
+
+
+async def _round(ctx, sessions: StreamSessions) -> None:
+    """Rebuild the sessions of partitions this SPU has just come to lead; abort expired ones."""
+    now = trio.current_time()
+    for key, replica in list(ctx.replicas.items()):
+        st = replica.leader_state
+        if st is None:
+            if key in sessions.rebuilt:
+                sessions.forget(key)
+            continue
+        if sessions.rebuilt.get(key) is not st:
+            sessions.rebuild(key, await trio.to_thread.run_sync(log_markers, replica), now)
+            sessions.rebuilt[key] = st
+    for key, stream in sessions.expired(now):
+        replica = ctx.replicas.get(key)
+        if replica is None or not replica.is_leader:
             sessions.ended(key, stream)
+            continue
+        batch = encode_marker(MarkerKind.ABORT, stream, first_timestamp=time.time_ns() // 1_000_000)
+        try:
+            result = replica.append_nowait(batch)
+            with trio.move_on_after(5.0):
+                await replica.wait_durable(result.leo)  # what moves the HW (group commit)
+        except Exception as e:  # not leader any more, a full disk: try again next round
+            log.warning("%s-%d: cannot abort stream %r: %s", key[0], key[1], stream, e)
+            continue
+        log.info("%s-%d: stream %r aborted: its sink was silent past its session timeout",
+                 key[0], key[1], stream)
+        sessions.ended(key, stream)
 
 
 async def handle_stream_keep_alive(ctx, conn, header, req: StreamKeepAliveRequest
