@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 
@@ -68,4 +69,40 @@ def test_a_stream_survives_a_leader_kill_between_two_processes(make_cluster):
                 p.wait()
         reader.join(5)
         for f in (sink.stdin, sink.stderr, source.stdout, source.stderr):
+            f.close()
+
+
+SINK_SCRIPT = """
+import sys, fluvial.sync
+with fluvial.sync.connect() as fl:
+    sink = fl.sink(sys.argv[1], stream=sys.argv[2], session_timeout=1.0)
+    sink.__enter__()
+    for i in range(5):
+        sink.send(b"%d" % i).wait()
+    print("sent", flush=True)
+    sys.stdin.read()  # until killed
+"""
+
+
+def test_a_killed_sink_process_is_declared_aborted_and_its_source_exits_non_zero(make_cluster):
+    cluster = make_cluster(3)
+    cluster.cli("topic", "create", TOPIC, "--replication", "3")
+    env = dict(os.environ, FLUVIAL_HOME=str(cluster.home))
+    env.pop("FLUVIAL_CONFIG", None)
+    sink = subprocess.Popen([sys.executable, "-c", SINK_SCRIPT, TOPIC, "doomed"], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert sink.stdout.readline() == b"sent\n", sink.stderr.read().decode()
+        sink.kill()  # SIGKILL: no EOS, no abort marker, no more keep-alives
+        sink.wait()
+        consume = subprocess.run([*fluvial_command(), "consume", TOPIC, "--stream", "doomed"],
+                                 env=env, capture_output=True, timeout=DEADLINE)
+        assert consume.returncode != 0
+        assert consume.stdout.split() == [b"%d" % i for i in range(5)]
+        assert b"aborted" in consume.stderr
+    finally:
+        if sink.poll() is None:
+            sink.kill()
+            sink.wait()
+        for f in (sink.stdin, sink.stdout, sink.stderr):
             f.close()

@@ -188,3 +188,20 @@ async def test_a_stream_on_a_topic_with_fixed_compression(fl, new_topic):
         async with fl.sink(topic, stream="z") as sink:
             await sink.send(b"zipped")
         assert [r.value for r in await read_all(fl, topic, "z")] == [b"zipped"]
+
+
+async def test_a_source_resumes_from_the_offset_after_the_last_record_it_got(fl, new_topic):
+    with trio.fail_after(TEST_TIMEOUT):
+        topic = await new_topic()
+        async with fl.sink(topic, stream="r") as sink:
+            for i in range(10):
+                await sink.send(b"%d" % i)
+        first = []
+        async with fl.source(topic, stream="r") as source:
+            async for rec in source:
+                first.append(rec)
+                if len(first) == 4:
+                    break
+        resume_at = first[-1].offset + 1  # what a source would keep durably
+        rest = await read_all(fl, topic, "r", offset=Offset.absolute(resume_at))
+        assert [r.value for r in first + rest] == [b"%d" % i for i in range(10)]
