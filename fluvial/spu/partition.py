@@ -37,6 +37,8 @@ from fluvial.storage.replica import AppendResult, Replica
 
 log = logging.getLogger("fluvial.spu")
 
+PRODUCER_SCAN_RECORDS = 1_000_000  # records a new leader reads back for producer sequences
+
 
 class Waiter:
     """A parked reader: ``wake`` is set whenever the replica changes."""
@@ -212,9 +214,11 @@ class PartitionReplica:
     def rebuild_producers(self) -> ProducerStateTable:
         """The idempotent producers' state as this replica's log describes it (its batch
         headers carry producer id, epoch and sequence), so a new leader knows every batch its
-        predecessor appended and this one holds."""
-        return ProducerStateTable.rebuild(self.storage.batch_headers(),
-                                          self.storage.log_start_offset)
+        predecessor appended and this one holds. Only the last ``PRODUCER_SCAN_RECORDS`` records
+        are scanned (bounded work when leadership moves; retries are minutes old at most):
+        producers not seen there count as unknown ones of a log that lost its head."""
+        start = max(self.storage.log_start_offset, self.storage.leo - PRODUCER_SCAN_RECORDS)
+        return ProducerStateTable.rebuild(self.storage.batch_headers(start), start)
 
     # ------------------------------------------------------------------------------- changes
 

@@ -128,3 +128,27 @@ def test_stamped_batches_keep_a_valid_crc_and_rebuild_the_state():
     assert t.check(42, 1, 10, 3) == Duplicate(3, 5)
     assert t.check(42, 1, 13, 1) == APPEND
     assert read_header(raw).producer_id == -1
+
+
+def test_a_log_is_read_back_from_an_offset_across_segments(tmp_path):
+    from fluvial.storage.config import ReplicaConfig
+    from fluvial.storage.replica import Replica
+
+    r = Replica.open(tmp_path, "t", 0, ReplicaConfig(segment_max_bytes=300,
+                                                     index_max_interval_bytes=50))
+    try:
+        seq = 0
+        for i in range(20):
+            batch = stamp_producer(encode_batch([b"a%d" % i, b"b%d" % i], first_timestamp=1), 5, 0, seq)
+            r.append(batch, leader_epoch=0)
+            seq += 2
+        assert len(r.segments) > 3
+        assert [h.base_offset for h in r.batch_headers()] == list(range(0, 40, 2))
+        assert [h.base_offset for h in r.batch_headers(25)] == list(range(24, 40, 2))
+        assert list(r.batch_headers(40)) == []
+        t = ProducerStateTable.rebuild(r.batch_headers(30), 30)
+        assert t.check(5, 0, 38, 2) == Duplicate(38, 39)
+        assert t.check(5, 0, 40, 1) == APPEND
+        assert t.check(9, 0, 7, 1) == APPEND  # unknown, and the scan started past the log start
+    finally:
+        r.close()
