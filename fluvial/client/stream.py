@@ -46,6 +46,7 @@ from fluvial.client.stream_state import (
 )
 from fluvial.client.types import Offset, Record
 from fluvial.errors import Error, FluvialError, Retriable
+from fluvial.protocol.codec import DecodeError
 from fluvial.protocol.markers import (
     MAX_SESSION_MS, STREAM_HEADER, MarkerKind, encode_marker, stream_id_bytes, user_headers,
 )
@@ -302,7 +303,7 @@ class Source:
                 await self.aclose()
                 raise StreamIncomplete(f"stream {self.stream!r}: the partition ended before its "
                                        f"EOS", self._state.last_offset) from None
-            except FluvialError as e:
+            except (FluvialError, DecodeError) as e:
                 await self.aclose()
                 raise StreamIncomplete(f"stream {self.stream!r}: reading failed: {e}",
                                        self._state.last_offset) from e
