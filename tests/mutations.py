@@ -212,6 +212,11 @@ MUTATIONS: list[Mutation] = [
               "tests/compat/test_headers_compat.py::test_the_official_client_reads_records_sent_with_headers"),
              "records with headers reach a client that did not enable them (the official client "
              "misparses them)"),
+    Mutation("headers-batch-unchecked", "fluvial/spu/public.py",
+             "            check_header_batches(records)\n",
+             "            pass\n",
+             ("tests/client/test_headers.py::test_a_malformed_headers_batch_is_refused_and_the_topic_stays_readable",),
+             "a malformed headers batch is stored (no client that needs it stripped can read on)"),
 ]
 
 

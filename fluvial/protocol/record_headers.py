@@ -30,7 +30,7 @@ from typing import Iterable, NamedTuple, Sequence
 
 from fluvial.protocol.batch import (
     ATTR_COMPRESSION_MASK, ATTR_SCHEMA_ID, CRC_OFFSET, CRC_START, HEADER, HEADER_BYTES, PREAMBLE_BYTES,
-    check_batch, compute_crc,
+    check_batch, compute_crc, iter_batches,
 )
 from fluvial.protocol.codec import DecodeError, EncodeError, encode_varint
 from fluvial.protocol.record import (
@@ -262,6 +262,22 @@ def has_headers(buf, pos: int = 0, end: int | None = None) -> bool:
     return False
 
 
+def check_header_batches(record_set) -> None:
+    """Decode every ``ATTR_HEADERS`` batch of a produced record set, so that none is stored
+    that the SPU could not strip later (and a client not read). Other batches are not looked at.
+
+    Raises:
+        DecodeError: a marked batch whose records do not decode.
+    """
+    for pos, h in iter_batches(record_set, verify_crc=False):
+        if h.attributes & ATTR_HEADERS:
+            data, p, e, count = records_section(record_set, pos, h)
+            try:
+                decode_header_records(data, p, e, count, h.base_offset, h.first_timestamp)
+            except DecodeError as exc:
+                raise DecodeError(f"batch at {pos}: {exc}") from None
+
+
 def strip_record_set(buf) -> bytes:
     """A record set (whole batches) with every ``ATTR_HEADERS`` batch stripped
     (``strip_headers``); ``buf`` itself (as bytes) when none is marked. A trailing partial batch
@@ -289,7 +305,7 @@ def strip_record_set(buf) -> bytes:
 
 
 __all__ = [
-    "ATTR_HEADERS", "HeaderRecord", "Headers", "decode_header_records", "encode_header_records",
+    "ATTR_HEADERS", "HeaderRecord", "Headers", "check_header_batches", "decode_header_records", "encode_header_records",
     "encode_headers_batch", "has_headers", "normalize_headers", "set_attributes",
     "strip_headers", "strip_record_set",
 ]

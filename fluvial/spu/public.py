@@ -38,7 +38,8 @@ from fluvial.net.server import Handler
 from fluvial.protocol import headers_api as ha
 from fluvial.protocol import spu_api as api
 from fluvial.protocol import stream_api as sta
-from fluvial.protocol.record_headers import strip_record_set
+from fluvial.protocol.codec import DecodeError
+from fluvial.protocol.record_headers import check_header_batches, has_headers, strip_record_set
 from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
 from fluvial.spu.partition import NotLeader, PartitionReplica, Waiter
 from fluvial.spu.stream_sessions import handle_stream_keep_alive, note_markers
@@ -116,6 +117,12 @@ def _append_one(ctx, topic: str, part: api.PartitionProduceData, smartmodules: b
                 return resp, None
         except BatchError as e:
             resp.error_code = Error.other(f"rejected: {e}")
+            return resp, None
+    if has_headers(records):
+        try:  # a headers batch must decode: the SPU strips it for other clients later
+            check_header_batches(records)
+        except DecodeError as e:
+            resp.error_code = Error.other(f"invalid batch: {e}")
             return resp, None
     leadership = replica.leader_state
     plan = batches = None

@@ -11,7 +11,10 @@ from fluvial.net.multiplexer import open_connection
 from fluvial.protocol import spu_api as api
 from fluvial.protocol.headers_api import EnableRecordHeadersRequest
 from fluvial.protocol.record import decode_record_set
-from fluvial.protocol.record_headers import has_headers
+from fluvial.protocol.record import frame_batch
+from fluvial.protocol.record_headers import (
+    ATTR_HEADERS, encode_header_records, encode_headers_batch, has_headers, set_attributes,
+)
 
 from .conftest import TEST_TIMEOUT
 
@@ -58,3 +61,22 @@ async def test_a_client_that_did_not_enable_headers_gets_them_stripped(cluster, 
         assert [(r.offset, r.value) for r in decode_record_set(plain)] == [
             (i, b"v%d" % i) for i in range(5)]
         assert has_headers(await fetch(True))
+
+
+async def test_a_malformed_headers_batch_is_refused_and_the_topic_stays_readable(cluster, fl, new_topic):
+    with trio.fail_after(TEST_TIMEOUT):
+        topic = await new_topic()
+        good = encode_headers_batch([(None, b"ok", (("h", b"1"),))], first_timestamp=1)
+        section, _ = encode_header_records([(None, b"v", (("k", b"val"),))])
+        bad = bytearray(section)
+        bad[-7] = 0x7E  # a header count of 63 in a record that holds one: a valid CRC all the same
+        bad_batch = set_attributes(frame_batch(bytes(bad), count=1, compression=0, first_timestamp=1,
+                                               max_time_stamp=1), ATTR_HEADERS)
+        _, conn = await fl.leader_connection(topic, 0)
+        for batch, ok in ((bad_batch, False), (good, True)):
+            req = api.ProduceRequest(None, api.Isolation.ReadUncommitted, 1000, [
+                api.TopicProduceData(topic, [api.PartitionProduceData(0, batch)])], [])
+            resp = await conn.call(req)
+            assert resp.responses[0].partitions[0].error_code.ok is ok
+        async with fl.consumer(topic, partition=0, continuous=False) as c:
+            assert [(r.value, r.headers) for r in [r async for r in c]] == [(b"ok", (("h", b"1"),))]
