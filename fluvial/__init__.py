@@ -24,10 +24,11 @@ from fluvial.client import (  # noqa: E402
     SpuInfo, TopicInfo, connect,
 )
 from fluvial.errors import ConfigError, ConnectionLost, ErrorCode, FluvialError  # noqa: E402
+from fluvial.client.stream import SinkClosed, StreamIncomplete  # noqa: E402
 
 __all__ = [
     "Admin", "Compression", "ConfigError", "ConnectionLost", "Consumer", "ConsumerOffsetInfo",
     "DeliverySemantic", "ErrorCode", "Fluvial", "FluvialError", "Isolation", "Offset",
     "PartitionInfo", "ProduceFuture", "Producer", "ProducerClosedError", "Record",
-    "RecordMetadata", "SpuInfo", "TopicInfo", "__version__", "connect", "errors",
+    "RecordMetadata", "SinkClosed", "SpuInfo", "StreamIncomplete", "TopicInfo", "__version__", "connect", "errors",
 ]

@@ -154,9 +154,11 @@ class Producer:
     def __exit__(self, exc_type, exc, tb) -> None:
         self._portal.run(self._producer.__aexit__, exc_type, exc, tb)
 
-    def send(self, value: bytes | str, key: bytes | str | None = None) -> ProduceOutput:
+    def send(self, value: bytes | str, key: bytes | str | None = None,
+             headers: Any = None) -> ProduceOutput:
         """Queue a record; ``.wait()`` on the result gives its ``RecordMetadata``."""
-        return ProduceOutput(self._portal, self._portal.run(self._producer.send, value, key))
+        return ProduceOutput(self._portal, self._portal.run(self._producer.send, value, key,
+                                                            headers))
 
     def send_many(self, records: Iterable[Any]) -> list[ProduceOutput]:
         """Queue values or ``(key, value)`` pairs in one hand-off."""
@@ -169,6 +171,62 @@ class Producer:
     def close(self) -> None:
         """Flush and close."""
         self._portal.run(self._producer.aclose)
+
+
+# ------------------------------------------------------------------------------- streams
+
+
+class Sink:
+    """Blocking twin of ``fluvial.client.stream.Sink``: ``with fl.sink(topic, stream=ID) as
+    sink: sink.send(...)``; leaving the block writes EOS once every record is acknowledged, an
+    exception writes an abort marker instead."""
+
+    def __init__(self, portal: _Portal, sink: Any):
+        self._portal = portal
+        self._sink = sink
+
+    def __enter__(self) -> Sink:
+        self._portal.run(self._sink.__aenter__)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._portal.run(self._sink.__aexit__, exc_type, exc, tb)
+
+    def send(self, value: bytes | str, key: bytes | str | None = None,
+             headers: Any = None) -> ProduceOutput:
+        return ProduceOutput(self._portal, self._portal.run(self._sink.send, value, key, headers))
+
+    def close(self) -> None:
+        """Write EOS once every record is acknowledged."""
+        self._portal.run(self._sink.aclose)
+
+
+class Source:
+    """Blocking twin of ``fluvial.client.stream.Source``: ``for rec in fl.source(topic,
+    stream=ID)`` ends at the stream's EOS, or raises ``StreamIncomplete``."""
+
+    def __init__(self, portal: _Portal, source: Any):
+        self._portal = portal
+        self._source = source
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __iter__(self) -> Source:
+        return self
+
+    def __next__(self) -> Record:
+        try:
+            return self._portal.run(self._source.__anext__)
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def close(self) -> None:
+        if self._portal.alive:
+            self._portal.run(self._source.aclose)
 
 
 # ------------------------------------------------------------------------------ consumer
@@ -313,6 +371,14 @@ class Fluvial:
     def producer(self, topic: str, **config: Any) -> Producer:
         """A blocking ``Producer``; options as ``fluvial.client.producer.Producer``."""
         return Producer(self._portal, self._fl.producer(topic, **config))
+
+    def sink(self, topic: str, *, stream: str | int, **config: Any) -> Sink:
+        """A blocking ``Sink`` of bounded stream ``stream`` (docs/streams.md)."""
+        return Sink(self._portal, self._fl.sink(topic, stream=stream, **config))
+
+    def source(self, topic: str, *, stream: str | int, **config: Any) -> Source:
+        """A blocking ``Source`` of bounded stream ``stream`` (docs/streams.md)."""
+        return Source(self._portal, self._fl.source(topic, stream=stream, **config))
 
     def consumer(self, topic: str, **config: Any) -> Consumer:
         """A blocking ``Consumer``; options as ``fluvial.client.consumer.Consumer``."""

@@ -211,6 +211,9 @@ def consume(
                                                "share the partitions; offsets are committed for the "
                                                "group. With -B a partition without a committed "
                                                "offset starts at the beginning (default: the end).")] = None,
+    stream: Annotated[Optional[str], typer.Option(
+        "--stream", metavar="ID", help="Print bounded stream ID (from the beginning, or --start) "
+                                       "and exit 0 at its end; non-zero if it is incomplete.")] = None,
 ) -> None:
     """Read records from a topic and print them on stdout.
 
@@ -272,6 +275,16 @@ def consume(
                   **{k: v for k, v in config.items() if k in ("max_bytes", "isolation")}}
         where = f" as a member of group '{group}'"
     formatter = RecordFormatter(output or ConsumeOutput.dynamic, format, key_value, print_warning)
+    if stream is not None:
+        from fluvial.cli.stream_cmd import consume_stream
+
+        if partition or all_partitions or consumer or group or end is not None or disable_continuous:
+            usage_error("--stream reads its own partition to the stream's end: drop -p, -A, -c, -G, "
+                        "--end and -d")
+        config["offset"] = Offset.absolute(start) if start is not None else Offset.beginning()
+        run_client(ctx, lambda fl: consume_stream(fl, topic, stream, formatter, config),
+                   topic=topic)
+        return
     run_client(ctx, lambda fl: _consume(fl, topic, config, formatter, f"Consuming records from "
                                                                       f"'{topic}'{where}"),
                topic=topic, stop_on_interrupt=True)

@@ -176,6 +176,9 @@ def produce(
                                          "round robin without one).")] = None,
     verbose: Annotated[bool, typer.Option(
         "-v", "--verbose", help="Print each record as it is sent.")] = False,
+    stream: Annotated[Optional[str], typer.Option(
+        "--stream", metavar="ID", help="Send the input as bounded stream ID, closed (EOS) at the "
+                                       "end of the input; see docs/streams.md.")] = None,
 ) -> None:
     """Write records to a topic: one per line of stdin or of --file.
 
@@ -204,12 +207,23 @@ def produce(
         config["max_request_size"] = parse_size(max_request_size)
     if partition is not None:
         config["partitioner"] = partition
+    if stream is not None and (partition is not None or config["delivery"] != "at_least_once"):
+        usage_error("--stream chooses its partition and delivers at least once (idempotently); "
+                    "drop -p/--partition and --delivery-semantic")
     source = _Input(file)
     try:
-        stats = run_client(ctx, lambda fl: _produce(fl, topic, source, config, key=key,
+        if stream is not None:
+            from fluvial.cli.stream_cmd import produce_stream
+
+            stats = run_client(ctx, lambda fl: produce_stream(
+                fl, topic, stream, source, config, key=key.encode() if key is not None else None,
+                separator=key_separator.encode() if key_separator is not None else None, raw=raw),
+                topic=topic)
+        else:
+            stats = run_client(ctx, lambda fl: _produce(fl, topic, source, config, key=key,
                                                     separator=key_separator, raw=raw,
                                                     verbose=verbose, partition=partition),
-                           topic=topic)
+                               topic=topic)
     finally:
         source.close()
     records, size, seconds, skipped = stats

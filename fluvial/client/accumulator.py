@@ -39,6 +39,7 @@ from typing import Any
 from fluvial.errors import Error, ErrorCode, MessageTooLargeError
 from fluvial.protocol.record import Compression
 from fluvial.protocol.record_fast import encode_producer_batch
+from fluvial.protocol.record_headers import encode_headers_batch
 
 __all__ = [
     "DEFAULT_BATCH_QUEUE_SIZE", "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_REQUEST_SIZE",
@@ -70,7 +71,7 @@ class ProducerBatch:
     """
 
     __slots__ = ("partition", "values", "keys", "size", "created_at", "first_timestamp", "deltas",
-                 "closed", "encoded", "base_offset", "error", "waiter", "attempts")
+                 "closed", "encoded", "base_offset", "error", "waiter", "attempts", "headers")
 
     def __init__(self, partition: int, created_at: float, first_timestamp: int,
                  with_deltas: bool = False):
@@ -87,6 +88,7 @@ class ProducerBatch:
         self.error: BaseException | None = None
         self.waiter: Any = None
         self.attempts = 0
+        self.headers: list | None = None  # per record (() for none), or None while none has any
 
     def __repr__(self) -> str:
         state = ("failed" if self.error is not None else "acked" if self.base_offset is not None
@@ -108,6 +110,12 @@ class ProducerBatch:
 
     def encode(self, compression: int = Compression.None_) -> bytes:
         """The batch bytes (computed once, then kept for retries)."""
+        if self.encoded is None and self.headers is not None:
+            keys = self.keys or [None] * len(self.values)
+            self.encoded = encode_headers_batch(list(zip(keys, self.values, self.headers)),
+                                                first_timestamp=self.first_timestamp,
+                                                compression=compression,
+                                                timestamp_deltas=self.deltas)
         if self.encoded is None:
             self.encoded = encode_producer_batch(self.values, self.keys, compression=compression,
                                                  first_timestamp=self.first_timestamp,
@@ -168,13 +176,17 @@ class RecordAccumulator:
                                     f"a record of about {size} bytes is larger than "
                                     f"max_request_size ({self.max_request_size} bytes)")
 
-    def append(self, partition: int, value: bytes, key: bytes | None = None) -> ProducerBatch:
+    def append(self, partition: int, value: bytes, key: bytes | None = None,
+               headers: tuple = ()) -> ProducerBatch:
         """Add one record; returns the batch it went into (it is the batch's last record).
+        ``headers`` are ``(str, bytes)`` pairs (``record_headers.normalize_headers``).
 
         Raises:
             MessageTooLargeError: the record alone is larger than ``max_request_size``.
         """
         size = len(value) + RECORD_OVERHEAD if key is None else len(value) + len(key) + RECORD_OVERHEAD
+        if headers:
+            size += sum(len(k) + len(v) + 4 for k, v in headers)
         b = self._open.get(partition)
         if b is None or (b.size + size > self.batch_size and b.values):
             if size > self.max_request_size:
@@ -186,6 +198,12 @@ class RecordAccumulator:
             b.keys.append(key)
         elif b.keys is not None:
             b.keys.append(None)
+        if headers:
+            if b.headers is None:
+                b.headers = [()] * len(b.values)
+            b.headers.append(headers)
+        elif b.headers is not None:
+            b.headers.append(())
         b.values.append(value)
         b.size += size
         if b.deltas is not None:
@@ -229,6 +247,8 @@ class RecordAccumulator:
                 b.keys.extend(keys[i:j])
             elif b.keys is not None:
                 b.keys.extend(repeat(None, j - i))
+            if b.headers is not None:
+                b.headers.extend(repeat((), j - i))
             b.values.extend(values[i:j])
             b.size = size
             if b.deltas is not None:
@@ -289,6 +309,8 @@ class RecordAccumulator:
                 est = head.size if head.encoded is None else len(head.encoded)
                 if taken and total + est > limit:
                     break
+                if taken and (head.attempts > 0) != (taken[0].attempts > 0):
+                    break  # retried batches go on their own (an idempotent retry is all resent)
                 q.popleft()
                 if not head.closed:
                     head.closed = True

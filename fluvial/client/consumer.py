@@ -298,6 +298,8 @@ class Consumer(RecordStream):
         reconnect_timeout: seconds a partition may go without a working stream before the
             consumer gives up with the last error.
         buffer: responses buffered ahead of the reader (per consumer).
+        markers: also hand out stream markers (control records, ``Record.is_control``), for
+            ``fluvial.client.stream``; by default they are skipped.
     """
 
     def __init__(self, fl: Any, topic: str, *, partition: int | list[int] | None = None,
@@ -306,7 +308,7 @@ class Consumer(RecordStream):
                  continuous: bool = True, consumer_id: str | None = None,
                  commit: str = "auto", flush_interval: float = 10.0,
                  reconnect_timeout: float = 60.0, retry_backoff: float = 0.05,
-                 retry_backoff_max: float = 1.0, buffer: int = 4):
+                 retry_backoff_max: float = 1.0, buffer: int = 4, markers: bool = False):
         if commit not in ("auto", "manual"):
             raise ValueError(f"commit must be 'auto' or 'manual', not {commit!r}")
         if end is not None and end < 0:
@@ -332,6 +334,7 @@ class Consumer(RecordStream):
         self.reconnect_timeout = reconnect_timeout
         self.retry_backoff = retry_backoff
         self.retry_backoff_max = retry_backoff_max
+        self._markers = markers
         self._send, self._receive = trio.open_memory_channel[Any](max(1, buffer))
         self._partitions: dict[int, _PartitionState] = {}
         self._buf: list[Record] = []
@@ -515,7 +518,7 @@ class Consumer(RecordStream):
             try:
                 records, pos, _ = decode_fetched_batches(
                     raw.buf, self._raw_pos, raw.end, raw.partition, raw.min_offset, raw.limit,
-                    max_records=_DECODE_RECORDS, row=Record)
+                    max_records=_DECODE_RECORDS, row=Record, control=self._markers)
             except DecodeError:
                 self._raw = None  # the rest of this record set is lost; the error says where
                 raise

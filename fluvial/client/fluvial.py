@@ -50,6 +50,7 @@ from fluvial.net.errors import ConnectError, RequestTimeout, TlsHandshakeError
 from fluvial.net.multiplexer import ClientConnection, open_connection
 from fluvial.net.tls import client_ssl_context
 from fluvial.protocol.codec import DecodeError
+from fluvial.protocol.headers_api import EnableRecordHeadersRequest
 from fluvial.protocol.sc_api import MsgType, ObjectApiWatchRequest, ObjectApiWatchResponse
 from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC, Metadata, PartitionSpec, SpuSpec, TopicSpec
 
@@ -415,6 +416,9 @@ class Fluvial:
                                        server_hostname=self._tls.spu_server_name(name, host),
                                        client_id=self.client_id) as conn:
                 await conn.handshake(timeout=self.request_timeout)
+                if conn.lookup_version(EnableRecordHeadersRequest) is not None:
+                    # this SPU keeps record headers: have them served here (else it strips them)
+                    await conn.call(EnableRecordHeadersRequest(), timeout=self.request_timeout)
                 task_status.started(conn)
                 started = True
                 await conn.wait_closed()
@@ -484,6 +488,20 @@ class Fluvial:
         from fluvial.client.producer import Producer
 
         return Producer(self, topic, **config)
+
+    def sink(self, topic: str, *, stream: str | int, **config: Any):
+        """A bounded stream's sender: ``async with fl.sink(topic, stream=ID) as sink:``; see
+        ``fluvial.client.stream.Sink`` and docs/streams.md."""
+        from fluvial.client.stream import Sink
+
+        return Sink(self, topic, stream, **config)
+
+    def source(self, topic: str, *, stream: str | int, **config: Any):
+        """A bounded stream's receiver: ``async for rec in fl.source(topic, stream=ID)``; see
+        ``fluvial.client.stream.Source`` and docs/streams.md."""
+        from fluvial.client.stream import Source
+
+        return Source(self, topic, stream, **config)
 
     def consumer(self, topic: str, **config: Any):
         """A ``Consumer`` of ``topic``; see ``fluvial.client.consumer.Consumer`` for the options.

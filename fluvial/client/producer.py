@@ -27,9 +27,18 @@ Delivery (``delivery``):
   exponential backoff (``retry_backoff`` doubling up to ``retry_backoff_max``); by then the SC's
   watch has usually told the metadata cache about the new leader, and the next attempt goes
   there. A batch is failed once ``delivery_timeout`` has passed since it was created, or at once
-  on an error that is not retriable. A retry may store records twice.
+  on an error that is not retriable. A retry may store records twice, unless the producer is
+  idempotent (below).
 * ``at_most_once``: each batch is sent once, with up to ``max_in_flight`` (5) requests per
   partition awaiting their answers; a failure fails the batch.
+
+Idempotence (``idempotent``, on by default with at-least-once delivery): the producer gets a
+producer id from the SC (``fluvial.protocol.producer_api``) and stamps each batch, when it is
+first encoded, with that id, epoch 0 and the partition's next sequence number; a retry resends
+the same bytes, and the leader answers a batch it already holds with the original offsets instead
+of storing it again (``fluvial.spu.producer_state``), also after a failover. A batch given up
+leaves a gap in the sequence, so the partition's later batches are refused as out of order (as in
+Kafka before KIP-360): the producer must be recreated.
 
 A failed batch raises, from every ``ProduceFuture`` of its records, the typed exception of the
 server's ``ErrorCode`` (``TopicNotFoundError``, ``MessageTooLargeError``...) with the server's
@@ -64,7 +73,10 @@ from fluvial.errors import (
     CompressionError, Error, ErrorCode, FluvialError, NotLeaderForPartitionError, Retriable,
     TopicNotFoundError,
 )
+from fluvial.protocol.batch import stamp_producer
 from fluvial.protocol.codec import DecodeError, EncodeError
+from fluvial.protocol.producer_api import AllocateProducerIdRequest, next_sequence
+from fluvial.protocol.record_headers import normalize_headers
 from fluvial.protocol.sc_objects import CompressionAlgorithm
 from fluvial.protocol.spu_api import (
     Isolation, PartitionProduceData, ProduceRequest, TopicProduceData,
@@ -171,6 +183,9 @@ class Producer:
         retry_backoff, retry_backoff_max: the first and the largest wait between retries.
         max_in_flight: requests per partition awaiting their answer; always 1 with
             at-least-once delivery, 5 by default with at-most-once.
+        idempotent: stamp batches with a producer id and sequences so that retries never store
+            a record twice (needs at-least-once delivery). None (default): on with at-least-once
+            delivery when the SC hands out producer ids, off otherwise.
 
     Raises (from the first ``send``, ``flush`` or ``async with``):
         TopicNotFoundError: no such topic.
@@ -184,7 +199,8 @@ class Producer:
                  max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
                  batch_queue_size: int = DEFAULT_BATCH_QUEUE_SIZE,
                  delivery_timeout: float = 60.0, retry_backoff: float = 0.02,
-                 retry_backoff_max: float = 1.0, max_in_flight: int | None = None):
+                 retry_backoff_max: float = 1.0, max_in_flight: int | None = None,
+                 idempotent: bool | None = None):
         self._fl = fl
         self.topic = topic
         self.delivery = DeliverySemantic(delivery)
@@ -207,6 +223,14 @@ class Producer:
             self.max_in_flight = 5 if max_in_flight is None else max_in_flight
             if self.max_in_flight < 1:
                 raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
+        if idempotent and self.delivery is not DeliverySemantic.AT_LEAST_ONCE:
+            raise ValueError("an idempotent producer needs at_least_once delivery")
+        self._want_idempotence = (self.delivery is DeliverySemantic.AT_LEAST_ONCE
+                                  if idempotent is None else idempotent)
+        self._idempotence_required = bool(idempotent)
+        self.producer_id = -1  # set when idempotent, once started
+        self._producer_epoch = -1
+        self._next_sequence: dict[int, int] = {}  # partition -> sequence of its next batch
         if partitioner is None or isinstance(partitioner, SiphashRoundRobinPartitioner):
             self._partitioner = None  # the default, inlined in send
         elif isinstance(partitioner, int) and not isinstance(partitioner, bool):
@@ -268,10 +292,48 @@ class Producer:
             meta = await self._fl.metadata.topic(self.topic)
             await self._fl.metadata.partition(self.topic, 0)
             self.compression = self._choose_compression(meta.spec.compression_type)
+            if self._want_idempotence:
+                await self._get_producer_id()
             self._refresh_partition_count()
             self._fl.nursery.start_soon(self._sender)
             self._fl._producers.add(self)
             self._started = True
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether this producer's batches carry a producer id (known once started)."""
+        return self.producer_id >= 0
+
+    async def _get_producer_id(self) -> None:
+        """Ask the SC for a producer id. An SC without them (another implementation) leaves
+        the producer non-idempotent, unless ``idempotent=True`` was asked for.
+
+        Raises:
+            FluvialError: the SC refused, with ``idempotent=True``.
+        """
+        try:
+            resp = await self._fl.sc_call(AllocateProducerIdRequest())
+            error = None if resp.error_code.ok else resp.error_code.exception()
+        except (DecodeError, FluvialError) as e:
+            error = e
+        if error is None:
+            self.producer_id, self._producer_epoch = resp.producer_id, resp.producer_epoch
+            return
+        if self._idempotence_required:
+            raise FluvialError(detail=f"the SC gave no producer id for an idempotent producer: "
+                                      f"{error}")
+        log.info("producer for %r is not idempotent: the SC gave no producer id (%s)",
+                 self.topic, error)
+
+    def _encode(self, b: ProducerBatch) -> bytes:
+        """The batch's bytes, encoded once (then kept for retries); an idempotent producer's
+        carry its id, epoch and the partition's next sequence, taken at that first encoding."""
+        if b.encoded is None and self.producer_id >= 0:
+            seq = self._next_sequence.get(b.partition, 0)
+            b.encoded = stamp_producer(b.encode(self.compression), self.producer_id,
+                                       self._producer_epoch, seq)
+            self._next_sequence[b.partition] = next_sequence(seq, len(b.values))
+        return b.encode(self.compression)
 
     def _choose_compression(self, topic_compression: CompressionAlgorithm) -> Compression:
         mine = self._requested_compression
@@ -330,11 +392,14 @@ class Producer:
             return self._rr.partition(None, n)
         return key_hash(key) % n
 
-    async def send(self, value: bytes | str, key: bytes | str | None = None) -> ProduceFuture:
+    async def send(self, value: bytes | str, key: bytes | str | None = None,
+                   headers: Any = None) -> ProduceFuture:
         """Queue one record; returns its ``ProduceFuture`` (await it for the offset).
 
-        ``value`` and ``key`` are bytes (a ``str`` is sent as UTF-8). Waits only when the
-        partition's queue is full.
+        ``value`` and ``key`` are bytes (a ``str`` is sent as UTF-8). ``headers``: a mapping or
+        ``(key, value)`` pairs, keys str, values bytes or str (``Record.headers`` gives them
+        back; clients that do not ask for headers, such as the official one, get the record
+        without them). Waits only when the partition's queue is full.
 
         Raises:
             MessageTooLargeError: the record is larger than ``max_request_size``.
@@ -349,7 +414,7 @@ class Producer:
         if key is not None and type(key) is not bytes:
             key = _to_bytes(key, "key")
         p = self._partition(key)
-        b = self._acc.append(p, value, key)
+        b = self._acc.append(p, value, key, normalize_headers(headers) if headers else ())
         n = len(b.values)
         if n == 1:  # a new batch: the previous one (if any) is full, or the partition was idle
             self._pending.add(b)
@@ -594,7 +659,7 @@ class Producer:
         try:
             parts = []
             for p, batches in entries:
-                data = b"".join([b.encode(self.compression) for b in batches])
+                data = b"".join([self._encode(b) for b in batches])
                 for b in batches:
                     b.attempts += 1
                 parts.append(PartitionProduceData(p, data))

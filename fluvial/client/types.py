@@ -129,6 +129,7 @@ class Record(tuple):
         value: the value bytes.
         timestamp: milliseconds since the Unix epoch as the producer stamped the batch, or -1
             when the batch carries no timestamp.
+        headers: ``(key, value)`` pairs (str, bytes); () when it has none.
     """
 
     __slots__ = ()
@@ -139,6 +140,19 @@ class Record(tuple):
     key = property(itemgetter(2), doc="the key bytes, or None")
     value = property(itemgetter(3), doc="the value bytes")
     timestamp = property(itemgetter(4), doc="ms since the Unix epoch, or -1")
+
+    @property
+    def headers(self) -> tuple[tuple[str, bytes], ...]:
+        """The record's headers, ``(key, value)`` pairs in the order they were sent; () for a
+        record sent without (such a record is the usual 5-tuple; one with headers has them as
+        a sixth item)."""
+        return self[5] if len(self) > 5 else ()
+
+    @property
+    def is_control(self) -> bool:
+        """A stream marker (``fluvial.protocol.markers``), not data; only a consumer opened
+        with ``markers=True`` (a stream source) gets these."""
+        return len(self) > 6 and self[6]
 
     def __repr__(self) -> str:
         return ("Record(" + ", ".join(f"{n}={v!r}" for n, v in zip(self._fields, self)) + ")")

@@ -170,3 +170,21 @@ def set_base_offset(buf: bytearray, pos: int, base_offset: int) -> None:
 
 def set_leader_epoch(buf: bytearray, pos: int, epoch: int) -> None:
     _I32.pack_into(buf, pos + EPOCH_OFFSET, epoch)
+
+
+PRODUCER_OFFSET = struct.calcsize(">qiibIhiqq")  # 43: producer_id, producer_epoch, first_sequence
+_PRODUCER_FIELDS = struct.Struct(">qhi")
+
+
+def stamp_producer(batch: bytes, producer_id: int, producer_epoch: int,
+                   first_sequence: int) -> bytes:
+    """A copy of one whole batch with an idempotent producer's id, epoch and first sequence in
+    its header, and its CRC recomputed (those fields are inside the CRC).
+
+    Raises:
+        struct.error: a value that does not fit its field.
+    """
+    buf = bytearray(batch)
+    _PRODUCER_FIELDS.pack_into(buf, PRODUCER_OFFSET, producer_id, producer_epoch, first_sequence)
+    _U32.pack_into(buf, CRC_OFFSET, compute_crc(buf, 0, len(buf)))
+    return bytes(buf)

@@ -37,6 +37,8 @@ from fluvial.protocol.batch import (
     BATCH_HEADER_SIZE, HEADER, HEADER_BYTES, PREAMBLE_BYTES, check_batch,
 )
 from fluvial.protocol.codec import DecodeError, EncodeError, encode_varint
+from fluvial.protocol.markers import ATTR_CONTROL
+from fluvial.protocol.record_headers import ATTR_HEADERS, decode_header_records
 from fluvial.protocol.record import (
     DEFAULT_MAX_UNCOMPRESSED_BYTES, RECORD_COUNT, UNZIGZAG, Compression, compress, decode_records,
     encode_batch, frame_batch, read_uvarint, records_section,
@@ -254,7 +256,7 @@ def decode_fetched_batches(buf: bytes, pos: int, end: int, partition: int, min_o
                            limit: int | None = None, *, max_records: int | None = None,
                            verify_crc: bool = True,
                            max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES,
-                           row: Row = tuple) -> tuple[list, int, int | None]:
+                           row: Row = tuple, control: bool = False) -> tuple[list, int, int | None]:
     """Decode the whole batches of a fetched record set ``buf[pos:end]`` into ``row``s.
 
     Args:
@@ -267,6 +269,9 @@ def decode_fetched_batches(buf: bytes, pos: int, end: int, partition: int, min_o
         verify_crc: check each batch's CRC-32C.
         row: called with each ``(partition, offset, key, value, timestamp)`` tuple; a type
             implemented in C (a tuple subclass) keeps the fast path free of Python calls.
+            Records of a headers batch get their headers as a sixth item.
+        control: decode control batches (``markers.ATTR_CONTROL``: stream markers) as records
+            ``(..., headers, True)``; by default they are skipped (their offsets still count).
 
     Returns:
         ``(records, position, next_offset)``: ``position`` is where the next undecoded batch
@@ -286,7 +291,8 @@ def decode_fetched_batches(buf: bytes, pos: int, end: int, partition: int, min_o
             break  # cut short: the next response starts with it again
         base = h[0]
         after = base + h[6] + 1  # base_offset + last_offset_delta + 1
-        if after <= min_offset or (limit is not None and base >= limit):
+        if (after <= min_offset or (limit is not None and base >= limit)
+                or (h[5] & ATTR_CONTROL and not control)):
             check_batch(buf, pos, verify_crc=False)
             next_offset = after
             pos += size
@@ -294,7 +300,17 @@ def decode_fetched_batches(buf: bytes, pos: int, end: int, partition: int, min_o
         hdr = check_batch(buf, pos, verify_crc=verify_crc)
         try:
             data, p, e, count = records_section(buf, pos, hdr, max_uncompressed_bytes)
-            recs = _decode_section(data, p, e, count, base, hdr.first_timestamp, partition, row)
+            if hdr.attributes & ATTR_CONTROL:
+                recs = [row((partition, r.offset, r.key, r.value, r.timestamp, r.headers, True))
+                        for r in decode_header_records(data, p, e, count, base,
+                                                       hdr.first_timestamp)]
+            elif hdr.attributes & ATTR_HEADERS:
+                recs = [row((partition, r.offset, r.key, r.value, r.timestamp, r.headers))
+                        for r in decode_header_records(data, p, e, count, base,
+                                                       hdr.first_timestamp)]
+            else:
+                recs = _decode_section(data, p, e, count, base, hdr.first_timestamp, partition,
+                                       row)
         except DecodeError as exc:
             raise DecodeError(f"batch at {pos}: {exc}") from None
         if base < min_offset:

@@ -24,7 +24,8 @@ from fluvial.net.dispatch import (
 from fluvial.net.server import Handler
 from fluvial.protocol import sc_api as sa
 from fluvial.protocol import sc_objects as so
-from fluvial.protocol.api import UnsupportedRequest
+from fluvial.protocol.api import UnsupportedRequest, decode_request, peek_api_key
+from fluvial.protocol import producer_api as pa
 from fluvial.sc import controller as ctl
 from fluvial.sc.state import MetadataSaveError, ScState
 
@@ -54,8 +55,14 @@ class UnservedObjectType(UnsupportedRequest):
     with its header): answered (``refuse``), the connection kept."""
 
 
+# Fluvio's requests, and fluvial's own producer-id request (not advertised: producer_api.py)
+REQUESTS = {**sa.SC_REQUESTS, pa.ALLOCATE_PRODUCER_ID_KEY: pa.AllocateProducerIdRequest}
+
+
 def decode(payload: bytes):
     """``sa.decode_sc_request``, an unknown object type raised as an ``UnservedObjectType``."""
+    if peek_api_key(payload) == pa.ALLOCATE_PRODUCER_ID_KEY:
+        return decode_request(payload, REQUESTS)
     try:
         return sa.decode_sc_request(payload)
     except sa.UnknownObjectType as e:
@@ -79,6 +86,8 @@ def refuse(header, e: UnsupportedRequest):
 
 def authorized(state: ScState, conn, header, req):
     """The gate: the answer to a request the connection's principal may not make, or None."""
+    if header.api_key == pa.ALLOCATE_PRODUCER_ID_KEY:
+        return None  # an id grants nothing: the SPU checks produce rights on every topic
     kind = req.label.lower()
     if header.api_key in (sa.ScApiKey.List, sa.ScApiKey.Watch):
         if allowed(state.policy, conn, "read", kind):
@@ -281,12 +290,26 @@ async def handle_update(state: ScState, conn, header, req: sa.ObjectApiUpdateReq
     return sa.Status.new_ok(key)
 
 
+async def handle_allocate_producer_id(state: ScState, conn, header,
+                                      req: pa.AllocateProducerIdRequest):
+    """A fresh idempotent-producer id at epoch 0 (``fluvial.sc.producer_ids``)."""
+    ids = getattr(state, "producer_ids", None)
+    if ids is None:
+        return pa.AllocateProducerIdResponse(Error.other("this SC hands out no producer ids"))
+    try:
+        return pa.AllocateProducerIdResponse(Error(), ids.allocate(), 0)
+    except OSError as e:
+        log.error("cannot record a block of producer ids: %s", e)
+        return pa.AllocateProducerIdResponse(Error(ErrorCode.StorageError))
+
+
 HANDLERS = {
+    pa.ALLOCATE_PRODUCER_ID_KEY: handle_allocate_producer_id,
     sa.ScApiKey.Create: handle_create,
     sa.ScApiKey.Delete: handle_delete,
     sa.ScApiKey.List: handle_list,
     sa.ScApiKey.Watch: handle_watch,
     sa.ScApiKey.Update: handle_update,
 }
-REGISTRY = ApiRegistry(sa.SC_REQUESTS, sa.SC_API_VERSIONS, decode=decode, refuse=refuse)
+REGISTRY = ApiRegistry(REQUESTS, sa.SC_API_VERSIONS, decode=decode, refuse=refuse)
 LIMITS = RequestLimits(MAX_REQUEST_BYTES, {sa.ScApiKey.Create: MAX_CREATE_BYTES})

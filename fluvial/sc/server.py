@@ -20,6 +20,7 @@ from fluvial.net.tls import ClusterTls
 from fluvial.sc import controller as ctl
 from fluvial.sc import private, public
 from fluvial.sc.backend import FileBackend
+from fluvial.sc.producer_ids import ProducerIdAllocator, ProducerIdsCorrupt
 from fluvial.sc.state import ScState
 
 log = logging.getLogger("fluvial.sc")
@@ -54,6 +55,11 @@ def new_state(config: ScConfig, backend) -> ScState:
     state.policy = config.policy
     state.lease_ms = ctl.leader_lease_ms(config.heartbeat_timeout_seconds)
     state.load()
+    try:
+        state.producer_ids = ProducerIdAllocator(Path(config.data_dir) / "producer_ids")
+    except (ProducerIdsCorrupt, OSError) as e:  # no ids rather than ids that may repeat
+        log.error("idempotent producers are off: %s", e)
+        state.producer_ids = None
     return state
 
 

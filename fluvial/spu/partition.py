@@ -31,10 +31,13 @@ import trio
 
 from fluvial.protocol.internal_api import ReplicaAssignment
 from fluvial.replication.isr import LeaderState
+from fluvial.spu.producer_state import ProducerStateTable
 from fluvial.storage.group_commit import GroupCommit
 from fluvial.storage.replica import AppendResult, Replica
 
 log = logging.getLogger("fluvial.spu")
+
+PRODUCER_SCAN_RECORDS = 1_000_000  # records a new leader reads back for producer sequences
 
 
 class Waiter:
@@ -122,6 +125,9 @@ class PartitionReplica:
         self.closed = False
         self.checkpointed_hw = storage.hw  # the HW replication.chk holds (as loaded)
         self.leader_state: LeaderState | None = None
+        # idempotent producers' sequences (spu/producer_state.py): built from the log when this
+        # replica takes leadership, kept up to date by the produce handler while it leads
+        self.producers: ProducerStateTable | None = None
         self.follower_scope: trio.CancelScope | None = None
         self.on_change = None  # called when the ISR changes (the SPU then reports to the SC)
         self._take_role()
@@ -184,6 +190,7 @@ class PartitionReplica:
             for w in self._commit.reset(self.storage.durable_leo):
                 w.release()
             self.leader_state = None
+            self.producers = None
         if a.leader != self.spu_id or kept:
             return
         latest = self.storage.latest_epoch
@@ -197,11 +204,21 @@ class PartitionReplica:
         self.storage.assign_epoch(a.leader_epoch)
         self._led_epoch = a.leader_epoch
         self._commit.reset(self.storage.durable_leo)  # no waiters: only the durable LEO moves
+        self.producers = self.rebuild_producers()
         isr = [s for s in a.isr if s in a.replicas]
         self.leader_state = LeaderState(self.spu_id, a.replicas, leo=self.storage.durable_leo,
                                         hw=self.storage.hw, now=trio.current_time(), isr=isr,
                                         recorded_isr=isr)
         self.update_hw()
+
+    def rebuild_producers(self) -> ProducerStateTable:
+        """The idempotent producers' state as this replica's log describes it (its batch
+        headers carry producer id, epoch and sequence), so a new leader knows every batch its
+        predecessor appended and this one holds. Only the last ``PRODUCER_SCAN_RECORDS`` records
+        are scanned (bounded work when leadership moves; retries are minutes old at most):
+        producers not seen there count as unknown ones of a log that lost its head."""
+        start = max(self.storage.log_start_offset, self.storage.leo - PRODUCER_SCAN_RECORDS)
+        return ProducerStateTable.rebuild(self.storage.batch_headers(start), start)
 
     # ------------------------------------------------------------------------------- changes
 

@@ -17,6 +17,10 @@ Produce, per partition entry (``_append_one`` then ``_await_ack``):
    ReadCommitted, covered by the HW with the ISR at min ISR), and only while the leadership the
    append was made under still holds and the lease is valid; otherwise ``NotLeaderForPartition``
    (retriable; the record may or may not survive) or, past the timeout, ``RequestTimedOut``.
+3. Batches of an idempotent producer (producer id >= 0) are checked against the leader's
+   ``replica.producers`` first (``fluvial.spu.producer_state.plan_append``): a retry of stored
+   batches is answered with their offsets once they may be acknowledged, and nothing is appended
+   again; an out-of-order or fenced batch is refused (``Other``, starting ``OUT_OF_ORDER``).
 """
 
 from __future__ import annotations
@@ -31,11 +35,19 @@ from fluvial.access import allowed
 from fluvial.protocol.batch import BatchError, iter_batches
 from fluvial.net.dispatch import ApiRegistry, RequestLimits, serve_api
 from fluvial.net.server import Handler
+from fluvial.protocol import headers_api as ha
 from fluvial.protocol import spu_api as api
 from fluvial.protocol.group_api import GROUP_REQUESTS
+from fluvial.protocol import stream_api as sta
+from fluvial.protocol.codec import DecodeError
+from fluvial.protocol.record_headers import check_header_batches, has_headers, strip_record_set
 from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
 from fluvial.spu.group_coordinator import GROUP_HANDLERS
 from fluvial.spu.partition import NotLeader, PartitionReplica, Waiter
+from fluvial.spu.stream_sessions import handle_stream_keep_alive, note_markers
+from fluvial.spu.producer_state import (
+    OUT_OF_ORDER, has_producer_ids, plan_append, record_appended,
+)
 from fluvial.storage import errors as serr
 
 log = logging.getLogger("fluvial.spu")
@@ -58,9 +70,12 @@ def public_api(ctx) -> Handler:
     """The ``serve_tcp`` handler of the SPU's public port. Produce carries records and may fill a
     frame (``ctx.max_request_bytes``); every other request is small."""
     limits = RequestLimits(MAX_CONTROL_REQUEST_BYTES, {api.SpuApiKey.Produce: ctx.max_request_bytes})
-    # consumer-group keys are decoded here too, but not advertised (the official client sees
-    # Fluvio's keys only): fluvial.spu.group_coordinator
-    registry = ApiRegistry({**api.SPU_REQUESTS, **GROUP_REQUESTS}, api.SPU_API_VERSIONS)
+    # fluvial's own keys are decoded here too; the consumer-group keys are not advertised (the
+    # official client sees Fluvio's keys only): fluvial.spu.group_coordinator
+    registry = ApiRegistry({**api.SPU_REQUESTS, **GROUP_REQUESTS,
+                            ha.ENABLE_RECORD_HEADERS_KEY: ha.EnableRecordHeadersRequest,
+                            sta.STREAM_KEEP_ALIVE_KEY: sta.StreamKeepAliveRequest},
+                           (*api.SPU_API_VERSIONS, ha.HEADERS_API_VERSION, sta.STREAM_API_VERSION))
     return serve_api(registry, {**HANDLERS, **GROUP_HANDLERS}, limits, ctx)
 
 
@@ -107,7 +122,31 @@ def _append_one(ctx, topic: str, part: api.PartitionProduceData, smartmodules: b
         except BatchError as e:
             resp.error_code = Error.other(f"rejected: {e}")
             return resp, None
+    if has_headers(records):
+        try:  # a headers batch must decode: the SPU strips it for other clients later
+            check_header_batches(records)
+        except DecodeError as e:
+            resp.error_code = Error.other(f"invalid batch: {e}")
+            return resp, None
     leadership = replica.leader_state
+    plan = batches = None
+    table = replica.producers
+    if table is not None and has_producer_ids(records):
+        try:
+            batches = list(iter_batches(records, verify_crc=False))
+        except BatchError as e:
+            resp.error_code = Error.other(f"rejected: {e}")
+            return resp, None
+        plan = plan_append(table, batches, replica.leo)
+        if plan.refused is not None:
+            resp.error_code = Error.other(f"{OUT_OF_ORDER}: {plan.refused}")
+            return resp, None
+        resp.log_start_offset = replica.log_start_offset
+        if plan.duplicate is not None:
+            resp.base_offset = plan.duplicate[0]
+            if plan.skip == len(records):  # a retry of stored batches: acknowledge them again
+                return resp, (replica, plan.duplicate[1] + 1, leadership)
+            records = records[plan.skip:]
     try:
         result = replica.append_nowait(records)
     except NotLeader:
@@ -116,6 +155,11 @@ def _append_one(ctx, topic: str, part: api.PartitionProduceData, smartmodules: b
     except serr.StorageError as e:
         resp.error_code = _storage_error(e, topic, p)
         return resp, None
+    note_markers(ctx, topic, p, records)
+    if plan is not None:
+        record_appended(table, batches, plan.skip, result.base_offset)
+        if plan.duplicate is not None:
+            return resp, (replica, result.leo, leadership)
     resp.base_offset = result.base_offset
     resp.log_start_offset = replica.log_start_offset
     return resp, (replica, result.leo, leadership)
@@ -191,7 +235,7 @@ async def _send_fetch(ctx, conn, header, stream: FetchStream, replica: Partition
     """Send the whole batches from ``start`` up to the read limit; returns the offset reached."""
     limit = replica.limit(committed)
     chunk = replica.storage.read(start, max_bytes, limit)
-    data = chunk.read_bytes()
+    data = served_records(conn, chunk.read_bytes())
     prefix = api.encode_stream_fetch_response_prefix(
         header.correlation_id, header.api_version, stream.topic, stream.stream_id, stream.partition,
         len(data), high_watermark=replica.hw, log_start_offset=replica.log_start_offset)
@@ -325,8 +369,8 @@ async def handle_fetch(ctx, conn, header, req: api.FetchRequest) -> api.FetchRes
             else:
                 limit = replica.limit(committed)
                 if p.fetch_offset < limit:
-                    r.records = replica.storage.read(p.fetch_offset, min(max(p.max_bytes, 1), ctx.max_fetch_bytes),
-                                                     limit).read_bytes()
+                    r.records = served_records(conn, replica.storage.read(
+                        p.fetch_offset, min(max(p.max_bytes, 1), ctx.max_fetch_bytes), limit).read_bytes())
                 r.high_watermark, r.log_start_offset = replica.hw, replica.log_start_offset
             tr.partitions.append(r)
         out.topics.append(tr)
@@ -383,7 +427,22 @@ async def handle_fetch_consumer_offsets(ctx, conn, header, req: api.FetchConsume
     return api.FetchConsumerOffsetsResponse(OK, out)
 
 
+def served_records(conn, data: bytes) -> bytes:
+    """Stored batches as this connection may see them: as stored for a client that enabled
+    record headers, else with every headers batch stripped (``record_headers``)."""
+    if conn.state.get("record_headers"):
+        return data
+    return strip_record_set(data)
+
+
+async def handle_enable_record_headers(ctx, conn, header, req) -> ha.EnableRecordHeadersResponse:
+    conn.state["record_headers"] = True
+    return ha.EnableRecordHeadersResponse(OK)
+
+
 HANDLERS = {
+    ha.ENABLE_RECORD_HEADERS_KEY: handle_enable_record_headers,
+    sta.STREAM_KEEP_ALIVE_KEY: handle_stream_keep_alive,
     api.SpuApiKey.Produce: handle_produce,
     api.SpuApiKey.Fetch: handle_fetch,
     api.SpuApiKey.FetchOffsets: handle_fetch_offsets,

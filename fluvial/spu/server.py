@@ -20,6 +20,7 @@ from fluvial.spu.context import SpuContext
 from fluvial.spu.private import private_api
 from fluvial.spu.public import public_api
 from fluvial.spu.sc_link import run_sc_link
+from fluvial.spu.stream_sessions import run_stream_sessions
 
 
 @dataclass
@@ -72,6 +73,7 @@ async def serve_spu(config: SpuConfig, *, task_status=trio.TASK_STATUS_IGNORED) 
             await nursery.start(run_sc_link, ctx)
             nursery.start_soon(ctx.run_isr_checks)
             nursery.start_soon(ctx.run_housekeeping)
+            nursery.start_soon(run_stream_sessions, ctx)
             task_status.started((ctx.public_port, ctx.private_port))
             await trio.sleep_forever()
         finally:

@@ -81,7 +81,7 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 from fluvial.protocol.batch import (
     EPOCH_OFFSET,
@@ -431,6 +431,30 @@ class Replica:
             except CorruptLog as exc:
                 log.warning("rebuilding leader epochs: %s", exc)
         return cache
+
+    def batch_headers(self, from_offset: int | None = None) -> Iterator[BatchHeader]:
+        """The header of every batch in the log from the one holding ``from_offset`` (default:
+        the log start), in offset order (no CRC check; a segment whose headers stop checking out
+        is read up to there). For state kept in the batches themselves, such as the idempotent
+        producers' sequences."""
+        self._check_open()
+        segments = list(self._segments)
+        first = 0
+        if from_offset is not None and segments and from_offset > segments[0].base_offset:
+            if from_offset >= self._leo:
+                return
+            first = max(0, self._segment_index(from_offset))
+        for i, seg in enumerate(segments[first:]):
+            try:
+                if i == 0 and from_offset is not None and from_offset > seg.base_offset:
+                    pos, h = seg.find(from_offset)
+                    start = (pos, h.base_offset)
+                else:
+                    start = (0, seg.base_offset)
+                for _, h in seg.headers(*start):
+                    yield h
+            except CorruptLog as exc:
+                log.warning("reading batch headers: %s", exc)
 
     # --- state --------------------------------------------------------------------------------
 
