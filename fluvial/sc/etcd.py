@@ -361,6 +361,24 @@ class EtcdBackend:
         for key, value in writes.items():
             self.known[key] = (value, rev)
 
+    def reserve_producer_ids(self, block: int) -> tuple[int, int]:
+        """A block of producer ids no other SC holds, as (first id, end): the end of the last
+        block handed out lives in one key, moved on by compare-and-swap. Not fenced by the
+        election: every SC serves producer ids. Raises OSError when etcd cannot be reached or
+        the swap keeps losing."""
+        key = self.prefix.removesuffix("meta/") + "producer-ids"
+        try:
+            for _ in range(50):
+                kv = self.client.get(key)
+                start = int(kv.value) if kv else 0
+                ok, _ = self.client.txn([mod_is(key, kv.mod_revision if kv else 0)],
+                                        [put_op(key, str(start + block).encode())])
+                if ok:
+                    return start, start + block
+        except (EtcdError, ValueError) as e:
+            raise OSError(f"cannot reserve producer ids in etcd: {e}") from e
+        raise OSError("cannot reserve producer ids in etcd: every try lost a race")
+
     def fresh(self, found: Mapping[str, Kv | None], revision: int) -> list[Change]:
         """The changes in a fresh read of some keys (``EtcdClient.read_keys``) at ``revision``."""
         return self.accept([WatchEvent(kv, False) if kv is not None else

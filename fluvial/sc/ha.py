@@ -41,6 +41,7 @@ from fluvial.sc.election import (DEFAULT_LEASE_SECONDS, Holding, LeaseClock, cam
                                  campaign_txn, election_key)
 from fluvial.sc.etcd import (DEFAULT_PREFIX, Change, EtcdBackend, EtcdClient, EtcdError, WatchCompacted,
                              parse_endpoints)
+from fluvial.sc.producer_ids import SharedProducerIds
 from fluvial.sc.server import new_state, start_listeners
 from fluvial.sc.state import MetadataSaveError, ScState
 
@@ -334,6 +335,7 @@ async def serve_sc_etcd(config, settings: EtcdSettings, *, role: Role | None = N
                 log.warning("waiting for etcd: %s", e)
                 await trio.sleep(0.5)
     state = new_state(config, backend)
+    state.producer_ids = SharedProducerIds(backend.reserve_producer_ids)
     role = role or Role()
     state.fail_spu = _failing_by_the_detector(state, role)
     async with trio.open_nursery() as nursery:

@@ -52,15 +52,33 @@ class ProducerIdAllocator:
             raise ProducerIdsCorrupt(f"{self.path}: CRC mismatch")
         return end
 
+    def _reserve(self) -> tuple[int, int]:
+        """Record the next block durably; returns it as (first id, end)."""
+        end = self._next + self.block
+        body = struct.pack(">Q", end)
+        make_dirs_durable(os.path.dirname(os.path.abspath(self.path)))
+        replace_durably(self.path, body + struct.pack(">I", crc32c(body)))
+        return self._next, end
+
     def allocate(self) -> int:
         """A fresh producer id. Raises OSError when a new block cannot be recorded (then no id
         is given)."""
         if self._next >= self._reserved:
-            end = self._next + self.block
-            body = struct.pack(">Q", end)
-            make_dirs_durable(os.path.dirname(os.path.abspath(self.path)))
-            replace_durably(self.path, body + struct.pack(">I", crc32c(body)))
-            self._reserved = end
+            self._next, self._reserved = self._reserve()
         pid = self._next
         self._next += 1
         return pid
+
+
+class SharedProducerIds(ProducerIdAllocator):
+    """Producer ids for several SCs sharing one metadata store (etcd): each block comes from
+    ``reserve(block) -> (first id, end)``, which the store hands out by compare-and-swap, so no
+    two SCs ever give out the same id (``EtcdBackend.reserve_producer_ids``)."""
+
+    def __init__(self, reserve, block: int = BLOCK):
+        self.reserve_in_store = reserve
+        self.block = block
+        self._next = self._reserved = 0
+
+    def _reserve(self) -> tuple[int, int]:
+        return self.reserve_in_store(self.block)

@@ -198,3 +198,44 @@ async def test_losing_one_etcd_member_changes_nothing_visible(tmp_path, own_etcd
                     so.PartitionResolution.Online
         assert cluster.controller() == ctl and cluster.scs[ctl].role.terms == terms
 
+
+
+def test_producer_ids_from_several_scs_never_repeat(etcd):
+    """Each SC reserves its blocks of producer ids in etcd by compare-and-swap: SCs racing for
+    blocks, and a restarted SC, never hand out an id twice (a repeated id would make a leader
+    take one producer's batch for another's retry and drop it)."""
+    import threading
+
+    from fluvial.sc.producer_ids import SharedProducerIds
+
+    prefix = unique_prefix("pids")
+    backends = [EtcdBackend(EtcdClient(etcd.endpoints), prefix) for _ in range(3)]
+    allocators = [SharedProducerIds(b.reserve_producer_ids, block=5) for b in backends]
+    got: list[list[int]] = [[] for _ in allocators]
+
+    def run(i):
+        for _ in range(40):
+            got[i].append(allocators[i].allocate())
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(allocators))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    restarted = SharedProducerIds(backends[0].reserve_producer_ids, block=5)
+    ids = [i for g in got for i in g] + [restarted.allocate()]
+    assert len(ids) == len(set(ids)) == 121
+
+
+async def test_producers_through_two_scs_get_distinct_ids(tmp_path, etcd):
+    import fluvial
+    from fluvial.protocol.producer_api import AllocateProducerIdRequest
+
+    async with open_ha_cluster(tmp_path, etcd.url, scs=2, spus=1) as cluster:
+        ids = []
+        for i in (0, 1, 0, 1):
+            async with fluvial.connect(endpoint=f"127.0.0.1:{cluster.scs[i].ports[0]}") as fl:
+                resp = await fl.sc_call(AllocateProducerIdRequest())
+                assert resp.error_code.ok, resp.error_code
+                ids.append(resp.producer_id)
+        assert len(set(ids)) == 4, ids
