@@ -87,6 +87,7 @@ from fluvial.protocol.batch import (
     EPOCH_OFFSET,
     BatchError,
     BatchHeader,
+    follows,
     iter_batches,
     set_base_offset,
     set_leader_epoch,
@@ -606,7 +607,7 @@ class Replica:
         changed = False
         items = []
         for pos, h in batches:
-            if h.base_offset != expected:
+            if not follows(h, expected):
                 raise InvalidBatch(f"batch at {pos}: base offset {h.base_offset}, expected {expected}")
             expected = h.next_offset
             items.append((pos, h.size, h.base_offset, expected, max(h.first_timestamp, h.max_time_stamp)))
@@ -623,9 +624,13 @@ class Replica:
         base, size = active.base_offset, active.size
         runs: list[_Run] = []
         run = None
+        prev_next = self._leo
         for k, (pos, batch_size, base_offset, next_offset, max_ts) in enumerate(items):
             if size > 0 and (size + batch_size > limit or next_offset - 1 - base > _U32_MAX):
-                seg, base, size, run = None, base_offset, 0, None
+                # the new segment starts where the log ends: a compacted batch after a gap
+                # (``follows``) starts inside it, so segments stay contiguous
+                seg, base, size, run = None, prev_next, 0, None
+            prev_next = next_offset
             if run is None:
                 run = _Run(seg, base, pos, size, k)
                 runs.append(run)
@@ -965,7 +970,9 @@ class Replica:
             pos, cut = bad.position, bad.base_offset
         else:
             pos, h = seg.find(offset)
-            cut = h.base_offset
+            # after a compaction gap the batch found starts above ``offset``: the log then ends
+            # where the batch before it ends
+            cut = h.base_offset if h.base_offset <= offset else seg.end_before(pos)
         doomed = self._segments[i + 1:]
         removed: list[Segment] = []
         with self._lock:  # from here on, a running flush publishes nothing (see ``flush``)
