@@ -1,0 +1,117 @@
+"""Compacted topics end to end: the cleanup policy set through the admin API reaches the SPUs,
+leader and follower compact their own logs in housekeeping, and consumers read the latest value
+per key across the gaps, before and after a restart."""
+
+from __future__ import annotations
+
+import trio
+
+import fluvial
+from fluvial.client.admin import cleanup_action
+from fluvial.protocol import sc_api as sa
+from fluvial.protocol import sc_objects as so
+from fluvial.protocol.record import decode_record_set
+from fluvial.storage.config import ReplicaConfig
+from fluvial.storage.replica import Replica
+from harness.cluster import open_test_cluster
+
+import pytest
+
+KEYS = 8
+ROUNDS = 12
+
+
+async def consume_all(fl, topic) -> list[tuple[int, bytes, bytes]]:
+    async with fl.consumer(topic, continuous=False) as c:
+        return [(r.offset, r.key, r.value) async for r in c]
+
+
+def latest(records) -> dict:
+    return {k: (off, v) for off, k, v in records}
+
+
+def replica_records(base, topic) -> list[tuple[int, bytes, bytes]]:
+    r = Replica.open(base, topic, 0, ReplicaConfig())
+    try:
+        return [(x.offset, x.key, x.value) for x in decode_record_set(r.read(0, 1 << 30, r.leo).read_bytes())]
+    finally:
+        r.close()
+
+
+async def test_compacted_topic_keeps_latest_per_key_on_every_replica_and_across_a_restart(tmp_path):
+    with trio.fail_after(90):
+        async with open_test_cluster(tmp_path, spus=2, heartbeat_timeout=2) as cluster:
+            for m in cluster.spus.values():  # fast housekeeping
+                m.config.checkpoint_seconds = 0.1
+                m.config.compaction_check_seconds = 0.1
+            async with fluvial.connect(endpoint=cluster.endpoint, metadata_timeout=10,
+                                       request_timeout=20) as fl:
+                await fl.admin.create_topic("kv", 1, 2, segment_size=1024, cleanup_policy="compact",
+                                            tombstone_retention=3600, min_cleanable_dirty_ratio=0)
+                sent = []
+                async with fl.producer("kv") as p:
+                    for r in range(ROUNDS):
+                        for k in range(KEYS):
+                            sent.append((f"key-{k}".encode(), f"value-{r}-{k}".encode() * 4))
+                    sent.append((b"key-0", b""))  # a delete (tombstone)
+                    for key, value in sent:
+                        await (await p.send(value, key=key)).wait()
+                produced = [(off, k, v) for off, (k, v) in enumerate(sent)]
+                expected = latest(produced)
+
+                async def compacted():
+                    got = await consume_all(fl, "kv")
+                    return got if len(got) < len(produced) and got[-1][0] == len(produced) - 1 else None
+
+                with trio.fail_after(30):
+                    while (got := await compacted()) is None:
+                        await trio.sleep(0.1)
+                assert latest(got) == expected
+                assert set(got) <= set(produced)  # offsets, keys and values unchanged
+                assert expected[b"key-0"][1] == b""  # the delete is still there (1 h retention)
+                for spu_id in list(cluster.spus):  # a restart rebuilds the state from the compacted log
+                    await cluster.stop_spu(spu_id)
+                    await cluster.start_spu(spu_id)
+                with trio.fail_after(20):
+                    while True:
+                        try:
+                            restarted = await consume_all(fl, "kv")
+                            break
+                        except fluvial.FluvialError:
+                            await trio.sleep(0.1)
+                assert latest(restarted) == expected and len(restarted) <= len(got)
+                async with fl.producer("kv") as p:  # the log goes on after the gaps
+                    await (await p.send(b"again", key=b"key-1")).wait()
+                after = await consume_all(fl, "kv")
+                assert latest(after)[b"key-1"] == (len(produced), b"again")
+
+            for spu_id in list(cluster.spus):
+                await cluster.stop_spu(spu_id)
+            leader, follower = (replica_records(cluster.base / f"spu-{s}", "kv") for s in sorted(cluster.spus))
+            # each compacted on its own: both smaller than the log, same latest value per key
+            assert latest(leader) == latest(follower) == latest(after)
+            assert len(leader) < len(produced) and len(follower) < len(produced)
+
+
+async def test_cleanup_settings_are_checked(tmp_path):
+    with pytest.raises(ValueError):
+        cleanup_action("shrink", None, None, None)
+    with pytest.raises(ValueError):
+        cleanup_action(None, -1, None, None)
+    with pytest.raises(ValueError):
+        cleanup_action(None, None, None, 1.5)
+    assert cleanup_action(None, None, None, None) is None
+    with trio.fail_after(30):
+        async with open_test_cluster(tmp_path, spus=1) as cluster:
+            async with fluvial.connect(endpoint=cluster.endpoint, metadata_timeout=10) as fl:
+                await fl.admin.create_topic("plain")
+                # the SC refuses what a hostile client sends past the client's checks
+                st = await fl.sc_call(sa.ObjectApiUpdateRequest.of(
+                    so.TopicSpec, "plain", so.SetCleanupConfig("shrink", None, None, None)))
+                assert not st.error_code.ok and "cleanup policy" in (st.error_message or "")
+                st = await fl.sc_call(sa.ObjectApiUpdateRequest.of(
+                    so.TopicSpec, "plain", so.SetCleanupConfig(None, None, None, 101)))
+                assert not st.error_code.ok
+                with pytest.raises(fluvial.FluvialError):
+                    await fl.admin.set_cleanup_config("missing", cleanup_policy="compact")
+                await fl.admin.set_cleanup_config("plain", cleanup_policy="compact")
