@@ -51,15 +51,17 @@ from fluvial.protocol.batch import (
     CRC_OFFSET,
     CRC_START,
     BatchHeader,
+    read_header,
 )
+from fluvial.protocol.codec import DecodeError
 from fluvial.protocol.record import (
     ConsumerRecord,
     ProducerRecord,
     compress,
-    decode_batch,
     encode_records,
     frame_batch,
 )
+from fluvial.protocol.record_fast import decode_fetched_batches
 
 _ATTRIBUTES_OFFSET = CRC_START  # i16 attributes follow the crc
 
@@ -69,17 +71,28 @@ def is_tombstone(r: ConsumerRecord) -> bool:
     return r.key is not None and not r.value
 
 
-def iter_decoded(data: bytes) -> Iterable[tuple[int, BatchHeader, list[ConsumerRecord]]]:
-    """(position, header, records) of every batch in ``data`` (whole, checked batches).
+# A decoded record, as ``decode_fetched_batches`` builds it: (partition, offset, key, value, timestamp)
+Row = tuple
+OFFSET, KEY, VALUE, TIMESTAMP = 1, 2, 3, 4
+
+
+def iter_decoded(data: bytes) -> Iterable[tuple[int, BatchHeader, list[Row]]]:
+    """(position, header, records) of every batch in ``data`` (whole, checked batches),
+    decoded in one go by the client's fast decoder.
 
     Raises:
         DecodeError: a batch does not decode.
     """
-    pos = 0
+    rows, end, _ = decode_fetched_batches(data, 0, len(data), 0)
+    if end != len(data):
+        raise DecodeError(f"a batch at {end} runs past the end of the segment at {len(data)}")
+    pos = i = 0
     while pos < len(data):
-        b = decode_batch(data, pos)
-        yield pos, b.header, b.records
-        pos += b.header.size
+        h = read_header(data, pos)
+        n = h.record_count
+        yield pos, h, rows[i:i + n]
+        i += n
+        pos += h.size
 
 
 @dataclass
@@ -93,42 +106,39 @@ class KeyMap:
 
     def add_segment(self, data: bytes) -> None:
         """Scan one segment's batches (segments must come oldest first)."""
+        rows, _, _ = decode_fetched_batches(data, 0, len(data), 0)
         latest = self.latest
-        last: ConsumerRecord | None = None
-        for _, _, records in iter_decoded(data):
-            for r in records:
-                if r.key is not None:
-                    latest[r.key] = r.offset
-            if records:
-                last = records[-1]
-        if last is not None:
-            self.segment_last.add(last.offset)
-            self.last_keys[last.offset] = last.key
+        for r in rows:
+            if r[KEY] is not None:
+                latest[r[KEY]] = r[OFFSET]
+        if rows:
+            last = rows[-1]
+            self.segment_last.add(last[OFFSET])
+            self.last_keys[last[OFFSET]] = last[KEY]
 
     def pinned(self) -> set[bytes]:
         """Keys a superseded segment-last record keeps alive: their tombstones never expire."""
         return {k for off, k in self.last_keys.items() if k is not None and self.latest[k] != off}
 
 
-def survives(r: ConsumerRecord, latest: Mapping[bytes, int], segment_last: set[int],
-             pinned: set[bytes], horizon_ms: int) -> bool:
-    """Whether record ``r`` stays (the module's rules). ``horizon_ms``: tombstones with a
-    timestamp at or before it have expired.
+def survives(offset: int, key: bytes | None, value: bytes, timestamp: int, latest: Mapping[bytes, int],
+             segment_last: set[int], pinned: set[bytes], horizon_ms: int) -> bool:
+    """Whether the record at ``offset`` stays (the module's rules). ``horizon_ms``: tombstones
+    with a timestamp at or before it have expired.
 
     >>> latest = {b"a": 3}
-    >>> survives(ConsumerRecord(2, 10, b"a", b"x"), latest, set(), set(), 0)
+    >>> survives(2, b"a", b"x", 10, latest, set(), set(), 0)
     False
-    >>> t = ConsumerRecord(3, 10, b"a", b"")
-    >>> survives(t, latest, set(), set(), 5), survives(t, latest, set(), set(), 10)
+    >>> survives(3, b"a", b"", 10, latest, set(), set(), 5), survives(3, b"a", b"", 10, latest, set(), set(), 10)
     (True, False)
-    >>> survives(t, latest, set(), {b"a"}, 10)
+    >>> survives(3, b"a", b"", 10, latest, set(), {b"a"}, 10)
     True
     """
-    if r.offset in segment_last or r.key is None:
+    if offset in segment_last or key is None:
         return True
-    if latest.get(r.key, r.offset) != r.offset:
+    if latest.get(key, offset) != offset:
         return False
-    if not r.value and r.timestamp > 0 and r.timestamp <= horizon_ms and r.key not in pinned:
+    if not value and timestamp > 0 and timestamp <= horizon_ms and key not in pinned:
         return False
     return True
 
@@ -141,17 +151,17 @@ def mark_compacted(batch: bytearray) -> bytearray:
     return batch
 
 
-def encode_run(h: BatchHeader, run: list[ConsumerRecord]) -> bytearray:
+def encode_run(h: BatchHeader, run: list[Row]) -> bytearray:
     """One batch of the consecutive records ``run`` taken from the batch ``h``: base offset of
     its first record, ``h``'s timestamps, epoch and compression, ``ATTR_COMPACTED`` set."""
     first_ts = h.first_timestamp
-    deltas = [r.timestamp - first_ts if first_ts > 0 and r.timestamp >= 0 else 0 for r in run]
-    section, count, _ = encode_records([ProducerRecord(r.value, r.key) for r in run], deltas)
+    deltas = [r[TIMESTAMP] - first_ts if first_ts > 0 and r[TIMESTAMP] >= 0 else 0 for r in run]
+    section, count, _ = encode_records([ProducerRecord(r[VALUE], r[KEY]) for r in run], deltas)
     if h.compression:
         section = compress(h.compression, section)
     return mark_compacted(bytearray(frame_batch(
         section, count=count, compression=h.compression, first_timestamp=first_ts,
-        max_time_stamp=h.max_time_stamp, base_offset=run[0].offset,
+        max_time_stamp=h.max_time_stamp, base_offset=run[0][OFFSET],
         partition_leader_epoch=h.partition_leader_epoch)))
 
 
@@ -189,7 +199,9 @@ def clean_segment(data: bytes, base_offset: int, keys: KeyMap, pinned: set[bytes
         if h.attributes & ATTR_SCHEMA_ID:
             kept = records
         else:
-            kept = [r for r in records if survives(r, keys.latest, keys.segment_last, pinned, horizon_ms)]
+            latest, last = keys.latest, keys.segment_last
+            kept = [r for r in records if survives(r[OFFSET], r[KEY], r[VALUE], r[TIMESTAMP], latest, last,
+                                                   pinned, horizon_ms)]
         if not kept:
             continue
         if len(kept) == len(records):
@@ -200,13 +212,13 @@ def clean_segment(data: bytes, base_offset: int, keys: KeyMap, pinned: set[bytes
         else:
             run: list[ConsumerRecord] = []
             for r in kept:
-                if run and r.offset != run[-1].offset + 1:
+                if run and r[OFFSET] != run[-1][OFFSET] + 1:
                     out.batches.append(bytes(encode_run(h, run)))
                     run = []
                 run.append(r)
             out.batches.append(bytes(encode_run(h, run)))
         out.records_out += len(kept)
-        expected = kept[-1].offset + 1
+        expected = kept[-1][OFFSET] + 1
     return out
 
 
