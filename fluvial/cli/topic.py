@@ -41,6 +41,7 @@ from fluvial.cli.common import (
     OutputFormat, OutputOption, fail, format_duration, format_size, parse_duration, parse_size,
     run_client, usage_error,
 )
+from fluvial.protocol.internal_api import CLEANUP_POLICIES
 
 __all__ = ["app", "load_topic_config", "parse_yaml", "topic_record"]
 
@@ -451,8 +452,8 @@ def create(
     if compression_type is not None:
         settings["compression"] = _compression(compression_type)
     if cleanup_policy is not None:
-        if cleanup_policy not in ("delete", "compact"):
-            usage_error(f"--cleanup-policy must be delete or compact, not {cleanup_policy!r}")
+        if cleanup_policy not in CLEANUP_POLICIES:
+            usage_error(f"--cleanup-policy must be one of {', '.join(CLEANUP_POLICIES)}, not {cleanup_policy!r}")
         settings["cleanup_policy"] = cleanup_policy
     if tombstone_retention is not None:
         settings["tombstone_retention"] = parse_duration(tombstone_retention)

@@ -14,6 +14,7 @@ from fluvial.client.types import (
     ConsumerOffsetInfo, PartitionInfo, ReplicaInfo, SpuInfo, TopicInfo, topic_compression_from,
 )
 from fluvial.errors import TopicNotFoundError
+from fluvial.protocol.internal_api import CLEANUP_POLICIES
 from fluvial.protocol.sc_api import (
     ObjectApiUpdateRequest,
     ObjectApiCreateRequest, ObjectApiDeleteRequest, ObjectApiListRequest, Status,
@@ -109,9 +110,6 @@ def spu_info(meta: Metadata) -> SpuInfo:
         rack=spec.rack,
         resolution=meta.status.resolution.name,
     )
-
-
-CLEANUP_POLICIES = ("delete", "compact")
 
 
 def cleanup_action(cleanup_policy: str | None, tombstone_retention: float | None,

@@ -37,9 +37,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fluvial.protocol.internal_api import NO_TOPIC_ID
-
-CLEANUP_POLICIES = ("delete", "compact")  # ReplicaSettings.cleanup_policy is the index
+from fluvial.protocol.internal_api import CLEANUP_POLICIES, NO_TOPIC_ID
 
 
 class BadRecord(ValueError):

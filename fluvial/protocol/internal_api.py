@@ -61,6 +61,10 @@ class RegisterSpuRequest(Request):
     rack: str | None = wire(Opt(STR))
 
 
+#: A topic's cleanup policies; ``ReplicaSettings.cleanup_policy`` is an index into it.
+CLEANUP_POLICIES: tuple[str, ...] = ("delete", "compact")
+
+
 @message
 class ReplicaSettings:
     """The topic settings a replica needs (copied from the topic spec by the SC)."""

@@ -20,8 +20,9 @@ from typing import Any
 
 from fluvial.errors import Error, ErrorCode
 from fluvial.metadata.placement import PlacementError, SpuInfo, place_replicas
-from fluvial.metadata.replication import CLEANUP_POLICIES, PartitionReplication, TopicReplication, new_topic_id
+from fluvial.metadata.replication import PartitionReplication, TopicReplication, new_topic_id
 from fluvial.protocol import internal_api as ia
+from fluvial.protocol.internal_api import CLEANUP_POLICIES
 from fluvial.protocol import sc_objects as so
 from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
 from fluvial.replication.election import ElectionResult, elect_leader

@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from fluvial.protocol.codec import DecodeError
-from fluvial.protocol.internal_api import ReplicaSettings
+from fluvial.protocol.internal_api import CLEANUP_POLICIES, ReplicaSettings
 from fluvial.storage import errors as serr
-from fluvial.storage.config import CLEANUP_POLICIES
 
 if TYPE_CHECKING:
     from fluvial.storage.replica import Replica

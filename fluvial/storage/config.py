@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fluvial.protocol.batch import HEADER_BYTES
+from fluvial.protocol.internal_api import CLEANUP_POLICIES
 
 FlushPolicy = Literal["sync", "interval", "none"]
 FLUSH_POLICIES: tuple[str, ...] = ("sync", "interval", "none")
 CleanupPolicy = Literal["delete", "compact"]
-CLEANUP_POLICIES: tuple[str, ...] = ("delete", "compact")
 
 # Segment positions and relative offsets are stored as u32 in the index.
 _U32_MAX = 2**32 - 1
