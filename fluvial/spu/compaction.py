@@ -50,7 +50,11 @@ async def compact_replica(storage: Replica) -> bool:
     if plan is None:
         return False
     plan = await trio.to_thread.run_sync(storage.run_prepared, plan)
-    return storage.install_cleaned(plan) and bool(plan.rewritten)
+    try:
+        return storage.install_cleaned(plan) and bool(plan.rewritten)
+    except serr.ReplicaClosed:  # dropped or closed meanwhile: leave nothing behind
+        plan.discard()
+        raise
 
 
 async def compact_replicas(ctx) -> None:
