@@ -13,7 +13,10 @@ A replica is one directory, ``<base_dir>/<topic>-<partition>/``::
 
 The last segment is the *active* one: appends go there, and it rolls (a new segment starts at
 the LEO) before a batch would take it past ``segment_max_bytes``. The others are *sealed* and
-never change, except that retention deletes them whole and ``truncate_to`` cuts them.
+never change, except that retention deletes them whole, ``truncate_to`` cuts them, and the
+log cleaner of a compacted topic replaces them with cleaned copies (``compact``; see
+``fluvial.storage.cleaner``: offsets are kept, removed records leave gaps that only batches
+flagged ``ATTR_COMPACTED`` may follow).
 ``log_start_offset`` is the first segment's base offset; ``leo`` is where the next batch goes.
 
 Rules
