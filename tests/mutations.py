@@ -220,6 +220,11 @@ MUTATIONS: list[Mutation] = [
              "(h.base_offset > expected)",
              ("tests/storage/test_recovery.py", "tests/storage/test_corruption.py", "tests/storage/test_powerloss.py"),
              "any batch may start after an offset gap, not only one the cleaner wrote"),
+    Mutation("follower-refuses-gaps", "fluvial/storage/replica.py",
+             "            if not follows(h, expected):\n                raise InvalidBatch(",
+             "            if h.base_offset != expected:\n                raise InvalidBatch(",
+             ("tests/spu/test_compaction_cluster.py::test_a_follower_that_was_away_catches_up_across_the_leaders_gaps",),
+             "a follower cannot copy a compacted leader's batches that follow a gap"),
 ]
 
 

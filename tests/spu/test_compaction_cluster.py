@@ -11,6 +11,7 @@ import trio
 import fluvial
 from fluvial.client.admin import cleanup_action
 from fluvial.protocol import sc_api as sa
+from fluvial.protocol.batch import HEADER_BYTES, MAGIC, BatchError, read_header
 from fluvial.protocol.codec import DecodeError
 from fluvial.protocol import sc_objects as so
 from fluvial.protocol.record import decode_record_set
@@ -138,3 +139,55 @@ async def test_cleanup_settings_are_checked(tmp_path):
                 with pytest.raises(fluvial.FluvialError):
                     await fl.admin.set_cleanup_config("missing", cleanup_policy="compact")
                 await fl.admin.set_cleanup_config("plain", cleanup_policy="compact")
+
+
+def log_end_on_disk(data_dir, topic) -> int:
+    """The offset after the last whole batch of ``topic``-0 under ``data_dir``, read-only (the
+    active segment may end in preallocated zeros)."""
+    d = data_dir / f"{topic}-0"
+    names = sorted(n for n in os.listdir(d) if n.endswith(".log"))
+    data = (d / names[-1]).read_bytes()
+    end, pos = int(names[-1][:20]), 0
+    while len(data) - pos >= HEADER_BYTES:
+        try:
+            h = read_header(data, pos)
+        except BatchError:  # the zeros after the data
+            break
+        if h.magic != MAGIC or pos + h.size > len(data):
+            break
+        end, pos = h.next_offset, pos + h.size
+    return end
+
+
+async def test_a_follower_that_was_away_catches_up_across_the_leaders_gaps(tmp_path):
+    with trio.fail_after(90):
+        async with open_test_cluster(tmp_path, spus=2, heartbeat_timeout=2) as cluster:
+            for m in cluster.spus.values():
+                m.config.checkpoint_seconds = 0.1
+                m.config.compaction_check_seconds = 0.1
+            async with fluvial.connect(endpoint=cluster.endpoint, metadata_timeout=10,
+                                       request_timeout=20) as fl:
+                await fl.admin.create_topic("lag", assigned={0: [5001, 5002]}, segment_size=1024,
+                                            cleanup_policy="compact", min_cleanable_dirty_ratio=0)
+                sent = [(f"key-{k}".encode(), f"value-{r}-{k}".encode() * 4) for r in range(ROUNDS)
+                        for k in range(KEYS)]
+                async with fl.producer("lag") as p:
+                    for key, value in sent[:KEYS]:
+                        await (await p.send(value, key=key)).wait()
+                    await cluster.stop_spu(5002)  # the follower is away while the leader compacts
+                    for key, value in sent[KEYS:]:
+                        await (await p.send(value, key=key)).wait()
+                expected = latest([(off, k, v) for off, (k, v) in enumerate(sent)])
+                with trio.fail_after(30):
+                    while not compacted_on_disk(cluster.spus[5001].config.data_dir, "lag"):
+                        await trio.sleep(0.1)
+                await cluster.start_spu(5002)
+                with trio.fail_after(30):  # it fetches from inside the gaps, then compacts on its own
+                    while log_end_on_disk(cluster.spus[5002].config.data_dir, "lag") < len(sent):
+                        await trio.sleep(0.1)
+            for spu_id in (5001, 5002):
+                await cluster.stop_spu(spu_id)
+            leader = replica_records(cluster.base / "spu-5001", "lag")
+            follower = replica_records(cluster.base / "spu-5002", "lag")
+            assert latest(leader) == latest(follower) == expected
+            assert len(follower) < len(sent)  # it received the leader's gaps
