@@ -76,16 +76,28 @@ Row = tuple
 OFFSET, KEY, VALUE, TIMESTAMP = 1, 2, 3, 4
 
 
-def iter_decoded(data: bytes) -> Iterable[tuple[int, BatchHeader, list[Row]]]:
-    """(position, header, records) of every batch in ``data`` (whole, checked batches),
-    decoded in one go by the client's fast decoder.
+def decode_rows(data: bytes) -> list[Row]:
+    """Every record of a segment's batches ``data``, decoded in one go by the client's fast
+    decoder (CRCs checked).
 
     Raises:
-        DecodeError: a batch does not decode.
+        DecodeError: a batch does not decode, or the last one is cut short.
     """
     rows, end, _ = decode_fetched_batches(data, 0, len(data), 0)
     if end != len(data):
         raise DecodeError(f"a batch at {end} runs past the end of the segment at {len(data)}")
+    return rows
+
+
+def iter_decoded(data: bytes, rows: list[Row] | None = None) -> Iterable[tuple[int, BatchHeader, list[Row]]]:
+    """(position, header, records) of every batch in ``data``; ``rows``: its records if
+    already decoded (``decode_rows``).
+
+    Raises:
+        DecodeError: a batch does not decode.
+    """
+    if rows is None:
+        rows = decode_rows(data)
     pos = i = 0
     while pos < len(data):
         h = read_header(data, pos)
@@ -104,9 +116,10 @@ class KeyMap:
     segment_last: set[int] = field(default_factory=set)
     last_keys: dict[int, bytes | None] = field(default_factory=dict)  # segment last offset -> key
 
-    def add_segment(self, data: bytes) -> None:
-        """Scan one segment's batches (segments must come oldest first)."""
-        rows, _, _ = decode_fetched_batches(data, 0, len(data), 0)
+    def add_segment(self, data: bytes) -> list[Row]:
+        """Scan one segment's batches (segments must come oldest first); returns its records
+        (``decode_rows``), which pass 2 may reuse."""
+        rows = decode_rows(data)
         latest = self.latest
         for r in rows:
             if r[KEY] is not None:
@@ -115,6 +128,7 @@ class KeyMap:
             last = rows[-1]
             self.segment_last.add(last[OFFSET])
             self.last_keys[last[OFFSET]] = last[KEY]
+        return rows
 
     def pinned(self) -> set[bytes]:
         """Keys a superseded segment-last record keeps alive: their tombstones never expire."""
@@ -184,17 +198,17 @@ class CleanedSegment:
 
 
 def clean_segment(data: bytes, base_offset: int, keys: KeyMap, pinned: set[bytes],
-                  horizon_ms: int) -> CleanedSegment:
+                  horizon_ms: int, rows: list[Row] | None = None) -> CleanedSegment:
     """Pass 2 for the batches ``data`` of the segment starting at ``base_offset``: the
     surviving records as batches (see the module docstring). ``pinned`` is ``keys.pinned()``,
-    computed once for all segments.
+    computed once for all segments; ``rows``: the segment's records if pass 1 kept them.
 
     Raises:
         DecodeError: a batch does not decode.
     """
     out = CleanedSegment([], bytes_in=len(data))
     expected = base_offset  # the offset after the previous output batch
-    for pos, h, records in iter_decoded(data):
+    for pos, h, records in iter_decoded(data, rows):
         out.records_in += len(records)
         if h.attributes & ATTR_SCHEMA_ID:
             kept = records
@@ -222,5 +236,5 @@ def clean_segment(data: bytes, base_offset: int, keys: KeyMap, pinned: set[bytes
     return out
 
 
-__all__ = ["CleanedSegment", "KeyMap", "clean_segment", "encode_run", "is_tombstone", "iter_decoded",
+__all__ = ["CleanedSegment", "KeyMap", "clean_segment", "decode_rows", "encode_run", "is_tombstone", "iter_decoded",
            "mark_compacted", "survives"]

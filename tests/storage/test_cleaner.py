@@ -51,7 +51,9 @@ def latest_of(records) -> dict:
     return out
 
 
-def test_pass_keeps_latest_per_key_offsets_and_survives_reopen(tmp_path):
+@pytest.mark.parametrize("reuse", [cleaner.REUSE_DECODED_BYTES, 500, 0], ids=["all-reused", "some", "none"])
+def test_pass_keeps_latest_per_key_offsets_and_survives_reopen(tmp_path, monkeypatch, reuse):
+    monkeypatch.setattr(cleaner, "REUSE_DECODED_BYTES", reuse)  # pass 2 re-reads the rest
     r = Replica.open(tmp_path, "t", 0, cfg())
     latest = fill(r)
     assert len(r.segments) > 3
