@@ -144,7 +144,10 @@ def ensure_system_topics(draft: Draft) -> None:
     smaller cluster: it is created once an SPU is online, with min(3, live SPUs) replicas, and
     grows by the SPUs that register later (lowest id first) until it has 3. Growing bumps the
     leader epoch (a new replica set is a new leadership) but not the ISR: a new replica joins it
-    once the leader reports it caught up. Its min ISR follows the usual default for its size."""
+    once the leader reports it caught up. Its min ISR follows the usual default for its size.
+    Like ``__consumer_offsets`` it is compacted (the latest offset per consumer and partition;
+    a delete is a tombstone), so its leader's replay at start is bounded; a topic created before
+    compaction existed is switched over."""
     online = draft.online_spus()
     if not online:
         return
@@ -152,7 +155,9 @@ def ensure_system_topics(draft: Draft) -> None:
     if t is None:
         create_topic(draft, CONSUMER_OFFSET_TOPIC,
                      consumer_offset_topic_spec(min(OFFSETS_REPLICATION_FACTOR, len(online))))
-        return
+        t = draft.topics.get(CONSUMER_OFFSET_TOPIC)
+    if t.meta.cleanup_policy != "compact":
+        t = draft.topics.update(t.name, meta=replace(t.meta, cleanup_policy="compact"))
     p = draft.partitions.get(f"{CONSUMER_OFFSET_TOPIC}-0")
     if p is None:
         return
