@@ -41,6 +41,7 @@ from fluvial.cli.common import (
     OutputFormat, OutputOption, fail, format_duration, format_size, parse_duration, parse_size,
     run_client, usage_error,
 )
+from fluvial.protocol.internal_api import CLEANUP_POLICIES
 
 __all__ = ["app", "load_topic_config", "parse_yaml", "topic_record"]
 
@@ -413,6 +414,21 @@ def create(
         "--unclean-leader-election/--no-unclean-leader-election",
         help="Let an out-of-sync replica lead when no in-sync one is alive (may lose committed "
              "records; off by default).")] = None,
+    cleanup_policy: Annotated[Optional[str], typer.Option(
+        "--cleanup-policy", metavar="POLICY",
+        help="delete (retention deletes old segments; default) or compact (keep the latest record "
+             "per key; an empty value deletes the key).")] = None,
+    tombstone_retention: Annotated[Optional[str], typer.Option(
+        "--tombstone-retention", metavar="DURATION",
+        help="With compact: keep a delete (empty value) this long before dropping it, e.g. 1h "
+             "(default 1d).")] = None,
+    min_compaction_lag: Annotated[Optional[str], typer.Option(
+        "--min-compaction-lag", metavar="DURATION",
+        help="With compact: leave records younger than this uncompacted (default 0s).")] = None,
+    min_cleanable_dirty_ratio: Annotated[Optional[float], typer.Option(
+        "--min-cleanable-dirty-ratio", min=0.0, max=1.0,
+        help="With compact: start a pass when this share of the sealed data is uncleaned "
+             "(default 0.5).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only check that the cluster would accept it.")] = False,
 ) -> None:
     """Create a topic.
@@ -435,6 +451,16 @@ def create(
         settings["max_partition_size"] = parse_size(max_partition_size)
     if compression_type is not None:
         settings["compression"] = _compression(compression_type)
+    if cleanup_policy is not None:
+        if cleanup_policy not in CLEANUP_POLICIES:
+            usage_error(f"--cleanup-policy must be one of {', '.join(CLEANUP_POLICIES)}, not {cleanup_policy!r}")
+        settings["cleanup_policy"] = cleanup_policy
+    if tombstone_retention is not None:
+        settings["tombstone_retention"] = parse_duration(tombstone_retention)
+    if min_compaction_lag is not None:
+        settings["min_compaction_lag"] = parse_duration(min_compaction_lag)
+    if min_cleanable_dirty_ratio is not None:
+        settings["min_cleanable_dirty_ratio"] = min_cleanable_dirty_ratio
     if "assigned" in settings and (partitions is not None or replication is not None):
         usage_error("the config file's partition.maps fixes the replicas; drop -p/-r")
     if settings.get("retention") is not None and settings["retention"] < 1:

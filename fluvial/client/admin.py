@@ -14,6 +14,7 @@ from fluvial.client.types import (
     ConsumerOffsetInfo, PartitionInfo, ReplicaInfo, SpuInfo, TopicInfo, topic_compression_from,
 )
 from fluvial.errors import TopicNotFoundError
+from fluvial.protocol.internal_api import CLEANUP_POLICIES
 from fluvial.protocol.sc_api import (
     ObjectApiUpdateRequest,
     ObjectApiCreateRequest, ObjectApiDeleteRequest, ObjectApiListRequest, Status,
@@ -21,7 +22,7 @@ from fluvial.protocol.sc_api import (
 from fluvial.protocol.sc_objects import (
     AssignedReplicas, ComputedReplicas, CustomSpuSpec, EncryptionEnum,
     Endpoint, IngressAddr, IngressPort, Metadata, PartitionMap, PartitionSpec, SegmentBasedPolicy,
-    SetReplicationConfig, SpuSpec, TopicSpec, TopicStorageConfig,
+    SetCleanupConfig, SetReplicationConfig, SpuSpec, TopicSpec, TopicStorageConfig,
 )
 from fluvial.protocol.spu_api import (
     DeleteConsumerOffsetRequest, FetchConsumerOffsetsRequest, ReplicaKey,
@@ -111,6 +112,29 @@ def spu_info(meta: Metadata) -> SpuInfo:
     )
 
 
+def cleanup_action(cleanup_policy: str | None, tombstone_retention: float | None,
+                   min_compaction_lag: float | None, min_cleanable_dirty_ratio: float | None
+                   ) -> SetCleanupConfig | None:
+    """The Update action for these cleanup settings (None when all are None).
+
+    Raises:
+        ValueError: a setting out of range.
+    """
+    if cleanup_policy is not None and cleanup_policy not in CLEANUP_POLICIES:
+        raise ValueError(f"cleanup policy {cleanup_policy!r} must be one of {', '.join(CLEANUP_POLICIES)}")
+    for what, secs in (("tombstone retention", tombstone_retention), ("min compaction lag", min_compaction_lag)):
+        if secs is not None and not 0 <= secs < 2**63:
+            raise ValueError(f"{what} must be >= 0 seconds, got {secs}")
+    if min_cleanable_dirty_ratio is not None and not 0 <= min_cleanable_dirty_ratio <= 1:
+        raise ValueError(f"min cleanable dirty ratio must be between 0 and 1, got {min_cleanable_dirty_ratio}")
+    values = (cleanup_policy, tombstone_retention, min_compaction_lag, min_cleanable_dirty_ratio)
+    if all(v is None for v in values):
+        return None
+    return SetCleanupConfig(cleanup_policy, None if tombstone_retention is None else int(tombstone_retention),
+                            None if min_compaction_lag is None else int(min_compaction_lag),
+                            None if min_cleanable_dirty_ratio is None else round(min_cleanable_dirty_ratio * 100))
+
+
 class Admin:
     """Cluster administration over a ``Fluvial`` connection (``fl.admin``)."""
 
@@ -125,6 +149,9 @@ class Admin:
                            assigned: dict[int, list[int]] | list[list[int]] | None = None,
                            ignore_rack: bool = False, system: bool = False,
                            min_isr: int | None = None, unclean_leader_election: bool | None = None,
+                           cleanup_policy: str | None = None, tombstone_retention: float | None = None,
+                           min_compaction_lag: float | None = None,
+                           min_cleanable_dirty_ratio: float | None = None,
                            dry_run: bool = False, timeout: float | None = None) -> None:
         """Create a topic and wait until the SC has provisioned it.
 
@@ -144,13 +171,19 @@ class Admin:
                 replication factor is 3 or more, else 1); see ``set_replication_config``.
             unclean_leader_election: allow an out-of-sync replica to become leader when no
                 in-sync one is alive (availability over committed data; default False).
+            cleanup_policy, tombstone_retention, min_compaction_lag, min_cleanable_dirty_ratio:
+                log compaction (``"compact"`` keeps the latest record per key); see
+                ``set_cleanup_config``. None keeps the defaults ("delete").
             dry_run: only validate.
             timeout: seconds the SC may take to provision (the request's timeout).
 
         Raises:
             TopicAlreadyExistsError, TopicInvalidNameError, TopicInvalidConfigurationError,
             InvalidCreateRequestError, TopicNotProvisionedError...: as the SC answers.
+            ValueError: a cleanup setting out of range (checked before the topic is created).
         """
+        cleanup = cleanup_action(cleanup_policy, tombstone_retention, min_compaction_lag,
+                                 min_cleanable_dirty_ratio)
         if assigned is not None:
             maps = assigned.items() if isinstance(assigned, dict) else enumerate(assigned)
             replicas: Any = AssignedReplicas([PartitionMap(int(p), [int(s) for s in spus], None)
@@ -174,6 +207,30 @@ class Admin:
         if not dry_run and (min_isr is not None or unclean_leader_election is not None):
             await self.set_replication_config(name, min_isr=min_isr,
                                               unclean_leader_election=unclean_leader_election)
+        if not dry_run and cleanup is not None:
+            _raise_for(await self._fl.sc_call(ObjectApiUpdateRequest.of(TopicSpec, name, cleanup)))
+
+    async def set_cleanup_config(self, name: str, *, cleanup_policy: str | None = None,
+                                 tombstone_retention: float | None = None,
+                                 min_compaction_lag: float | None = None,
+                                 min_cleanable_dirty_ratio: float | None = None) -> None:
+        """Change a topic's log compaction settings (fluvial's extension of the Update API; a
+        Fluvio SC refuses it). ``None`` keeps a setting. Every replica applies them at once.
+
+        Args:
+            cleanup_policy: "delete" (retention deletes old segments) or "compact" (the latest
+                record per key is kept; a keyed record with an empty value deletes its key).
+            tombstone_retention: seconds a tombstone is kept before compaction drops it.
+            min_compaction_lag: seconds a segment's newest record must age before compaction.
+            min_cleanable_dirty_ratio: share (0..1) of uncleaned sealed bytes that starts a pass.
+
+        Raises:
+            ValueError: a setting out of range. TopicNotFoundError.
+        """
+        action = cleanup_action(cleanup_policy, tombstone_retention, min_compaction_lag,
+                                min_cleanable_dirty_ratio)
+        if action is not None:
+            _raise_for(await self._fl.sc_call(ObjectApiUpdateRequest.of(TopicSpec, name, action)))
 
     async def set_replication_config(self, name: str, *, min_isr: int | None = None,
                                      unclean_leader_election: bool | None = None) -> None:

@@ -8,7 +8,9 @@ with it (as JSON, fluvial.sc.backend). They are never sent to clients; the SC se
 SPUs in every ``ReplicaAssignment``.
 
 * ``TopicReplication``: the topic's incarnation id (``topic_id``), its min ISR and whether it
-  accepts an unclean leader election.
+  accepts an unclean leader election; and its log compaction settings (cleanup policy
+  "delete" or "compact", tombstone retention, min compaction lag, min cleanable dirty ratio),
+  which Fluvio's TopicSpec has no field for either.
 * ``PartitionReplication``: the leader ``epoch``, the ``isr`` and its ``isr_version``, and the
   ``topic_id`` of the topic incarnation the partition belongs to.
 
@@ -35,7 +37,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fluvial.protocol.internal_api import NO_TOPIC_ID
+from fluvial.protocol.internal_api import CLEANUP_POLICIES, NO_TOPIC_ID
 
 
 class BadRecord(ValueError):
@@ -61,17 +63,33 @@ class TopicReplication:
     topic_id: int
     min_isr: int = 1
     unclean_leader_election: bool = False
+    cleanup_policy: str = "delete"
+    tombstone_retention_secs: int = 24 * 3600
+    min_compaction_lag_secs: int = 0
+    min_cleanable_dirty_percent: int = 50
 
     def to_json(self) -> dict[str, Any]:
         return {"topic_id": self.topic_id, "min_isr": self.min_isr,
-                "unclean_leader_election": self.unclean_leader_election}
+                "unclean_leader_election": self.unclean_leader_election,
+                "cleanup_policy": self.cleanup_policy,
+                "tombstone_retention_secs": self.tombstone_retention_secs,
+                "min_compaction_lag_secs": self.min_compaction_lag_secs,
+                "min_cleanable_dirty_percent": self.min_cleanable_dirty_percent}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> TopicReplication:
         unclean = d.get("unclean_leader_election", False)
         if not isinstance(unclean, bool):
             raise BadRecord(f"unclean_leader_election must be a boolean, got {unclean!r}")
-        return cls(_int(d, "topic_id", NO_TOPIC_ID), _int(d, "min_isr", 1), unclean)
+        policy = d.get("cleanup_policy", "delete")
+        if policy not in CLEANUP_POLICIES:
+            raise BadRecord(f"cleanup_policy must be one of {CLEANUP_POLICIES}, got {policy!r}")
+        percent = _int(d, "min_cleanable_dirty_percent", 50)
+        if percent > 100:
+            raise BadRecord(f"min_cleanable_dirty_percent must be in 0..100, got {percent!r}")
+        return cls(_int(d, "topic_id", NO_TOPIC_ID), _int(d, "min_isr", 1), unclean, policy,
+                   _int(d, "tombstone_retention_secs", 24 * 3600), _int(d, "min_compaction_lag_secs", 0),
+                   percent)
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,11 @@ EPOCH_OFFSET = struct.calcsize(">qi")  # 12
 MAGIC = 2
 ATTR_COMPRESSION_MASK = 0x07
 ATTR_SCHEMA_ID = 0x10
+# fluvial: a batch the log cleaner rewrote (fluvial.storage.compaction). It may start after a gap of
+# offsets whose records compaction removed; the bit lies inside the CRC, and Fluvio's client
+# ignores it (it reads only the compression bits and 0x10). 0x40 marks records with headers
+# (fluvial.protocol.record_headers), 0x20 control batches (fluvial.protocol.markers).
+ATTR_COMPACTED = 0x80
 NO_EPOCH = -1
 
 _I64 = struct.Struct(">q")
@@ -91,6 +96,17 @@ class BatchHeader(NamedTuple):
     @property
     def compression(self) -> int:
         return self.attributes & ATTR_COMPRESSION_MASK
+
+
+def follows(h: BatchHeader, expected: int) -> bool:
+    """Whether batch ``h`` may come where offset ``expected`` is next: at it, or, when the log
+    cleaner wrote it (``ATTR_COMPACTED``), after a gap of removed offsets.
+
+    >>> h = BatchHeader(7, 60, 0, MAGIC, 0, 0, 0, 0, 0, -1, -1, -1)
+    >>> follows(h, 7), follows(h, 5), follows(h._replace(attributes=ATTR_COMPACTED), 5)
+    (True, False, True)
+    """
+    return h.base_offset == expected or (h.base_offset > expected and bool(h.attributes & ATTR_COMPACTED))
 
 
 def read_header(buf, pos: int = 0) -> BatchHeader:

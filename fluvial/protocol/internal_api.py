@@ -61,6 +61,10 @@ class RegisterSpuRequest(Request):
     rack: str | None = wire(Opt(STR))
 
 
+#: A topic's cleanup policies; ``ReplicaSettings.cleanup_policy`` is an index into it.
+CLEANUP_POLICIES: tuple[str, ...] = ("delete", "compact")
+
+
 @message
 class ReplicaSettings:
     """The topic settings a replica needs (copied from the topic spec by the SC)."""
@@ -71,6 +75,11 @@ class ReplicaSettings:
     compression: int = wire(U8, default=4)  # CompressionAlgorithm, Any
     min_isr: int = wire(U32, default=1)
     system: bool = wire(BOOL)
+    # log compaction (fluvial.storage.compaction): cleanup policy 0 delete, 1 compact
+    cleanup_policy: int = wire(U8, default=0)
+    tombstone_retention_seconds: int = wire(U64, default=24 * 3600)
+    min_compaction_lag_seconds: int = wire(U64, default=0)
+    min_cleanable_dirty_percent: int = wire(U8, default=50)
 
 
 NO_TOPIC_ID = 0  # ReplicaAssignment.topic_id of a topic created before topic incarnations

@@ -409,8 +409,19 @@ class SetReplicationConfig:
     unclean_leader_election: bool | None = wire(Opt(BOOL))
 
 
+@message
+class SetCleanupConfig:
+    """fluvial's extension (tag 101, like ``SetReplicationConfig``): a topic's log compaction
+    settings. ``cleanup_policy`` "delete" or "compact"; ``None`` leaves a setting as it is."""
+
+    cleanup_policy: str | None = wire(Opt(STR))
+    tombstone_retention_secs: int | None = wire(Opt(U64))
+    min_compaction_lag_secs: int | None = wire(Opt(U64))
+    min_cleanable_dirty_percent: int | None = wire(Opt(U8))
+
+
 UPDATE_TOPIC_ACTION = Union("UpdateTopicAction", {0: AddPartition, 1: AddMirror,
-                                                  100: SetReplicationConfig},
+                                                  100: SetReplicationConfig, 101: SetCleanupConfig},
                             default=AddPartition)
 
 
@@ -1043,7 +1054,7 @@ __all__ = [
     "SPEC_BY_LABEL", "SPU_LOG_SEGMENT_MAX_BYTES", "SPU_LOG_SEGMENT_MAX_BYTES_MIN",
     "SPU_PARTITION_MAX_BYTES_MIN", "STORAGE_RETENTION_SECONDS", "STORAGE_RETENTION_SECONDS_MIN",
     "UPDATE_TOPIC_ACTION",
-    "AddMirror", "AddPartition", "SetReplicationConfig", "AssignedReplicas", "Bounds", "ClientTls", "Color",
+    "AddMirror", "AddPartition", "SetCleanupConfig", "SetReplicationConfig", "AssignedReplicas", "Bounds", "ClientTls", "Color",
     "CompressionAlgorithm", "ComputedReplicas", "ConnectionStat", "ConnectionStatus",
     "CustomSpuKeyType", "CustomSpuSpec", "DataFormat", "Deduplication", "EncryptionEnum",
     "Endpoint", "EnvVar", "Filter", "HomeMirrorConfig", "HomePartitionConfig", "IngressAddr",

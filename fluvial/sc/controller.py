@@ -22,6 +22,7 @@ from fluvial.errors import Error, ErrorCode
 from fluvial.metadata.placement import PlacementError, SpuInfo, place_replicas
 from fluvial.metadata.replication import PartitionReplication, TopicReplication, new_topic_id
 from fluvial.protocol import internal_api as ia
+from fluvial.protocol.internal_api import CLEANUP_POLICIES
 from fluvial.protocol import sc_objects as so
 from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
 from fluvial.replication.election import ElectionResult, elect_leader
@@ -143,7 +144,10 @@ def ensure_system_topics(draft: Draft) -> None:
     smaller cluster: it is created once an SPU is online, with min(3, live SPUs) replicas, and
     grows by the SPUs that register later (lowest id first) until it has 3. Growing bumps the
     leader epoch (a new replica set is a new leadership) but not the ISR: a new replica joins it
-    once the leader reports it caught up. Its min ISR follows the usual default for its size."""
+    once the leader reports it caught up. Its min ISR follows the usual default for its size.
+    Like ``__consumer_offsets`` it is compacted (the latest offset per consumer and partition;
+    a delete is a tombstone), so its leader's replay at start is bounded; a topic created before
+    compaction existed is switched over."""
     online = draft.online_spus()
     if not online:
         return
@@ -151,7 +155,9 @@ def ensure_system_topics(draft: Draft) -> None:
     if t is None:
         create_topic(draft, CONSUMER_OFFSET_TOPIC,
                      consumer_offset_topic_spec(min(OFFSETS_REPLICATION_FACTOR, len(online))))
-        return
+        t = draft.topics.get(CONSUMER_OFFSET_TOPIC)
+    if t.meta.cleanup_policy != "compact":
+        t = draft.topics.update(t.name, meta=replace(t.meta, cleanup_policy="compact"))
     p = draft.partitions.get(f"{CONSUMER_OFFSET_TOPIC}-0")
     if p is None:
         return
@@ -355,6 +361,12 @@ def assignments_for(cluster: Cluster, spu_id: int) -> ia.WatchReplicasResponse:
             storage.segment_size or so.SPU_LOG_SEGMENT_MAX_BYTES, retention,
             storage.max_partition_size or DEFAULT_MAX_PARTITION_BYTES, int(p.spec.compression_type),
             t.meta.min_isr if t else 1, p.spec.system)
+        if t is not None:
+            m = t.meta
+            settings = replace(settings, cleanup_policy=CLEANUP_POLICIES.index(m.cleanup_policy),
+                               tombstone_retention_seconds=m.tombstone_retention_secs,
+                               min_compaction_lag_seconds=m.min_compaction_lag_secs,
+                               min_cleanable_dirty_percent=m.min_cleanable_dirty_percent)
         m = p.meta
         out.append(ia.ReplicaAssignment(topic, int(part), p.spec.leader, m.epoch, list(p.spec.replicas),
                                         list(m.isr), settings, m.topic_id, m.isr_version))
@@ -401,6 +413,33 @@ def set_replication_config(draft: Draft, name: str, min_isr: int | None,
         meta = replace(meta, unclean_leader_election=bool(unclean_leader_election))
     draft.topics.update(name, meta=meta)
     log.info("%s: min_isr %s, unclean leader election %s", name, meta.min_isr, meta.unclean_leader_election)
+
+
+def set_cleanup_config(draft: Draft, name: str, action: so.SetCleanupConfig) -> None:
+    """A topic's log compaction settings (its record, persisted, pushed to the replicas with
+    their assignments; each replica applies them at once). Raises CreateError for a value out
+    of range."""
+    t = draft.topics.get(name)
+    meta = t.meta
+    if action.cleanup_policy is not None:
+        if action.cleanup_policy not in CLEANUP_POLICIES:
+            raise CreateError(Error(ErrorCode.TopicInvalidConfiguration),
+                              f"cleanup policy {action.cleanup_policy!r} must be one of {', '.join(CLEANUP_POLICIES)}")
+        meta = replace(meta, cleanup_policy=action.cleanup_policy)
+    if action.tombstone_retention_secs is not None:
+        meta = replace(meta, tombstone_retention_secs=action.tombstone_retention_secs)
+    if action.min_compaction_lag_secs is not None:
+        meta = replace(meta, min_compaction_lag_secs=action.min_compaction_lag_secs)
+    if action.min_cleanable_dirty_percent is not None:
+        percent = action.min_cleanable_dirty_percent
+        if percent > 100:
+            raise CreateError(Error(ErrorCode.TopicInvalidConfiguration),
+                              f"min cleanable dirty ratio {percent}% must be between 0 and 100%")
+        meta = replace(meta, min_cleanable_dirty_percent=percent)
+    draft.topics.update(name, meta=meta)
+    log.info("%s: cleanup policy %s, tombstone retention %ds, min compaction lag %ds, dirty ratio %d%%",
+             name, meta.cleanup_policy, meta.tombstone_retention_secs, meta.min_compaction_lag_secs,
+             meta.min_cleanable_dirty_percent)
 
 
 def sc_started(draft: Draft) -> None:
@@ -502,6 +541,12 @@ class ReplicationConfigured:
 
 
 @dataclass(frozen=True)
+class CleanupConfigured:
+    name: str
+    action: so.SetCleanupConfig
+
+
+@dataclass(frozen=True)
 class ObjectCreated:
     label: str
     name: str
@@ -515,7 +560,8 @@ class ObjectDeleted:
 
 
 Event = (ScStarted | SpuRegistered | SpuReported | SpuFailed | TopicCreated | TopicDeleted
-         | PartitionsAdded | ReplicationConfigured | ObjectCreated | ObjectDeleted | ControllerTookOver)
+         | PartitionsAdded | ReplicationConfigured | CleanupConfigured | ObjectCreated | ObjectDeleted
+         | ControllerTookOver)
 
 # event type -> its rule; what the rule returns is the decision's answer
 _RULES: dict[type, Callable[[Draft, Any], Any]] = {
@@ -527,6 +573,7 @@ _RULES: dict[type, Callable[[Draft, Any], Any]] = {
     TopicDeleted: lambda d, e: delete_topic(d, e.name),
     PartitionsAdded: lambda d, e: add_partitions(d, e.name, e.count),
     ReplicationConfigured: lambda d, e: set_replication_config(d, e.name, e.min_isr, e.unclean_leader_election),
+    CleanupConfigured: lambda d, e: set_cleanup_config(d, e.name, e.action),
     ObjectCreated: lambda d, e: create_object(d, e.label, e.name, e.spec),
     ObjectDeleted: lambda d, e: delete_object(d, e.label, e.name),
     ControllerTookOver: lambda d, e: took_over(d),

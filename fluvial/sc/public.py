@@ -270,14 +270,17 @@ async def handle_watch(state: ScState, conn, header, req: sa.ObjectApiWatchReque
 @_saving
 async def handle_update(state: ScState, conn, header, req: sa.ObjectApiUpdateRequest):
     key, action = req.request.key, req.request.action
-    if req.label != "Topic" or not isinstance(action, (so.AddPartition, so.SetReplicationConfig)):
+    if req.label != "Topic" or not isinstance(action, (so.AddPartition, so.SetReplicationConfig,
+                                                       so.SetCleanupConfig)):
         return sa.Status(str(key), Error.other("update not supported for this object"), None)
     t = state.topics.get(key)
     if t is None:
         return sa.Status(key, Error(ErrorCode.TopicNotFound), "not found")
-    if isinstance(action, so.SetReplicationConfig):
+    if isinstance(action, (so.SetReplicationConfig, so.SetCleanupConfig)):
+        event = (ctl.CleanupConfigured(key, action) if isinstance(action, so.SetCleanupConfig) else
+                 ctl.ReplicationConfigured(key, action.min_isr, action.unclean_leader_election))
         try:
-            state.handle(ctl.ReplicationConfigured(key, action.min_isr, action.unclean_leader_election))
+            state.handle(event)
         except ctl.CreateError as e:
             return sa.Status(key, e.error, e.message)
         return sa.Status.new_ok(key)

@@ -37,6 +37,7 @@ from fluvial.errors import OK, Error, ErrorCode
 from fluvial.net.multiplexer import open_connection
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
+from fluvial.spu.compaction import apply_cleanup_settings, cleanup_settings, compact_replicas
 from fluvial.spu.consumer_offsets import ConsumerOffsetStore
 from fluvial.spu.partition import Lease, PartitionReplica
 from fluvial.spu.replication import run_follower
@@ -210,7 +211,8 @@ class SpuContext:
         return ReplicaConfig(segment_max_bytes=s.segment_max_bytes,
                              retention_seconds=s.retention_seconds,
                              max_partition_bytes=s.max_partition_bytes,
-                             flush=self.config.flush, max_batch_bytes=self.max_batch_bytes)
+                             flush=self.config.flush, max_batch_bytes=self.max_batch_bytes,
+                             **cleanup_settings(s))
 
     def apply(self, push: ia.WatchReplicasResponse) -> None:
         """Make the replicas on disk match the SC's desired state for this SPU. A replica that
@@ -243,8 +245,10 @@ class SpuContext:
             r = None
         if r is None:
             r = self._open(key, a)
-        elif r.reassign(a):
-            self._follow(r)
+        else:
+            apply_cleanup_settings(r.storage, a.settings)
+            if r.reassign(a):
+                self._follow(r)
         if r.drop_failed_followers(set(self.peers)):
             self.report_wanted.set()
 
@@ -295,7 +299,7 @@ class SpuContext:
         """Off the request path: checkpoint HWs (in a worker thread), enforce retention (whole
         old segments) and verify sealed segments a bounded slice at a time (both on the event
         loop, so they never race an append)."""
-        last_retention = -1e18
+        last_retention = last_compaction = -1e18
         while True:
             await trio.sleep(self.config.checkpoint_seconds)
             for r in list(self.replicas.values()):
@@ -322,6 +326,9 @@ class SpuContext:
                         r.notify()
                         self.report_wanted.set()
             self.verify_sealed_segments()
+            if now - last_compaction >= self.config.compaction_check_seconds:
+                last_compaction = now
+                await compact_replicas(self)
 
     def verify_sealed_segments(self) -> None:
         """CRC-check the next ``verify_bytes_per_tick`` of every replica's sealed segments (they

@@ -218,7 +218,8 @@ class PartitionReplica:
         are scanned (bounded work when leadership moves; retries are minutes old at most):
         producers not seen there count as unknown ones of a log that lost its head."""
         start = max(self.storage.log_start_offset, self.storage.leo - PRODUCER_SCAN_RECORDS)
-        return ProducerStateTable.rebuild(self.storage.batch_headers(start), start)
+        return ProducerStateTable.rebuild(self.storage.batch_headers(start), start,
+                                          self.storage.config.cleanup_policy == "compact")
 
     # ------------------------------------------------------------------------------- changes
 

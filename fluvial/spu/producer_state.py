@@ -97,10 +97,15 @@ class ProducerStateTable:
     Args:
         log_start_offset: where the log starts; above 0, an unknown producer may show any
             sequence (its earlier batches were removed by retention).
+        compacted: the log is compacted: the cleaner rewrites batches without their producer
+            fields, so an unknown producer may show any sequence too (Kafka before KIP-360 the
+            same; a retry of a batch the cleaner rewrote can then be stored twice, which on a
+            compacted topic only repeats a key's value).
     """
 
-    def __init__(self, log_start_offset: int = 0):
+    def __init__(self, log_start_offset: int = 0, compacted: bool = False):
         self.log_start_offset = log_start_offset
+        self.compacted = compacted
         self._producers: dict[int, _Producer] = {}
 
     def __len__(self) -> int:
@@ -113,7 +118,7 @@ class ProducerStateTable:
             return APPEND
         p = self._producers.get(producer_id)
         if p is None:
-            if first_sequence == 0 or self.log_start_offset > 0:
+            if first_sequence == 0 or self.log_start_offset > 0 or self.compacted:
                 return APPEND
             return Refused(f"out of order sequence: producer {producer_id} is unknown here and "
                            f"its batch starts at sequence {first_sequence}, not 0")
@@ -152,11 +157,12 @@ class ProducerStateTable:
             p.runs.append(SeqRun(first_sequence, count, base_offset))
 
     @classmethod
-    def rebuild(cls, headers: Iterable, log_start_offset: int = 0) -> ProducerStateTable:
+    def rebuild(cls, headers: Iterable, log_start_offset: int = 0,
+                compacted: bool = False) -> ProducerStateTable:
         """The state a log's batches describe: ``headers`` are its ``BatchHeader``s in offset
         order (anything with producer_id, producer_epoch, first_sequence, base_offset and
         record_count)."""
-        table = cls(log_start_offset)
+        table = cls(log_start_offset, compacted)
         for h in headers:
             if h.producer_id >= 0:
                 table.record(h.producer_id, h.producer_epoch, h.first_sequence, h.record_count,

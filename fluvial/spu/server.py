@@ -45,6 +45,7 @@ class SpuConfig:
     replica_lag_time_max_seconds: float = 10.0
     checkpoint_seconds: float = 5.0
     retention_check_seconds: float = 60.0
+    compaction_check_seconds: float = 5.0  # log cleaner passes over compacted topics
     verify_bytes_per_tick: int = 1 << 20  # sealed data CRC-checked per replica per housekeeping tick
     max_batch_bytes: int = 16 * 1024 * 1024
     max_fetch_bytes: int = 8 * 1024 * 1024  # a response holds at most this (or one whole batch)

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fluvial.protocol.batch import HEADER_BYTES
+from fluvial.protocol.internal_api import CLEANUP_POLICIES
 
 FlushPolicy = Literal["sync", "interval", "none"]
 FLUSH_POLICIES: tuple[str, ...] = ("sync", "interval", "none")
+CleanupPolicy = Literal["delete", "compact"]
 
 # Segment positions and relative offsets are stored as u32 in the index.
 _U32_MAX = 2**32 - 1
@@ -37,6 +39,16 @@ class ReplicaConfig:
             ``posix_fallocate``, in steps as large as the data so far (at least 64 KiB) and at
             most this (never past ``segment_max_bytes``): fdatasync has less metadata to
             commit, and a full disk shows up before data is written. 0 turns it off.
+        cleanup_policy: "delete" (default): retention deletes old segments. "compact": the log
+            cleaner keeps the latest record per key (``fluvial.storage.compaction``) and
+            retention deletes nothing.
+        tombstone_retention_seconds: a tombstone (a keyed record with an empty value) is kept
+            this long after its timestamp, then compaction drops it (Kafka's
+            delete.retention.ms, 1 day).
+        min_compaction_lag_seconds: a sealed segment is compacted only once its newest record
+            is at least this old.
+        min_cleanable_dirty_ratio: a pass runs when the sealed bytes not yet cleaned are at
+            least this share of all sealed bytes (Kafka's min.cleanable.dirty.ratio).
     """
 
     segment_max_bytes: int = 1 << 30
@@ -47,6 +59,10 @@ class ReplicaConfig:
     flush_interval_ms: int = 1000
     max_batch_bytes: int = 2 * 1024 * 1024
     preallocate_bytes: int = 16 * 1024 * 1024
+    cleanup_policy: CleanupPolicy = "delete"
+    tombstone_retention_seconds: float = 24 * 3600
+    min_compaction_lag_seconds: float = 0
+    min_cleanable_dirty_ratio: float = 0.5
 
     def __post_init__(self) -> None:
         if not 1 <= self.segment_max_bytes <= _U32_MAX:
@@ -63,5 +79,11 @@ class ReplicaConfig:
             raise ValueError(f"flush_interval_ms must be >= 1, got {self.flush_interval_ms}")
         if self.preallocate_bytes < 0:
             raise ValueError(f"preallocate_bytes must be >= 0, got {self.preallocate_bytes}")
+        if self.cleanup_policy not in CLEANUP_POLICIES:
+            raise ValueError(f"cleanup_policy must be one of {CLEANUP_POLICIES}, got {self.cleanup_policy!r}")
+        if self.tombstone_retention_seconds < 0 or self.min_compaction_lag_seconds < 0:
+            raise ValueError("tombstone_retention_seconds and min_compaction_lag_seconds must be >= 0")
+        if not 0 <= self.min_cleanable_dirty_ratio <= 1:
+            raise ValueError(f"min_cleanable_dirty_ratio must be in 0..1, got {self.min_cleanable_dirty_ratio}")
         if not HEADER_BYTES <= self.max_batch_bytes <= _U32_MAX:
             raise ValueError(f"max_batch_bytes must be in {HEADER_BYTES}..{_U32_MAX}, got {self.max_batch_bytes}")

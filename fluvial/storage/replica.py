@@ -13,7 +13,10 @@ A replica is one directory, ``<base_dir>/<topic>-<partition>/``::
 
 The last segment is the *active* one: appends go there, and it rolls (a new segment starts at
 the LEO) before a batch would take it past ``segment_max_bytes``. The others are *sealed* and
-never change, except that retention deletes them whole and ``truncate_to`` cuts them.
+never change, except that retention deletes them whole, ``truncate_to`` cuts them, and the
+log cleaner of a compacted topic replaces them with cleaned copies (``compact``; see
+``fluvial.storage.cleaner``: offsets are kept, removed records leave gaps that only batches
+flagged ``ATTR_COMPACTED`` may follow).
 ``log_start_offset`` is the first segment's base offset; ``leo`` is where the next batch goes.
 
 Rules
@@ -87,11 +90,13 @@ from fluvial.protocol.batch import (
     EPOCH_OFFSET,
     BatchError,
     BatchHeader,
+    follows,
     iter_batches,
     set_base_offset,
     set_leader_epoch,
 )
 from fluvial.durable import TMP_SUFFIX, fsync_dir, make_dirs_durable
+from fluvial.storage.cleaner import CleanPlan, SegmentSnapshot, finish_interrupted_swap, prepare, swap_in
 from fluvial.storage.checkpoint import (
     EPOCH_CHECKPOINT,
     HW_CHECKPOINT,
@@ -324,6 +329,7 @@ class Replica:
         self._scrub = (-1, 0, 0, -1)
         self._failure: str | None = None
         self._closed = False
+        self._cleaned_end = -1  # the log cleaner's last pass covered offsets below this
 
     def __repr__(self) -> str:
         return (f"<Replica {self.topic}-{self.partition} start={self.log_start_offset} hw={self._hw} "
@@ -357,6 +363,7 @@ class Replica:
         interval = self.config.index_max_interval_bytes
         logs: set[int] = set()
         indexes: set[int] = set()
+        report.removed_files += finish_interrupted_swap(self.path)
         for name in os.listdir(self.path):
             if name.endswith(TMP_SUFFIX):
                 os.unlink(os.path.join(self.path, name))
@@ -630,7 +637,7 @@ class Replica:
         changed = False
         items = []
         for pos, h in batches:
-            if h.base_offset != expected:
+            if not follows(h, expected):
                 raise InvalidBatch(f"batch at {pos}: base offset {h.base_offset}, expected {expected}")
             expected = h.next_offset
             items.append((pos, h.size, h.base_offset, expected, max(h.first_timestamp, h.max_time_stamp)))
@@ -647,9 +654,13 @@ class Replica:
         base, size = active.base_offset, active.size
         runs: list[_Run] = []
         run = None
+        prev_next = self._leo
         for k, (pos, batch_size, base_offset, next_offset, max_ts) in enumerate(items):
             if size > 0 and (size + batch_size > limit or next_offset - 1 - base > _U32_MAX):
-                seg, base, size, run = None, base_offset, 0, None
+                # the new segment starts where the log ends: a compacted batch after a gap
+                # (``follows``) starts inside it, so segments stay contiguous
+                seg, base, size, run = None, prev_next, 0, None
+            prev_next = next_offset
             if run is None:
                 run = _Run(seg, base, pos, size, k)
                 runs.append(run)
@@ -989,7 +1000,9 @@ class Replica:
             pos, cut = bad.position, bad.base_offset
         else:
             pos, h = seg.find(offset)
-            cut = h.base_offset
+            # after a compaction gap the batch found starts above ``offset``: the log then ends
+            # where the batch before it ends
+            cut = h.base_offset if h.base_offset <= offset else seg.end_before(pos)
         doomed = self._segments[i + 1:]
         removed: list[Segment] = []
         with self._lock:  # from here on, a running flush publishes nothing (see ``flush``)
@@ -1105,6 +1118,8 @@ class Replica:
         """
         self._check_open()
         cfg = self.config
+        if cfg.cleanup_policy == "compact":
+            return []  # the log cleaner keeps the latest record per key instead
         now = time.time() if now is None else now
         deleted: list[DeletedSegment] = []
         try:
@@ -1141,6 +1156,103 @@ class Replica:
                         self._epochs = cache
                         log.warning("%s: could not checkpoint leader epochs: %s", self.path, exc)
         return deleted
+
+    # --- compaction -------------------------------------------------------------------------
+
+    def cleanable(self, now: float | None = None) -> list[SegmentSnapshot]:
+        """The sealed segments a compaction pass may clean, oldest first: below the HW (only
+        committed records), each with its newest record at least ``min_compaction_lag_seconds``
+        old, none known corrupt. Never the active segment."""
+        self._check_open()
+        now = time.time() if now is None else now
+        lag_ms = (now - self.config.min_compaction_lag_seconds) * 1000
+        out = []
+        for seg in self._segments[:-1]:
+            if seg.next_offset > self._hw or seg.corrupt or seg.newest_timestamp() > lag_ms:
+                break
+            out.append(SegmentSnapshot(seg.base_offset, seg.next_offset, seg.size, seg.log_path))
+        return out
+
+    def dirty_ratio(self, segments: list[SegmentSnapshot]) -> float:
+        """The share of ``segments``' bytes that no compaction pass of this process covered."""
+        total = sum(s.size for s in segments)
+        dirty = sum(s.size for s in segments if s.next_offset > self._cleaned_end)
+        return dirty / total if total else 0.0
+
+    def prepare_compaction(self, now: float | None = None, *, force: bool = False) -> CleanPlan | None:
+        """Step 1 of a pass (``fluvial.storage.cleaner``): None when the policy is not
+        "compact", nothing is cleanable or the dirty ratio is below the threshold (unless
+        ``force``). The file work runs in ``run_prepared`` (safe in a worker thread)."""
+        cfg = self.config
+        if cfg.cleanup_policy != "compact":
+            return None
+        segments = self.cleanable(now)
+        if not segments or (not force and self.dirty_ratio(segments) < cfg.min_cleanable_dirty_ratio):
+            return None
+        return CleanPlan(self.path, segments)
+
+    def run_prepared(self, plan: CleanPlan, now: float | None = None) -> CleanPlan:
+        """Step 1's file work for ``plan`` (read, decide, write fsynced cleaned copies). Safe
+        in a worker thread. Raises OSError, DecodeError (nothing is left behind then)."""
+        now = time.time() if now is None else now
+        horizon_ms = int((now - self.config.tombstone_retention_seconds) * 1000)
+        return prepare(plan.directory, plan.segments, horizon_ms=horizon_ms,
+                       index_interval=self.config.index_max_interval_bytes)
+
+    def install_cleaned(self, plan: CleanPlan) -> bool:
+        """Steps 2 and 3 of a pass, on the replica's thread: swap the cleaned copies in and
+        reopen those segments. False (the copies deleted) when a segment of the plan changed
+        since it was read (truncated, deleted by retention, found corrupt).
+
+        Raises:
+            StorageIOError: the swap failed; reopening the replica completes it.
+        """
+        self._check_writable()
+        current = {s.base_offset: s for s in self._segments[:-1]}
+        for snap in plan.segments:
+            seg = current.get(snap.base_offset)
+            if seg is None or seg.size != snap.size or seg.next_offset != snap.next_offset or seg.corrupt:
+                plan.discard()
+                return False
+        try:
+            swap_in(self.path, plan.rewritten)
+            fresh = []
+            for base in plan.rewritten:
+                seg = Segment.open(self.path, base, self.config.index_max_interval_bytes)
+                fresh.append(seg)
+                seg.sealed, seg.next_offset = True, current[base].next_offset
+                seg.verified_end = seg.size  # written and checked by this process
+                if not seg.load_index():
+                    seg.rebuild_index()
+        except OSError as exc:
+            self._short_circuit(f"compaction swap failed: {exc}")
+            raise os_error(exc, f"swapping compacted segments into {self.path}") from exc
+        with self._lock:
+            for seg in fresh:
+                i = self._segments.index(current[seg.base_offset])
+                old = self._segments[i]
+                self._segments[i] = seg
+                if self._dirty.get(seg.base_offset) is old:
+                    self._dirty[seg.base_offset] = seg
+                try:
+                    old.close()
+                except OSError:
+                    pass
+            self._scrub = (-1, 0, 0, -1)
+        self._cleaned_end = max(self._cleaned_end, plan.segments[-1].next_offset)
+        if plan.rewritten:
+            log.info("%s: compacted %d segment(s): %d -> %d records, %d -> %d bytes", self.path,
+                     len(plan.rewritten), plan.records_in, plan.records_out, plan.bytes_in, plan.bytes_out)
+        return True
+
+    def compact(self, now: float | None = None, *, force: bool = False) -> CleanPlan | None:
+        """One whole compaction pass on this thread (tests, tools); the SPU runs
+        ``run_prepared`` in a worker thread instead. Returns the plan carried out, or None."""
+        plan = self.prepare_compaction(now, force=force)
+        if plan is None:
+            return None
+        plan = self.run_prepared(plan, now)
+        return plan if self.install_cleaned(plan) else None
 
     # --- closing ----------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from fluvial.protocol.batch import (
     BatchError,
     BatchHeader,
     check_batch,
+    follows,
     read_header,
     scan_valid_prefix,
 )
@@ -268,7 +269,7 @@ class Segment:
                 if len(buf) < HEADER_BYTES:
                     raise self._corrupt(pos, expected, f"{end - pos} bytes left, too short for a batch header")
             h = BatchHeader._make(HEADER.unpack_from(buf, rel))
-            if h.base_offset != expected:
+            if not follows(h, expected):
                 raise self._corrupt(pos, expected, f"base offset {h.base_offset}, expected {expected}")
             if h.magic != MAGIC or h.last_offset_delta < 0 or h.size < HEADER_BYTES:
                 raise self._corrupt(pos, expected, f"bad header (magic {h.magic}, batch_length "
@@ -301,6 +302,19 @@ class Segment:
                 return p, h
         raise self._corrupt(self.size, offset, f"offset {offset} is missing: the segment's batches end "
                                                f"before it (next segment or LEO at {self.next_offset})")
+
+    def end_before(self, position: int) -> int:
+        """The offset after the last batch that ends at or before ``position`` (a batch
+        boundary); the segment's base offset when none does. Differs from the base offset of
+        the batch at ``position`` only after a compaction gap.
+
+        Raises:
+            CorruptLog: the batches before ``position`` do not check out.
+        """
+        end = self.base_offset
+        for _, h in self.headers(0, self.base_offset, position):
+            end = h.next_offset
+        return end
 
     def rebuild_index(self) -> CorruptLog | None:
         """Rebuild the index (and the max timestamp) from the batch headers. Stops at the first
@@ -352,7 +366,7 @@ class Segment:
             h = read_header(head)
         except BatchError as exc:
             return None, _reason(exc)
-        if h.base_offset != expected:
+        if not follows(h, expected):
             return None, f"base offset {h.base_offset}, expected {expected}"
         if h.size > file_size - pos:
             return None, f"batch of {h.size} bytes runs past the end of the file"
@@ -391,7 +405,7 @@ class Segment:
             rel = 0
             while count and rel < end:
                 h = read_header(buf, rel)
-                if h.base_offset != expected:
+                if not follows(h, expected):
                     break
                 good.append((pos + rel, h))
                 expected = h.next_offset
@@ -457,7 +471,7 @@ class Segment:
         while rel < len(data):
             try:
                 h = check_batch(data, rel)
-                reason = "" if h.base_offset == offset else f"base offset {h.base_offset}, expected {offset}"
+                reason = "" if follows(h, offset) else f"base offset {h.base_offset}, expected {offset}"
             except BatchError as exc:
                 h, reason = None, _reason(exc)
             if reason:

@@ -5,6 +5,7 @@ by an ScState whose metadata lives in a temp dir, with a backend that can be tol
 from __future__ import annotations
 
 import errno
+from dataclasses import replace
 
 import pytest
 
@@ -337,7 +338,9 @@ def test_the_consumer_offset_topic_grows_to_three_replicas(tmp_path):
     t = state.topics.get(so.CONSUMER_OFFSET_TOPIC)
     assert t.spec.replicas.replication_factor == 3 and t.status.replica_map == {0: [1, 2, 3]}
     assert t.meta.min_isr == ctl.default_min_isr(3)
+    assert t.meta.cleanup_policy == "compact"  # the latest offset per consumer, like __consumer_offsets
     assert assignment(state, 3, so.CONSUMER_OFFSET_TOPIC).replicas == [1, 2, 3]
+    assert assignment(state, 3, so.CONSUMER_OFFSET_TOPIC).settings.cleanup_policy == 1
     assert restarted(state).partitions.get(f"{so.CONSUMER_OFFSET_TOPIC}-0").spec.replicas == [1, 2, 3]
 
 
@@ -350,6 +353,17 @@ def test_the_consumer_offset_topic_is_created_with_the_live_spus(tmp_path):
         state.partitions.delete(f"{so.CONSUMER_OFFSET_TOPIC}-0")
     apply_rule(state, ctl.ensure_system_topics)
     assert len(offsets_replicas(state)) == 3
+
+
+def test_a_consumer_offset_topic_from_before_compaction_is_switched_to_compact(tmp_path):
+    state = new_state(tmp_path)
+    register(state, 1)
+    t = state.topics.get(so.CONSUMER_OFFSET_TOPIC)
+    with state.transaction():
+        state.topics.update(t.name, meta=replace(t.meta, cleanup_policy="delete"))
+    apply_rule(state, ctl.ensure_system_topics)
+    assert state.topics.get(so.CONSUMER_OFFSET_TOPIC).meta.cleanup_policy == "compact"
+    assert restarted(state).topics.get(so.CONSUMER_OFFSET_TOPIC).meta.cleanup_policy == "compact"
 
 
 # ------------------------------------------------------------------------- item 11: lease

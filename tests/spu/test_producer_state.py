@@ -152,3 +152,11 @@ def test_a_log_is_read_back_from_an_offset_across_segments(tmp_path):
         assert t.check(9, 0, 7, 1) == APPEND  # unknown, and the scan started past the log start
     finally:
         r.close()
+
+
+def test_an_unknown_producer_may_resume_mid_sequence_on_a_compacted_log():
+    """The cleaner rewrites batches without their producer fields: a producer whose batches
+    were all rewritten is unknown to a new leader, and its next batch must not be refused."""
+    assert isinstance(ProducerStateTable().check(3, 0, 8, 1), Refused)
+    assert ProducerStateTable(compacted=True).check(3, 0, 8, 1) == APPEND
+    assert ProducerStateTable.rebuild([], 0, compacted=True).check(3, 0, 8, 1) == APPEND
