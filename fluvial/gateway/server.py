@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import socket
 import ssl
 from dataclasses import dataclass, field
 from importlib import resources
@@ -57,6 +58,8 @@ from fluvial.gateway.registry import Registry, TooManySubscriptions
 log = logging.getLogger("fluvial.gateway")
 
 DEFAULT_PORT = 31112
+#: The most queued frames one write sends.
+WRITE_COALESCE = 1024
 #: Seconds between attempts to (re)open a stream's topic.
 VIEW_RETRY_SECONDS = 0.5
 
@@ -73,6 +76,10 @@ class GatewayConfig:
         queue_size: frames queued for one socket; a socket whose queue is full is closed.
         history_size: events kept per partition for resuming subscribers (``since``).
         handshake_timeout: seconds to receive a request head.
+        send_buffer_bytes: the kernel's send buffer of each socket (None: the kernel's own
+            autotuning, up to megabytes); with the queue, what a slow subscriber may hold.
+        tail_fetch_bytes: the most record bytes per fetch when tailing a stream: the most
+            frames published at once before the sockets' writers get to run.
         ssl_context: serve TLS (wss://, https://) with it.
     """
 
@@ -89,6 +96,8 @@ class GatewayConfig:
     queue_size: int = 1000
     history_size: int = 10_000
     handshake_timeout: float = 10.0
+    send_buffer_bytes: int | None = None
+    tail_fetch_bytes: int = 256 * 1024
     ssl_context: ssl.SSLContext | None = None
 
 
@@ -155,6 +164,7 @@ class StreamView:
             try:
                 async with fl.consumer(self.topic, partition=partition,
                                        offset=Offset.absolute(state.next_offset),
+                                       max_bytes=self.gateway.config.tail_fetch_bytes,
                                        isolation="read_committed") as consumer:
                     while records := await consumer.receive_many():
                         for r in records:
@@ -163,6 +173,7 @@ class StreamView:
                             ev = state.apply(r.offset, r.key, r.value, r.timestamp)
                             if ev is not None:
                                 self.gateway.publish(self.stream, ev)
+                        await trio.sleep(0)  # let the sockets' writers drain between batches
             except FluvialError as e:
                 log.warning("stream %s: tailing partition %d failed (%s); resuming at %d",
                             self.stream, partition, e, state.next_offset)
@@ -176,6 +187,7 @@ class _Socket:
     scope: trio.CancelScope
     context: Any = None
     closed_reason: str | None = None
+    mid_frame: bool = False  # the writer was stopped inside send_all: the stream is unusable
 
 
 @dataclass
@@ -272,7 +284,9 @@ class Gateway:
 
     # -- connections -------------------------------------------------------------------------
 
-    async def handle(self, stream: trio.abc.Stream) -> None:
+    async def handle(self, stream: trio.SocketStream) -> None:
+        if self.config.send_buffer_bytes is not None:
+            stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.send_buffer_bytes)
         if self.config.ssl_context is not None:
             stream = trio.SSLStream(stream, self.config.ssl_context, server_side=True)
         try:
@@ -346,12 +360,13 @@ class Gateway:
             last = b""
             with sock.scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._writer, stream, ws, receive)
+                    nursery.start_soon(self._writer, stream, ws, sock, receive)
                     last = await self._reader(stream, ws, sock)
                     nursery.cancel_scope.cancel()
             if sock.closed_reason:
                 log.info("closed socket %d: %s", sock.id, sock.closed_reason)
-                last = _close_bytes(ws, 1008, sock.closed_reason)
+                # a close frame after half a data frame would be garbage: then just hang up
+                last = b"" if sock.mid_frame else _close_bytes(ws, 1008, sock.closed_reason)
             if last:
                 with trio.move_on_after(1):
                     await _send_quietly(stream, last)
@@ -365,11 +380,21 @@ class Gateway:
                 for sub in subs:
                     await self._leave_hook(sock, sub)
 
-    async def _writer(self, stream, ws: WSConnection, receive: trio.MemoryReceiveChannel) -> None:
+    async def _writer(self, stream, ws: WSConnection, sock: _Socket,
+                      receive: trio.MemoryReceiveChannel) -> None:
         async for item in receive:
-            data = item if isinstance(item, bytes) else ws.send(Message(data=item))
+            # Everything queued goes out in one write: one turn of this task drains the queue.
+            items = [item]
+            while len(items) < WRITE_COALESCE:
+                try:
+                    items.append(receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            data = b"".join(i if isinstance(i, bytes) else ws.send(Message(data=i)) for i in items)
+            sock.mid_frame = True
             await stream.send_all(data)
-            self.stats.frames_sent += 1
+            sock.mid_frame = False
+            self.stats.frames_sent += len(items)
 
     async def _reader(self, stream, ws: WSConnection, sock: _Socket) -> bytes:
         """Read and act on frames until the socket closes; the bytes to send last."""
