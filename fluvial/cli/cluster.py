@@ -53,6 +53,8 @@ def _save(state: dict) -> None:
 
 
 def _member_name(m: dict) -> str:
+    if m["kind"] == "gateway":
+        return "gateway"
     return "sc" if m["kind"] == "sc" else f"spu-{m['id']}"
 
 
@@ -69,6 +71,9 @@ def _spawn(m: dict, sc: dict | None, state: dict) -> None:
     cmd = [sys.executable, "-m", "fluvial.cli.main", "run", m["kind"], "--data-dir", m["data_dir"],
            "--public-port", str(m["public_port"]), "--private-port", str(m["private_port"]),
            "--ready-file", str(ready)]
+    if m["kind"] == "gateway":  # the streams gateway, a client of the `local` profile
+        cmd = [sys.executable, "-m", "fluvial.cli.main", "-P", "local", "gateway",
+               "--port", str(m["public_port"]), "--ready-file", str(ready)]
     if m["kind"] == "spu":
         cmd += ["--id", str(m["id"]), "--sc", f"127.0.0.1:{sc['private_port']}"]
     cmd += [str(a) for a in m.get("args", [])]
@@ -139,6 +144,9 @@ def start(
     tls: Annotated[bool, typer.Option("--tls/--no-tls", help="TLS on every port with certificates "
                                       "under $FLUVIAL_HOME/certs (minted when missing).")] = True,
     domain: Annotated[str, typer.Option(help="The TLS name of the servers.")] = "fluvial.local",
+    gateway: Annotated[bool, typer.Option("--gateway", help="Also start a streams gateway "
+                                          "(`fluvial gateway`; WebSocket, HTTP, /ui).")] = False,
+    gateway_port: Annotated[int, typer.Option(help="The gateway's port; 0 picks a free one.")] = 31112,
 ) -> None:
     """Start an SC and N SPUs in the background and select the `local` profile.
 
@@ -169,6 +177,17 @@ def start(
         _stop_pids([m["pid"] for m in reversed(members) if _alive(m.get("pid"))], 15.0)
         raise
     endpoint = _write_profile(state)
+    if gateway:
+        gw = {"kind": "gateway", "id": 0, "public_port": gateway_port, "private_port": 0,
+              "data_dir": str(data / "gateway"), "args": tls_args[:2]}
+        members.append(gw)
+        try:
+            _spawn(gw, members[0], state)
+        except typer.Exit:
+            _stop_pids([m["pid"] for m in reversed(members) if _alive(m.get("pid"))], 15.0)
+            raise
+        _save(state)
+        typer.echo(f"streams gateway at {'wss' if tls else 'ws'}://127.0.0.1:{gw['public_port']}/")
     typer.echo(f"cluster started: SC at {endpoint}, {spus} SPU(s); profile 'local' selected")
 
 

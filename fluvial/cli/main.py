@@ -68,6 +68,10 @@ def _register() -> None:
     app.add_typer(spu.app, name="spu")
     app.add_typer(consumer.app, name="consumer")
     app.add_typer(profile_cmd.app, name="profile")
+    from fluvial.cli import gateway, stream
+
+    app.add_typer(stream.app, name="stream")
+    gateway.register(app)
 
 
 _register()
