@@ -169,3 +169,23 @@ async def http(port: int, method: str, path: str, body: bytes = b"", headers: st
         return status, json.loads(payload)
     except ValueError:
         return status, payload.decode()
+
+
+async def test_resume_past_the_history_gets_a_snapshot(fl):
+    s = stream_name()
+    streams = fl.streams()
+    async with open_gateway(fl, history_size=3) as gw:
+        async with ws_client(gw.port) as c:
+            await c.join(s, "g")
+            await c.recv()
+            await streams.set(s, "g", "a", {"n": 0})
+            first = await c.recv()
+            for i in range(1, 6):
+                await streams.set(s, "g", f"i{i}", {"n": i})
+            await c.recv_n(5)
+        async with ws_client(gw.port) as c:
+            await c.join(s, "g", since=first["timestamp"])
+            f = await c.recv()
+            # changes i1, i2 are no longer in the history: a full snapshot, not a partial replay
+            assert f["event"]["type"] == "sync"
+            assert sorted(d["id"] for d in f["event"]["data"]) == ["a", "i1", "i2", "i3", "i4", "i5"]
