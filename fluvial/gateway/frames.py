@@ -17,6 +17,7 @@ answers with an ``error`` frame and otherwise ignores.
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,3 +111,23 @@ def unauthorized_frame(sub: Subscription, timestamp: int) -> dict:
     """A refused join; the socket stays open."""
     return {"type": "stream", "timestamp": timestamp, "streamName": sub.stream,
             "groupId": sub.group, "id": sub.id, "event": {"type": "unauthorized"}}
+
+
+def ws_text_frame(text: str) -> bytes:
+    """A whole unfragmented, unmasked WebSocket text frame (RFC 6455 5.2), as a server sends it
+    on a connection without extensions (the gateway negotiates none). The bytes are the same for
+    every socket, so a change is framed once and the bytes go to all its subscribers.
+
+        byte 0      FIN (0x80) | opcode text (0x1)
+        byte 1      payload length: < 126 as is; 126 + 16-bit length; 127 + 64-bit length
+        payload     the UTF-8 text (a server does not mask)
+    """
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x81, n)
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", 0x81, 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x81, 127, n)
+    return head + payload

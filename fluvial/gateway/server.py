@@ -35,8 +35,7 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import (
-    AcceptConnection, BytesMessage, CloseConnection, Message, Ping, RejectConnection, Request,
-    TextMessage,
+    AcceptConnection, BytesMessage, CloseConnection, Ping, RejectConnection, Request, TextMessage,
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
@@ -46,7 +45,7 @@ from fluvial.errors import FluvialError
 from fluvial.gateway import http
 from fluvial.gateway.frames import (
     MAX_FRAME_BYTES, FrameError, Join, Subscription, encode, error_frame, parse_client_frame,
-    unauthorized_frame,
+    unauthorized_frame, ws_text_frame,
 )
 from fluvial.gateway.hooks import DEFAULT_HOOK_TIMEOUT, auth_context, call_hook, join_allowed
 from fluvial.gateway.model import (
@@ -225,15 +224,19 @@ class Gateway:
         targets = self.registry.targets(stream, ev.group, ev.id)
         if not targets:
             return
-        text = encode(frame(stream, ev))
+        data = ws_text_frame(encode(frame(stream, ev)))  # framed once for every subscriber
         for sid in targets:
-            self._push(self.sockets.get(sid), text)
+            self._push(self.sockets.get(sid), data)
 
-    def _push(self, sock: _Socket | None, text: str | bytes) -> None:
+    def _send_json(self, sock: _Socket, msg: dict) -> None:
+        self._push(sock, ws_text_frame(encode(msg)))
+
+    def _push(self, sock: _Socket | None, data: bytes) -> None:
+        """Queue WebSocket bytes for ``sock``; a full queue closes it (a slow subscriber)."""
         if sock is None or sock.closed_reason:
             return
         try:
-            sock.send.send_nowait(text)
+            sock.send.send_nowait(data)
         except trio.WouldBlock:
             sock.closed_reason = "slow subscriber: queue overflow"
             self.stats.slow_closed += 1
@@ -246,7 +249,7 @@ class Gateway:
             outcome = await call_hook("join", self.config.on_join, sub.hook_args(sock.context),
                                       self.config.hook_timeout)
             if not join_allowed(outcome):
-                self._push(sock, encode(unauthorized_frame(sub, 0)))
+                self._send_json(sock, unauthorized_frame(sub, 0))
                 return
         view = self.view(sub.stream)
         await view.ready.wait()
@@ -256,21 +259,21 @@ class Gateway:
         try:
             self.registry.add(sock.id, sub)
         except TooManySubscriptions as e:
-            self._push(sock, encode(error_frame("too_many_subscriptions", str(e))))
+            self._send_json(sock, error_frame("too_many_subscriptions", str(e)))
             return
         events = None
         if sub.since is not None and state is not None:
             events = state.since(sub.since, sub.group, sub.id)
         if events is not None:
             for ev in events:
-                self._push(sock, encode(frame(sub.stream, ev)))
+                self._send_json(sock, frame(sub.stream, ev))
             return
         if state is None:
             data, ts = (None if sub.id is not None else []), 0
         else:
             data = state.get(sub.group, sub.id) if sub.id is not None else state.list(sub.group)
             ts = state.clock
-        self._push(sock, encode(sync_frame(sub.stream, sub.group, sub.id, data, ts)))
+        self._send_json(sock, sync_frame(sub.stream, sub.group, sub.id, data, ts))
 
     async def leave(self, sock: _Socket, sub: Subscription) -> None:
         removed = self.registry.remove(sock.id, sub.subscription_id)
@@ -360,7 +363,7 @@ class Gateway:
             last = b""
             with sock.scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._writer, stream, ws, sock, receive)
+                    nursery.start_soon(self._writer, stream, sock, receive)
                     last = await self._reader(stream, ws, sock)
                     nursery.cancel_scope.cancel()
             if sock.closed_reason:
@@ -380,8 +383,7 @@ class Gateway:
                 for sub in subs:
                     await self._leave_hook(sock, sub)
 
-    async def _writer(self, stream, ws: WSConnection, sock: _Socket,
-                      receive: trio.MemoryReceiveChannel) -> None:
+    async def _writer(self, stream, sock: _Socket, receive: trio.MemoryReceiveChannel) -> None:
         async for item in receive:
             # Everything queued goes out in one write: one turn of this task drains the queue.
             items = [item]
@@ -390,7 +392,7 @@ class Gateway:
                     items.append(receive.receive_nowait())
                 except trio.WouldBlock:
                     break
-            data = b"".join(i if isinstance(i, bytes) else ws.send(Message(data=i)) for i in items)
+            data = b"".join(items)
             sock.mid_frame = True
             await stream.send_all(data)
             sock.mid_frame = False
@@ -429,7 +431,7 @@ class Gateway:
         try:
             msg = parse_client_frame(text, self.config.max_frame_bytes)
         except FrameError as e:
-            self._push(sock, encode(error_frame(e.code, str(e))))
+            self._send_json(sock, error_frame(e.code, str(e)))
             return
         if isinstance(msg, Join):
             await self.join(sock, msg.sub)

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from fluvial.gateway import http
-from fluvial.gateway.frames import FrameError, Join, Leave, Subscription, parse_client_frame
+from fluvial.gateway.frames import (
+    FrameError, Join, Leave, Subscription, parse_client_frame, ws_text_frame,
+)
 from fluvial.gateway.model import (
     GroupPartitioner, PartitionState, StreamError, decode_record, encode_delete, encode_event,
     encode_set, partition_for_group, topic_for_stream,
@@ -134,3 +136,21 @@ def test_http_head_and_routes():
         with pytest.raises(http.HttpError) as e:
             http.route(method, path)
         assert e.value.status == status
+
+
+@pytest.mark.parametrize("n", [0, 1, 125, 126, 65535, 65536, 70000])
+def test_ws_text_frame_is_what_wsproto_sends_and_reads(n):
+    import wsproto
+    from wsproto.events import AcceptConnection, Message, Request, TextMessage
+
+    server = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+    client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    server.receive_data(client.send(Request(host="h", target="/")))
+    next(server.events())
+    client.receive_data(server.send(AcceptConnection()))
+    next(client.events())
+    text = "é" * (n // 2) + "x" * (n % 2)
+    assert ws_text_frame(text) == server.send(Message(data=text))
+    client.receive_data(ws_text_frame(text))
+    events = list(client.events())
+    assert isinstance(events[0], TextMessage) and "".join(e.data for e in events) == text
