@@ -33,7 +33,7 @@ def gateway(
     max_frame_bytes: Annotated[int, typer.Option(min=64, help="Largest client frame.")] = 64 * 1024,
     max_subscriptions: Annotated[int, typer.Option(min=1, help="Subscriptions per socket.")] = 1000,
     queue_size: Annotated[int, typer.Option(min=1, help="Frames queued per socket before a slow "
-                                            "subscriber is disconnected.")] = 1000,
+                                            "subscriber is disconnected.")] = 10_000,
     tls_dir: Annotated[Optional[Path], typer.Option(
         help="Serve TLS (wss://) with server.crt and server.key from this directory "
         "(the cluster's certificates).")] = None,
