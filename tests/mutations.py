@@ -211,6 +211,11 @@ MUTATIONS: list[Mutation] = [
              ("tests/gateway/test_model.py::test_history_resume_and_its_limit",
               "tests/gateway/test_protocol.py::test_resume_past_the_history_gets_a_snapshot"),
              "a resume from before the history silently skips the evicted changes"),
+    Mutation("gw-direct-write-overtakes-queue", "fluvial/gateway/server.py",
+             "        if sock.direct is not None and sock.pending == 0:",
+             "        if sock.direct is not None:",
+             ("tests/gateway/test_fanout.py::test_a_lagging_subscriber_gets_every_frame_once_in_order",),
+             "a frame written straight to the socket overtakes frames still queued (out of order)"),
 ]
 
 

@@ -3,10 +3,12 @@ thousand subscribers each get every change."""
 
 from __future__ import annotations
 
+import json
 import socket
 
 import trio
 import wsproto
+import wsproto.frame_protocol
 from wsproto.events import AcceptConnection, Request, TextMessage
 
 import fluvial
@@ -153,3 +155,47 @@ async def test_one_thousand_subscribers_each_get_every_change(fl):
                     await streams.set(s, "g", f"item-{i % 5}", {"n": i})
     assert got == [n_changes if k % 2 == 0 else n_changes // 5 for k in range(n_subs)]
     assert gw.stats.slow_closed == 0
+
+
+async def test_a_lagging_subscriber_gets_every_frame_once_in_order(fl):
+    """Frames queue while a subscriber's socket is full, and changes keep coming while it drains:
+    none may overtake the queue, none may be cut into another."""
+    s = stream_name()
+    streams = fl.streams()
+    await streams.set(s, "other", "x", 0)  # creates the topic
+    n = 600
+    async with open_gateway(fl, queue_size=100_000, send_buffer_bytes=16384) as gw:
+        sock = await open_raw_subscriber(gw.port, s, "g")
+        tsock = trio.socket.from_stdlib_socket(sock)
+        topic = topic_for_stream(s)
+        got: list[str] = []
+
+        async def read_all():
+            parser = wsproto.frame_protocol.FrameProtocol(client=True, extensions=[])
+            text = ""
+            with trio.fail_after(60):
+                while len(got) < n + 1:
+                    parser.receive_bytes(await tsock.recv(65536))
+                    for fr in parser.received_frames():
+                        text += fr.payload
+                        if fr.message_finished:
+                            msg = json.loads(text)
+                            text = ""
+                            got.append(msg["id"] if msg["event"]["type"] != "sync" else "sync")
+
+        async with fl.producer(topic, partitioner=GroupPartitioner()) as p:
+            async def produce(lo, hi):
+                for i in range(lo, hi):
+                    key, value = encode_set("g", f"i{i}", {"pad": "x" * 1000})
+                    await p.send(value, key=key)
+                await p.flush()
+
+            await produce(0, n // 2)  # the subscriber does not read: its socket fills, frames queue
+            with trio.fail_after(30):
+                while sum(x.pending for x in gw.sockets.values()) < 100:
+                    await trio.sleep(0.01)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_all)  # it drains while more changes arrive
+                await produce(n // 2, n)
+        assert got == ["sync"] + [f"i{i}" for i in range(n)]
+        sock.close()
