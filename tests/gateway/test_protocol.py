@@ -189,3 +189,51 @@ async def test_resume_past_the_history_gets_a_snapshot(fl):
             # changes i1, i2 are no longer in the history: a full snapshot, not a partial replay
             assert f["event"]["type"] == "sync"
             assert sorted(d["id"] for d in f["event"]["data"]) == ["a", "i1", "i2", "i3", "i4", "i5"]
+
+
+async def test_hostile_bytes_never_take_the_gateway_down(fl, gateway, caplog):
+    import random
+
+    import wsproto
+    from wsproto.events import AcceptConnection, Request
+
+    rng = random.Random(18)
+    payloads = [b"\x00" * 100, b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 5000 + b"\r\n",
+                b"GET /streams/a/b HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+                b"PUT /streams/a/b/c HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
+                b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"]
+    payloads += [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3000))) for _ in range(20)]
+    async def raw(data: bytes) -> None:
+        stream = await trio.open_tcp_stream("127.0.0.1", gateway.port)
+        async with stream:
+            await raw_on(stream, data)
+
+    async def framed_garbage() -> None:  # a proper handshake, then garbage frames
+        stream = await trio.open_tcp_stream("127.0.0.1", gateway.port)
+        async with stream:
+            ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+            await stream.send_all(ws.send(Request(host="x", target="/")))
+            while not any(isinstance(e, AcceptConnection) for e in ws.events()):
+                ws.receive_data(await stream.receive_some(65536))
+            await raw_on(stream, bytes(rng.randrange(256) for _ in range(500)))
+
+    async def raw_on(stream, data: bytes) -> None:
+        try:
+            await stream.send_all(data)
+            with trio.move_on_after(2):
+                while await stream.receive_some(65536):
+                    pass
+        except trio.BrokenResourceError:
+            pass
+
+    async with trio.open_nursery() as nursery:
+        for data in payloads:
+            nursery.start_soon(raw, data)
+        for _ in range(10):
+            nursery.start_soon(framed_garbage)
+    async with ws_client(gateway.port) as c:
+        await c.join(stream_name(), "g")
+        assert (await c.recv())["event"]["type"] == "sync"
+    assert (await http(gateway.port, "GET", "/healthz"))[0] == 200
+    assert not [r for r in caplog.records if "connection failed" in r.getMessage()], \
+        "an input reached a bug (an unexpected exception in a connection)"
