@@ -146,7 +146,8 @@ def start(
     domain: Annotated[str, typer.Option(help="The TLS name of the servers.")] = "fluvial.local",
     gateway: Annotated[bool, typer.Option("--gateway", help="Also start a streams gateway "
                                           "(`fluvial gateway`; WebSocket, HTTP, /ui).")] = False,
-    gateway_port: Annotated[int, typer.Option(help="The gateway's port; 0 picks a free one.")] = 31112,
+    gateway_port: Annotated[int, typer.Option(min=0, max=65535,
+                                              help="The gateway's port; 0 picks a free one.")] = 31112,
 ) -> None:
     """Start an SC and N SPUs in the background and select the `local` profile.
 

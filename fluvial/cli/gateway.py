@@ -20,7 +20,7 @@ __all__ = ["gateway", "register"]
 def gateway(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 31112,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0 picks a free one).")] = 31112,
     auth_function: Annotated[Optional[str], typer.Option(
         metavar="PKG.MODULE:FN", help="Called with {headers, path, query_params, addr} when a socket "
         "opens; returns {context: ...} or refuses it (HTTP 401).")] = None,
