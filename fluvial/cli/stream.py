@@ -25,6 +25,19 @@ def _json(text: str, what: str) -> Any:
         usage_error(f"{what} is not JSON: {e}")
 
 
+def _names(stream: str, group: str, id: str | None = None) -> None:
+    """Exit 2 on a name that cannot be a stream, group or item name (before connecting)."""
+    from fluvial.gateway.model import StreamError, check_name, topic_for_stream
+
+    try:
+        topic_for_stream(stream)
+        check_name("group", group)
+        if id is not None:
+            check_name("id", id)
+    except StreamError as e:
+        usage_error(str(e))
+
+
 def _print(value: Any) -> None:
     typer.echo(json.dumps(value, separators=(",", ":")))
 
@@ -37,6 +50,7 @@ def set_(ctx: typer.Context, stream: str, group: str, id: str,
 
     Example: fluvial stream set chat room-1 m1 '{"text": "hi"}'
     """
+    _names(stream, group, id)
     value = _json(data, "the item")
 
     async def body(fl: Any) -> Any:
@@ -51,6 +65,7 @@ def get(ctx: typer.Context, stream: str, group: str, id: str) -> None:
 
     Example: fluvial stream get chat room-1 m1
     """
+    _names(stream, group, id)
     async def body(fl: Any) -> Any:
         return await fl.streams().get(stream, group, id)
 
@@ -67,6 +82,7 @@ def delete(ctx: typer.Context, stream: str, group: str, id: str) -> None:
 
     Example: fluvial stream delete chat room-1 m1
     """
+    _names(stream, group, id)
     async def body(fl: Any) -> None:
         await fl.streams().delete(stream, group, id)
 
@@ -79,6 +95,7 @@ def list_(ctx: typer.Context, stream: str, group: str) -> None:
 
     Example: fluvial stream list chat room-1
     """
+    _names(stream, group)
     async def body(fl: Any) -> list:
         return await fl.streams().list(stream, group)
 
@@ -95,6 +112,7 @@ def send(ctx: typer.Context, stream: str, group: str,
 
     Example: fluvial stream send chat room-1 typing '{"user": "ann"}'
     """
+    _names(stream, group, id)
     value = _json(data, "the event data")
 
     async def body(fl: Any) -> None:
