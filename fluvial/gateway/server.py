@@ -314,8 +314,7 @@ class Gateway:
             self._slots.acquire_nowait()
         except trio.WouldBlock:
             self.stats.refused += 1
-            await _send_quietly(stream, http.error_response(503, "too many connections"))
-            await _close(stream)
+            await _reply_and_close(stream, http.error_response(503, "too many connections"))
             return
         try:
             self.stats.connections += 1
@@ -340,7 +339,7 @@ class Gateway:
             head, rest = split
             req = http.parse_head(head)
         except http.HttpError as e:
-            await stream.send_all(http.error_response(e.status, str(e)))
+            await _reply_and_close(stream, http.error_response(e.status, str(e)))
             return
         except trio.TooSlowError:
             return
@@ -364,14 +363,14 @@ class Gateway:
             ws.receive_data(received)
             handshake = next(iter(ws.events()), None)
         except RemoteProtocolError as e:
-            await stream.send_all(http.error_response(400, f"bad WebSocket handshake: {e}"))
+            await _reply_and_close(stream, http.error_response(400, f"bad WebSocket handshake: {e}"))
             return
         if not isinstance(handshake, Request):
-            await stream.send_all(http.error_response(400, "bad WebSocket handshake"))
+            await _reply_and_close(stream, http.error_response(400, "bad WebSocket handshake"))
             return
         accepted, context = await self._authenticate(stream, req)
         if not accepted:
-            await stream.send_all(ws.send(RejectConnection(status_code=401)))
+            await _reply_and_close(stream, ws.send(RejectConnection(status_code=401)))
             return
         await stream.send_all(ws.send(AcceptConnection()))
         send, receive = trio.open_memory_channel[Any](self.config.queue_size)
@@ -491,7 +490,7 @@ class Gateway:
             return
         except FluvialError as e:
             reply = http.error_response(503, str(e))
-        await stream.send_all(reply)
+        await _reply_and_close(stream, reply)
 
     async def _http_op(self, op: http.Op, body: bytes) -> bytes:
         if op.kind == "ui":
@@ -555,6 +554,22 @@ async def _drain_until_closed(stream: trio.abc.Stream, ws: WSConnection) -> None
     except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError,
             RemoteProtocolError):
         pass
+
+
+async def _reply_and_close(stream: trio.abc.Stream, reply: bytes) -> None:
+    """Send an HTTP reply and close without a reset: unread request bytes at close would make
+    the kernel send RST, and the client could lose the reply. So: reply, end our side, and read
+    what the client still sends (a second at most)."""
+    await _send_quietly(stream, reply)
+    with trio.move_on_after(1):
+        try:
+            if isinstance(stream, trio.SocketStream):
+                await stream.send_eof()
+            while await stream.receive_some(65536):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+            pass
+    await _close(stream)
 
 
 async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> None:
