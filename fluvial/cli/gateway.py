@@ -35,8 +35,10 @@ def gateway(
     queue_size: Annotated[int, typer.Option(min=1, help="Frames queued per socket before a slow "
                                             "subscriber is disconnected.")] = 10_000,
     tls_dir: Annotated[Optional[Path], typer.Option(
-        help="Serve TLS (wss://) with server.crt and server.key from this directory "
-        "(the cluster's certificates).")] = None,
+        help="Serve TLS (wss://) with server.crt and server.key from this directory (default: "
+        "the cluster's certificates, beside the profile's CA, when the profile uses TLS).")] = None,
+    plaintext: Annotated[bool, typer.Option("--plaintext", help="Serve ws:// even when the "
+                                            "profile uses TLS.")] = False,
     ready_file: Annotated[Optional[Path], typer.Option(help="Write the bound port here once up.")] = None,
 ) -> None:
     """Serve real-time stream subscriptions (iii's streams protocol) over WebSocket at `/`, HTTP
@@ -54,8 +56,11 @@ def gateway(
                                     ("on_leave", on_leave)]}
     except HookError as e:
         usage_error(str(e))
+    options = global_options(ctx)
     ssl_context = None
-    if tls_dir is not None:
+    if tls_dir is None and not plaintext:
+        tls_dir = cluster_certificates(options.connect_args())
+    if tls_dir is not None and not plaintext:
         from fluvial.net.tls import server_ssl_context
 
         try:
@@ -66,7 +71,6 @@ def gateway(
                            max_connections=max_connections, max_frame_bytes=max_frame_bytes,
                            max_subscriptions=max_subscriptions, queue_size=queue_size,
                            ssl_context=ssl_context, **hooks)
-    options = global_options(ctx)
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -89,6 +93,23 @@ def gateway(
 
     with handle_errors():
         trio.run(main)
+
+
+def cluster_certificates(connect_args: dict) -> Path | None:
+    """The directory of the cluster's server certificate when the profile uses mutual TLS with
+    certificate files and ``server.crt``/``server.key`` sit beside its CA (as
+    ``fluvial cluster start`` mints them); else None."""
+    from fluvial.client.profile import TlsVerified, resolve_endpoint
+    from fluvial.errors import FluvialError
+
+    try:
+        policy = resolve_endpoint(**connect_args).tls
+    except FluvialError:
+        return None
+    if not isinstance(policy, TlsVerified) or policy.source != "files":
+        return None
+    d = Path(policy.ca_cert).parent
+    return d if (d / "server.crt").exists() and (d / "server.key").exists() else None
 
 
 def register(app: typer.Typer) -> None:

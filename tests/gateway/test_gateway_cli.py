@@ -37,3 +37,25 @@ def test_bad_stream_arguments_exit_2(args, message, tmp_path):
                           env={"FLUVIAL_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
+
+
+def test_the_gateway_serves_tls_with_the_cluster_certificates_when_the_profile_does(tmp_path, monkeypatch):
+    from fluvial.cli.gateway import cluster_certificates
+    from fluvial.client import profile as prof
+    from fluvial.tls_certs import mint_cluster_certs
+
+    certs = mint_cluster_certs(tmp_path / "certs", "fluvial.local", spu_names=())
+    config = tmp_path / "config"
+    monkeypatch.setenv("FLUVIAL_CONFIG", str(config))
+    cfg = prof.load_config(config)
+    cfg.add_profile("tls", "127.0.0.1:9003", prof.TlsVerified(
+        "fluvial.local", str(certs["client_admin_key"]), str(certs["client_admin_cert"]),
+        str(certs["ca_cert"])), set_current=True)
+    cfg.add_profile("plain", "127.0.0.1:9003", None)
+    prof.save_config(cfg, config)
+    args = {"endpoint": None, "tls": None}
+    assert cluster_certificates({**args, "profile": "tls"}) == tmp_path / "certs"
+    assert cluster_certificates({**args, "profile": "plain"}) is None
+    assert cluster_certificates({**args, "profile": "missing"}) is None
+    (tmp_path / "certs" / "server.key").unlink()
+    assert cluster_certificates({**args, "profile": "tls"}) is None
