@@ -28,7 +28,7 @@ import logging
 import os
 import socket
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -101,10 +101,6 @@ class GatewayConfig:
     ssl_context: ssl.SSLContext | None = None
 
 
-class SlowSubscriber(Exception):
-    pass
-
-
 class StreamView:
     """The state of one stream, kept current by tailing its topic; publishes each change."""
 
@@ -140,10 +136,10 @@ class StreamView:
         count = fl.metadata.partition_count(self.topic)
         self.partitions = {p: PartitionState(history_size=self.gateway.config.history_size)
                            for p in range(count)}
+        self.partition_count = count  # joins from now on see these states (empty until loaded)
         async with trio.open_nursery() as nursery:
             for p in range(count):
                 await nursery.start(self._tail, p, load_first)
-            self.partition_count = count
             self.ready.set()
 
     async def _tail(self, partition: int, load_first: bool,
@@ -187,7 +183,7 @@ class _Socket:
     scope: trio.CancelScope
     context: Any = None
     closed_reason: str | None = None
-    mid_frame: bool = False  # the writer was stopped inside send_all: the stream is unusable
+    mid_frame: bool = False  # part of a frame is written and the rest is not (yet)
     closing: bool = False  # no more frames: the connection is being closed
     pending: int = 0  # frames queued or held by the writer, not yet written
     direct: socket.socket | None = None  # plaintext: the socket, for writes without a task switch
@@ -199,7 +195,6 @@ class GatewayStats:
     refused: int = 0
     slow_closed: int = 0
     frames_sent: int = 0
-    sockets: dict = field(default_factory=dict)
 
 
 class Gateway:
@@ -251,6 +246,8 @@ class Gateway:
             self.stats.frames_sent += n == len(data)
             if n == len(data):
                 return
+            if n:
+                sock.mid_frame = True  # until the writer has sent the rest of this frame
             data = data[n:]  # the rest goes through the queue, ahead of anything after it
         try:
             sock.send.send_nowait(data)
