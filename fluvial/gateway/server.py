@@ -386,9 +386,8 @@ class Gateway:
             sock.closing = True
             if sock.closed_reason:
                 log.info("closed socket %d: %s", sock.id, sock.closed_reason)
-                # a close frame after half a data frame would be garbage: then just hang up
-                last = b"" if sock.mid_frame else _close_bytes(ws, 1008, sock.closed_reason)
-            if last:
+                last = _close_bytes(ws, 1008, sock.closed_reason)
+            if last and not sock.mid_frame:  # after half a data frame a close frame is garbage
                 with trio.move_on_after(1):
                     await _send_quietly(stream, last)
                     if ws.state is ConnectionState.LOCAL_CLOSING:
