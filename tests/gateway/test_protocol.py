@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 
-import pytest
+from fluvial.errors import FluvialError
 
 from .conftest import open_gateway, server_closes, stream_name, ws_client
 
@@ -237,3 +238,23 @@ async def test_hostile_bytes_never_take_the_gateway_down(fl, gateway, caplog):
     assert (await http(gateway.port, "GET", "/healthz"))[0] == 200
     assert not [r for r in caplog.records if "connection failed" in r.getMessage()], \
         "an input reached a bug (an unexpected exception in a connection)"
+
+
+async def test_subscribers_keep_receiving_after_the_spu_restarts(cluster, fl, gateway):
+    s = stream_name()
+    streams = fl.streams()
+    await streams.set(s, "g", "a", {"n": 1})
+    async with ws_client(gateway.port) as c:
+        await c.join(s, "g")
+        assert [d["n"] for d in (await c.recv())["event"]["data"]] == [1]
+        await cluster.stop_spu(5001)
+        await cluster.start_spu(5001)
+        with trio.fail_after(30):
+            while True:  # the leader is back once a write is acknowledged
+                try:
+                    await streams.set(s, "g", "b", {"n": 2})
+                    break
+                except FluvialError:  # not yet: the producer gave up; try again
+                    await trio.sleep(0.1)
+        f = await c.recv(timeout=30)
+        assert (f["id"], f["event"]["type"]) == ("b", "create")
