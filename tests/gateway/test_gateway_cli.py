@@ -9,6 +9,15 @@ import pytest
 from harness.processes import fluvial_command
 
 
+def exits_2_saying(args: list[str], message: str, home) -> None:
+    """``fluvial -c <nowhere> ARGS`` exits 2 with ``message``, without a cluster to talk to."""
+    proc = subprocess.run([*fluvial_command(), "-c", "127.0.0.1:1", *args],
+                          capture_output=True, text=True, timeout=60,
+                          env={"FLUVIAL_HOME": str(home), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--auth-function", "no_colon"], "pkg.module:function"),
     (["--on-join", "no.such.module:fn"], "cannot import"),
@@ -17,11 +26,7 @@ from harness.processes import fluvial_command
     (["--port", "-1"], "Invalid value"),
 ])
 def test_bad_gateway_flags_exit_2(flags, message, tmp_path):
-    proc = subprocess.run([*fluvial_command(), "-c", "127.0.0.1:1", "gateway", *flags],
-                          capture_output=True, text=True, timeout=60,
-                          env={"FLUVIAL_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
-    assert proc.returncode == 2, proc.stderr
-    assert message in proc.stderr
+    exits_2_saying(["gateway", *flags], message, tmp_path)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -32,11 +37,7 @@ def test_bad_gateway_flags_exit_2(flags, message, tmp_path):
     (["send", "s", "g", "ev", "[1,"], "not JSON"),
 ])
 def test_bad_stream_arguments_exit_2(args, message, tmp_path):
-    proc = subprocess.run([*fluvial_command(), "-c", "127.0.0.1:1", "stream", *args],
-                          capture_output=True, text=True, timeout=60,
-                          env={"FLUVIAL_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
-    assert proc.returncode == 2, proc.stderr
-    assert message in proc.stderr
+    exits_2_saying(["stream", *args], message, tmp_path)
 
 
 def test_the_gateway_serves_tls_with_the_cluster_certificates_when_the_profile_does(tmp_path, monkeypatch):
