@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import socket
 import ssl
@@ -163,12 +164,14 @@ class StreamView:
                                        max_bytes=self.gateway.config.tail_fetch_bytes,
                                        isolation="read_committed") as consumer:
                     while records := await consumer.receive_many():
+                        events = []
                         for r in records:
                             if r.offset < state.next_offset:
                                 continue
                             ev = state.apply(r.offset, r.key, r.value, r.timestamp)
                             if ev is not None:
-                                self.gateway.publish(self.stream, ev)
+                                events.append(ev)
+                        self.gateway.publish(self.stream, events)
                         await trio.sleep(0)  # let the sockets' writers drain between batches
             except FluvialError as e:
                 log.warning("stream %s: tailing partition %d failed (%s); resuming at %d",
@@ -219,19 +222,26 @@ class Gateway:
             self.nursery.start_soon(v.run)
         return v
 
-    def publish(self, stream: str, ev) -> None:
-        targets = self.registry.targets(stream, ev.group, ev.id)
-        if not targets:
-            return
-        data = ws_text_frame(encode(frame(stream, ev)))  # framed once for every subscriber
-        for sid in targets:
-            self._push(self.sockets.get(sid), data)
+    def publish(self, stream: str, events: list) -> None:
+        """Send a batch of changes (in log order) to their subscribers: each change is framed
+        once, and each socket gets its frames of the batch in one write."""
+        out: dict[int, list[bytes]] = {}
+        for ev in events:
+            targets = self.registry.targets(stream, ev.group, ev.id)
+            if targets:
+                data = ws_text_frame(encode(frame(stream, ev)))
+                for sid in targets:
+                    out.setdefault(sid, []).append(data)
+        for sid, frames in out.items():
+            self._push(self.sockets.get(sid), frames[0] if len(frames) == 1 else b"".join(frames),
+                       len(frames))
 
     def _send_json(self, sock: _Socket, msg: dict) -> None:
         self._push(sock, ws_text_frame(encode(msg)))
 
-    def _push(self, sock: _Socket | None, data: bytes) -> None:
-        """Queue WebSocket bytes for ``sock``; a full queue closes it (a slow subscriber)."""
+    def _push(self, sock: _Socket | None, data: bytes, frames: int = 1) -> None:
+        """Send or queue ``frames`` whole WebSocket frames (``data``) for ``sock``; one more
+        than ``queue_size`` frames waiting closes it (a slow subscriber)."""
         if sock is None or sock.closed_reason or sock.closing:
             return
         if sock.direct is not None and sock.pending == 0:
@@ -243,19 +253,20 @@ class Gateway:
                 n = 0
             except OSError:
                 return  # the reader sees the broken connection
-            self.stats.frames_sent += n == len(data)
             if n == len(data):
+                self.stats.frames_sent += frames
                 return
             if n:
                 sock.mid_frame = True  # until the writer has sent the rest of this frame
             data = data[n:]  # the rest goes through the queue, ahead of anything after it
-        try:
-            sock.send.send_nowait(data)
-            sock.pending += 1
-        except trio.WouldBlock:
+        if sock.pending + frames > self.config.queue_size:
             sock.closed_reason = "slow subscriber: queue overflow"
             self.stats.slow_closed += 1
             sock.scope.cancel()
+            return
+        try:
+            sock.send.send_nowait((data, frames))
+            sock.pending += frames
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
 
@@ -370,7 +381,8 @@ class Gateway:
             await _reply_and_close(stream, ws.send(RejectConnection(status_code=401)))
             return
         await stream.send_all(ws.send(AcceptConnection()))
-        send, receive = trio.open_memory_channel[Any](self.config.queue_size)
+        # Bounded by frames in _push (queue_size); the channel itself only hands them over.
+        send, receive = trio.open_memory_channel[Any](math.inf)
         sock = _Socket(next(self._ids), send, trio.CancelScope(), context)
         if isinstance(stream, trio.SocketStream):
             sock.direct = socket.socket(fileno=os.dup(stream.socket.fileno()))
@@ -411,12 +423,13 @@ class Gateway:
                     items.append(receive.receive_nowait())
                 except trio.WouldBlock:
                     break
-            data = b"".join(items)
+            data = b"".join(d for d, _ in items)
+            frames = sum(k for _, k in items)
             sock.mid_frame = True
             await stream.send_all(data)
             sock.mid_frame = False
-            sock.pending -= len(items)
-            self.stats.frames_sent += len(items)
+            sock.pending -= frames
+            self.stats.frames_sent += frames
 
     async def _reader(self, stream, ws: WSConnection, sock: _Socket) -> bytes:
         """Read and act on frames until the socket closes; the bytes to send last."""
