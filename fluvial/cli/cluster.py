@@ -55,6 +55,8 @@ def _save(state: dict) -> None:
 def _member_name(m: dict) -> str:
     if m["kind"] == "sc":
         return "sc" if not m["id"] else f"sc-{m['id']}"
+    if m["kind"] == "gateway":
+        return "gateway"
     return f"{m['kind']}-{m['id']}"
 
 
@@ -88,6 +90,9 @@ def _spawn(m: dict, state: dict) -> None:
     cmd = [sys.executable, "-m", "fluvial.cli.main", "run", m["kind"], "--data-dir", m["data_dir"],
            "--public-port", str(m["public_port"]), "--private-port", str(m["private_port"]),
            "--ready-file", str(ready)]
+    if m["kind"] == "gateway":  # the streams gateway, a client of the `local` profile
+        cmd = [sys.executable, "-m", "fluvial.cli.main", "-P", "local", "gateway",
+               "--port", str(m["public_port"]), "--ready-file", str(ready)]
     if m["kind"] == "spu":
         cmd += ["--id", str(m["id"]), "--sc", ",".join(f"127.0.0.1:{s['private_port']}" for s in _scs(state))]
     cmd += [str(a) for a in m.get("args", [])]
@@ -163,6 +168,10 @@ def start(
     etcd: Annotated[bool, typer.Option("--etcd/--no-etcd", help="Keep the SC metadata in a local "
                                        "three-member etcd (Debian package etcd-server; docs/ha.md).")] = False,
     controller_lease: Annotated[float, typer.Option(help="With --etcd: seconds of the controller's lease.")] = 3.0,
+    gateway: Annotated[bool, typer.Option("--gateway", help="Also start a streams gateway "
+                                          "(`fluvial gateway`; WebSocket, HTTP, /ui).")] = False,
+    gateway_port: Annotated[int, typer.Option(min=0, max=65535,
+                                              help="The gateway's port; 0 picks a free one.")] = 31112,
 ) -> None:
     """Start an SC and N SPUs in the background and select the `local` profile.
 
@@ -217,6 +226,17 @@ def start(
         raise
     endpoint = _write_profile(state)
     more = f" (and {sc - 1} more SCs, metadata in etcd)" if sc > 1 else (" (metadata in etcd)" if etcd else "")
+    if gateway:
+        gw = {"kind": "gateway", "id": 0, "public_port": gateway_port, "private_port": 0,
+              "data_dir": str(data / "gateway"), "args": tls_args[:2]}
+        members.append(gw)
+        try:
+            _spawn(gw, state)
+        except typer.Exit:
+            _stop_pids([m["pid"] for m in reversed(members) if _alive(m.get("pid"))], 15.0)
+            raise
+        _save(state)
+        typer.echo(f"streams gateway at {'wss' if tls else 'ws'}://127.0.0.1:{gw['public_port']}/")
     typer.echo(f"cluster started: SC at {endpoint}{more}, {spus} SPU(s); profile 'local' selected")
 
 

@@ -70,6 +70,10 @@ def _register() -> None:
     app.add_typer(consumer.app, name="consumer")
     app.add_typer(profile_cmd.app, name="profile")
     app.add_typer(consumer_group.app, name="consumer-group")
+    from fluvial.cli import gateway, stream
+
+    app.add_typer(stream.app, name="stream")
+    gateway.register(app)
 
 
 _register()

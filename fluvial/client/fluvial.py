@@ -519,6 +519,13 @@ class Fluvial:
         config.pop("group", None)
         return Consumer(self, topic, **config)
 
+    def streams(self, **config: Any):
+        """Real-time streams on this connection (iii's streams); see
+        ``fluvial.client.streams.Streams`` for the options."""
+        from fluvial.client.streams import Streams
+
+        return Streams(self, **config)
+
     # -- lifetime ------------------------------------------------------------------------------
 
     async def aclose(self) -> None:

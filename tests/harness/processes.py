@@ -216,9 +216,11 @@ class ProcessCluster:
             self.known_pids.update(m["pid"] for m in self.members() if m.get("pid"))
 
     def member(self, name: str) -> dict:
-        """``"sc"`` (the first SC), ``"sc-<id>"`` (with several SCs) or ``"spu-<id>"``."""
+        """``"sc"`` (the first SC), ``"sc-<id>"`` (with several SCs), ``"spu-<id>"`` or ``"gateway"``."""
         for m in self.members():
             if (m["kind"] == "sc" and name in ("sc", f"sc-{m['id']}")) or (m["kind"] == "spu" and name == f"spu-{m['id']}"):
+                return m
+            if m["kind"] == "gateway" and name == "gateway":  # `cluster start --gateway`
                 return m
         raise KeyError(f"no member {name!r} in {self.home / 'cluster.json'}")
 
