@@ -47,6 +47,7 @@ from typing import Any, NamedTuple
 
 import trio
 
+from fluvial.client.smartmodule import invocations as smartmodule_invocations
 from fluvial.client.types import Offset, Record, isolation_from
 from fluvial.errors import (
     RETRIABLE, ConnectionLost, Error, ErrorCode, FluvialError, OffsetEvictedError,
@@ -150,7 +151,8 @@ class _PartitionReader:
                 if self._stream is None:
                     _, conn = await c._fl.leader_connection(c.topic, s.partition)
                     req = StreamFetchRequest(c.topic, s.partition, s.next_offset, c.max_bytes,
-                                             c.isolation, consumer_id=c.consumer_id)
+                                             c.isolation, smartmodules=c.smartmodules,
+                                             consumer_id=c.consumer_id)
                     stream = conn.open_stream(req)
                     await stream.__aenter__()
                     self._stream, self._version = stream, stream.version
@@ -239,6 +241,10 @@ class Consumer:
         reconnect_timeout: seconds a partition may go without a working stream before the
             consumer gives up with the last error.
         buffer: responses buffered ahead of the reader (per consumer).
+        smartmodules: a chain the SPU runs over the records before sending them: each a
+            ``SmartModule``, a name (``str``, created with ``fl.admin.create_smartmodule``) or a
+            ``pathlib.Path`` of a wasm file (docs/smartmodules.md). A SmartModule error ends
+            the partition's stream with ``SmartModule*Error``.
     """
 
     def __init__(self, fl: Any, topic: str, *, partition: int | list[int] | None = None,
@@ -247,7 +253,8 @@ class Consumer:
                  continuous: bool = True, consumer_id: str | None = None,
                  commit: str = "auto", flush_interval: float = 10.0,
                  reconnect_timeout: float = 60.0, retry_backoff: float = 0.05,
-                 retry_backoff_max: float = 1.0, buffer: int = 4):
+                 retry_backoff_max: float = 1.0, buffer: int = 4,
+                 smartmodules: list | None = None):
         if commit not in ("auto", "manual"):
             raise ValueError(f"commit must be 'auto' or 'manual', not {commit!r}")
         if end is not None and end < 0:
@@ -268,6 +275,7 @@ class Consumer:
         self.end = end
         self.continuous = continuous
         self.consumer_id = consumer_id
+        self.smartmodules = smartmodule_invocations(smartmodules)
         self.commit_mode = commit
         self.flush_interval = flush_interval
         self.reconnect_timeout = reconnect_timeout

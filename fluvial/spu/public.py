@@ -33,7 +33,10 @@ from fluvial.net.dispatch import ApiRegistry, RequestLimits, serve_api
 from fluvial.net.server import Handler
 from fluvial.protocol import spu_api as api
 from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
+from fluvial.smartmodule.chain import Chain
+from fluvial.smartmodule.engine import SmartModuleFailure
 from fluvial.spu.partition import NotLeader, PartitionReplica, Waiter
+from fluvial.spu.smartmodules import open_chain, run_chain
 from fluvial.storage import errors as serr
 
 log = logging.getLogger("fluvial.spu")
@@ -194,6 +197,34 @@ async def _send_fetch(ctx, conn, header, stream: FetchStream, replica: Partition
     return chunk.next_offset if data else start
 
 
+async def _send_chain_fetch(ctx, conn, header, stream: FetchStream, replica: PartitionReplica,
+                            chain: Chain, start: int, max_bytes: int, committed: bool
+                            ) -> tuple[int, bool, bool]:
+    """Read from ``start`` like ``_send_fetch``, run the batches through the SmartModule chain
+    and send what comes out, with ``next_filter_offset`` = the input offset reached. When the
+    chain kept nothing, nothing is sent (as Fluvio's SPU does) unless this read reached the end
+    of what may be read: then an empty response tells the consumer where it is (so a consumer
+    that stops at the end learns that it got there). Returns (offset reached, sent, failed): a
+    failed chain has sent its error, and the stream ends."""
+    limit = replica.limit(committed)
+    data = replica.storage.read(start, max_bytes, limit).read_bytes()
+    if not data:
+        return start, False, False
+    result = await run_chain(chain, data, start)
+    if not result.batches and result.error is None and result.next_offset < limit:
+        return result.next_offset, False, False
+    records = b"".join(result.batches)
+    prefix = api.encode_stream_fetch_response_prefix(
+        header.correlation_id, header.api_version, stream.topic, stream.stream_id, stream.partition,
+        len(records), error=result.error or OK, high_watermark=replica.hw,
+        next_filter_offset=result.next_offset, log_start_offset=replica.log_start_offset)
+    await conn.send_parts([prefix, records])
+    if result.error is not None:
+        log.info("%s-%d stream %d: SmartModule failed: %s", stream.topic, stream.partition,
+                 stream.stream_id, result.error.message)
+    return result.next_offset, True, result.error is not None
+
+
 async def _send_stream_error(conn, header, topic, stream_id, partition, error: Error) -> None:
     prefix = api.encode_stream_fetch_response_prefix(
         header.correlation_id, header.api_version, topic, stream_id, partition, 0, error=error)
@@ -212,9 +243,10 @@ async def handle_stream_fetch(ctx, conn, header, req: api.StreamFetchRequest) ->
     seq = conn.state.get("stream_seq", 0) + 1
     conn.state["stream_seq"] = seq
     stream = FetchStream(seq, req.topic, req.partition, req.consumer_id)
-    if req.smartmodules or req.smartmodule or req.derivedstream or req.wasm_module:
-        await _send_stream_error(conn, header, req.topic, seq, req.partition, Error(
-            ErrorCode.SmartModuleChainInitError, ("smartmodules are not supported by fluvial",)))
+    try:
+        chain = await open_chain(ctx, req, header.api_version)
+    except SmartModuleFailure as e:
+        await _send_stream_error(conn, header, req.topic, seq, req.partition, e.error)
         return
     committed = req.isolation == api.Isolation.ReadCommitted
     max_bytes = min(max(req.max_bytes, 1), ctx.max_fetch_bytes)  # bounded, whatever was asked
@@ -239,7 +271,13 @@ async def handle_stream_fetch(ctx, conn, header, req: api.StreamFetchRequest) ->
                     await _send_stream_error(conn, header, req.topic, seq, req.partition, Error.other(
                         f"start offset: {pos} is greater than leo: {replica.leo}"))
                     return
-                if pos < replica.limit(committed):
+                if pos < replica.limit(committed) and chain is not None:
+                    reached, sent, failed = await _send_chain_fetch(
+                        ctx, conn, header, stream, replica, chain, pos, max_bytes, committed)
+                    if failed:
+                        return
+                    stream.acked = None if sent else reached  # nothing sent: read on
+                elif pos < replica.limit(committed):
                     # at most one unacknowledged response in flight (spu.md §3.3)
                     reached = await _send_fetch(ctx, conn, header, stream, replica, pos, max_bytes,
                                                 committed)

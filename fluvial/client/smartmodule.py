@@ -1,0 +1,90 @@
+"""SmartModules on the client side: what ``fl.consumer(topic, smartmodules=[...])`` sends, and
+the SmartModule objects of ``fl.admin`` (create, list, delete).
+
+A chain entry is a ``SmartModule``, or a ``str`` (the name of a module created on the cluster), or
+a ``pathlib.Path`` (a ``.wasm`` file sent with the request). On the wire (StreamFetch v18+) each
+is a ``SmartModuleInvocation``: ``Predefined(name)`` or ``AdHoc(gzipped wasm)``, kind
+``Generic`` (the SPU picks the transform by the module's exports) with the aggregate's initial
+value when one is given, and the params.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fluvial.protocol import spu_api as api
+from fluvial.protocol.sc_objects import SmartModuleSpec, SmartModuleWasm, SmartModuleWasmFormat
+
+
+@dataclass(frozen=True)
+class SmartModule:
+    """One module of a consumer's chain: exactly one of ``name`` (created on the cluster),
+    ``path`` (a wasm file) or ``wasm`` (its bytes, raw or gzipped).
+
+    Args:
+        params: passed to the module's ``init``.
+        aggregate_initial: the accumulator an ``aggregate`` module starts from.
+    """
+
+    name: str | None = None
+    path: str | Path | None = None
+    wasm: bytes | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    aggregate_initial: bytes | str | None = None
+
+    def __post_init__(self):
+        if sum(x is not None for x in (self.name, self.path, self.wasm)) != 1:
+            raise ValueError("a SmartModule needs exactly one of name, path or wasm")
+
+    def invocation(self) -> api.SmartModuleInvocation:
+        """The StreamFetch invocation (reads ``path`` now).
+
+        Raises:
+            OSError: the file cannot be read.
+        """
+        if self.name is not None:
+            wasm: Any = api.SmartModuleInvocationWasm.Predefined(self.name)
+        else:
+            data = Path(self.path).read_bytes() if self.path is not None else bytes(self.wasm)
+            if data[:2] != b"\x1f\x8b":
+                data = gzip.compress(data)
+            wasm = api.SmartModuleInvocationWasm.AdHoc(data)
+        acc = self.aggregate_initial
+        context: Any = api.SmartModuleContextData.None_()
+        if acc is not None:
+            context = api.SmartModuleContextData.Aggregate(acc.encode() if isinstance(acc, str) else bytes(acc))
+        return api.SmartModuleInvocation(
+            wasm, api.SmartModuleKind.Generic(context),
+            api.SmartModuleExtraParams({str(k): str(v) for k, v in self.params.items()}, None))
+
+
+def as_smartmodule(item: SmartModule | str | Path) -> SmartModule:
+    if isinstance(item, SmartModule):
+        return item
+    if isinstance(item, Path):
+        return SmartModule(path=item)
+    if isinstance(item, str):
+        return SmartModule(name=item)
+    raise TypeError(f"a smartmodule is a SmartModule, a name or a Path, not {item!r}")
+
+
+def invocations(items) -> list[api.SmartModuleInvocation]:
+    """The StreamFetch ``smartmodules`` of a consumer's ``smartmodules=`` argument."""
+    return [as_smartmodule(i).invocation() for i in items or ()]
+
+
+def smartmodule_spec(wasm: bytes) -> SmartModuleSpec:
+    """The SC object of a module created from ``wasm`` (raw or gzipped; stored as given)."""
+    return SmartModuleSpec(None, None, SmartModuleWasm(SmartModuleWasmFormat.Binary, bytes(wasm)))
+
+
+@dataclass(frozen=True)
+class SmartModuleInfo:
+    name: str
+    size: int  # bytes of the stored wasm (as created: raw or gzipped)
+
+
+__all__ = ["SmartModule", "SmartModuleInfo", "as_smartmodule", "invocations", "smartmodule_spec"]

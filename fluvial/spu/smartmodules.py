@@ -1,0 +1,88 @@
+"""SmartModules on the SPU's StreamFetch (docs/smartmodules.md): resolve a request's chain
+(AdHoc bytes, or Predefined names asked of the SC with ``LookupSmartModule``), build it and run
+it in worker threads, so a module that runs long never stalls the event loop or other streams.
+
+One ``Engine`` per SPU context: compiled modules are cached by content hash and shared by every
+stream; each stream gets its own instances (``fluvial.smartmodule.chain.Chain``).
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+
+import trio
+
+from fluvial.errors import FluvialError
+from fluvial.net.errors import ConnectionLost, RequestTimeout
+from fluvial.protocol import internal_api as ia
+from fluvial.protocol import spu_api as api
+from fluvial.protocol.codec import DecodeError
+from fluvial.smartmodule.chain import (
+    Chain, ChainResult, ModuleSpec, initial_accumulator, invocations, unsupported,
+)
+from fluvial.smartmodule.engine import Engine, Limits, SmartModuleFailure, chain_init
+
+log = logging.getLogger("fluvial.spu")
+
+LOOKUP_TIMEOUT = 10.0
+_ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def engine_for(ctx) -> Engine:
+    """The SPU's engine; limits from ``ctx.config.smartmodule_limits`` when it has one."""
+    eng = _ENGINES.get(ctx)
+    if eng is None:
+        limits = getattr(ctx.config, "smartmodule_limits", None) or Limits()
+        eng = _ENGINES[ctx] = Engine(limits)
+    return eng
+
+
+async def lookup_wasm(ctx, name: str) -> bytes:
+    """The wasm of the SmartModule ``name``, from the SC.
+
+    Raises:
+        SmartModuleFailure: 6001 when the SC has no such module, 6005 when it cannot be asked.
+    """
+    cfg = ctx.config
+    try:
+        with trio.fail_after(LOOKUP_TIMEOUT):
+            async with ctx.connect_member(cfg.sc_host, cfg.sc_port) as conn:
+                await conn.handshake(timeout=LOOKUP_TIMEOUT)
+                resp = await conn.call(ia.LookupSmartModuleRequest(ctx.spu_id, name),
+                                       timeout=LOOKUP_TIMEOUT)
+    except (OSError, ConnectionLost, RequestTimeout, DecodeError, FluvialError, trio.TooSlowError) as e:
+        raise chain_init(f"cannot get SmartModule {name!r} from the SC: {e}") from None
+    if not resp.error_code.ok:
+        raise SmartModuleFailure(resp.error_code)
+    return resp.payload
+
+
+async def open_chain(ctx, req: api.StreamFetchRequest, version: int) -> Chain | None:
+    """The chain ``req`` asks for, built and initialised; None when it asks for none.
+
+    Raises:
+        SmartModuleFailure: the error to send on the stream (6001, 6002, 6005, 6008).
+    """
+    invs = invocations(req)
+    if not invs:
+        return None
+    specs = []
+    for inv in invs:
+        why = unsupported(inv.kind)
+        if why is not None:
+            raise chain_init(why)
+        if isinstance(inv.wasm, api.SmartModuleInvocationWasm.Predefined):
+            payload = await lookup_wasm(ctx, inv.wasm.name)
+        else:
+            payload = inv.wasm.module
+        specs.append(ModuleSpec(payload, dict(inv.params.params), initial_accumulator(inv.kind)))
+    return await trio.to_thread.run_sync(Chain, engine_for(ctx), specs, version)
+
+
+async def run_chain(chain: Chain, data: bytes, start: int) -> ChainResult:
+    """``chain.process`` in a worker thread (the module runs without the GIL)."""
+    return await trio.to_thread.run_sync(chain.process, data, start)
+
+
+__all__ = ["engine_for", "lookup_wasm", "open_chain", "run_chain"]

@@ -1,0 +1,120 @@
+"""SmartModules run by the SPU on StreamFetch, through fluvial's own client: every kind, chains,
+params and init, the aggregate's state across batches, AdHoc and Predefined modules, and bad or
+hostile modules failing their own stream with their error code while the SPU serves the rest."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from fluvial.client.smartmodule import SmartModule
+from fluvial.errors import ErrorCode, FluvialError
+from smartmodule.modules import wasm, wasm_gz, write_wasm
+
+TIMEOUT = 30
+WORDS = [b"apple", b"kiwi", b"banana", b"fig", b"pear"]
+
+
+async def consume(fl, topic, chain, **kw):
+    async with fl.consumer(topic, continuous=False, smartmodules=chain, **kw) as c:
+        return [(r.offset, r.value) async for r in c]
+
+
+async def test_filter_adhoc_keeps_source_offsets(fl, new_topic):
+    with trio.fail_after(TIMEOUT):
+        topic = await new_topic(WORDS)
+        got = await consume(fl, topic, [SmartModule(wasm=wasm("filter"))])
+        assert got == [(0, b"apple"), (2, b"banana"), (4, b"pear")]
+
+
+async def test_map_from_a_file_path(fl, new_topic, tmp_path):
+    with trio.fail_after(TIMEOUT):
+        topic = await new_topic(WORDS[:2])
+        got = await consume(fl, topic, [write_wasm("map", tmp_path)])
+        assert got == [(0, b"APPLE"), (1, b"KIWI")]
+
+
+async def test_filter_map_and_array_map(fl, new_topic):
+    with trio.fail_after(TIMEOUT):
+        topic = await new_topic([b"ab", b"abc", b"x,y"])
+        assert await consume(fl, topic, [SmartModule(wasm=wasm("filter_map"))]) == [(0, b"abab")]
+        got = await consume(fl, topic, [SmartModule(wasm=wasm("array_map"))])
+        assert [v for _, v in got] == [b"ab", b"abc", b"x", b"y"]
+
+
+async def test_chain_runs_in_order(fl, new_topic):
+    with trio.fail_after(TIMEOUT):
+        topic = await new_topic(WORDS)
+        got = await consume(fl, topic, [SmartModule(wasm=wasm("filter")), SmartModule(wasm=wasm("map"))])
+        assert got == [(0, b"APPLE"), (2, b"BANANA"), (4, b"PEAR")]
+        # map first: upper case has no "a", so the filter keeps nothing and the stream still ends
+        assert await consume(fl, topic, [SmartModule(wasm=wasm("map")), SmartModule(wasm=wasm("filter"))]) == []
+
+
+async def test_aggregate_state_spans_batches_and_starts_from_the_initial_value(fl, new_topic):
+    with trio.fail_after(TIMEOUT):
+        topic = await new_topic([b"a", b"b", b"c"])  # one batch per send
+        got = await consume(fl, topic, [SmartModule(wasm=wasm("aggregate"), aggregate_initial="x")])
+        assert got == [(0, b"xa"), (1, b"xab"), (2, b"xabc")]
+
+
+async def test_params_reach_init(fl, new_topic):
+    with trio.fail_after(TIMEOUT):
+        topic = await new_topic(WORDS)
+        got = await consume(fl, topic, [SmartModule(wasm=wasm("filter_param"), params={"needle": "an"})])
+        assert got == [(2, b"banana")]
+
+
+async def test_predefined_module_created_raw_and_gzipped(fl, new_topic):
+    with trio.fail_after(TIMEOUT):
+        topic = await new_topic(WORDS[:3])
+        await fl.admin.create_smartmodule("upper", wasm("map"))
+        await fl.admin.create_smartmodule("has-a", wasm_gz("filter"))
+        infos = await fl.admin.list_smartmodules()
+        assert [i.name for i in infos] == ["has-a", "upper"] and all(i.size > 0 for i in infos)
+        assert await consume(fl, topic, ["has-a", "upper"]) == [(0, b"APPLE"), (2, b"BANANA")]
+        await fl.admin.delete_smartmodule("upper")
+        with pytest.raises(FluvialError) as e:
+            await consume(fl, topic, ["upper"])
+        assert e.value.code == ErrorCode.SmartModuleNotFound
+
+
+async def test_live_tail_through_a_filter(fl, new_topic):
+    with trio.fail_after(TIMEOUT):
+        topic = await new_topic()
+        async with fl.consumer(topic, smartmodules=[SmartModule(wasm=wasm("filter"))]) as c:
+            async with fl.producer(topic) as p:
+                for v in [b"kiwi", b"fig", b"plum", b"date"]:
+                    await p.send(v)
+            r = await c.__anext__()
+            assert (r.offset, r.value) == (3, b"date")
+
+
+@pytest.mark.parametrize("payload, code", [
+    (b"not a wasm module", ErrorCode.SmartModuleInvalid),
+    (wasm("no_transform"), ErrorCode.SmartModuleChainInitError),
+    (wasm("trap"), ErrorCode.SmartModuleRuntimeError),
+    (wasm("garbage"), ErrorCode.SmartModuleRuntimeError),
+    (wasm("memory_hog"), ErrorCode.SmartModuleMemoryLimitExceeded),
+    (wasm("infinite_loop"), ErrorCode.SmartModuleRuntimeError),
+], ids=["not-wasm", "no-transform", "trap", "garbage", "memory-hog", "infinite-loop"])
+async def test_bad_modules_fail_their_stream_and_the_spu_serves_on(fl, new_topic, payload, code):
+    with trio.fail_after(TIMEOUT):
+        topic = await new_topic(WORDS[:2])
+        with pytest.raises(FluvialError) as e:
+            await consume(fl, topic, [SmartModule(wasm=payload)])
+        assert e.value.code == code
+        assert await consume(fl, topic, []) == [(0, b"apple"), (1, b"kiwi")]
+        assert await consume(fl, topic, [SmartModule(wasm=wasm("map"))]) == [(0, b"APPLE"), (1, b"KIWI")]
+
+
+async def test_init_failure_and_unknown_name(fl, new_topic):
+    with trio.fail_after(TIMEOUT):
+        topic = await new_topic(WORDS[:1])
+        with pytest.raises(FluvialError) as e:
+            await consume(fl, topic, [SmartModule(wasm=wasm("filter_param"))])
+        assert e.value.code == ErrorCode.SmartModuleChainInitError
+        assert "missing needle" in str(e.value)
+        with pytest.raises(FluvialError) as e:
+            await consume(fl, topic, ["no-such-module"])
+        assert e.value.code == ErrorCode.SmartModuleNotFound
