@@ -47,6 +47,7 @@ from typing import Any, NamedTuple
 
 import trio
 
+from fluvial.client.smartmodule import decode_smartmodule_chunk
 from fluvial.client.smartmodule import invocations as smartmodule_invocations
 from fluvial.client.types import Offset, Record, isolation_from
 from fluvial.errors import (
@@ -509,6 +510,11 @@ class Consumer:
         when it holds no more records. A few thousand records at a time: they are dropped
         before the next are made, so the garbage collector never has many to look at."""
         raw = self._raw
+        if raw is not None and self.smartmodules:
+            self._raw = None
+            self._buf = decode_smartmodule_chunk(raw.buf, raw.pos, raw.end, raw.partition,
+                                                 raw.min_offset, raw.limit)
+            return bool(self._buf)
         while raw is not None and self._raw_pos < raw.end:
             try:
                 records, pos, _ = decode_fetched_batches(

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fluvial.client.types import Record
 from fluvial.protocol import spu_api as api
 from fluvial.protocol.sc_objects import SmartModuleSpec, SmartModuleWasm, SmartModuleWasmFormat
+from fluvial.smartmodule.abi import decode_output_batches
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,20 @@ def invocations(items) -> list[api.SmartModuleInvocation]:
     return [as_smartmodule(i).invocation() for i in items or ()]
 
 
+def decode_smartmodule_chunk(buf, pos: int, end: int, partition: int, min_offset: int,
+                             limit: int | None) -> list[Record]:
+    """The records of a SmartModule stream's record set, at their source offsets (its batches
+    hold fewer records than their offset span, which the plain decoder refuses), from
+    ``min_offset`` up to ``limit``.
+
+    Raises:
+        DecodeError: as ``abi.decode_output_batches``.
+    """
+    return [Record((partition, r.offset, r.key, r.value, r.timestamp))
+            for r in decode_output_batches(buf, pos, end)
+            if r.offset >= min_offset and (limit is None or r.offset < limit)]
+
+
 def smartmodule_spec(wasm: bytes) -> SmartModuleSpec:
     """The SC object of a module created from ``wasm`` (raw or gzipped; stored as given)."""
     return SmartModuleSpec(None, None, SmartModuleWasm(SmartModuleWasmFormat.Binary, bytes(wasm)))
@@ -87,4 +103,5 @@ class SmartModuleInfo:
     size: int  # bytes of the stored wasm (as created: raw or gzipped)
 
 
-__all__ = ["SmartModule", "SmartModuleInfo", "as_smartmodule", "invocations", "smartmodule_spec"]
+__all__ = ["SmartModule", "SmartModuleInfo", "as_smartmodule", "decode_smartmodule_chunk", "invocations",
+           "smartmodule_spec"]

@@ -22,10 +22,11 @@ A record inside ``Vec<Record>`` has the layout of a record in a batch (``fluvial
 varint length, i8 attributes, varint timestamp_delta, varint offset_delta, u8 key tag [+ varint
 length + key], varint value length + value, varint header count (0).
 
-Output records keep their ``offset_delta`` relative to the input batch's base offset; Fluvio's SPU
-relies on that to give each output record its source offset. ``output_batches`` turns them into
-stored-format batches in which ``offset = base_offset + index`` holds (fluvial's decoder and the
-official client agree on that form): one batch per run of consecutive offsets.
+Output records keep their ``offset_delta`` relative to the input batch's base offset, so each
+keeps its source offset. ``output_batch`` frames a response's records as Fluvio's SPU does (one
+batch whose ``last_offset_delta`` spans the input processed); ``decode_output_batches`` reads
+that back by ``offset_delta`` (fluvial's client; the official one numbers records
+``base_offset + index``, as it does with Fluvio's SPU).
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ from typing import NamedTuple
 from fluvial.protocol.codec import (
     DecodeError, Reader, SmartModuleInitRuntimeError, SmartModuleTransformRuntimeError, encode_varint,
 )
-from fluvial.protocol.record import ProducerRecord, encode_batch, read_uvarint
+from fluvial.protocol.batch import (
+    ATTR_SCHEMA_ID, CRC_OFFSET, HEADER_BYTES, check_batch, compute_crc, read_header,
+)
+from fluvial.protocol.record import SCHEMA_ID_BYTES, decompress, frame_batch, read_uvarint
 from fluvial.protocol.spu_api import SmartModuleExtraParams
 
 TIMESTAMPS_VERSION = 22  # base_timestamp appears, params and join_record go
@@ -47,6 +51,7 @@ AGGREGATE_ACCUMULATOR_MIN_VERSION = 16
 
 _I32 = struct.Struct(">i")
 _I64 = struct.Struct(">q")
+_U32 = struct.Struct(">I")
 
 WASM_MAGIC = b"\x00asm"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -244,38 +249,74 @@ def decode_init_error(data: bytes, version: int) -> str:
 
 # ------------------------------------------------------------------------------ batch output
 
+_LOD_OFFSET = struct.calcsize(">qiibIh")  # last_offset_delta: after base, length, epoch, magic, crc, attributes
 
-def output_batches(records: list[OutRecord], base_offset: int, first_timestamp: int) -> list[bytes]:
-    """Stored-format batches (uncompressed, CRC set) holding ``records`` at their source
-    offsets: ``base_offset + offset_delta``. A new batch starts wherever the next record's offset
-    is not one more than the previous one, so that ``offset = base_offset + index`` in each.
 
-    >>> [len(b) > 0 for b in output_batches([OutRecord(0, 0, None, b"a"),
-    ...                                      OutRecord(2, 0, None, b"c")], 10, 1)]
-    [True, True]
+class Produced(NamedTuple):
+    """An output record placed in the partition: its source offset and timestamp (ms, -1 unknown)."""
+
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes
+
+
+def output_batch(records: list[Produced], base_offset: int, next_offset: int) -> bytes:
+    """The one batch a SmartModule response carries, in the form Fluvio's SPU sends
+    (``process_batch``): base offset ``base_offset`` (the first input batch that produced
+    output), each record's ``offset_delta`` its source offset minus that, and
+    ``last_offset_delta = next_offset - 1 - base_offset``, spanning every input record processed
+    (the official client counts ``last_offset_delta + 1`` per batch to know when a
+    non-continuous stream is done), so the record count is usually smaller than
+    ``last_offset_delta + 1``. Uncompressed; timestamps relative to the first record's.
+
+    >>> b = output_batch([Produced(3, 10, None, b"x")], 2, 6)
+    >>> read_header(b).last_offset_delta, read_header(b).base_offset
+    (3, 2)
     """
-    out: list[bytes] = []
-    run: list[OutRecord] = []
+    if not records:
+        raise ValueError("an output batch needs records")
+    first_ts = records[0].timestamp if records[0].timestamp >= 0 else -1
+    section = encode_out_records([
+        OutRecord(r.offset - base_offset, r.timestamp - first_ts if first_ts >= 0 and r.timestamp >= 0 else 0,
+                  r.key, r.value) for r in records])
+    batch = bytearray(frame_batch(section, count=len(records), compression=0, first_timestamp=first_ts,
+                                  max_time_stamp=max(r.timestamp for r in records),
+                                  base_offset=base_offset))
+    _I32.pack_into(batch, _LOD_OFFSET, next_offset - 1 - base_offset)
+    _U32.pack_into(batch, CRC_OFFSET, compute_crc(batch, 0, len(batch)))
+    return bytes(batch)
 
-    def flush():
-        if run:
-            out.append(encode_batch(
-                [ProducerRecord(r.value, r.key, 0) for r in run],
-                base_offset=base_offset + run[0].offset_delta, first_timestamp=first_timestamp,
-                timestamp_deltas=[r.timestamp_delta for r in run]))
-            run.clear()
 
-    for r in records:
-        if run and r.offset_delta != run[-1].offset_delta + 1:
-            flush()
-        run.append(r)
-    flush()
+def decode_output_batches(buf, pos: int, end: int) -> list[Produced]:
+    """The records of SmartModule output batches ``buf[pos:end]`` (as ``output_batch`` makes
+    them, or plain stored batches), each at ``base_offset + offset_delta``: the decoder of a
+    consumer that asked for SmartModules, since these batches hold fewer records than
+    ``last_offset_delta + 1``.
+
+    Raises:
+        DecodeError: a batch that is cut off, fails its CRC, or does not decode.
+    """
+    out: list[Produced] = []
+    while pos < end:
+        h = check_batch(buf, pos)
+        if pos + h.size > end:
+            raise DecodeError(f"batch at {pos}: cut off at {end}")
+        start = pos + HEADER_BYTES + (SCHEMA_ID_BYTES if h.attributes & ATTR_SCHEMA_ID else 0)
+        data = bytes(memoryview(buf)[start:pos + h.size])
+        if h.compression:
+            data = decompress(h.compression, data)
+        known = h.first_timestamp > 0
+        for r in decode_out_records(Reader(data)):
+            out.append(Produced(h.base_offset + r.offset_delta,
+                                h.first_timestamp + r.timestamp_delta if known else -1, r.key, r.value))
+        pos += h.size
     return out
 
 
 __all__ = [
     "AGGREGATE_ACCUMULATOR_MIN_VERSION", "GZIP_MAGIC", "InitStatus", "ModuleError", "OutRecord",
-    "TIMESTAMPS_VERSION", "TransformOutput", "TransformStatus", "WASM_MAGIC", "decode_init_error",
-    "decode_out_records", "decode_output", "encode_init_input", "encode_input", "encode_out_records",
-    "output_batches", "wasm_bytes",
+    "Produced", "TIMESTAMPS_VERSION", "TransformOutput", "TransformStatus", "WASM_MAGIC",
+    "decode_init_error", "decode_out_records", "decode_output", "decode_output_batches",
+    "encode_init_input", "encode_input", "encode_out_records", "output_batch", "wasm_bytes",
 ]

@@ -2,14 +2,14 @@
 
 Synchronous; the SPU runs ``Chain.process`` in a worker thread. Each stored batch goes through the
 modules in order (a module's output records are the next one's input, at the same base offset);
-what comes out of the last is re-framed as batches at the records' source offsets
-(``abi.output_batches``). Fluvio's rules (``fluvio-spu/src/smartengine/batch.rs``):
+what comes out of the last keeps its records' source offsets. Fluvio's rules (``fluvio-spu/src/smartengine/batch.rs``):
 
 * a module's own error (``SmartModuleOutput.error``) stops the chain at that batch; the records
   produced so far, that batch's partial output included, go out with error 6004;
 * a failure (trap, fuel, bad output, memory) stops it the same way, with its own code;
 * ``next_offset`` is the input offset after the last batch processed: the consumer's
-  ``next_filter_offset``, so a filter that drops everything still moves the consumer on.
+  ``next_filter_offset``, so a filter that drops everything still moves the consumer on;
+* the output is one batch per response, framed as Fluvio frames it (``abi.output_batch``).
 """
 
 from __future__ import annotations
@@ -36,13 +36,19 @@ class ModuleSpec:
 
 @dataclass
 class ChainResult:
-    batches: list[bytes]
-    next_offset: int
+    records: list[abi.Produced]
+    start: int  # the offset the read started at
+    next_offset: int  # the input offset after the last batch processed
     error: Error | None = None
 
-    @property
-    def size(self) -> int:
-        return sum(len(b) for b in self.batches)
+    def batch(self) -> bytes:
+        """The response's record set: one batch in Fluvio's form (``abi.output_batch``) whose
+        offset span is exactly ``[start, next_offset)``, so that successive responses tile the
+        log and the official client's count of a non-continuous stream comes out right (Fluvio
+        starts the span at the first batch with output, which can leave it short)."""
+        if not self.records:
+            return b""
+        return abi.output_batch(self.records, self.start, self.next_offset)
 
 
 def invocations(req: api.StreamFetchRequest) -> list[api.SmartModuleInvocation]:
@@ -107,7 +113,7 @@ class Chain:
 
         Records before ``start`` (in the first batch) are left out of the output.
         """
-        result = ChainResult([], start)
+        result = ChainResult([], start, start)
         try:
             for pos, h in iter_batches(data, verify_crc=False):
                 sect, p, e, _ = records_section(data, pos, h)
@@ -117,9 +123,11 @@ class Chain:
                 except SmartModuleFailure as f:
                     result.error = f.error
                     return result
-                if h.base_offset < start:
-                    records = [r for r in records if h.base_offset + r.offset_delta >= start]
-                result.batches += abi.output_batches(records, h.base_offset, h.first_timestamp)
+                ts = h.first_timestamp
+                kept = [abi.Produced(h.base_offset + r.offset_delta, ts + r.timestamp_delta if ts > 0 else -1,
+                                     r.key, r.value)
+                        for r in records if h.base_offset + r.offset_delta >= start]
+                result.records += kept
                 result.next_offset = max(result.next_offset, h.next_offset)
                 if error is not None:
                     result.error = error

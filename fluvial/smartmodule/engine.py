@@ -255,8 +255,12 @@ class Instance:
 
 
 def _first_line(e: BaseException) -> str:
+    """What went wrong, in one line: the cause wasmtime gives after its backtrace ("wasm trap:
+    all fuel consumed by WebAssembly"), else the first line."""
     s = str(e).strip()
-    return s.splitlines()[0] if s else type(e).__name__
+    if "Caused by:" in s:
+        s = s.split("Caused by:", 1)[1].strip()
+    return s.splitlines()[0].strip() if s else type(e).__name__
 
 
 __all__ = ["KIND_TAG", "TRANSFORMS", "Engine", "Instance", "Limits", "SmartModuleFailure"]

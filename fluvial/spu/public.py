@@ -211,9 +211,9 @@ async def _send_chain_fetch(ctx, conn, header, stream: FetchStream, replica: Par
     if not data:
         return start, False, False
     result = await run_chain(chain, data, start)
-    if not result.batches and result.error is None and result.next_offset < limit:
+    if not result.records and result.error is None and result.next_offset < limit:
         return result.next_offset, False, False
-    records = b"".join(result.batches)
+    records = result.batch()
     prefix = api.encode_stream_fetch_response_prefix(
         header.correlation_id, header.api_version, stream.topic, stream.stream_id, stream.partition,
         len(records), error=result.error or OK, high_watermark=replica.hw,

@@ -102,6 +102,7 @@ def test_infinite_loop_runs_out_of_fuel():
     assert time.monotonic() - t < 10
     assert e.value.error.code == ErrorCode.SmartModuleRuntimeError
     assert e.value.error.args[0].offset == 7
+    assert "all fuel consumed" in e.value.error.message
 
 
 def test_memory_hog_hits_the_memory_limit():
