@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -206,6 +207,17 @@ def consume(
     consumer: Annotated[Optional[str], typer.Option(
         "-c", "--consumer", metavar="ID", help="Store the offsets read under this consumer id, and "
                                                "resume where it left off.")] = None,
+    smartmodule: Annotated[Optional[str], typer.Option(
+        "--smartmodule", metavar="NAME", help="Run this SmartModule (created with 'fluvial "
+                                              "smartmodule create') over the records.")] = None,
+    smartmodule_path: Annotated[Optional[Path], typer.Option(
+        "--smartmodule-path", metavar="FILE", help="Run this .wasm SmartModule over the records.")] = None,
+    params: Annotated[Optional[list[str]], typer.Option(
+        "-e", "--params", metavar="KEY=VALUE", help="A parameter for the SmartModule (repeat for "
+                                                    "several).")] = None,
+    aggregate_initial: Annotated[Optional[str], typer.Option(
+        "--aggregate-initial", metavar="VALUE", help="The initial accumulator of an aggregate "
+                                                     "SmartModule.")] = None,
 ) -> None:
     """Read records from a topic and print them on stdout.
 
@@ -254,6 +266,11 @@ def consume(
         config["consumer_id"] = consumer
         config["commit"] = "auto"
         config["flush_interval"] = 2.0  # as Fluvio's CLI
+    from fluvial.cli.smartmodule import smartmodule_chain
+
+    chain = smartmodule_chain(smartmodule, smartmodule_path, params, aggregate_initial)
+    if chain:
+        config["smartmodules"] = chain
     formatter = RecordFormatter(output or ConsumeOutput.dynamic, format, key_value, print_warning)
     run_client(ctx, lambda fl: _consume(fl, topic, config, formatter, f"Consuming records from "
                                                                       f"'{topic}'{where}"),

@@ -68,6 +68,8 @@ def _register() -> None:
     app.add_typer(spu.app, name="spu")
     app.add_typer(consumer.app, name="consumer")
     app.add_typer(profile_cmd.app, name="profile")
+    from fluvial.cli import smartmodule
+    app.add_typer(smartmodule.app, name="smartmodule")
 
 
 _register()

@@ -311,4 +311,6 @@ class Admin:
         Raises:
             SmartModuleNotFoundError: no such module.
         """
-        _raise_for(await self._fl.sc_call(ObjectApiDeleteRequest.of(SmartModuleSpec, name)))
+        status = await self._fl.sc_call(ObjectApiDeleteRequest.of(SmartModuleSpec, name))
+        if status.is_error:
+            raise status.error_code.exception(status.error_code.message)  # names the module
