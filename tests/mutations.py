@@ -178,6 +178,27 @@ MUTATIONS: list[Mutation] = [
              "config.host,",
              ("tests/sc/test_sc_private.py::test_a_plaintext_private_port_binds_loopback_unless_told_otherwise",),
              "the SC's plaintext private port listens wherever the public one does"),
+    # --- issue 13: SmartModules ---------------------------------------------------------------
+    Mutation("sm-no-fuel", "fluvial/smartmodule/engine.py",
+             "        self.store.set_fuel(self.engine.limits.fuel)\n",
+             "        self.store.set_fuel(2**63 - 1)\n",
+             ("tests/smartmodule/test_spu_smartmodules.py::test_bad_modules_fail_their_stream_and_the_spu_serves_on[infinite-loop]",),
+             "SmartModule calls get unlimited fuel: an infinite loop never fails its stream"),
+    Mutation("sm-no-memory-cap", "fluvial/smartmodule/engine.py",
+             "        self.store.set_limits(memory_size=limits.memory_bytes)\n",
+             "",
+             ("tests/smartmodule/test_engine.py::test_memory_hog_hits_the_memory_limit",),
+             "a SmartModule's memory is not capped"),
+    Mutation("sm-error-code-dropped", "fluvial/spu/public.py",
+             "len(records), error=result.error or OK, high_watermark=replica.hw,",
+             "len(records), error=OK, high_watermark=replica.hw,",
+             ("tests/smartmodule/test_spu_smartmodules.py::test_bad_modules_fail_their_stream_and_the_spu_serves_on[trap]",),
+             "a SmartModule failure is sent as success: the consumer never learns of it"),
+    Mutation("sm-next-filter-offset-dropped", "fluvial/spu/public.py",
+             "next_filter_offset=result.next_offset, log_start_offset=replica.log_start_offset)",
+             "next_filter_offset=0, log_start_offset=replica.log_start_offset)",
+             ("tests/smartmodule/test_spu_smartmodules.py::test_chain_runs_in_order",),
+             "a SmartModule response does not say how far the input was read"),
 ]
 
 
