@@ -23,10 +23,10 @@ varint length, i8 attributes, varint timestamp_delta, varint offset_delta, u8 ke
 length + key], varint value length + value, varint header count (0).
 
 Output records keep their ``offset_delta`` relative to the input batch's base offset, so each
-keeps its source offset. ``output_batch`` frames a response's records as Fluvio's SPU does (one
-batch whose ``last_offset_delta`` spans the input processed); ``decode_output_batches`` reads
-that back by ``offset_delta`` (fluvial's client; the official one numbers records
-``base_offset + index``, as it does with Fluvio's SPU).
+keeps its source offset. ``frame_output`` frames them as Fluvio's SPU does (the batch's
+``last_offset_delta`` spans the input processed, however few records came out);
+``decode_output_batches`` reads that back by ``offset_delta`` (fluvial's client; the official one
+numbers records ``base_offset + index``, as it does with Fluvio's SPU).
 """
 
 from __future__ import annotations
@@ -82,9 +82,17 @@ class OutRecord(NamedTuple):
 
 
 class TransformOutput(NamedTuple):
-    records: list[OutRecord]
+    """What a transform returned: its records still encoded (``raw``: i32 count + records, the
+    layout of a batch's records section), their count, its error and its accumulator."""
+
+    raw: bytes
+    count: int
     error: SmartModuleTransformRuntimeError | None
     accumulator: bytes | None  # aggregate only
+
+    @property
+    def records(self) -> list[OutRecord]:
+        return decode_out_records(Reader(self.raw))
 
 
 class ModuleError(ValueError):
@@ -221,14 +229,44 @@ def decode_out_records(r: Reader) -> list[OutRecord]:
     return out
 
 
+def _walk_records(data: bytes) -> tuple[int, int]:
+    """``(count, end)`` of the ``Vec<Record>`` at the start of ``data``, checking only that each
+    record's length fits: the records are passed on as they are (a consumer's decoder checks
+    their fields), so a module's output costs one varint per record here.
+
+    Raises:
+        DecodeError: a count or a length that does not fit.
+    """
+    if len(data) < 4:
+        raise DecodeError(f"Vec<Record>: {len(data)} bytes, no count")
+    (count,) = _I32.unpack_from(data, 0)
+    if count < 0 or count > (len(data) - 4) // 7:
+        raise DecodeError(f"Vec<Record>: count {count} does not fit {len(data) - 4} bytes")
+    p = 4
+    n = len(data)
+    try:
+        for _ in range(count):
+            b = data[p]
+            if b < 0x80:
+                p += 1 + (b >> 1) if not b & 1 else -1 << 40
+            else:
+                raw, q = read_uvarint(data, p)
+                p = q + (raw >> 1) if not raw & 1 else -1 << 40
+            if not 0 <= p <= n:
+                raise DecodeError(f"Vec<Record>: a record runs past the {n}-byte output")
+    except IndexError:
+        raise DecodeError("Vec<Record>: truncated") from None
+    return count, p
+
+
 def decode_output(data: bytes, version: int, *, aggregate: bool = False) -> TransformOutput:
     """A ``SmartModuleOutput`` (``SmartModuleAggregateOutput`` with ``aggregate``).
 
     Raises:
         DecodeError: the module returned bytes that are not one.
     """
-    r = Reader(data)
-    records = decode_out_records(r)
+    count, end = _walk_records(data)
+    r = Reader(data, end)
     (tag,) = r.unpack(struct.Struct(">B"), "Option<error> tag")
     if tag not in (0, 1):
         raise DecodeError(f"Option<error>: tag {tag}")
@@ -239,7 +277,7 @@ def decode_output(data: bytes, version: int, *, aggregate: bool = False) -> Tran
         if version >= AGGREGATE_ACCUMULATOR_MIN_VERSION:
             (n,) = r.unpack(_I32, "accumulator length")
             acc = r.take(n, "accumulator")
-    return TransformOutput(records, error, acc)
+    return TransformOutput(bytes(data[:end]), count, error, acc)
 
 
 def decode_init_error(data: bytes, version: int) -> str:
@@ -261,35 +299,34 @@ class Produced(NamedTuple):
     value: bytes
 
 
-def output_batch(records: list[Produced], base_offset: int, next_offset: int) -> bytes:
-    """The one batch a SmartModule response carries, in the form Fluvio's SPU sends
-    (``process_batch``): base offset ``base_offset`` (the first input batch that produced
-    output), each record's ``offset_delta`` its source offset minus that, and
-    ``last_offset_delta = next_offset - 1 - base_offset``, spanning every input record processed
-    (the official client counts ``last_offset_delta + 1`` per batch to know when a
-    non-continuous stream is done), so the record count is usually smaller than
-    ``last_offset_delta + 1``. Uncompressed; timestamps relative to the first record's.
+def frame_output(section: bytes, count: int, base_offset: int, last_offset_delta: int,
+                 first_timestamp: int = -1, max_time_stamp: int = -1) -> bytes:
+    """A batch of ``count`` encoded records (``section``: i32 count + records) spanning
+    ``base_offset .. base_offset + last_offset_delta``, in the form Fluvio's SPU sends SmartModule
+    output (``process_batch``): the records keep their ``offset_delta``, the span covers every
+    input record processed (the official client counts ``last_offset_delta + 1`` per batch to
+    know when a non-continuous stream is done), so the count is usually smaller than
+    ``last_offset_delta + 1``; ``count`` 0 is a batch that only covers a span. Uncompressed.
 
-    >>> b = output_batch([Produced(3, 10, None, b"x")], 2, 6)
+    >>> b = frame_output(encode_out_records([OutRecord(1, 0, None, b"x")]), 1, 2, 3)
     >>> read_header(b).last_offset_delta, read_header(b).base_offset
     (3, 2)
     """
-    if not records:
-        raise ValueError("an output batch needs records")
-    first_ts = records[0].timestamp if records[0].timestamp >= 0 else -1
-    section = encode_out_records([
-        OutRecord(r.offset - base_offset, r.timestamp - first_ts if first_ts >= 0 and r.timestamp >= 0 else 0,
-                  r.key, r.value) for r in records])
-    batch = bytearray(frame_batch(section, count=len(records), compression=0, first_timestamp=first_ts,
-                                  max_time_stamp=max(r.timestamp for r in records),
+    batch = bytearray(frame_batch(section, count=max(count, 1), compression=0,
+                                  first_timestamp=first_timestamp, max_time_stamp=max_time_stamp,
                                   base_offset=base_offset))
-    _I32.pack_into(batch, _LOD_OFFSET, next_offset - 1 - base_offset)
+    _I32.pack_into(batch, _LOD_OFFSET, last_offset_delta)
     _U32.pack_into(batch, CRC_OFFSET, compute_crc(batch, 0, len(batch)))
     return bytes(batch)
 
 
+def span_batch(start: int, end: int) -> bytes:
+    """A batch with no records covering offsets ``[start, end)`` (see ``frame_output``)."""
+    return frame_output(_I32.pack(0), 0, start, end - 1 - start)
+
+
 def decode_output_batches(buf, pos: int, end: int) -> list[Produced]:
-    """The records of SmartModule output batches ``buf[pos:end]`` (as ``output_batch`` makes
+    """The records of SmartModule output batches ``buf[pos:end]`` (as ``frame_output`` makes
     them, or plain stored batches), each at ``base_offset + offset_delta``: the decoder of a
     consumer that asked for SmartModules, since these batches hold fewer records than
     ``last_offset_delta + 1``.
@@ -318,5 +355,6 @@ __all__ = [
     "AGGREGATE_ACCUMULATOR_MIN_VERSION", "GZIP_MAGIC", "InitStatus", "ModuleError", "OutRecord",
     "Produced", "TIMESTAMPS_VERSION", "TransformOutput", "TransformStatus", "WASM_MAGIC",
     "decode_init_error", "decode_out_records", "decode_output", "decode_output_batches",
-    "encode_init_input", "encode_input", "encode_out_records", "output_batch", "wasm_bytes",
+    "encode_init_input", "encode_input", "encode_out_records", "frame_output", "span_batch",
+    "wasm_bytes",
 ]

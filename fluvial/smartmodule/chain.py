@@ -9,7 +9,8 @@ what comes out of the last keeps its records' source offsets. Fluvio's rules (``
 * a failure (trap, fuel, bad output, memory) stops it the same way, with its own code;
 * ``next_offset`` is the input offset after the last batch processed: the consumer's
   ``next_filter_offset``, so a filter that drops everything still moves the consumer on;
-* the output is one batch per response, framed as Fluvio frames it (``abi.output_batch``).
+* output batches are framed as Fluvio frames them (``abi.frame_output``): they span the input
+  they came from, so the official client's count of a non-continuous stream comes out right.
 """
 
 from __future__ import annotations
@@ -36,19 +37,20 @@ class ModuleSpec:
 
 @dataclass
 class ChainResult:
-    records: list[abi.Produced]
-    start: int  # the offset the read started at
-    next_offset: int  # the input offset after the last batch processed
+    """What a read came to: output batches covering ``[span_from, covered)`` (records, and
+    spans of input that gave none), the input offset reached, how many records came out."""
+
+    batches: list[bytes]
+    covered: int
+    next_offset: int
+    count: int = 0
     error: Error | None = None
 
-    def batch(self) -> bytes:
-        """The response's record set: one batch in Fluvio's form (``abi.output_batch``) whose
-        offset span is exactly ``[start, next_offset)``, so that successive responses tile the
-        log and the official client's count of a non-continuous stream comes out right (Fluvio
-        starts the span at the first batch with output, which can leave it short)."""
-        if not self.records:
-            return b""
-        return abi.output_batch(self.records, self.start, self.next_offset)
+    def record_set(self) -> bytes:
+        """The response's batches, with a span batch to ``next_offset`` so that the batches
+        account for every input offset processed (see ``abi.frame_output``)."""
+        tail = [abi.span_batch(self.covered, self.next_offset)] if self.covered < self.next_offset else []
+        return b"".join(self.batches + tail)
 
 
 def invocations(req: api.StreamFetchRequest) -> list[api.SmartModuleInvocation]:
@@ -95,42 +97,59 @@ class Chain:
         self.instances: list[Instance] = [
             engine.instantiate(s.payload, s.params, version, s.accumulator) for s in specs]
 
-    def run(self, base_offset: int, records: bytes, base_timestamp: int
-            ) -> tuple[list[abi.OutRecord], Error | None]:
-        """One batch's records (i32 count + records) through every module."""
-        out: list[abi.OutRecord] = []
-        for i, inst in enumerate(self.instances):
-            if i:
-                records = abi.encode_out_records(out)
-            result = inst.transform_batch(base_offset, records, base_timestamp)
-            out = result.records
-            if result.error is not None:
-                return out, Error(ErrorCode.SmartModuleRuntimeError, (result.error,))
-        return out, None
+    def run(self, base_offset: int, records: bytes, base_timestamp: int) -> abi.TransformOutput:
+        """One batch's records (i32 count + records) through every module; a module's error
+        stops the chain there (its partial output is the result)."""
+        out = None
+        for inst in self.instances:
+            out = inst.transform_batch(base_offset, records, base_timestamp)
+            if out.error is not None:
+                break
+            records = out.raw
+        return out
 
-    def process(self, data: bytes, start: int) -> ChainResult:
+    def process(self, data: bytes, start: int, span_from: int | None = None) -> ChainResult:
         """Every whole batch of ``data`` (stored batches read from ``start``) through the chain.
 
-        Records before ``start`` (in the first batch) are left out of the output.
+        Each input batch that gives records becomes one output batch at its base offset with its
+        span (the module's records as they came out, not re-encoded); input that gives none is
+        covered by span batches. Records before ``start`` (in a first batch that begins before
+        it) are dropped. ``span_from`` (<= ``start``): where the offsets this response accounts
+        for begin, when earlier reads sent nothing.
         """
-        result = ChainResult([], start, start)
+        covered = start if span_from is None else span_from
+        result = ChainResult([], covered, start)
         try:
             for pos, h in iter_batches(data, verify_crc=False):
                 sect, p, e, _ = records_section(data, pos, h)
                 raw = bytes(sect[p - RECORD_COUNT.size:e])
                 try:
-                    records, error = self.run(h.base_offset, raw, h.first_timestamp)
+                    out = self.run(h.base_offset, raw, h.first_timestamp)
                 except SmartModuleFailure as f:
                     result.error = f.error
                     return result
-                ts = h.first_timestamp
-                kept = [abi.Produced(h.base_offset + r.offset_delta, ts + r.timestamp_delta if ts > 0 else -1,
-                                     r.key, r.value)
-                        for r in records if h.base_offset + r.offset_delta >= start]
-                result.records += kept
+                if out.count and h.base_offset < start:  # a first batch read from its middle
+                    kept = [r for r in out.records if h.base_offset + r.offset_delta >= start]
+                    if kept:
+                        base = result.covered
+                        section = abi.encode_out_records(
+                            [r._replace(offset_delta=h.base_offset + r.offset_delta - base) for r in kept])
+                        result.batches.append(abi.frame_output(
+                            section, len(kept), base, h.next_offset - 1 - base, h.first_timestamp,
+                            h.max_time_stamp))
+                        result.covered = h.next_offset
+                        result.count += len(kept)
+                elif out.count:
+                    if result.covered < h.base_offset:
+                        result.batches.append(abi.span_batch(result.covered, h.base_offset))
+                    result.batches.append(abi.frame_output(
+                        out.raw, out.count, h.base_offset, h.last_offset_delta, h.first_timestamp,
+                        h.max_time_stamp))
+                    result.covered = h.next_offset
+                    result.count += out.count
                 result.next_offset = max(result.next_offset, h.next_offset)
-                if error is not None:
-                    result.error = error
+                if out.error is not None:
+                    result.error = Error(ErrorCode.SmartModuleRuntimeError, (out.error,))
                     return result
         except (BatchError, DecodeError) as e:
             result.error = Error.other(f"stored batch unreadable: {e}")

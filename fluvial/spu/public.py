@@ -198,22 +198,24 @@ async def _send_fetch(ctx, conn, header, stream: FetchStream, replica: Partition
 
 
 async def _send_chain_fetch(ctx, conn, header, stream: FetchStream, replica: PartitionReplica,
-                            chain: Chain, start: int, max_bytes: int, committed: bool
-                            ) -> tuple[int, bool, bool]:
+                            chain: Chain, start: int, max_bytes: int, committed: bool,
+                            span_from: int) -> tuple[int, bool, bool]:
     """Read from ``start`` like ``_send_fetch``, run the batches through the SmartModule chain
     and send what comes out, with ``next_filter_offset`` = the input offset reached. When the
     chain kept nothing, nothing is sent (as Fluvio's SPU does) unless this read reached the end
-    of what may be read: then an empty response tells the consumer where it is (so a consumer
-    that stops at the end learns that it got there). Returns (offset reached, sent, failed): a
-    failed chain has sent its error, and the stream ends."""
+    of what may be read: then a response with no records tells the consumer where it is (so a
+    consumer that stops at the end learns that it got there). The batches sent account for
+    every offset from ``span_from`` (where the reads that sent nothing began) to the offset
+    reached. Returns (offset reached, sent, failed): a failed chain has sent its error, and the
+    stream ends."""
     limit = replica.limit(committed)
     data = replica.storage.read(start, max_bytes, limit).read_bytes()
     if not data:
         return start, False, False
-    result = await run_chain(chain, data, start)
-    if not result.records and result.error is None and result.next_offset < limit:
+    result = await run_chain(chain, data, start, span_from)
+    if not result.count and result.error is None and result.next_offset < limit:
         return result.next_offset, False, False
-    records = result.batch()
+    records = result.record_set()
     prefix = api.encode_stream_fetch_response_prefix(
         header.correlation_id, header.api_version, stream.topic, stream.stream_id, stream.partition,
         len(records), error=result.error or OK, high_watermark=replica.hw,
@@ -256,6 +258,7 @@ async def handle_stream_fetch(ctx, conn, header, req: api.StreamFetchRequest) ->
     try:
         pos: int | None = req.fetch_offset  # where the next response starts; None: awaiting an ack
         reached = req.fetch_offset  # the offset the last response ended at
+        unsent_from = None  # SmartModules: where the reads that sent nothing began
         while True:
             if replica.closed or not replica.is_leader:
                 await _send_stream_error(conn, header, req.topic, seq, req.partition,
@@ -273,9 +276,11 @@ async def handle_stream_fetch(ctx, conn, header, req: api.StreamFetchRequest) ->
                     return
                 if pos < replica.limit(committed) and chain is not None:
                     reached, sent, failed = await _send_chain_fetch(
-                        ctx, conn, header, stream, replica, chain, pos, max_bytes, committed)
+                        ctx, conn, header, stream, replica, chain, pos, max_bytes, committed,
+                        pos if unsent_from is None else unsent_from)
                     if failed:
                         return
+                    unsent_from = None if sent else (pos if unsent_from is None else unsent_from)
                     stream.acked = None if sent else reached  # nothing sent: read on
                 elif pos < replica.limit(committed):
                     # at most one unacknowledged response in flight (spu.md §3.3)

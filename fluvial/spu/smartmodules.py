@@ -80,11 +80,11 @@ async def open_chain(ctx, req: api.StreamFetchRequest, version: int) -> Chain | 
     return await trio.to_thread.run_sync(Chain, engine_for(ctx), specs, version, abandon_on_cancel=True)
 
 
-async def run_chain(chain: Chain, data: bytes, start: int) -> ChainResult:
+async def run_chain(chain: Chain, data: bytes, start: int, span_from: int) -> ChainResult:
     """``chain.process`` in a worker thread (the module runs without the GIL). A stream that is
     cancelled (its connection closed) does not wait for it: the thread ends when the module
     returns or runs out of fuel, and its chain is never used again."""
-    return await trio.to_thread.run_sync(chain.process, data, start, abandon_on_cancel=True)
+    return await trio.to_thread.run_sync(chain.process, data, start, span_from, abandon_on_cancel=True)
 
 
 __all__ = ["engine_for", "lookup_wasm", "open_chain", "run_chain"]
