@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from fluvial.errors import Error, ErrorCode
 from fluvial.protocol.batch import BatchError, iter_batches
 from fluvial.protocol.codec import DecodeError
-from fluvial.protocol.record import RECORD_COUNT, records_section
+from fluvial.protocol.record import RECORD_COUNT, ProducerRecord, encode_batch, records_section
 from fluvial.protocol import spu_api as api
 from fluvial.smartmodule import abi
 from fluvial.smartmodule.engine import Engine, Instance, SmartModuleFailure, chain_init
@@ -154,6 +154,30 @@ class Chain:
         except (BatchError, DecodeError) as e:
             result.error = Error.other(f"stored batch unreadable: {e}")
         return result
+
+    def process_produce(self, data: bytes) -> tuple[bytes, Error | None]:
+        """Produce-side: a produce entry's batches through the chain, as one batch to store
+        (b"" when nothing came out). Any error refuses the whole entry (Fluvio's SPU does so).
+
+        Raises:
+            SmartModuleFailure: a module failed.
+            DecodeError: the batches do not decode.
+        """
+        records: list[ProducerRecord] = []
+        stamps: list[int] = []
+        for pos, h in iter_batches(data):
+            sect, p, e, _ = records_section(data, pos, h)
+            out = self.run(h.base_offset, bytes(sect[p - RECORD_COUNT.size:e]), h.first_timestamp)
+            if out.error is not None:
+                return b"", Error(ErrorCode.SmartModuleRuntimeError, (out.error,))
+            for r in out.records:
+                records.append(ProducerRecord(r.value, r.key))
+                stamps.append(h.first_timestamp + r.timestamp_delta if h.first_timestamp > 0 else -1)
+        if not records:
+            return b"", None
+        first = stamps[0]
+        deltas = [t - first if first > 0 and t > 0 else 0 for t in stamps]
+        return encode_batch(records, first_timestamp=first, timestamp_deltas=deltas), None
 
 
 __all__ = ["Chain", "ChainResult", "ModuleSpec", "initial_accumulator", "invocations", "unsupported"]

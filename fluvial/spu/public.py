@@ -36,7 +36,7 @@ from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
 from fluvial.smartmodule.chain import Chain
 from fluvial.smartmodule.engine import SmartModuleFailure
 from fluvial.spu.partition import NotLeader, PartitionReplica, Waiter
-from fluvial.spu.smartmodules import open_chain, run_chain
+from fluvial.spu.smartmodules import open_chain, run_chain, transform_produce
 from fluvial.storage import errors as serr
 
 log = logging.getLogger("fluvial.spu")
@@ -87,8 +87,8 @@ def _append_one(ctx, topic: str, part: api.PartitionProduceData, smartmodules: b
         resp.error_code = Error(ErrorCode.NotLeaderForPartition if replica or ctx.knows_topic(topic)
                                 else ErrorCode.TopicNotFound)
         return resp, None
-    if smartmodules:
-        resp.error_code = Error(ErrorCode.SmartModuleChainInitError, ("smartmodules are not supported",))
+    if smartmodules:  # the caller transforms entries first (``_transform_entry``)
+        resp.error_code = Error(ErrorCode.SmartModuleChainInitError, ("entry not transformed",))
         return resp, None
     records = part.records
     if not records:
@@ -142,6 +142,22 @@ async def _await_ack(resp: api.PartitionProduceResponse, replica: PartitionRepli
         resp.error_code = _storage_error(e, topic, resp.partition_index)
 
 
+async def _transform_entry(ctx, header, req: api.ProduceRequest, topic: str,
+                           part: api.PartitionProduceData
+                           ) -> tuple[api.PartitionProduceData, api.PartitionProduceResponse | None]:
+    """A produce entry through the request's SmartModule chain (only on the partition's leader;
+    anything else is left for ``_append_one`` to refuse). Returns the entry to append, or the
+    response that refuses it (the chain failed). An entry the chain empties is answered OK with
+    nothing stored."""
+    replica = ctx.replicas.get((topic, part.partition_index))
+    if replica is None or not replica.is_leader or not part.records:
+        return part, None
+    batch, error = await transform_produce(ctx, req.smartmodules, header.api_version, part.records)
+    if error is not None:
+        return part, api.PartitionProduceResponse(part.partition_index, error, 0)
+    return api.PartitionProduceData(part.partition_index, batch), None
+
+
 async def handle_produce(ctx, conn, header, req: api.ProduceRequest) -> api.ProduceResponse:
     committed = req.isolation == api.Isolation.ReadCommitted
     out = api.ProduceResponse([], 0)
@@ -154,8 +170,12 @@ async def handle_produce(ctx, conn, header, req: api.ProduceRequest) -> api.Prod
                              for p in t.partitions]
             continue
         for part in t.partitions:
-            resp, pending = _append_one(ctx, t.name, part, bool(req.smartmodules), committed,
-                                        req.timeout_ms)
+            if req.smartmodules:  # produce-side SmartModules: transform, then append the result
+                part, refused = await _transform_entry(ctx, header, req, t.name, part)
+                if refused is not None:
+                    tr.partitions.append(refused)
+                    continue
+            resp, pending = _append_one(ctx, t.name, part, False, committed, req.timeout_ms)
             tr.partitions.append(resp)
             if pending is not None:
                 waits.append((resp, *pending, t.name))

@@ -13,7 +13,7 @@ import weakref
 
 import trio
 
-from fluvial.errors import FluvialError
+from fluvial.errors import Error, FluvialError
 from fluvial.net.errors import ConnectionLost, RequestTimeout
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol import spu_api as api
@@ -59,14 +59,21 @@ async def lookup_wasm(ctx, name: str) -> bytes:
 
 
 async def open_chain(ctx, req: api.StreamFetchRequest, version: int) -> Chain | None:
-    """The chain ``req`` asks for, built and initialised; None when it asks for none.
+    """The chain a StreamFetch asks for, built and initialised; None when it asks for none.
 
     Raises:
         SmartModuleFailure: the error to send on the stream (6001, 6002, 6005, 6008).
     """
     invs = invocations(req)
-    if not invs:
-        return None
+    return await build_chain(ctx, invs, version) if invs else None
+
+
+async def build_chain(ctx, invs: list[api.SmartModuleInvocation], version: int) -> Chain:
+    """``invs`` resolved (Predefined names asked of the SC), instantiated and initialised.
+
+    Raises:
+        SmartModuleFailure: as ``open_chain``.
+    """
     specs = []
     for inv in invs:
         why = unsupported(inv.kind)
@@ -80,6 +87,19 @@ async def open_chain(ctx, req: api.StreamFetchRequest, version: int) -> Chain | 
     return await trio.to_thread.run_sync(Chain, engine_for(ctx), specs, version, abandon_on_cancel=True)
 
 
+async def transform_produce(ctx, invs: list[api.SmartModuleInvocation], version: int,
+                            records: bytes) -> tuple[bytes, Error | None]:
+    """A produce entry's record set through a fresh chain (per entry, as Fluvio's SPU does):
+    ``(batch to store or b"", error)``."""
+    try:
+        chain = await build_chain(ctx, invs, version)
+        return await trio.to_thread.run_sync(chain.process_produce, records, abandon_on_cancel=True)
+    except SmartModuleFailure as e:
+        return b"", e.error
+    except DecodeError as e:
+        return b"", Error.other(f"rejected: {e}")
+
+
 async def run_chain(chain: Chain, data: bytes, start: int, span_from: int) -> ChainResult:
     """``chain.process`` in a worker thread (the module runs without the GIL). A stream that is
     cancelled (its connection closed) does not wait for it: the thread ends when the module
@@ -87,4 +107,4 @@ async def run_chain(chain: Chain, data: bytes, start: int, span_from: int) -> Ch
     return await trio.to_thread.run_sync(chain.process, data, start, span_from, abandon_on_cancel=True)
 
 
-__all__ = ["engine_for", "lookup_wasm", "open_chain", "run_chain"]
+__all__ = ["build_chain", "engine_for", "lookup_wasm", "open_chain", "run_chain", "transform_produce"]

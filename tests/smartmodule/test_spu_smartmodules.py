@@ -118,3 +118,28 @@ async def test_init_failure_and_unknown_name(fl, new_topic):
         with pytest.raises(FluvialError) as e:
             await consume(fl, topic, ["no-such-module"])
         assert e.value.code == ErrorCode.SmartModuleNotFound
+
+
+async def _produce_raw(fl, topic, values, chain):
+    from fluvial.protocol.record import encode_batch
+    from fluvial.protocol.spu_api import (
+        Isolation, PartitionProduceData, ProduceRequest, TopicProduceData,
+    )
+
+    _, conn = await fl.leader_connection(topic, 0)
+    req = ProduceRequest(None, Isolation.ReadUncommitted, 5000, [TopicProduceData(topic, [
+        PartitionProduceData(0, encode_batch(values))])], [m.invocation() for m in chain])
+    resp = await conn.call(req, timeout=20)
+    return resp.responses[0].partitions[0]
+
+
+async def test_produce_side_chain_transforms_before_storing(fl, new_topic):
+    with trio.fail_after(TIMEOUT):
+        topic = await new_topic()
+        chain = [SmartModule(wasm=wasm("filter")), SmartModule(wasm=wasm("map"))]
+        assert (await _produce_raw(fl, topic, [b"apple", b"kiwi", b"pear"], chain)).error_code.ok
+        empty = await _produce_raw(fl, topic, [b"kiwi"], chain)  # filtered out: OK, nothing stored
+        assert empty.error_code.ok
+        refused = await _produce_raw(fl, topic, [b"fig"], [SmartModule(wasm=wasm("trap"))])
+        assert refused.error_code.code == ErrorCode.SmartModuleRuntimeError
+        assert await consume(fl, topic, []) == [(0, b"APPLE"), (1, b"PEAR")]
