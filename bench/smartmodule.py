@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,8 @@ from fluvial.client.smartmodule import SmartModule
 from fluvial.smartmodule.engine import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from client import fluvial_cli  # noqa: E402  (bench/client.py: the CLI in a subprocess)
 
 
 def _test_modules():
@@ -51,15 +52,6 @@ def _test_modules():
 
 _MODULES = _test_modules()
 wasm, wat = _MODULES.wasm, _MODULES.wat
-
-
-def fluvial_cli(home: Path, *args: str) -> str:
-    env = dict(os.environ, FLUVIAL_HOME=str(home))
-    proc = subprocess.run([sys.executable, "-c", "from fluvial.cli.main import main; main()", *args],
-                          env=env, capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0:
-        raise RuntimeError(f"fluvial {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout
 
 
 async def consume(fl, topic: str, chain: list) -> tuple[float, int]:
