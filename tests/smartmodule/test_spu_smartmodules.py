@@ -143,3 +143,32 @@ async def test_produce_side_chain_transforms_before_storing(fl, new_topic):
         refused = await _produce_raw(fl, topic, [b"fig"], [SmartModule(wasm=wasm("trap"))])
         assert refused.error_code.code == ErrorCode.SmartModuleRuntimeError
         assert await consume(fl, topic, []) == [(0, b"APPLE"), (1, b"PEAR")]
+
+
+@pytest.mark.parametrize("version, field", [(14, "wasm_module"), (17, "smartmodule"), (18, "smartmodules")])
+async def test_legacy_stream_fetch_fields(fl, new_topic, version, field):
+    """Older clients: ``wasm_module`` (v11-18, gzipped wasm, run by its export), ``smartmodule``
+    (v16-18), ``smartmodules`` (v18+); each answered at the request's version (a v14 module
+    input has params but no join record or timestamp)."""
+    from fluvial.protocol.codec import DecodeError
+    from fluvial.protocol.record import decode_record_set
+    from fluvial.protocol.spu_api import Isolation, StreamFetchRequest
+    from fluvial.smartmodule.abi import decode_output_batches
+
+    with trio.fail_after(TIMEOUT):
+        topic = await new_topic(WORDS[:3])
+        inv = SmartModule(wasm=wasm("filter")).invocation()
+        extra = {"wasm_module": {"wasm_module": inv.wasm.module},
+                 "smartmodule": {"smartmodule": inv},
+                 "smartmodules": {"smartmodules": [inv]}}[field]
+        req = StreamFetchRequest(topic, 0, 0, 1 << 20, Isolation.ReadUncommitted, **extra)
+        _, conn = await fl.leader_connection(topic, 0)
+        async with conn.open_stream(req, version) as stream:
+            resp = await stream.__anext__()
+        part = resp.partition
+        assert part.error_code.ok
+        assert part.next_filter_offset == (3 if version >= 11 else 0)
+        got = decode_output_batches(part.records, 0, len(part.records))
+        assert [(r.offset, r.value) for r in got] == [(0, b"apple"), (2, b"banana")]
+        with pytest.raises(DecodeError):  # the plain decoder refuses them: fewer records than their span
+            decode_record_set(part.records)
