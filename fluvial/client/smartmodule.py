@@ -87,9 +87,11 @@ def decode_smartmodule_chunk(buf, pos: int, end: int, partition: int, min_offset
     Raises:
         DecodeError: as ``abi.decode_output_batches``.
     """
-    return [Record((partition, r.offset, r.key, r.value, r.timestamp))
-            for r in decode_output_batches(buf, pos, end)
-            if r.offset >= min_offset and (limit is None or r.offset < limit)]
+    if limit is None:
+        limit = 1 << 63
+    return [r for r in decode_output_batches(
+        buf, pos, end, lambda t: Record((partition, t[0], t[2], t[3], t[1])))
+        if min_offset <= r[1] < limit]
 
 
 def smartmodule_spec(wasm: bytes) -> SmartModuleSpec:

@@ -42,7 +42,7 @@ from fluvial.protocol.codec import (
 from fluvial.protocol.batch import (
     ATTR_SCHEMA_ID, CRC_OFFSET, HEADER_BYTES, check_batch, compute_crc, read_header,
 )
-from fluvial.protocol.record import SCHEMA_ID_BYTES, decompress, frame_batch, read_uvarint
+from fluvial.protocol.record import UNZIGZAG, SCHEMA_ID_BYTES, decompress, frame_batch, read_uvarint
 from fluvial.protocol.spu_api import SmartModuleExtraParams
 
 TIMESTAMPS_VERSION = 22  # base_timestamp appears, params and join_record go
@@ -180,8 +180,9 @@ def _varint(data: bytes, p: int) -> tuple[int, int]:
     return (raw >> 1) ^ -(raw & 1), p
 
 
-def decode_out_records(r: Reader) -> list[OutRecord]:
-    """``Vec<Record>`` at ``r``.
+def decode_out_records(r: Reader, make=OutRecord._make) -> list:
+    """``Vec<Record>`` at ``r``: one ``make((offset_delta, timestamp_delta, key, value))`` per
+    record (``OutRecord`` by default).
 
     Raises:
         DecodeError: truncated or malformed, naming the record.
@@ -192,35 +193,53 @@ def decode_out_records(r: Reader) -> list[OutRecord]:
     data = bytes(r.buf[r.pos:r.end])
     base = r.pos
     out = []
+    append = out.append
+    unzigzag = UNZIGZAG
+    slow = _varint
     p = 0
     i = 0
     try:
         for i in range(count):
-            n, p = _varint(data, p)
+            b = data[p]  # length: 1-byte varints inline, the rest through _varint
+            if b < 0x80:
+                n, p = unzigzag[b], p + 1
+            else:
+                n, p = slow(data, p)
             end = p + n
             if n < 0 or end > len(data):
                 raise DecodeError(f"length {n} runs past the output")
-            p += 1  # attributes
-            tsd, p = _varint(data, p)
-            od, p = _varint(data, p)
+            b = data[p + 1]  # after the attributes byte: timestamp_delta
+            if b < 0x80:
+                tsd, p = unzigzag[b], p + 2
+            else:
+                tsd, p = slow(data, p + 1)
+            b = data[p]
+            if b < 0x80:
+                od, p = unzigzag[b], p + 1
+            else:
+                od, p = slow(data, p)
             tag = data[p]
             p += 1
             key = None
             if tag == 1:
-                kl, p = _varint(data, p)
+                kl, p = slow(data, p)
                 if kl < 0 or p + kl > end:
                     raise DecodeError(f"key length {kl}")
                 key, p = data[p:p + kl], p + kl
             elif tag != 0:
                 raise DecodeError(f"key tag {tag}")
-            vl, p = _varint(data, p)
+            b = data[p]
+            if b < 0x80:
+                vl, p = unzigzag[b], p + 1
+            else:
+                vl, p = slow(data, p)
             if vl < 0 or p + vl > end:
                 raise DecodeError(f"value length {vl}")
             value, p = data[p:p + vl], p + vl
-            headers, p = _varint(data, p)
-            if headers != 0 or p != end:
-                raise DecodeError("headers are not supported" if headers else "record length mismatch")
-            out.append(OutRecord(od, tsd, key, value))
+            if data[p] or p + 1 != end:
+                raise DecodeError("headers are not supported" if data[p] else "record length mismatch")
+            p = end
+            append(make((od, tsd, key, value)))
     except IndexError:
         raise DecodeError(f"output record {i}: truncated") from None
     except DecodeError as e:
@@ -325,16 +344,17 @@ def span_batch(start: int, end: int) -> bytes:
     return frame_output(_I32.pack(0), 0, start, end - 1 - start)
 
 
-def decode_output_batches(buf, pos: int, end: int) -> list[Produced]:
+def decode_output_batches(buf, pos: int, end: int, make=Produced._make) -> list:
     """The records of SmartModule output batches ``buf[pos:end]`` (as ``frame_output`` makes
     them, or plain stored batches), each at ``base_offset + offset_delta``: the decoder of a
     consumer that asked for SmartModules, since these batches hold fewer records than
-    ``last_offset_delta + 1``.
+    ``last_offset_delta + 1``. One ``make((offset, timestamp, key, value))`` per record
+    (``Produced`` by default; timestamp -1 when the batch has none).
 
     Raises:
         DecodeError: a batch that is cut off, fails its CRC, or does not decode.
     """
-    out: list[Produced] = []
+    out: list = []
     while pos < end:
         h = check_batch(buf, pos)
         if pos + h.size > end:
@@ -343,10 +363,11 @@ def decode_output_batches(buf, pos: int, end: int) -> list[Produced]:
         data = bytes(memoryview(buf)[start:pos + h.size])
         if h.compression:
             data = decompress(h.compression, data)
-        known = h.first_timestamp > 0
-        for r in decode_out_records(Reader(data)):
-            out.append(Produced(h.base_offset + r.offset_delta,
-                                h.first_timestamp + r.timestamp_delta if known else -1, r.key, r.value))
+        base, ts = h.base_offset, h.first_timestamp
+        if ts > 0:
+            out += decode_out_records(Reader(data), lambda r: make((base + r[0], ts + r[1], r[2], r[3])))
+        else:
+            out += decode_out_records(Reader(data), lambda r: make((base + r[0], -1, r[2], r[3])))
         pos += h.size
     return out
 
