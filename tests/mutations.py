@@ -199,6 +199,11 @@ MUTATIONS: list[Mutation] = [
              "next_filter_offset=0, log_start_offset=replica.log_start_offset)",
              ("tests/smartmodule/test_spu_smartmodules.py::test_chain_runs_in_order",),
              "a SmartModule response does not say how far the input was read"),
+    Mutation("sm-on-event-loop", "fluvial/spu/smartmodules.py",
+             "    return await trio.to_thread.run_sync(chain.process, data, start, span_from, abandon_on_cancel=True)",
+             "    return chain.process(data, start, span_from)",
+             ("tests/smartmodule/test_spu_smartmodules.py::test_a_long_running_module_stalls_no_other_stream",),
+             "SmartModules run on the SPU's event loop: a slow module stalls every stream"),
 ]
 
 

@@ -172,3 +172,34 @@ async def test_legacy_stream_fetch_fields(fl, new_topic, version, field):
         assert [(r.offset, r.value) for r in got] == [(0, b"apple"), (2, b"banana")]
         with pytest.raises(DecodeError):  # the plain decoder refuses them: fewer records than their span
             decode_record_set(part.records)
+
+
+async def test_a_long_running_module_stalls_no_other_stream(fl, new_topic, monkeypatch):
+    """Modules run in worker threads: while one stream's module loops (with fuel for seconds),
+    the SPU serves other streams, plain and SmartModule, at once; then the loop fails its own."""
+    from fluvial.smartmodule.engine import Limits
+    from fluvial.spu import smartmodules
+
+    monkeypatch.setattr(smartmodules, "Limits", lambda: Limits(fuel=4_000_000_000))
+    with trio.fail_after(TIMEOUT):
+        topic = await new_topic(WORDS[:2])
+        failed = trio.Event()
+        codes = []
+
+        async def looping():
+            with pytest.raises(FluvialError) as e:
+                await consume(fl, topic, [SmartModule(wasm=wasm("infinite_loop"))])
+            codes.append(e.value.code)
+            failed.set()
+
+        async with trio.open_nursery() as n:
+            n.start_soon(looping)
+            while not any(e.compiles for e in smartmodules._ENGINES.values()):  # poll: its chain is built
+                await trio.sleep(0.01)
+            started = trio.current_time()
+            assert await consume(fl, topic, []) == [(0, b"apple"), (1, b"kiwi")]
+            assert await consume(fl, topic, [SmartModule(wasm=wasm("map"))]) == [(0, b"APPLE"), (1, b"KIWI")]
+            served_in = trio.current_time() - started
+            assert not failed.is_set(), "the looping module ended before the others were served"
+            assert served_in < 2.0
+        assert codes == [ErrorCode.SmartModuleRuntimeError]
