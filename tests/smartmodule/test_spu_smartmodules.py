@@ -77,6 +77,10 @@ async def test_predefined_module_created_raw_and_gzipped(fl, new_topic):
         with pytest.raises(FluvialError) as e:
             await consume(fl, topic, ["upper"])
         assert e.value.code == ErrorCode.SmartModuleNotFound
+        with pytest.raises(FluvialError) as e:  # the SC checks the magic: raw or gzipped wasm only
+            await fl.admin.create_smartmodule("junk", b"not a module")
+        assert e.value.code == ErrorCode.SmartModuleInvalid
+        assert [i.name for i in await fl.admin.list_smartmodules()] == ["has-a"]
 
 
 async def test_live_tail_through_a_filter(fl, new_topic):
