@@ -131,3 +131,21 @@ def test_negative_status_is_a_runtime_error():
         inst.transform_batch(0, section(b"a"), 0)
     assert e.value.error.code == ErrorCode.SmartModuleRuntimeError
     assert "decoding base input" in e.value.error.message
+
+
+def test_wasi_imports_are_satisfied():
+    """Modules built for wasm32-wasip1 (what ``smdk build`` makes) import WASI functions."""
+    text = wat("map").replace(
+        '(import "env" "copy_records"',
+        '(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))\n'
+        '(import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))\n(import "env" "copy_records"', 1)
+    inst = Engine().instantiate(text.encode(), {}, V)
+    assert [r.value for r in inst.transform_batch(0, section(b"wasi"), 0).records] == [b"WASI"]
+
+
+def test_unknown_imports_fail_the_chain_init():
+    text = wat("map").replace('(import "env" "copy_records"',
+                              '(import "env" "no_such_host_function" (func))\n(import "env" "copy_records"', 1)
+    with pytest.raises(SmartModuleFailure) as e:
+        Engine().instantiate(text.encode(), {}, V)
+    assert e.value.error.code == ErrorCode.SmartModuleChainInitError
