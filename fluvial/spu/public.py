@@ -53,12 +53,15 @@ _NOT_ENOUGH_REPLICAS = ErrorCode.RequestTimedOut
 
 
 MAX_CONTROL_REQUEST_BYTES = 1 << 20  # every request but Produce is small; decode no more
+MAX_STREAM_FETCH_REQUEST_BYTES = 16 << 20  # a StreamFetch may carry AdHoc SmartModules (gzipped wasm)
 
 
 def public_api(ctx) -> Handler:
     """The ``serve_tcp`` handler of the SPU's public port. Produce carries records and may fill a
-    frame (``ctx.max_request_bytes``); every other request is small."""
-    limits = RequestLimits(MAX_CONTROL_REQUEST_BYTES, {api.SpuApiKey.Produce: ctx.max_request_bytes})
+    frame (``ctx.max_request_bytes``); a StreamFetch may carry SmartModules (16 MiB); every other
+    request is small."""
+    limits = RequestLimits(MAX_CONTROL_REQUEST_BYTES, {api.SpuApiKey.Produce: ctx.max_request_bytes,
+                                                       api.SpuApiKey.StreamFetch: MAX_STREAM_FETCH_REQUEST_BYTES})
     return serve_api(ApiRegistry(api.SPU_REQUESTS, api.SPU_API_VERSIONS), HANDLERS, limits, ctx)
 
 

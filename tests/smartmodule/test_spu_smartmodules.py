@@ -207,3 +207,19 @@ async def test_a_long_running_module_stalls_no_other_stream(fl, new_topic, monke
             assert not failed.is_set(), "the looping module ended before the others were served"
             assert served_in < 2.0
         assert codes == [ErrorCode.SmartModuleRuntimeError]
+
+
+async def test_a_large_adhoc_module_fits_a_stream_fetch(fl, new_topic):
+    """An AdHoc module of a few MiB (a real Rust module can be) is accepted: StreamFetch frames
+    may be larger than the SPU's other control requests."""
+    import os
+
+    from smartmodule.modules import wat
+
+    with trio.fail_after(TIMEOUT):
+        topic = await new_topic(WORDS[:1])
+        blob = "".join(f"\\{b:02x}" for b in os.urandom(2 << 20))  # incompressible: ~2 MiB gzipped
+        text = wat("map").rstrip()[:-1] + f'\n(data "{blob}"))\n'  # a passive data segment
+        module = SmartModule(wasm=text.encode())
+        assert len(module.invocation().wasm.module) > 2 << 20
+        assert await consume(fl, topic, [module]) == [(0, b"APPLE")]
