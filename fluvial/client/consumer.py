@@ -122,6 +122,7 @@ class _PartitionReader:
         self._delay = consumer.retry_backoff
         self._deadline = trio.current_time() + consumer.reconnect_timeout
         self._finished = False
+        self._after_records: Error | None = None  # a SmartModule error, raised after its records
 
     async def aclose(self) -> None:
         if self._stream is not None:
@@ -145,6 +146,11 @@ class _PartitionReader:
     async def next_item(self) -> Any:
         s, c = self._s, self._c
         while True:
+            if self._after_records is not None:  # the records that came with it are handed out
+                error, self._after_records = self._after_records, None
+                await self.aclose()
+                self._finished = True
+                return error.exception()
             if self._finished or s.done:
                 self._finished = True
                 return _PartitionDone(s.partition)
@@ -160,7 +166,11 @@ class _PartitionReader:
                     s.conn, s.stream_id = conn, None
                 payload = await self._stream.receive_payload()
                 chunk = parse_stream_fetch_response(payload, self._version)
-                if not chunk.error.ok:
+                if (chunk.error.code == ErrorCode.SmartModuleRuntimeError
+                        and chunk.records_end > chunk.records_pos):
+                    # a module's partial result: its records first, its error next
+                    self._after_records = chunk.error
+                elif not chunk.error.ok:
                     if self._on_stream_error(chunk.error):
                         await self.aclose()  # reopen at once, at the new position
                     else:
@@ -245,7 +255,8 @@ class Consumer:
         smartmodules: a chain the SPU runs over the records before sending them: each a
             ``SmartModule``, a name (``str``, created with ``fl.admin.create_smartmodule``) or a
             ``pathlib.Path`` of a wasm file (docs/smartmodules.md). A SmartModule error ends
-            the partition's stream with ``SmartModule*Error``.
+            the partition's stream with ``SmartModule*Error``, raised after the records the
+            module produced before it.
     """
 
     def __init__(self, fl: Any, topic: str, *, partition: int | list[int] | None = None,

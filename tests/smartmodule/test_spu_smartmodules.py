@@ -223,3 +223,18 @@ async def test_a_large_adhoc_module_fits_a_stream_fetch(fl, new_topic):
         module = SmartModule(wasm=text.encode())
         assert len(module.invocation().wasm.module) > 2 << 20
         assert await consume(fl, topic, [module]) == [(0, b"APPLE")]
+
+
+async def test_a_module_error_comes_after_its_partial_records(fl, new_topic):
+    with trio.fail_after(TIMEOUT):
+        topic = await new_topic()
+        async with fl.producer(topic) as p:  # one batch: the error comes mid-batch
+            await p.send_many([b"a", b"b", b"boom", b"c"])
+        got = []
+        with pytest.raises(FluvialError) as e:
+            async with fl.consumer(topic, continuous=False,
+                                   smartmodules=[SmartModule(wasm=wasm("filter_error"))]) as c:
+                async for r in c:
+                    got.append((r.offset, r.value))
+        assert got == [(0, b"a"), (1, b"b")]
+        assert e.value.code == ErrorCode.SmartModuleRuntimeError and "boom found" in str(e.value)
