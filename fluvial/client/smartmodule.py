@@ -29,6 +29,9 @@ class SmartModule:
     Args:
         params: passed to the module's ``init``.
         aggregate_initial: the accumulator an ``aggregate`` module starts from.
+        lookback_last, lookback_age: a module that exports ``look_back`` gets, when the stream
+            opens, the last ``lookback_last`` records and/or those of the last
+            ``lookback_age`` seconds.
     """
 
     name: str | None = None
@@ -36,6 +39,8 @@ class SmartModule:
     wasm: bytes | None = None
     params: dict[str, str] = field(default_factory=dict)
     aggregate_initial: bytes | str | None = None
+    lookback_last: int | None = None
+    lookback_age: float | None = None
 
     def __post_init__(self):
         if sum(x is not None for x in (self.name, self.path, self.wasm)) != 1:
@@ -58,9 +63,12 @@ class SmartModule:
         context: Any = api.SmartModuleContextData.None_()
         if acc is not None:
             context = api.SmartModuleContextData.Aggregate(acc.encode() if isinstance(acc, str) else bytes(acc))
+        lookback = None
+        if self.lookback_last is not None or self.lookback_age is not None:
+            lookback = api.Lookback(int(self.lookback_last or 0), self.lookback_age)
         return api.SmartModuleInvocation(
             wasm, api.SmartModuleKind.Generic(context),
-            api.SmartModuleExtraParams({str(k): str(v) for k, v in self.params.items()}, None))
+            api.SmartModuleExtraParams({str(k): str(v) for k, v in self.params.items()}, lookback))
 
 
 def as_smartmodule(item: SmartModule | str | Path) -> SmartModule:

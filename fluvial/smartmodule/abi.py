@@ -81,6 +81,14 @@ class OutRecord(NamedTuple):
     value: bytes
 
 
+class LookbackStatus:
+    """Negative returns of ``look_back`` (``SmartModuleLookbackErrorStatus``)."""
+
+    PROPAGATED_ERROR = -99
+    NAMES = {-1: "unknown error", -66: "decoding base input", -77: "decoding records",
+             -88: "encoding output", -99: "propagated error"}
+
+
 class TransformOutput(NamedTuple):
     """What a transform returned: its records still encoded (``raw``: i32 count + records, the
     layout of a batch's records section), their count, its error and its accumulator."""
@@ -304,6 +312,12 @@ def decode_init_error(data: bytes, version: int) -> str:
     return SmartModuleInitRuntimeError.decode(data, version).hint
 
 
+def decode_lookback_error(data: bytes, version: int) -> str:
+    """The hint of a ``SmartModuleLookbackOutput`` (``SmartModuleLookbackRuntimeError``: hint,
+    offset, key, value; only the hint is read)."""
+    return SmartModuleInitRuntimeError.decode(data, version).hint  # same first field: hint str
+
+
 # ------------------------------------------------------------------------------ batch output
 
 _LOD_OFFSET = struct.calcsize(">qiibIh")  # last_offset_delta: after base, length, epoch, magic, crc, attributes
@@ -373,9 +387,10 @@ def decode_output_batches(buf, pos: int, end: int, make=Produced._make) -> list:
 
 
 __all__ = [
-    "AGGREGATE_ACCUMULATOR_MIN_VERSION", "GZIP_MAGIC", "InitStatus", "ModuleError", "OutRecord",
+    "AGGREGATE_ACCUMULATOR_MIN_VERSION", "GZIP_MAGIC", "InitStatus", "LookbackStatus", "ModuleError",
+    "OutRecord",
     "Produced", "TIMESTAMPS_VERSION", "TransformOutput", "TransformStatus", "WASM_MAGIC",
-    "decode_init_error", "decode_out_records", "decode_output", "decode_output_batches",
+    "decode_init_error", "decode_lookback_error", "decode_out_records", "decode_output", "decode_output_batches",
     "encode_init_input", "encode_input", "encode_out_records", "frame_output", "span_batch",
     "wasm_bytes",
 ]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from fluvial.errors import Error, ErrorCode
 from fluvial.protocol.batch import BatchError, iter_batches
-from fluvial.protocol.codec import DecodeError
+from fluvial.protocol.codec import DecodeError, Reader
 from fluvial.protocol.record import RECORD_COUNT, ProducerRecord, encode_batch, records_section
 from fluvial.protocol import spu_api as api
 from fluvial.smartmodule import abi
@@ -33,6 +33,7 @@ class ModuleSpec:
     payload: bytes
     params: dict[str, str] = field(default_factory=dict)
     accumulator: bytes | None = None  # the initial accumulator of an aggregate
+    lookback: api.Lookback | None = None  # the records its ``look_back`` gets when the stream opens
 
 
 @dataclass
@@ -96,6 +97,10 @@ class Chain:
             raise chain_init("an empty chain")
         self.instances: list[Instance] = [
             engine.instantiate(s.payload, s.params, version, s.accumulator) for s in specs]
+        self.lookbacks: list[tuple[Instance, api.Lookback]] = [
+            (inst, s.lookback) for inst, s in zip(self.instances, specs)
+            if s.lookback is not None and inst.look_back_fn is not None]
+        """The modules that export ``look_back`` and were given a lookback, in chain order."""
 
     def run(self, base_offset: int, records: bytes, base_timestamp: int) -> abi.TransformOutput:
         """One batch's records (i32 count + records) through every module; a module's error
@@ -180,4 +185,35 @@ class Chain:
         return encode_batch(records, first_timestamp=first, timestamp_deltas=deltas), None
 
 
-__all__ = ["Chain", "ChainResult", "ModuleSpec", "initial_accumulator", "invocations", "unsupported"]
+def lookback_start(lookback: api.Lookback, log_start: int, hw: int) -> int:
+    """Where a lookback's read begins: the last ``last`` records before the HW (Fluvio's
+    ``lookback_last_iterator``), or the log's start when only an age is given.
+
+    >>> lookback_start(api.Lookback(3, None), 0, 10), lookback_start(api.Lookback(30, None), 4, 10)
+    (7, 4)
+    """
+    if lookback.last == 0 and lookback.age is not None:
+        return log_start
+    return min(max(hw - lookback.last, log_start), hw)
+
+
+def lookback_records(data: bytes, start: int, min_timestamp: int | None = None) -> bytes:
+    """The ``Vec<Record>`` a ``look_back`` gets: the records of stored batches ``data`` at
+    offsets >= ``start`` (and, with ``min_timestamp``, stamped at or after it), as they are
+    stored (their ``offset_delta`` relative to their own batch, as Fluvio passes them).
+
+    Raises:
+        DecodeError: a batch that does not decode.
+    """
+    kept: list[abi.OutRecord] = []
+    for pos, h in iter_batches(data, verify_crc=False):
+        sect, p, e, _ = records_section(data, pos, h)
+        for i, r in enumerate(abi.decode_out_records(Reader(sect, p - RECORD_COUNT.size, e))):
+            stamp = h.first_timestamp + r.timestamp_delta if h.first_timestamp > 0 else -1
+            if h.base_offset + i >= start and (min_timestamp is None or stamp >= min_timestamp):
+                kept.append(r)
+    return abi.encode_out_records(kept)
+
+
+__all__ = ["Chain", "ChainResult", "ModuleSpec", "initial_accumulator", "invocations", "lookback_records",
+           "lookback_start", "unsupported"]

@@ -164,6 +164,8 @@ class Instance:
             self.accumulator = b""
         if self.kind != "aggregate":
             self.accumulator = None
+        look_back = exports.get("look_back") if "look_back" in exports else None
+        self.look_back_fn = look_back if isinstance(look_back, wasmtime.Func) else None
         init = exports.get("init") if "init" in exports else None
         if isinstance(init, wasmtime.Func):
             self._init(init)
@@ -225,6 +227,29 @@ class Instance:
                 except DecodeError:
                     pass
             raise chain_init(f"init failed: {hint}")
+
+    def look_back(self, records: bytes) -> None:
+        """Call ``look_back`` with the records the stream's lookback selected (a
+        ``SmartModuleInput`` at base offset 0: Fluvio's ``try_from_records``).
+
+        Raises:
+            SmartModuleFailure: 6007 (or 6008) when it fails.
+        """
+        def failed(hint: str) -> SmartModuleFailure:
+            return SmartModuleFailure(Error(ErrorCode.SmartModuleLookBackError, (hint,)))
+
+        try:
+            status = self._call(self.look_back_fn, abi.encode_input(0, records, self.version, params={}))
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as e:
+            raise self._failure_or(failed(f"look_back trapped: {_first_line(e)}")) from None
+        if status < 0:
+            hint = abi.LookbackStatus.NAMES.get(status, f"status {status}")
+            if status == abi.LookbackStatus.PROPAGATED_ERROR and self._out is not None:
+                try:
+                    hint = abi.decode_lookback_error(self._out, self.version)
+                except DecodeError:
+                    pass
+            raise failed(hint)
 
     def transform_batch(self, base_offset: int, records: bytes, base_timestamp: int
                         ) -> abi.TransformOutput:

@@ -9,17 +9,19 @@ stream; each stream gets its own instances (``fluvial.smartmodule.chain.Chain``)
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 
 import trio
 
-from fluvial.errors import Error, FluvialError
+from fluvial.errors import Error, ErrorCode, FluvialError
 from fluvial.net.errors import ConnectionLost, RequestTimeout
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol import spu_api as api
 from fluvial.protocol.codec import DecodeError
 from fluvial.smartmodule.chain import (
-    Chain, ChainResult, ModuleSpec, initial_accumulator, invocations, unsupported,
+    Chain, ChainResult, ModuleSpec, initial_accumulator, invocations, lookback_records,
+    lookback_start, unsupported,
 )
 from fluvial.smartmodule.engine import Engine, Limits, SmartModuleFailure, chain_init
 
@@ -65,7 +67,47 @@ async def open_chain(ctx, req: api.StreamFetchRequest, version: int) -> Chain | 
         SmartModuleFailure: the error to send on the stream (6001, 6002, 6005, 6008).
     """
     invs = invocations(req)
-    return await build_chain(ctx, invs, version) if invs else None
+    if not invs:
+        return None
+    chain = await build_chain(ctx, invs, version)
+    replica = ctx.replicas.get((req.topic, req.partition))
+    if chain.lookbacks and replica is not None:
+        await run_lookbacks(chain, replica)
+    return chain
+
+
+MAX_LOOKBACK_BYTES = 64 << 20
+
+
+def read_committed(replica, start: int) -> bytes:
+    """The stored batches from ``start`` to the HW (at most ``MAX_LOOKBACK_BYTES``)."""
+    parts, size, pos = [], 0, start
+    while pos < replica.hw and size < MAX_LOOKBACK_BYTES:
+        chunk = replica.storage.read(pos, 1 << 20, replica.hw)
+        data = chunk.read_bytes()
+        if not data or chunk.next_offset <= pos:
+            break
+        parts.append(data)
+        size += len(data)
+        pos = chunk.next_offset
+    return b"".join(parts)
+
+
+async def run_lookbacks(chain: Chain, replica) -> None:
+    """Each ``look_back`` of the chain with the records its lookback selects (committed ones,
+    as Fluvio's SPU reads them), in chain order, before the stream's first read.
+
+    Raises:
+        SmartModuleFailure: 6007, a ``look_back`` failed (or the records did not decode).
+    """
+    for inst, lookback in chain.lookbacks:
+        start = lookback_start(lookback, replica.log_start_offset, replica.hw)
+        min_ts = None if lookback.age is None else int((time.time() - lookback.age) * 1000)
+        try:
+            records = lookback_records(read_committed(replica, start), start, min_ts)
+        except DecodeError as e:
+            raise SmartModuleFailure(Error(ErrorCode.SmartModuleLookBackError, (str(e),))) from None
+        await trio.to_thread.run_sync(inst.look_back, records, abandon_on_cancel=True)
 
 
 async def build_chain(ctx, invs: list[api.SmartModuleInvocation], version: int) -> Chain:
@@ -83,7 +125,8 @@ async def build_chain(ctx, invs: list[api.SmartModuleInvocation], version: int) 
             payload = await lookup_wasm(ctx, inv.wasm.name)
         else:
             payload = inv.wasm.module
-        specs.append(ModuleSpec(payload, dict(inv.params.params), initial_accumulator(inv.kind)))
+        specs.append(ModuleSpec(payload, dict(inv.params.params), initial_accumulator(inv.kind),
+                                inv.params.lookback))
     return await trio.to_thread.run_sync(Chain, engine_for(ctx), specs, version, abandon_on_cancel=True)
 
 

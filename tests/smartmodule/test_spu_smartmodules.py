@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import trio
 
+from fluvial import Offset
 from fluvial.client.smartmodule import SmartModule
 from fluvial.errors import ErrorCode, FluvialError
 from smartmodule.modules import wasm, wasm_gz, write_wasm
@@ -238,3 +239,26 @@ async def test_a_module_error_comes_after_its_partial_records(fl, new_topic):
                     got.append((r.offset, r.value))
         assert got == [(0, b"a"), (1, b"b")]
         assert e.value.code == ErrorCode.SmartModuleRuntimeError and "boom found" in str(e.value)
+
+
+async def test_lookback_feeds_look_back_the_last_records(fl, new_topic):
+    with trio.fail_after(TIMEOUT):
+        topic = await new_topic(WORDS)
+        module = wasm("lookback")
+        got = await consume(fl, topic, [SmartModule(wasm=module, lookback_last=2)], offset=Offset.absolute(4))
+        assert got == [(4, b"pear2")]
+        got = await consume(fl, topic, [SmartModule(wasm=module, lookback_last=0)], offset=Offset.absolute(4))
+        assert got == [(4, b"pear0")]  # no records: look_back got an empty input
+        assert await consume(fl, topic, [SmartModule(wasm=module)], offset=Offset.absolute(4)) == [(4, b"pear0")]
+        with pytest.raises(FluvialError) as e:
+            await consume(fl, topic, [SmartModule(wasm=module, lookback_last=4)])
+        assert e.value.code == ErrorCode.SmartModuleLookBackError and "too much history" in str(e.value)
+        got = await consume(fl, topic, [SmartModule(wasm=module, lookback_last=3, lookback_age=3600)],
+                            offset=Offset.absolute(4))
+        assert got == [(4, b"pear3")]  # the last 3, all of them within the hour
+        with pytest.raises(FluvialError) as e:  # the age alone: all 5 records of the last hour
+            await consume(fl, topic, [SmartModule(wasm=module, lookback_age=3600)])
+        assert e.value.code == ErrorCode.SmartModuleLookBackError
+        got = await consume(fl, topic, [SmartModule(wasm=module, lookback_age=0.000001)],
+                            offset=Offset.absolute(4))
+        assert got == [(4, b"pear0")]  # nothing is that recent

@@ -10,7 +10,7 @@ from pathlib import Path
 import wasmtime
 
 HERE = Path(__file__).parent
-GOOD = ("filter", "map", "filter_map", "array_map", "aggregate", "filter_param", "filter_error")
+GOOD = ("filter", "map", "filter_map", "array_map", "aggregate", "filter_param", "filter_error", "lookback")
 HOSTILE = ("no_transform", "infinite_loop", "memory_hog", "garbage", "trap")
 
 
