@@ -214,19 +214,28 @@ class Instance:
                                             (size + PAGE, limit)))
         return other
 
-    def _init(self, init: wasmtime.Func) -> None:
+    def _call_checked(self, func: wasmtime.Func, data: bytes, what: str, failed, names: dict,
+                      error_status: int, decode_hint) -> None:
+        """Call ``init`` or ``look_back``: a trap, or a negative status, raises
+        ``failed(hint)``; with ``error_status`` the hint is the module's own message (its output,
+        read with ``decode_hint``)."""
         try:
-            status = self._call(init, abi.encode_init_input(self.params, self.version))
+            status = self._call(func, data)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as e:
-            raise self._failure_or(chain_init(f"init failed: {_first_line(e)}")) from None
+            raise self._failure_or(failed(f"{what} trapped: {_first_line(e)}")) from None
         if status < 0:
-            hint = abi.InitStatus.NAMES.get(status, f"status {status}")
-            if status == abi.InitStatus.INIT_ERROR and self._out is not None:
+            hint = names.get(status, f"status {status}")
+            if status == error_status and self._out is not None:
                 try:
-                    hint = abi.decode_init_error(self._out, self.version)
+                    hint = decode_hint(self._out, self.version)
                 except DecodeError:
                     pass
-            raise chain_init(f"init failed: {hint}")
+            raise failed(hint)
+
+    def _init(self, init: wasmtime.Func) -> None:
+        self._call_checked(init, abi.encode_init_input(self.params, self.version), "init",
+                           lambda hint: chain_init(f"init failed: {hint}"), abi.InitStatus.NAMES,
+                           abi.InitStatus.INIT_ERROR, abi.decode_init_error)
 
     def look_back(self, records: bytes) -> None:
         """Call ``look_back`` with the records the stream's lookback selected (a
@@ -235,21 +244,10 @@ class Instance:
         Raises:
             SmartModuleFailure: 6007 (or 6008) when it fails.
         """
-        def failed(hint: str) -> SmartModuleFailure:
-            return SmartModuleFailure(Error(ErrorCode.SmartModuleLookBackError, (hint,)))
-
-        try:
-            status = self._call(self.look_back_fn, abi.encode_input(0, records, self.version, params={}))
-        except (wasmtime.WasmtimeError, wasmtime.Trap) as e:
-            raise self._failure_or(failed(f"look_back trapped: {_first_line(e)}")) from None
-        if status < 0:
-            hint = abi.LookbackStatus.NAMES.get(status, f"status {status}")
-            if status == abi.LookbackStatus.PROPAGATED_ERROR and self._out is not None:
-                try:
-                    hint = abi.decode_lookback_error(self._out, self.version)
-                except DecodeError:
-                    pass
-            raise failed(hint)
+        self._call_checked(
+            self.look_back_fn, abi.encode_input(0, records, self.version, params={}), "look_back",
+            lambda hint: SmartModuleFailure(Error(ErrorCode.SmartModuleLookBackError, (hint,))),
+            abi.LookbackStatus.NAMES, abi.LookbackStatus.PROPAGATED_ERROR, abi.decode_lookback_error)
 
     def transform_batch(self, base_offset: int, records: bytes, base_timestamp: int
                         ) -> abi.TransformOutput:
