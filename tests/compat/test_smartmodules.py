@@ -53,6 +53,16 @@ def test_adhoc_filter(cluster: Cluster, modules: dict[str, Path]) -> None:
     assert got == ["apple", "banana", "pear"]
 
 
+def test_non_continuous_stream_ends_when_a_filter_drops_the_last_records(cluster: Cluster,
+                                                                          modules: dict[str, Path]) -> None:
+    """The official client ends a non-continuous stream by counting each batch's offset span:
+    the SPU's batches must span the input the filter dropped, at the end too."""
+    topic = _topic(cluster, ["apple", "kiwi", "fig"])
+    assert [r.value_string() for r in _stream(cluster, topic, path=str(modules["filter"]))] == ["apple"]
+    topic = _topic(cluster, ["kiwi", "fig"])
+    assert [r.value_string() for r in _stream(cluster, topic, path=str(modules["filter"]))] == []
+
+
 def test_adhoc_params_and_aggregate(cluster: Cluster, modules: dict[str, Path]) -> None:
     topic = _topic(cluster, WORDS)
     got = [r.value_string() for r in _stream(cluster, topic, path=str(modules["filter_param"]),
