@@ -218,6 +218,14 @@ def consume(
     aggregate_initial: Annotated[Optional[str], typer.Option(
         "--aggregate-initial", metavar="VALUE", help="The initial accumulator of an aggregate "
                                                      "SmartModule.")] = None,
+    transforms: Annotated[Optional[Path], typer.Option(
+        "--transforms", "--transforms-file", metavar="FILE",
+        help="A chain of SmartModules on the cluster, as Fluvio's transformation file "
+             "(YAML or JSON: transforms: [{uses: NAME, with: {...}, lookback: {last: N}}]).")] = None,
+    transforms_line: Annotated[Optional[list[str]], typer.Option(
+        "--transforms-line", "--transform", metavar="JSON",
+        help="One step of a chain as JSON, e.g. '{\"uses\":\"my-filter\",\"with\":{\"k\":\"v\"}}' "
+             "(repeat for several).")] = None,
 ) -> None:
     """Read records from a topic and print them on stdout.
 
@@ -266,9 +274,13 @@ def consume(
         config["consumer_id"] = consumer
         config["commit"] = "auto"
         config["flush_interval"] = 2.0  # as Fluvio's CLI
-    from fluvial.cli.smartmodule import smartmodule_chain
+    from fluvial.cli.smartmodule import smartmodule_chain, transforms_chain
 
     chain = smartmodule_chain(smartmodule, smartmodule_path, params, aggregate_initial)
+    steps = transforms_chain(transforms, transforms_line)
+    if chain and steps:
+        usage_error("give --smartmodule/--smartmodule-path or --transforms/--transforms-line, not both")
+    chain = chain or steps
     if chain:
         config["smartmodules"] = chain
     formatter = RecordFormatter(output or ConsumeOutput.dynamic, format, key_value, print_warning)

@@ -10,7 +10,7 @@ import typer
 
 from fluvial.cli.common import OutputFormat, OutputOption, run_client, usage_error
 
-__all__ = ["app", "parse_params", "smartmodule_chain"]
+__all__ = ["app", "parse_params", "smartmodule_chain", "transform_step", "transforms_chain"]
 
 app = typer.Typer(no_args_is_help=True, help="Create, list and delete SmartModules.")
 
@@ -45,6 +45,73 @@ def smartmodule_chain(name: str | None, path: Path | None, params: list[str] | N
         usage_error(f"--smartmodule-path: no such file: {path}")
     return [SmartModule(name=name, path=path, params=parse_params(params),
                         aggregate_initial=aggregate_initial)]
+
+
+def transform_step(step: Any, where: str):
+    """One step of Fluvio's transformation config (``uses``, ``with``, ``lookback``) as a
+    ``SmartModule``: ``uses`` names a module on the cluster; ``with`` values that are not
+    strings are passed as their JSON text (Fluvio's ``JsonString``); ``lookback`` is
+    ``{last: N, age: 1h}``.
+
+    >>> transform_step({"uses": "m", "with": {"a": "x", "b": {"c": 1}}}, "-").params
+    {'a': 'x', 'b': '{"c":1}'}
+    """
+    import json
+
+    from fluvial.cli.common import parse_duration
+    from fluvial.client.smartmodule import SmartModule
+
+    if not isinstance(step, dict) or not isinstance(step.get("uses"), str) or not step["uses"]:
+        usage_error(f"{where}: a transform step needs 'uses: <smartmodule name>'")
+    unknown = set(step) - {"uses", "with", "lookback"}
+    if unknown:
+        usage_error(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (uses, with, lookback)")
+    with_ = step.get("with") or {}
+    lookback = step.get("lookback")
+    if not isinstance(with_, dict) or (lookback is not None and not isinstance(lookback, dict)):
+        usage_error(f"{where}: 'with' and 'lookback' must be mappings")
+    params = {str(k): v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+              for k, v in with_.items()}
+    last = age = None
+    if lookback is not None:
+        last = lookback.get("last", 0)
+        if not isinstance(last, int) or last < 0:
+            usage_error(f"{where}: lookback.last must be a whole number >= 0")
+        if lookback.get("age") is not None:
+            age = parse_duration(str(lookback["age"]))
+    return SmartModule(name=step["uses"], params=params, lookback_last=last, lookback_age=age)
+
+
+def transforms_chain(file: Path | None, lines: list[str] | None) -> list:
+    """``--transforms FILE`` (YAML or JSON ``{transforms: [steps]}``) or ``--transforms-line
+    JSON`` (one step each, repeatable), as Fluvio's CLI reads them."""
+    import json
+
+    from fluvial.cli.topic import YamlError, parse_yaml
+
+    if file is not None and lines:
+        usage_error("give --transforms or --transforms-line, not both")
+    if file is not None:
+        try:
+            text = file.read_text()
+        except OSError as e:
+            usage_error(f"--transforms: {e.strerror or e}: {file}")
+        try:
+            config = json.loads(text) if file.suffix == ".json" else parse_yaml(text)
+        except (ValueError, YamlError) as e:
+            usage_error(f"--transforms: {file}: {e}")
+        steps = config.get("transforms") if isinstance(config, dict) else None
+        if not isinstance(steps, list) or not steps:
+            usage_error(f"--transforms: {file} needs a non-empty 'transforms:' list")
+        return [transform_step(s, f"--transforms {file}") for s in steps]
+    chain = []
+    for line in lines or ():
+        try:
+            step = json.loads(line)
+        except ValueError as e:
+            usage_error(f"--transforms-line: not JSON: {e}")
+        chain.append(transform_step(step, "--transforms-line"))
+    return chain
 
 
 @app.command()

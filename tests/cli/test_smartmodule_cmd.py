@@ -75,3 +75,25 @@ def test_bad_smartmodule_options_and_modules(local_cluster, fresh_topic, tmp_pat
     assert r.exit_code != 0 and "SmartModule is invalid" in r.output
     r = c.invoke("consume", topic, "-B", "-d", "--smartmodule", "never-created")
     assert r.exit_code != 0 and "never-created" in r.output
+
+
+def test_consume_with_fluvio_transforms(local_cluster, fresh_topic, tmp_path):
+    c = local_cluster
+    topic = fresh_topic()
+    _topic_with(c, topic, ["red", "green", "blue"])
+    ok(c.invoke("smartmodule", "create", "cli-needle", "--wasm-file", str(write_wasm("filter_param", tmp_path))))
+    ok(c.invoke("smartmodule", "create", "cli-upper2", "--wasm-file", str(write_wasm("map", tmp_path))))
+    got = ok(c.invoke("consume", topic, "-B", "-d", "--transforms-line", '{"uses":"cli-needle","with":{"needle":"ee"}}',
+                      "--transforms-line", '{"uses":"cli-upper2"}'))
+    assert got.stdout == "GREEN\n"
+    yaml = tmp_path / "transforms.yaml"
+    yaml.write_text("transforms:\n  - uses: cli-needle\n    with:\n      needle: \"e\"\n"
+                    "    lookback:\n      last: 1\n  - uses: cli-upper2\n")
+    assert ok(c.invoke("consume", topic, "-B", "-d", "--transforms", str(yaml))).stdout == "RED\nGREEN\nBLUE\n"
+    r = c.invoke("consume", topic, "-B", "-d", "--transforms-line", '{"with":{}}')
+    assert r.exit_code == 2 and "uses" in r.output
+    r = c.invoke("consume", topic, "-B", "-d", "--transforms-line", "not json")
+    assert r.exit_code == 2 and "not JSON" in r.output
+    r = c.invoke("consume", topic, "-B", "-d", "--transforms", str(yaml), "--smartmodule", "x")
+    assert r.exit_code == 2 and "not both" in r.output
+    ok(c.invoke("smartmodule", "delete", "cli-needle", "cli-upper2"))
