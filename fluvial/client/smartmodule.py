@@ -18,6 +18,10 @@ from typing import Any
 from fluvial.client.types import Record
 from fluvial.protocol import spu_api as api
 from fluvial.protocol.sc_objects import SmartModuleSpec, SmartModuleWasm, SmartModuleWasmFormat
+from fluvial.protocol.batch import ATTR_SCHEMA_ID, HEADER_BYTES, read_header
+from fluvial.protocol.codec import DecodeError
+from fluvial.protocol.record import RECORD_COUNT, SCHEMA_ID_BYTES
+from fluvial.protocol.record_fast import decode_fetched_batches
 from fluvial.smartmodule.abi import decode_output_batches
 
 
@@ -88,18 +92,51 @@ def invocations(items) -> list[api.SmartModuleInvocation]:
 
 def decode_smartmodule_chunk(buf, pos: int, end: int, partition: int, min_offset: int,
                              limit: int | None) -> list[Record]:
-    """The records of a SmartModule stream's record set, at their source offsets (its batches
-    hold fewer records than their offset span, which the plain decoder refuses), from
-    ``min_offset`` up to ``limit``.
+    """The records of a SmartModule stream's record set, from ``min_offset`` up to ``limit``.
+
+    A batch whose records fill its span (a map's output: as many records as offsets) is read by
+    the fast decoder, each record at ``base_offset + index`` (as the official client reads every
+    batch); a batch with fewer records than its span (a filter's output, a span with none) puts
+    each at ``base_offset + offset_delta``, its source offset.
 
     Raises:
-        DecodeError: as ``abi.decode_output_batches``.
+        DecodeError: a batch that does not decode.
     """
-    if limit is None:
-        limit = 1 << 63
-    return [r for r in decode_output_batches(
-        buf, pos, end, lambda t: Record((partition, t[0], t[2], t[3], t[1])))
-        if min_offset <= r[1] < limit]
+    out: list[Record] = []
+    hi = (1 << 63) if limit is None else limit
+    dense_from = None
+    p = pos
+    while p < end:
+        h = read_header(buf, p)
+        size = h.size
+        section = p + HEADER_BYTES + (SCHEMA_ID_BYTES if h.attributes & ATTR_SCHEMA_ID else 0)
+        dense = h.compression != 0 or (
+            end - section >= 4 and RECORD_COUNT.unpack_from(buf, section)[0] == h.last_offset_delta + 1)
+        if dense:
+            if dense_from is None:
+                dense_from = p
+        else:
+            if dense_from is not None:
+                out += _dense(buf, dense_from, p, partition, min_offset, limit)
+                dense_from = None
+            out += [r for r in decode_output_batches(
+                buf, p, min(p + size, end), lambda t: Record((partition, t[0], t[2], t[3], t[1])))
+                if min_offset <= r[1] < hi]
+        p += size
+    if dense_from is not None:
+        out += _dense(buf, dense_from, end, partition, min_offset, limit)
+    return out
+
+
+def _dense(buf, pos: int, end: int, partition: int, min_offset: int, limit: int | None) -> list[Record]:
+    out: list[Record] = []
+    while pos < end:
+        records, new_pos, _ = decode_fetched_batches(buf, pos, end, partition, min_offset, limit, row=Record)
+        out += records
+        if new_pos == pos:
+            raise DecodeError(f"batch at {pos}: cut off at {end}")
+        pos = new_pos
+    return out
 
 
 def smartmodule_spec(wasm: bytes) -> SmartModuleSpec:
