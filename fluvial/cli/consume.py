@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -214,6 +215,25 @@ def consume(
     stream: Annotated[Optional[str], typer.Option(
         "--stream", metavar="ID", help="Print bounded stream ID (from the beginning, or --start) "
                                        "and exit 0 at its end; non-zero if it is incomplete.")] = None,
+    smartmodule: Annotated[Optional[str], typer.Option(
+        "--smartmodule", metavar="NAME", help="Run this SmartModule (created with 'fluvial "
+                                              "smartmodule create') over the records.")] = None,
+    smartmodule_path: Annotated[Optional[Path], typer.Option(
+        "--smartmodule-path", metavar="FILE", help="Run this .wasm SmartModule over the records.")] = None,
+    params: Annotated[Optional[list[str]], typer.Option(
+        "-e", "--params", metavar="KEY=VALUE", help="A parameter for the SmartModule (repeat for "
+                                                    "several).")] = None,
+    aggregate_initial: Annotated[Optional[str], typer.Option(
+        "--aggregate-initial", metavar="VALUE", help="The initial accumulator of an aggregate "
+                                                     "SmartModule.")] = None,
+    transforms: Annotated[Optional[Path], typer.Option(
+        "--transforms", "--transforms-file", metavar="FILE",
+        help="A chain of SmartModules on the cluster, as Fluvio's transformation file "
+             "(YAML or JSON: transforms: [{uses: NAME, with: {...}, lookback: {last: N}}]).")] = None,
+    transforms_line: Annotated[Optional[list[str]], typer.Option(
+        "--transforms-line", "--transform", metavar="JSON",
+        help="One step of a chain as JSON, e.g. '{\"uses\":\"my-filter\",\"with\":{\"k\":\"v\"}}' "
+             "(repeat for several).")] = None,
 ) -> None:
     """Read records from a topic and print them on stdout.
 
@@ -274,6 +294,17 @@ def consume(
         config = {"group": group, "start": "beginning" if beginning else "end",
                   **{k: v for k, v in config.items() if k in ("max_bytes", "isolation")}}
         where = f" as a member of group '{group}'"
+    from fluvial.cli.smartmodule import smartmodule_chain, transforms_chain
+
+    chain = smartmodule_chain(smartmodule, smartmodule_path, params, aggregate_initial)
+    steps = transforms_chain(transforms, transforms_line)
+    if chain and steps:
+        usage_error("give --smartmodule/--smartmodule-path or --transforms/--transforms-line, not both")
+    chain = chain or steps
+    if chain and group is not None:
+        usage_error("SmartModules run on plain consumers: drop --group, or the SmartModule options")
+    if chain:
+        config["smartmodules"] = chain
     formatter = RecordFormatter(output or ConsumeOutput.dynamic, format, key_value, print_warning)
     if stream is not None:
         from fluvial.cli.stream_cmd import consume_stream

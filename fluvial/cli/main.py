@@ -74,6 +74,8 @@ def _register() -> None:
 
     app.add_typer(stream.app, name="stream")
     gateway.register(app)
+    from fluvial.cli import smartmodule
+    app.add_typer(smartmodule.app, name="smartmodule")
 
 
 _register()

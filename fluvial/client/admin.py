@@ -1,4 +1,4 @@
-"""The admin API: topics, partitions, SPUs and consumer offsets (``fl.admin``).
+"""The admin API: topics, partitions, SPUs, SmartModules and consumer offsets (``fl.admin``).
 
 Topic, partition and SPU calls are the SC's object API (Create 1001, Delete 1002, List 1003 over
 TypeBuffers; sc.md). Consumer offsets live on the leader of ``consumer-offset``-0 and are listed
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fluvial.client.smartmodule import SmartModuleInfo, smartmodule_spec
 from fluvial.client.types import (
     ConsumerOffsetInfo, PartitionInfo, ReplicaInfo, SpuInfo, TopicInfo, topic_compression_from,
 )
@@ -22,7 +23,7 @@ from fluvial.protocol.sc_api import (
 from fluvial.protocol.sc_objects import (
     AssignedReplicas, ComputedReplicas, CustomSpuSpec, EncryptionEnum,
     Endpoint, IngressAddr, IngressPort, Metadata, PartitionMap, PartitionSpec, SegmentBasedPolicy,
-    SetCleanupConfig, SetReplicationConfig, SpuSpec, TopicSpec, TopicStorageConfig,
+    SetCleanupConfig, SetReplicationConfig, SmartModuleSpec, SpuSpec, TopicSpec, TopicStorageConfig,
 )
 from fluvial.protocol.spu_api import (
     DeleteConsumerOffsetRequest, FetchConsumerOffsetsRequest, ReplicaKey,
@@ -343,3 +344,30 @@ class Admin:
                                timeout=self._fl.request_timeout)
         if not resp.error_code.ok:
             raise resp.error_code.exception()
+
+    # -- SmartModules --------------------------------------------------------------------------
+
+    async def create_smartmodule(self, name: str, wasm: bytes) -> None:
+        """Store a SmartModule (raw or gzipped wasm) under ``name``, for consumers to name.
+
+        Raises:
+            SmartModuleError: the name is taken.
+        """
+        _raise_for(await self._fl.sc_call(ObjectApiCreateRequest.of(name, smartmodule_spec(wasm))))
+
+    async def list_smartmodules(self) -> list[SmartModuleInfo]:
+        """Every SmartModule (``SmartModuleInfo``: name, stored size), sorted by name."""
+        resp = await self._fl.sc_call(ObjectApiListRequest.of(SmartModuleSpec, [], True))
+        return sorted((SmartModuleInfo(m.name, m.spec.summary.wasm_length if m.spec.summary
+                                       else len(m.spec.wasm.payload)) for m in resp.items),
+                      key=lambda i: i.name)
+
+    async def delete_smartmodule(self, name: str) -> None:
+        """Delete a SmartModule.
+
+        Raises:
+            SmartModuleNotFoundError: no such module.
+        """
+        status = await self._fl.sc_call(ObjectApiDeleteRequest.of(SmartModuleSpec, name))
+        if status.is_error:
+            raise status.error_code.exception(status.error_code.message)  # names the module

@@ -47,6 +47,8 @@ from typing import Any, NamedTuple
 
 import trio
 
+from fluvial.client.smartmodule import decode_smartmodule_chunk
+from fluvial.client.smartmodule import invocations as smartmodule_invocations
 from fluvial.client.types import Offset, Record, isolation_from
 from fluvial.errors import (
     RETRIABLE, ConnectionLost, Error, ErrorCode, FluvialError, OffsetEvictedError,
@@ -120,6 +122,7 @@ class _PartitionReader:
         self._delay = consumer.retry_backoff
         self._deadline = trio.current_time() + consumer.reconnect_timeout
         self._finished = False
+        self._after_records: Error | None = None  # a SmartModule error, raised after its records
 
     async def aclose(self) -> None:
         if self._stream is not None:
@@ -143,6 +146,11 @@ class _PartitionReader:
     async def next_item(self) -> Any:
         s, c = self._s, self._c
         while True:
+            if self._after_records is not None:  # the records that came with it are handed out
+                error, self._after_records = self._after_records, None
+                await self.aclose()
+                self._finished = True
+                return error.exception()
             if self._finished or s.done:
                 self._finished = True
                 return _PartitionDone(s.partition)
@@ -150,14 +158,19 @@ class _PartitionReader:
                 if self._stream is None:
                     _, conn = await c._fl.leader_connection(c.topic, s.partition)
                     req = StreamFetchRequest(c.topic, s.partition, s.next_offset, c.max_bytes,
-                                             c.isolation, consumer_id=c.consumer_id)
+                                             c.isolation, smartmodules=c.smartmodules,
+                                             consumer_id=c.consumer_id)
                     stream = conn.open_stream(req)
                     await stream.__aenter__()
                     self._stream, self._version = stream, stream.version
                     s.conn, s.stream_id = conn, None
                 payload = await self._stream.receive_payload()
                 chunk = parse_stream_fetch_response(payload, self._version)
-                if not chunk.error.ok:
+                if (chunk.error.code == ErrorCode.SmartModuleRuntimeError
+                        and chunk.records_end > chunk.records_pos):
+                    # a module's partial result: its records first, its error next
+                    self._after_records = chunk.error
+                elif not chunk.error.ok:
                     if self._on_stream_error(chunk.error):
                         await self.aclose()  # reopen at once, at the new position
                     else:
@@ -300,6 +313,11 @@ class Consumer(RecordStream):
         buffer: responses buffered ahead of the reader (per consumer).
         markers: also hand out stream markers (control records, ``Record.is_control``), for
             ``fluvial.client.stream``; by default they are skipped.
+        smartmodules: a chain the SPU runs over the records before sending them: each a
+            ``SmartModule``, a name (``str``, created with ``fl.admin.create_smartmodule``) or a
+            ``pathlib.Path`` of a wasm file (docs/smartmodules.md). A SmartModule error ends
+            the partition's stream with ``SmartModule*Error``, raised after the records the
+            module produced before it.
     """
 
     def __init__(self, fl: Any, topic: str, *, partition: int | list[int] | None = None,
@@ -308,7 +326,8 @@ class Consumer(RecordStream):
                  continuous: bool = True, consumer_id: str | None = None,
                  commit: str = "auto", flush_interval: float = 10.0,
                  reconnect_timeout: float = 60.0, retry_backoff: float = 0.05,
-                 retry_backoff_max: float = 1.0, buffer: int = 4, markers: bool = False):
+                 retry_backoff_max: float = 1.0, buffer: int = 4, markers: bool = False,
+                 smartmodules: list | None = None):
         if commit not in ("auto", "manual"):
             raise ValueError(f"commit must be 'auto' or 'manual', not {commit!r}")
         if end is not None and end < 0:
@@ -329,6 +348,7 @@ class Consumer(RecordStream):
         self.end = end
         self.continuous = continuous
         self.consumer_id = consumer_id
+        self.smartmodules = smartmodule_invocations(smartmodules)
         self.commit_mode = commit
         self.flush_interval = flush_interval
         self.reconnect_timeout = reconnect_timeout
@@ -514,6 +534,11 @@ class Consumer(RecordStream):
         when it holds no more records. A few thousand records at a time: they are dropped
         before the next are made, so the garbage collector never has many to look at."""
         raw = self._raw
+        if raw is not None and self.smartmodules:
+            self._raw = None
+            self._buf = decode_smartmodule_chunk(raw.buf, raw.pos, raw.end, raw.partition,
+                                                 raw.min_offset, raw.limit)
+            return bool(self._buf)
         while raw is not None and self._raw_pos < raw.end:
             try:
                 records, pos, _ = decode_fetched_batches(

@@ -15,7 +15,7 @@ from typing import ClassVar
 from fluvial.errors import Error
 from fluvial.protocol.api import ApiVersionsRequest, Request
 from fluvial.protocol.codec import (
-    BOOL, ERROR_CODE, I32, I64, RECORDS, STR, U8, U16, U32, U64, Opt, Vec, message, wire,
+    BOOL, BYTES, ERROR_CODE, I32, I64, RECORDS, STR, U8, U16, U32, U64, Opt, Vec, message, wire,
 )
 
 
@@ -24,6 +24,7 @@ class InternalScApiKey(IntEnum):
     RegisterSpu = 5001
     WatchReplicas = 5002
     ReportReplicas = 5003
+    LookupSmartModule = 5004
 
 
 class InternalSpuApiKey(IntEnum):
@@ -159,6 +160,24 @@ class ReportReplicasRequest(Request):
     replicas: list[ReplicaReport] = wire(Vec(ReplicaReport))
 
 
+@message
+class LookupSmartModuleResponse:
+    error_code: Error = wire(ERROR_CODE)  # SmartModuleNotFound when there is no such module
+    payload: bytes = wire(BYTES)  # the wasm as created (raw or gzipped)
+
+
+@message
+class LookupSmartModuleRequest(Request):
+    """SPU -> SC: the wasm of the SmartModule ``name`` (a StreamFetch's ``Predefined(name)``):
+    its store key, its ``group/name@version`` or, when only one module has it, its package name."""
+
+    API_KEY: ClassVar[int] = InternalScApiKey.LookupSmartModule
+    Response: ClassVar[type] = LookupSmartModuleResponse
+
+    spu_id: int = wire(I32)
+    name: str = wire(STR)
+
+
 # ----------------------------------------------------------------------------- SPU private API
 
 
@@ -236,6 +255,7 @@ INTERNAL_SC_REQUESTS: dict[int, type] = {
     InternalScApiKey.RegisterSpu: RegisterSpuRequest,
     InternalScApiKey.WatchReplicas: WatchReplicasRequest,
     InternalScApiKey.ReportReplicas: ReportReplicasRequest,
+    InternalScApiKey.LookupSmartModule: LookupSmartModuleRequest,
 }
 INTERNAL_SPU_REQUESTS: dict[int, type] = {
     18: ApiVersionsRequest,

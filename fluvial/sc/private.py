@@ -43,6 +43,8 @@ def private_gate(state: ScState, conn, header, req):
     refused = members_only(state, conn, header, req)
     if refused is not None:
         return refused
+    if isinstance(req, ia.LookupSmartModuleRequest):
+        return None  # read-only, and a member may ask on a connection of its own
     if isinstance(req, ia.RegisterSpuRequest):
         if state.policy is not None and not speaks_for_spu(conn, req.spu_id):
             log.warning("private %s: %s may not register as SPU %d", conn.peer, principal_of(conn),
@@ -133,6 +135,29 @@ async def _watch_connection(state: ScState, conn, link: SpuLink) -> None:
             state.fail_spu(link.spu_id)
 
 
+def find_smartmodule(state: ScState, name: str):
+    """The SmartModule object ``name`` names: its store key, its ``group/name@version``, or its
+    package name when exactly one module has it; None otherwise."""
+    store = state.stores.get("SmartModule")
+    if store is None:
+        return None
+    if name in store:
+        return store.get(name)
+    by_fqdn = [o for o in store.values() if o.spec.fqdn(o.name) == name]
+    if by_fqdn:
+        return by_fqdn[0]
+    by_name = [o for o in store.values() if o.spec.meta is not None and o.spec.meta.package.name == name]
+    return by_name[0] if len(by_name) == 1 else None
+
+
+async def handle_lookup_smartmodule(state: ScState, conn, header, req: ia.LookupSmartModuleRequest
+                                    ) -> ia.LookupSmartModuleResponse:
+    obj = find_smartmodule(state, req.name)
+    if obj is None:
+        return ia.LookupSmartModuleResponse(Error(ErrorCode.SmartModuleNotFound, (req.name,)), b"")
+    return ia.LookupSmartModuleResponse(OK, obj.spec.wasm.payload)
+
+
 def private_api(state: ScState, auto_register: bool, gate=private_gate) -> Handler:
     """The ``serve_tcp`` handler of the SC's private port; ``auto_register``: an SPU the SC does
     not know becomes a member when it registers (``controller.SpuRegistered``); ``gate``: the
@@ -141,6 +166,7 @@ def private_api(state: ScState, auto_register: bool, gate=private_gate) -> Handl
         ia.InternalScApiKey.RegisterSpu: partial(handle_register_spu, auto_register=auto_register),
         ia.InternalScApiKey.WatchReplicas: handle_watch_replicas,
         ia.InternalScApiKey.ReportReplicas: handle_report_replicas,
+        ia.InternalScApiKey.LookupSmartModule: handle_lookup_smartmodule,
     }
     return serve_api(ApiRegistry(ia.INTERNAL_SC_REQUESTS), handlers,
                      RequestLimits(MAX_PRIVATE_REQUEST_BYTES), state, gate=gate, name="private")

@@ -26,6 +26,7 @@ from fluvial.protocol import sc_api as sa
 from fluvial.protocol import sc_objects as so
 from fluvial.protocol.api import UnsupportedRequest, decode_request, peek_api_key
 from fluvial.protocol import producer_api as pa
+from fluvial.smartmodule.abi import ModuleError, wasm_bytes
 from fluvial.sc import controller as ctl
 from fluvial.sc.state import MetadataSaveError, ScState
 
@@ -148,6 +149,12 @@ async def handle_create(state: ScState, conn, header, req: sa.ObjectApiCreateReq
         return _unknown_type("create error")
     if req.label == "SmartModule" and spec.meta is not None:
         name = spec.meta.store_id() if hasattr(spec.meta, "store_id") else name
+    if req.label == "SmartModule":  # raw wasm (the official admin) or gzipped (Fluvio's CLI)
+        try:
+            wasm_bytes(spec.wasm.payload)
+        except ModuleError as e:
+            return sa.Status(name, Error(ErrorCode.SmartModuleInvalid, (str(e), None)),
+                             f"SmartModule '{name}': {e}")
     if name in store:
         code = {"SmartModule": ErrorCode.SmartModuleError, "TableFormat": ErrorCode.TableFormatAlreadyExists,
                 "CustomSpu": ErrorCode.SpuAlreadyExists}.get(req.label, ErrorCode.Other)

@@ -48,6 +48,9 @@ from fluvial.spu.stream_sessions import handle_stream_keep_alive, note_markers
 from fluvial.spu.producer_state import (
     OUT_OF_ORDER, has_producer_ids, plan_append, record_appended,
 )
+from fluvial.smartmodule.chain import Chain
+from fluvial.smartmodule.engine import SmartModuleFailure
+from fluvial.spu.smartmodules import open_chain, run_chain, transform_produce
 from fluvial.storage import errors as serr
 
 log = logging.getLogger("fluvial.spu")
@@ -64,12 +67,15 @@ _NOT_ENOUGH_REPLICAS = ErrorCode.RequestTimedOut
 
 
 MAX_CONTROL_REQUEST_BYTES = 1 << 20  # every request but Produce is small; decode no more
+MAX_STREAM_FETCH_REQUEST_BYTES = 16 << 20  # a StreamFetch may carry AdHoc SmartModules (gzipped wasm)
 
 
 def public_api(ctx) -> Handler:
     """The ``serve_tcp`` handler of the SPU's public port. Produce carries records and may fill a
-    frame (``ctx.max_request_bytes``); every other request is small."""
-    limits = RequestLimits(MAX_CONTROL_REQUEST_BYTES, {api.SpuApiKey.Produce: ctx.max_request_bytes})
+    frame (``ctx.max_request_bytes``); a StreamFetch may carry SmartModules (16 MiB); every other
+    request is small."""
+    limits = RequestLimits(MAX_CONTROL_REQUEST_BYTES, {api.SpuApiKey.Produce: ctx.max_request_bytes,
+                                                       api.SpuApiKey.StreamFetch: MAX_STREAM_FETCH_REQUEST_BYTES})
     # fluvial's own keys are decoded here too; the consumer-group keys are not advertised (the
     # official client sees Fluvio's keys only): fluvial.spu.group_coordinator
     registry = ApiRegistry({**api.SPU_REQUESTS, **GROUP_REQUESTS,
@@ -104,8 +110,8 @@ def _append_one(ctx, topic: str, part: api.PartitionProduceData, smartmodules: b
         resp.error_code = Error(ErrorCode.NotLeaderForPartition if replica or ctx.knows_topic(topic)
                                 else ErrorCode.TopicNotFound)
         return resp, None
-    if smartmodules:
-        resp.error_code = Error(ErrorCode.SmartModuleChainInitError, ("smartmodules are not supported",))
+    if smartmodules:  # the caller transforms entries first (``_transform_entry``)
+        resp.error_code = Error(ErrorCode.SmartModuleChainInitError, ("entry not transformed",))
         return resp, None
     records = part.records
     if not records:
@@ -188,6 +194,22 @@ async def _await_ack(resp: api.PartitionProduceResponse, replica: PartitionRepli
         resp.error_code = _storage_error(e, topic, resp.partition_index)
 
 
+async def _transform_entry(ctx, header, req: api.ProduceRequest, topic: str,
+                           part: api.PartitionProduceData
+                           ) -> tuple[api.PartitionProduceData, api.PartitionProduceResponse | None]:
+    """A produce entry through the request's SmartModule chain (only on the partition's leader;
+    anything else is left for ``_append_one`` to refuse). Returns the entry to append, or the
+    response that refuses it (the chain failed). An entry the chain empties is answered OK with
+    nothing stored."""
+    replica = ctx.replicas.get((topic, part.partition_index))
+    if replica is None or not replica.is_leader or not part.records:
+        return part, None
+    batch, error = await transform_produce(ctx, req.smartmodules, header.api_version, part.records)
+    if error is not None:
+        return part, api.PartitionProduceResponse(part.partition_index, error, 0)
+    return api.PartitionProduceData(part.partition_index, batch), None
+
+
 async def handle_produce(ctx, conn, header, req: api.ProduceRequest) -> api.ProduceResponse:
     committed = req.isolation == api.Isolation.ReadCommitted
     out = api.ProduceResponse([], 0)
@@ -200,8 +222,12 @@ async def handle_produce(ctx, conn, header, req: api.ProduceRequest) -> api.Prod
                              for p in t.partitions]
             continue
         for part in t.partitions:
-            resp, pending = _append_one(ctx, t.name, part, bool(req.smartmodules), committed,
-                                        req.timeout_ms)
+            if req.smartmodules:  # produce-side SmartModules: transform, then append the result
+                part, refused = await _transform_entry(ctx, header, req, t.name, part)
+                if refused is not None:
+                    tr.partitions.append(refused)
+                    continue
+            resp, pending = _append_one(ctx, t.name, part, False, committed, req.timeout_ms)
             tr.partitions.append(resp)
             if pending is not None:
                 waits.append((resp, *pending, t.name))
@@ -243,6 +269,37 @@ async def _send_fetch(ctx, conn, header, stream: FetchStream, replica: Partition
     return chunk.next_offset if data else start
 
 
+async def _send_chain_fetch(ctx, conn, header, stream: FetchStream, replica: PartitionReplica,
+                            chain: Chain, start: int, max_bytes: int, committed: bool,
+                            span_from: int) -> tuple[int, bool, bool]:
+    """Read from ``start`` like ``_send_fetch``, run the batches through the SmartModule chain
+    and send what comes out, with ``next_filter_offset`` = the input offset reached. When the
+    chain kept nothing, nothing is sent (as Fluvio's SPU does) unless this read reached the end
+    of what may be read: then a response with no records tells the consumer where it is (so a
+    consumer that stops at the end learns that it got there). The batches sent account for
+    every offset from ``span_from`` (where the reads that sent nothing began) to the offset
+    reached. Returns (offset reached, sent, failed): a failed chain has sent its error, and the
+    stream ends."""
+    limit = replica.limit(committed)
+    data = replica.storage.read(start, max_bytes, limit).read_bytes()
+    if not data:
+        return start, False, False
+    # a module reads records as Fluvio writes them: fluvial's record headers never reach it
+    result = await run_chain(chain, strip_record_set(data), start, span_from)
+    if not result.count and result.error is None and result.next_offset < limit:
+        return result.next_offset, False, False
+    records = result.record_set()
+    prefix = api.encode_stream_fetch_response_prefix(
+        header.correlation_id, header.api_version, stream.topic, stream.stream_id, stream.partition,
+        len(records), error=result.error or OK, high_watermark=replica.hw,
+        next_filter_offset=result.next_offset, log_start_offset=replica.log_start_offset)
+    await conn.send_parts([prefix, records])
+    if result.error is not None:
+        log.info("%s-%d stream %d: SmartModule failed: %s", stream.topic, stream.partition,
+                 stream.stream_id, result.error.message)
+    return result.next_offset, True, result.error is not None
+
+
 async def _send_stream_error(conn, header, topic, stream_id, partition, error: Error) -> None:
     prefix = api.encode_stream_fetch_response_prefix(
         header.correlation_id, header.api_version, topic, stream_id, partition, 0, error=error)
@@ -261,9 +318,10 @@ async def handle_stream_fetch(ctx, conn, header, req: api.StreamFetchRequest) ->
     seq = conn.state.get("stream_seq", 0) + 1
     conn.state["stream_seq"] = seq
     stream = FetchStream(seq, req.topic, req.partition, req.consumer_id)
-    if req.smartmodules or req.smartmodule or req.derivedstream or req.wasm_module:
-        await _send_stream_error(conn, header, req.topic, seq, req.partition, Error(
-            ErrorCode.SmartModuleChainInitError, ("smartmodules are not supported by fluvial",)))
+    try:
+        chain = await open_chain(ctx, req, header.api_version)
+    except SmartModuleFailure as e:
+        await _send_stream_error(conn, header, req.topic, seq, req.partition, e.error)
         return
     committed = req.isolation == api.Isolation.ReadCommitted
     max_bytes = min(max(req.max_bytes, 1), ctx.max_fetch_bytes)  # bounded, whatever was asked
@@ -273,6 +331,7 @@ async def handle_stream_fetch(ctx, conn, header, req: api.StreamFetchRequest) ->
     try:
         pos: int | None = req.fetch_offset  # where the next response starts; None: awaiting an ack
         reached = req.fetch_offset  # the offset the last response ended at
+        unsent_from = None  # SmartModules: where the reads that sent nothing began
         while True:
             if replica.closed or not replica.is_leader:
                 await _send_stream_error(conn, header, req.topic, seq, req.partition,
@@ -288,7 +347,15 @@ async def handle_stream_fetch(ctx, conn, header, req: api.StreamFetchRequest) ->
                     await _send_stream_error(conn, header, req.topic, seq, req.partition, Error.other(
                         f"start offset: {pos} is greater than leo: {replica.leo}"))
                     return
-                if pos < replica.limit(committed):
+                if pos < replica.limit(committed) and chain is not None:
+                    reached, sent, failed = await _send_chain_fetch(
+                        ctx, conn, header, stream, replica, chain, pos, max_bytes, committed,
+                        pos if unsent_from is None else unsent_from)
+                    if failed:
+                        return
+                    unsent_from = None if sent else (pos if unsent_from is None else unsent_from)
+                    stream.acked = None if sent else reached  # nothing sent: read on
+                elif pos < replica.limit(committed):
                     # at most one unacknowledged response in flight (spu.md §3.3)
                     reached = await _send_fetch(ctx, conn, header, stream, replica, pos, max_bytes,
                                                 committed)

@@ -53,6 +53,7 @@ class SpuConfig:
     limits: ServerLimits = field(default_factory=ServerLimits)
     tls: ClusterTls | None = None  # None: plaintext on every port
     policy: object | None = None  # fluvial.auth.Policy; None allows everything (no TLS)
+    smartmodule_limits: object | None = None  # fluvial.smartmodule.engine.Limits; None: defaults
 
 
 async def serve_spu(config: SpuConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:

@@ -14,7 +14,7 @@ from functools import partial
 
 import trio
 
-from fluvial.errors import OK, Error
+from fluvial.errors import OK, Error, ErrorCode
 from fluvial.net.dispatch import ApiRegistry, RequestLimits, serve_api
 from fluvial.net.multiplexer import open_connection
 from fluvial.net.server import listener_port, serve_tcp
@@ -76,9 +76,13 @@ class FakeSc:
         """The ``serve_tcp`` handler of the fake SC's private port."""
         handlers = {ia.InternalScApiKey.RegisterSpu: self.register,
                     ia.InternalScApiKey.WatchReplicas: self.watch,
-                    ia.InternalScApiKey.ReportReplicas: self.report}
+                    ia.InternalScApiKey.ReportReplicas: self.report,
+                    ia.InternalScApiKey.LookupSmartModule: self.lookup_smartmodule}
         return serve_api(ApiRegistry(ia.INTERNAL_SC_REQUESTS), handlers, RequestLimits(1 << 24), self,
                          name="fake SC")
+
+    async def lookup_smartmodule(self, _, conn, header, req):
+        return ia.LookupSmartModuleResponse(Error(ErrorCode.SmartModuleNotFound, (req.name,)), b"")
 
     async def register(self, _, conn, header, req):
         self.registrations += 1

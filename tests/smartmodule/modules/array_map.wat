@@ -1,0 +1,27 @@
+;; array_map: one record per comma-separated part of the value ("a,b" -> "a", "b"), key kept
+(func (export "array_map") (param $ptr i32) (param $len i32) (param $ver i32) (result i32)
+  (local $i i32) (local $j i32) (local $start i32) (local $end i32)
+  (call $begin (local.get $ptr) (local.get $len))
+  (call $out_begin (global.get $heap))
+  (block $done (loop $l
+    (br_if $done (i32.ge_u (local.get $i) (global.get $count)))
+    (call $next_record)
+    (local.set $start (global.get $r_vp))
+    (local.set $end (i32.add (global.get $r_vp) (global.get $r_vl)))
+    (local.set $j (global.get $r_vp))
+    (block $parts (loop $scan
+      (if (i32.or (i32.eq (local.get $j) (local.get $end))
+                  (i32.eq (i32.load8_u (local.get $j)) (i32.const 44)))
+        (then
+          (call $out_head (global.get $r_tsd) (global.get $r_od) (global.get $r_kp) (global.get $r_kl)
+                          (i32.sub (local.get $j) (local.get $start)))
+          (call $wcopy (local.get $start) (i32.sub (local.get $j) (local.get $start)))
+          (call $out_tail)
+          (br_if $parts (i32.eq (local.get $j) (local.get $end)))
+          (local.set $start (i32.add (local.get $j) (i32.const 1)))))
+      (local.set $j (i32.add (local.get $j) (i32.const 1)))
+      (br $scan)))
+    (local.set $i (i32.add (local.get $i) (i32.const 1)))
+    (br $l)))
+  (call $out_finish)
+  (call $out_send))

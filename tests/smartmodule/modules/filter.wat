@@ -1,0 +1,15 @@
+;; filter: keeps the records whose value contains "a"
+(data (i32.const 16) "a")
+(func (export "filter") (param $ptr i32) (param $len i32) (param $ver i32) (result i32)
+  (local $i i32)
+  (call $begin (local.get $ptr) (local.get $len))
+  (call $out_begin (global.get $heap))
+  (block $done (loop $l
+    (br_if $done (i32.ge_u (local.get $i) (global.get $count)))
+    (call $next_record)
+    (if (call $contains (global.get $r_vp) (global.get $r_vl) (i32.const 16) (i32.const 1))
+      (then (call $out_copy)))
+    (local.set $i (i32.add (local.get $i) (i32.const 1)))
+    (br $l)))
+  (call $out_finish)
+  (call $out_send))
