@@ -25,10 +25,13 @@ from fluvial.client import (  # noqa: E402
 )
 from fluvial.errors import ConfigError, ConnectionLost, ErrorCode, FluvialError  # noqa: E402
 from fluvial.client.stream import SinkClosed, StreamIncomplete  # noqa: E402
+from fluvial.client.group import CommitRefusedError, GroupConsumer  # noqa: E402
+from fluvial.client.smartmodule import SmartModule  # noqa: E402
 
 __all__ = [
-    "Admin", "Compression", "ConfigError", "ConnectionLost", "Consumer", "ConsumerOffsetInfo",
-    "DeliverySemantic", "ErrorCode", "Fluvial", "FluvialError", "Isolation", "Offset",
-    "PartitionInfo", "ProduceFuture", "Producer", "ProducerClosedError", "Record",
-    "RecordMetadata", "SinkClosed", "SpuInfo", "StreamIncomplete", "TopicInfo", "__version__", "connect", "errors",
+    "Admin", "CommitRefusedError", "Compression", "ConfigError", "ConnectionLost", "Consumer",
+    "ConsumerOffsetInfo", "DeliverySemantic", "ErrorCode", "Fluvial", "FluvialError",
+    "GroupConsumer", "Isolation", "Offset", "PartitionInfo", "ProduceFuture", "Producer",
+    "ProducerClosedError", "Record", "RecordMetadata", "SinkClosed", "SmartModule", "SpuInfo",
+    "StreamIncomplete", "TopicInfo", "__version__", "connect", "errors",
 ]
