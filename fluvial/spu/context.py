@@ -39,7 +39,7 @@ from fluvial.protocol import internal_api as ia
 from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
 from fluvial.spu.consumer_offsets import ConsumerOffsetStore
 from fluvial.spu.partition import Lease, PartitionReplica
-from fluvial.spu.replication import run_follower
+from fluvial.spu.replication import Following, LeaderFetcher, run_fetcher
 from fluvial.storage import errors as serr
 from fluvial.storage.checkpoint import write_atomic
 from fluvial.storage.config import ReplicaConfig
@@ -148,6 +148,7 @@ class SpuContext:
         self.max_request_bytes = config.limits.max_frame_bytes
         self.offsets_leader = -1
         self.peers: dict[int, ia.SpuAddress] = {}
+        self.fetchers: dict[int, LeaderFetcher] = {}  # leader SPU -> what this SPU follows from it
         self._offsets: ConsumerOffsetStore | None = None
         self.report_wanted = trio.Event()
         # replicas the last push could not apply: key -> (assignment, why), reported to the SC
@@ -211,9 +212,37 @@ class SpuContext:
                              max_partition_bytes=s.max_partition_bytes,
                              flush=self.config.flush, max_batch_bytes=self.max_batch_bytes)
 
-    def apply(self, push: ia.WatchReplicasResponse) -> None:
+    async def apply_push(self, push: ia.WatchReplicasResponse) -> None:
+        """``apply``, with the replicas it opens opened first in a worker thread (directories,
+        segment recovery, fsyncs): an SPU given thousands of partitions at once keeps answering
+        and reporting meanwhile."""
+        new = [a for a in push.replicas if (a.topic, a.partition) not in self.replicas]
+        opened = await trio.to_thread.run_sync(self._open_storages, new) if new else {}
+        try:
+            self.apply(push, opened)
+        finally:
+            for storage in opened.values():  # not taken: the push no longer wanted it
+                if not isinstance(storage, BaseException):
+                    storage.close()
+
+    def _open_storages(self, assignments: list[ia.ReplicaAssignment]) -> dict:
+        """(topic, partition) -> the opened ``Replica``, or the exception opening it raised.
+        Runs in a worker thread: it touches files only, no SPU state."""
+        out: dict = {}
+        for a in assignments:
+            try:
+                prepare_replica_dir(self.config.data_dir, a.topic, a.partition, a.topic_id)
+                out[(a.topic, a.partition)] = Replica.open(self.config.data_dir, a.topic, a.partition,
+                                                           self.replica_config(a))
+            except Exception as e:  # noqa: BLE001 - raised again where the replica is opened
+                out[(a.topic, a.partition)] = e
+        return out
+
+    def apply(self, push: ia.WatchReplicasResponse, opened: dict | None = None) -> None:
         """Make the replicas on disk match the SC's desired state for this SPU. A replica that
-        cannot be opened, re-roled or dropped is logged and reported; the others are applied."""
+        cannot be opened, re-roled or dropped is logged and reported; the others are applied.
+        ``opened``: storages ``_open_storages`` opened already (taken from it as used)."""
+        opened = {} if opened is None else opened
         self.peers = {p.spu_id: p for p in push.peers}
         self.offsets_leader = push.offsets_leader
         wanted = {(a.topic, a.partition): a for a in push.replicas}
@@ -227,13 +256,13 @@ class SpuContext:
         self.broken = {}
         for key, a in wanted.items():
             try:
-                self._apply_one(key, a)
+                self._apply_one(key, a, opened)
             except Exception as e:  # noqa: BLE001 - reported to the SC, which moves leadership
                 log.exception("%s-%s: cannot apply the assignment", *key)
                 self.broken[key] = (a, f"{type(e).__name__}: {e}")
         self.report_wanted.set()
 
-    def _apply_one(self, key: tuple[str, int], a: ia.ReplicaAssignment) -> None:
+    def _apply_one(self, key: tuple[str, int], a: ia.ReplicaAssignment, opened: dict) -> None:
         r = self.replicas.get(key)
         if r is not None and a.topic_id != ia.NO_TOPIC_ID and r.assignment.topic_id != a.topic_id:
             log.warning("%s-%s: the topic was re-created (incarnation %d -> %d): dropping the old replica",
@@ -241,15 +270,18 @@ class SpuContext:
             self._drop(key)
             r = None
         if r is None:
-            r = self._open(key, a)
+            r = self._open(key, a, opened.pop(key, None))
         elif r.reassign(a):
             self._follow(r)
         if r.drop_failed_followers(set(self.peers)):
             self.report_wanted.set()
 
-    def _open(self, key: tuple[str, int], a: ia.ReplicaAssignment) -> PartitionReplica:
-        prepare_replica_dir(self.config.data_dir, a.topic, a.partition, a.topic_id)
-        storage = Replica.open(self.config.data_dir, a.topic, a.partition, self.replica_config(a))
+    def _open(self, key: tuple[str, int], a: ia.ReplicaAssignment, storage=None) -> PartitionReplica:
+        if isinstance(storage, BaseException):
+            raise storage
+        if storage is None:
+            prepare_replica_dir(self.config.data_dir, a.topic, a.partition, a.topic_id)
+            storage = Replica.open(self.config.data_dir, a.topic, a.partition, self.replica_config(a))
         try:
             r = PartitionReplica(storage, a, self.spu_id, lease=self.lease)
         except BaseException:
@@ -270,25 +302,28 @@ class SpuContext:
             shutil.rmtree(path, ignore_errors=True)
 
     def _follow(self, r: PartitionReplica) -> None:
-        """(Re)start the follower task for ``r`` when it follows; stop it when it leads."""
-        if r.follower_scope is not None:
-            r.follower_scope.cancel()
-            r.follower_scope = None
+        """Move ``r`` to the fetcher of its current leader when it follows (one ``LeaderFetcher``
+        and task per leader SPU, fluvial.spu.replication); out of every fetcher when it leads."""
+        key = (r.topic, r.partition)
+        for fetcher in self.fetchers.values():
+            fetcher.remove(key)
         if r.is_leader or r.closed:
             return
-        scope = trio.CancelScope()
-        r.follower_scope = scope
+        leader = r.assignment.leader
+        fetcher = self.fetchers.get(leader)
+        if fetcher is None:
+            fetcher = self.fetchers[leader] = LeaderFetcher(leader)
+            self.nursery.start_soon(self._run_fetcher, fetcher)
+        fetcher.add(Following(r, leader, r.assignment.leader_epoch))
 
-        async def follow():
-            # cancelled when the assignment changes; an error caught up with that cancellation
-            # (e.g. the leader's connection dropping at the same moment) must not end the SPU
-            with scope:
-                try:
-                    await run_follower(self, r)
-                except* Exception as eg:
-                    log.warning("%s-%s: follower task ended: %s", r.topic, r.partition, describe(eg))
-
-        self.nursery.start_soon(follow)
+    async def _run_fetcher(self, fetcher: LeaderFetcher) -> None:
+        try:
+            await run_fetcher(self, fetcher)
+        except* Exception as eg:  # a bug of ours: logged; the partitions' next change restarts it
+            log.warning("fetcher from %d ended: %s", fetcher.leader, describe(eg))
+        finally:
+            if self.fetchers.get(fetcher.leader) is fetcher:
+                del self.fetchers[fetcher.leader]
 
     async def run_housekeeping(self) -> None:
         """Off the request path: checkpoint HWs (in a worker thread), enforce retention (whole
@@ -357,8 +392,8 @@ class SpuContext:
     def _drop(self, key) -> None:
         r = self.replicas.pop(key)
         r.closed = True
-        if r.follower_scope is not None:
-            r.follower_scope.cancel()
+        for fetcher in self.fetchers.values():
+            fetcher.remove(key)
         r._flush_wanted.set()
         r.notify()
         path = replica_dir(self.config.data_dir, *key)

@@ -122,7 +122,6 @@ class PartitionReplica:
         self.closed = False
         self.checkpointed_hw = storage.hw  # the HW replication.chk holds (as loaded)
         self.leader_state: LeaderState | None = None
-        self.follower_scope: trio.CancelScope | None = None
         self.on_change = None  # called when the ISR changes (the SPU then reports to the SC)
         self._take_role()
 
