@@ -332,13 +332,13 @@ class SpuContext:
         last_retention = -1e18
         while True:
             await trio.sleep(self.config.checkpoint_seconds)
-            for r in list(self.replicas.values()):
-                if r.closed or r.storage.hw == r.checkpointed_hw:
-                    continue  # unchanged: no rewrite, no fsync
-                try:
-                    r.checkpointed_hw = await trio.to_thread.run_sync(r.storage.checkpoint_hw)
-                except (OSError, serr.StorageError) as e:
-                    log.error("%s-%s: HW checkpoint failed: %s", r.topic, r.partition, e)
+            changed = [r for r in self.replicas.values() if not r.closed and r.storage.hw != r.checkpointed_hw]
+            if changed:  # unchanged replicas: no rewrite, no fsync; the changed ones in one thread hop
+                for r, result in zip(changed, await trio.to_thread.run_sync(checkpoint_hws, changed)):
+                    if isinstance(result, Exception):
+                        log.error("%s-%s: HW checkpoint failed: %s", r.topic, r.partition, result)
+                    else:
+                        r.checkpointed_hw = result
             now = trio.current_time()
             if now - last_retention >= self.config.retention_check_seconds:
                 last_retention = now
@@ -432,6 +432,17 @@ class SpuContext:
                     step()
                 except (OSError, serr.StorageError) as e:
                     log.error("%s-%s: %s failed: %s", r.topic, r.partition, step.__name__, e)
+
+
+def checkpoint_hws(replicas: list[PartitionReplica]) -> list[int | Exception]:
+    """Checkpoint each replica's HW (in a worker thread); the HW written, or the error, of each."""
+    out: list[int | Exception] = []
+    for r in replicas:
+        try:
+            out.append(r.storage.checkpoint_hw())
+        except (OSError, serr.StorageError) as e:
+            out.append(e)
+    return out
 
 
 def describe(e: BaseException) -> str:
