@@ -217,6 +217,8 @@ class SpuContext:
         segment recovery, fsyncs): an SPU given thousands of partitions at once keeps answering
         and reporting meanwhile."""
         new = [a for a in push.replicas if (a.topic, a.partition) not in self.replicas]
+        # known meanwhile: a produce to them is retried (NotLeader), not refused (TopicNotFound)
+        self.topics |= {a.topic for a in new}
         opened = await trio.to_thread.run_sync(self._open_storages, new) if new else {}
         try:
             self.apply(push, opened)
