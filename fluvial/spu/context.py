@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fluvial.spu")
 
+FULL_REPORT_EVERY = 5  # every 5th report rebuilds every entry (``SpuContext.report``)
+
 
 # ------------------------------------------------------------------------ replica directories
 
@@ -153,6 +155,10 @@ class SpuContext:
         self.report_wanted = trio.Event()
         # replicas the last push could not apply: key -> (assignment, why), reported to the SC
         self.broken: dict[tuple[str, int], tuple[ia.ReplicaAssignment, str]] = {}
+        # report entries as last built, and the replicas changed since (``report``)
+        self._entries: dict[tuple[str, int], ia.ReplicaReport] = {}
+        self._stale: set[tuple[str, int]] = set()
+        self._reports_built = 0
         # granted at registration (RegisterSpuResponse.lease_ms), renewed by answered reports
         self.lease = Lease(0)
         self.public_port = 0
@@ -256,6 +262,7 @@ class SpuContext:
                 except Exception:  # noqa: BLE001 - the SC no longer wants it; the rest goes on
                     log.exception("%s-%s: dropping the replica failed", *key)
         self.broken = {}
+        self._stale |= set(wanted)
         for key, a in wanted.items():
             try:
                 self._apply_one(key, a, opened)
@@ -290,6 +297,7 @@ class SpuContext:
             storage.close()
             raise
         r.on_change = self.report_wanted.set
+        r.on_notify = self.mark_changed
         self.replicas[key] = r
         self.nursery.start_soon(r.run_flusher)
         self._follow(r)
@@ -376,6 +384,9 @@ class SpuContext:
                 log.error("%s-%s: corrupt batch at offset %d in a sealed segment",
                           r.topic, r.partition, found)
                 self.report_wanted.set()
+                self.mark_changed(r)
+                for fetcher in self.fetchers.values():  # a follower cuts it and refetches
+                    fetcher.recheck((r.topic, r.partition))
 
     async def run_isr_checks(self) -> None:
         """Drop followers that lag longer than ``replica_lag_time_max_seconds`` from the ISR."""
@@ -404,25 +415,44 @@ class SpuContext:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
+    def mark_changed(self, r: PartitionReplica) -> None:
+        """``r``'s report entry must be built again (``PartitionReplica.on_change``)."""
+        self._stale.add((r.topic, r.partition))
+
     def report(self) -> ia.ReportReplicasRequest:
         """Every replica's state; ``error`` says why a replica cannot be trusted (it failed to
-        apply, or its storage failed), ``isr_version`` which SC ISR record the ISR builds on."""
-        reps = []
-        for (topic, partition), r in sorted(self.replicas.items()):
-            follower_leos = []
-            if r.leader_state is not None:
-                for spu, f in sorted(r.leader_state.followers.items()):
-                    follower_leos += [spu, f.leo]
-            broken = self.broken.get((topic, partition))
-            reps.append(ia.ReplicaReport(
-                topic, partition, r.leader_epoch, r.is_leader, r.storage.durable_leo, r.hw,
-                r.log_start_offset, r.storage.size_bytes(), r.isr(), follower_leos,
-                broken[1] if broken else replica_health(r), r.assignment.isr_version))
+        apply, or its storage failed), ``isr_version`` which SC ISR record the ISR builds on.
+
+        An entry is built again only for a replica that changed since (``mark_changed``, from
+        every ``notify``), and for all of them every ``FULL_REPORT_EVERY`` reports, which bounds
+        how late a change that notified no one (an append that short-circuited the log) shows."""
+        self._reports_built += 1
+        if self._reports_built % FULL_REPORT_EVERY == 0:
+            stale, self._entries = set(self.replicas), {}
+        else:
+            stale = self._stale & set(self.replicas) | (set(self.replicas) - set(self._entries))
+        self._stale = set()
+        for key in [k for k in self._entries if k not in self.replicas]:
+            del self._entries[key]
+        for key in stale:
+            self._entries[key] = self._entry(key, self.replicas[key])
+        reps = [self._entries[key] for key in sorted(self.replicas)]
         for (topic, partition), (a, why) in sorted(self.broken.items()):
             if (topic, partition) not in self.replicas:
                 reps.append(ia.ReplicaReport(topic, partition, a.leader_epoch, False, 0, 0, 0, 0,
                                              [], [], why, a.isr_version))
         return ia.ReportReplicasRequest(self.spu_id, reps)
+
+    def _entry(self, key: tuple[str, int], r: PartitionReplica) -> ia.ReplicaReport:
+        follower_leos = []
+        if r.leader_state is not None:
+            for spu, f in sorted(r.leader_state.followers.items()):
+                follower_leos += [spu, f.leo]
+        broken = self.broken.get(key)
+        return ia.ReplicaReport(
+            r.topic, r.partition, r.leader_epoch, r.is_leader, r.storage.durable_leo, r.hw,
+            r.log_start_offset, r.storage.size_bytes(), r.isr(), follower_leos,
+            broken[1] if broken else replica_health(r), r.assignment.isr_version)
 
     def close(self) -> None:
         """Checkpoint and close every replica; one whose disk failed does not keep the others

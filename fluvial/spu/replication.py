@@ -70,6 +70,7 @@ def _serve_one(ctx, follower_id: int, p: ia.FetchPartition, now: float):
         return fetched(p, Error(refused), r.leader_epoch if leads else -1)
     st = r.leader_state
     isr_before = st.isr
+    before = st.followers.get(follower_id)
     try:
         st.on_follower_fetch(follower_id, p.fetch_offset, now)
     except FollowerAheadError:
@@ -81,6 +82,9 @@ def _serve_one(ctx, follower_id: int, p: ia.FetchPartition, now: float):
         r.notify()  # producers waiting for min_isr
         if r.on_change:
             r.on_change()
+    elif before is None or before.leo != p.fetch_offset:
+        if r.on_notify:  # the follower LEO it reports to the SC moved
+            r.on_notify(r)
     if p.fetch_offset < r.log_start_offset:
         return fetched(p, Error(ErrorCode.OffsetEvicted, (p.fetch_offset, r.log_start_offset)),
                        r.leader_epoch, r.hw, st.log_end, r.log_start_offset)
@@ -108,7 +112,8 @@ async def handle_fetch_replicas(ctx, conn, header, req: ia.FetchReplicasRequest)
     when one of them has records, an error or a HW the follower can use, else when one changes
     (one ``Waiter`` parked on all of them) or after ``max_wait_ms``. Each partition is checked as
     a fetch of its own (``fetch.refusal``: leader, replica, epoch); the answer holds at most the
-    SPU's ``max_fetch_bytes`` (or one whole batch), whatever the request asks."""
+    SPU's ``max_fetch_bytes`` (or one whole batch), whatever the request asks. A partition with
+    nothing for the follower (no records, no usable HW, no error) is left out of the answer."""
     now = trio.current_time()
     served = [_serve_one(ctx, req.follower_id, p, now) for p in req.partitions]
     if not _news(served, req):
@@ -127,7 +132,8 @@ async def handle_fetch_replicas(ctx, conn, header, req: ia.FetchReplicasRequest)
     max_bytes = min(max(req.max_bytes, 1), ctx.max_fetch_bytes)  # bounded, whatever was asked
     used = 0
     out = []
-    for p, s in zip(req.partitions, served):
+    for i, (p, s) in enumerate(zip(req.partitions, served)):
+        known = req.known_hws[i] if i < len(req.known_hws) else -1
         if not isinstance(s, tuple):
             out.append(s)
             continue
@@ -135,6 +141,8 @@ async def handle_fetch_replicas(ctx, conn, header, req: ia.FetchReplicasRequest)
         if r.leader_state is not st or r.closed:
             out.append(fetched(p, Error(ErrorCode.NotLeaderForPartition)))
             continue
+        if not has_news(p.fetch_offset, known, st.log_end, r.hw):
+            continue  # nothing for the follower: left out of the answer (the follower waits on)
         records = b""
         budget = byte_budget(max_bytes, used)
         if p.fetch_offset < st.log_end and budget > 0:
@@ -269,6 +277,14 @@ class LeaderFetcher:
                 self.remove(key)
         return bool(self.following)
 
+    def recheck(self, key: tuple[str, int]) -> None:
+        """Cut a corrupt tail and reconcile ``key`` again before its next fetch (the SPU found a
+        corrupt batch in its log)."""
+        if key in self.following:
+            self.unreconciled.add(key)
+            self.backoff.pop(key, None)
+            self._changed()
+
     def retry_later(self, key: tuple[str, int], why: str, now: float) -> None:
         if key not in self.following:
             return
@@ -339,11 +355,10 @@ async def _fetch_rounds(fetcher: LeaderFetcher, conn, spu_id: int) -> None:
         if dirty:
             for key, e in (await trio.to_thread.run_sync(_flush_all, dirty)).items():
                 fetcher.retry_later(key, f"flush failed: {e}", trio.current_time())
+            for r in dirty:
+                r.notify()
         fetcher.prune()
-        ready = []
-        for f in fetcher.ready(trio.current_time()):
-            _cut_corrupt_tail(f.r)
-            ready.append(f)
+        ready = fetcher.ready(trio.current_time())  # (a corrupt tail is cut when reconciling: ``recheck``)
         if not ready:
             waits = [until for until, _ in fetcher.backoff.values()]
             with trio.move_on_after(max(min(waits, default=1.0) - trio.current_time(), 0.01)):
@@ -368,6 +383,8 @@ async def _fetch_rounds(fetcher: LeaderFetcher, conn, spu_id: int) -> None:
         if appended:
             for key, e in (await trio.to_thread.run_sync(_flush_all, [f.r for f in appended])).items():
                 fetcher.retry_later(key, f"flush failed: {e}", trio.current_time())
+            for f in appended:
+                f.r.notify()  # its durable LEO moved (reported to the SC)
         for a in resp.partitions:
             entry = sent.get((a.topic, a.partition))
             if entry is None or not entry[0].holds() or not a.error_code.ok or a.leader_epoch != entry[0].epoch:

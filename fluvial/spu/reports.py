@@ -50,10 +50,16 @@ class ReportDeltas:
         are now. Replicas no longer in ``reports`` are forgotten: one that comes back (a topic
         re-created under the same name) is reported again even if its entry looks the same."""
         reports = list(reports)
-        present = {key_of(r) for r in reports}
-        for key in [k for k in self._acked if k not in present]:
-            del self._acked[key]
-        return [r for r in reports if self._acked.get(key_of(r)) != r]
+        if len(self._acked) > len(reports) or any(key_of(r) not in self._acked for r in reports):
+            present = {key_of(r) for r in reports}
+            for key in [k for k in self._acked if k not in present]:
+                del self._acked[key]
+        out = []
+        for r in reports:
+            acked = self._acked.get(key_of(r))
+            if acked is not r and acked != r:  # (an entry not rebuilt is the very same object)
+                out.append(r)
+        return out
 
     def acknowledged(self, sent: Iterable[ia.ReplicaReport]) -> None:
         """The SC answered OK to a report of ``sent``."""
