@@ -56,7 +56,6 @@ from fluvial.storage import errors as serr
 log = logging.getLogger("fluvial.spu.replication")
 
 
-
 def _serve_one(ctx, follower_id: int, p: ia.FetchPartition, now: float):
     """The leader's bookkeeping for one partition of a fetch: the checks of ``fetch.refusal``,
     then the follower's LEO fed to the ISR. Returns ``(replica, leadership)`` when the partition
@@ -73,8 +72,9 @@ def _serve_one(ctx, follower_id: int, p: ia.FetchPartition, now: float):
     before = st.followers.get(follower_id)
     try:
         st.on_follower_fetch(follower_id, p.fetch_offset, now)
-    except FollowerAheadError:
-        # the follower holds records this leader never wrote: it must reconcile first
+    except (FollowerAheadError, ValueError):
+        # the follower holds records this leader never wrote (or sent a negative offset): it
+        # must reconcile first
         return fetched(p, Error(ErrorCode.OffsetOutOfRange), r.leader_epoch, r.hw, st.log_end,
                        r.log_start_offset)
     r.update_hw()
@@ -146,7 +146,12 @@ async def handle_fetch_replicas(ctx, conn, header, req: ia.FetchReplicasRequest)
         records = b""
         budget = byte_budget(max_bytes, used)
         if p.fetch_offset < st.log_end and budget > 0:
-            records = r.storage.read(p.fetch_offset, max(budget, 1), st.log_end).read_bytes()
+            try:
+                records = r.storage.read(p.fetch_offset, max(budget, 1), st.log_end).read_bytes()
+            except serr.StorageError as e:  # this partition's log only: the others are answered
+                log.error("%s-%s: serving a follower failed: %s", r.topic, r.partition, e)
+                out.append(fetched(p, Error(ErrorCode.StorageError), r.leader_epoch))
+                continue
             used += len(records)
         out.append(fetched(p, OK, r.leader_epoch, r.hw, st.log_end, r.log_start_offset, records))
     return ia.FetchReplicasResponse(OK, out)

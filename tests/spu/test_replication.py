@@ -416,3 +416,17 @@ async def test_a_batched_fetch_waits_until_one_partition_has_records(tmp_path):
     assert got == {1: [b"late"]}  # partition 0 has nothing new: left out
     for r in rs:
         r.storage.close()
+
+
+async def test_a_hostile_batched_fetch_is_answered_partition_by_partition(tmp_path):
+    """A negative offset, an offset past the log, no known HWs at all: each bad partition gets
+    its own error, the good one its records, and nothing raises."""
+    rs = [leader_of(tmp_path, 0, 1), leader_of(tmp_path, 1, 1), leader_of(tmp_path, 2, 1)]
+    req = ia.FetchReplicasRequest(FOLLOWER, [ia.FetchPartition("t", 0, 1, -5), ia.FetchPartition("t", 1, 1, 99),
+                                             ia.FetchPartition("t", 2, 1, 0)], [], 1 << 20, 0)
+    with trio.fail_after(10):
+        resp = await handle_fetch_replicas(Leader(rs), None, None, req)
+    got = {p.partition: (p.error_code.code, len(decode_record_set(p.records))) for p in resp.partitions}
+    assert got == {0: (ErrorCode.OffsetOutOfRange, 0), 1: (ErrorCode.OffsetOutOfRange, 0), 2: (ErrorCode.None_, 1)}
+    for r in rs:
+        r.storage.close()
