@@ -41,7 +41,12 @@ from fluvial.errors import Error, ErrorCode
 from fluvial.protocol import internal_api as ia
 
 FETCH_MAX_BYTES = 1 << 20
-FETCH_MAX_WAIT_MS = 500
+# How long an idle poll waits (Kafka: replica.fetch.wait.max.ms, 500). Longer here because
+# nothing waits on an idle poll's end: records, HW moves, errors and leadership changes answer
+# it at once, a new partition cancels it, and a caught-up follower stays in the ISR without
+# fetching (fluvial.replication.isr, rule 3). What it costs is a dead leader's connection
+# noticed that much later when no RST arrives (a network partition).
+FETCH_MAX_WAIT_MS = 2000
 
 
 # ----------------------------------------------------------------------------- leader side

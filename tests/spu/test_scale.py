@@ -20,7 +20,7 @@ from harness.client import ScAdmin
 from harness.cluster import open_test_cluster
 
 PARTITIONS = 150
-IDLE_WINDOW = 3.0  # seconds of counting once every partition is online
+IDLE_WINDOW = 5.0  # seconds of counting once every partition is online
 
 
 @pytest.fixture
