@@ -10,8 +10,10 @@ mix. Plain ``OSError`` comes out; callers give it their own type.
 from __future__ import annotations
 
 import os
+import threading
 
-__all__ = ["TMP_SUFFIX", "fsync_dir", "make_dirs_durable", "replace_durably", "write_synced"]
+__all__ = ["ENV_VAR", "TMP_SUFFIX", "fsync_dir", "make_dirs_durable", "record_durable", "replace_durably",
+           "use_journal", "write_synced"]
 
 #: What ``replace_durably`` appends to the path it writes first; a stray one is a crash's leftover.
 TMP_SUFFIX = ".tmp"
@@ -71,3 +73,42 @@ def replace_durably(path: str, data: bytes) -> None:
             pass
         raise
     fsync_dir(os.path.dirname(path) or ".")
+
+
+# ------------------------------------------------------------------------- the sync journal
+# A test facility (fluvial.storage.journal describes it): one line per fsync of a file whose
+# unsynced tail a simulated power cut drops (segments, the SC's metadata journal).
+
+ENV_VAR = "FLUVIAL_SYNC_JOURNAL"
+
+_UNREAD = object()
+_fd: object = _UNREAD  # _UNREAD, None (no journal) or an int descriptor
+_open_lock = threading.Lock()
+
+
+def use_journal(path: str | None) -> None:
+    """Journal to ``path`` from now on (None: stop journaling). For in-process tests; a server
+    reads ``FLUVIAL_SYNC_JOURNAL`` at its first fsync instead."""
+    global _fd
+    with _open_lock:
+        if isinstance(_fd, int):
+            os.close(_fd)
+        _fd = None if path is None else os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+
+def _journal_fd() -> int | None:
+    global _fd
+    if _fd is _UNREAD:
+        with _open_lock:
+            if _fd is _UNREAD:
+                path = os.environ.get(ENV_VAR)
+                _fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if path else None
+    return _fd  # type: ignore[return-value]
+
+
+def record_durable(path: str, size: int) -> None:
+    """Journal that the first ``size`` bytes of the file ``path`` are durable (nothing when no
+    journal is configured)."""
+    fd = _fd if _fd is not _UNREAD else _journal_fd()
+    if fd is not None:
+        os.write(fd, f"{os.path.abspath(path)}\t{size}\n".encode())

@@ -179,4 +179,4 @@ async def test_a_client_certificate_cannot_act_as_a_member(certs, tmp_path):
                                        server_hostname=DOMAIN) as c:
                 await c.handshake()
                 with pytest.raises((ConnectionLost, DecodeError)):
-                    await c.call(ia.FetchReplicaRequest(5002, "consumer-offset", 0, 1, 0), timeout=5)
+                    await c.call(ia.FetchReplicasRequest(5002, [ia.FetchPartition("consumer-offset", 0, 1, 0)], [0]), timeout=5)

@@ -140,6 +140,14 @@ class KindStore:
         self._undo = {}
         self.changed = self.durable_change = False
 
+    def changed_names(self) -> set[str]:
+        """The names written or deleted since ``begin`` (what a backend saves of this kind)."""
+        return set(self._undo or ())
+
+    def changed_pairs(self) -> list[tuple[StoredObject | None, StoredObject | None]]:
+        """``(before begin, now)`` of every name changed since ``begin`` (None: absent)."""
+        return [(before, self.objects.get(name)) for name, (before, _) in (self._undo or {}).items()]
+
     def rollback(self) -> None:
         """Put back every object and tombstone changed since ``begin``. A tombstone of another
         name dropped meanwhile stays dropped (the fence already covers it)."""

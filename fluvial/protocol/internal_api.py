@@ -29,9 +29,10 @@ class InternalScApiKey(IntEnum):
 
 class InternalSpuApiKey(IntEnum):
     ApiVersion = 18
-    FetchReplica = 6001
+    # 6001 was a per-partition FetchReplica: replaced by the batched FetchReplicas
     OffsetForLeaderEpoch = 6002
     UpdateConsumerOffsetStore = 6003
+    FetchReplicas = 6004
 
 
 # ----------------------------------------------------------------------------- SC private API
@@ -182,7 +183,24 @@ class LookupSmartModuleRequest(Request):
 
 
 @message
-class FetchReplicaResponse:
+class FetchPartition:
+    """One partition of a ``FetchReplicasRequest``: the follower's durable LEO (how the leader
+    learns it) and the leader epoch the follower follows."""
+
+    topic: str = wire(STR)
+    partition: int = wire(U32)
+    leader_epoch: int = wire(I32)
+    fetch_offset: int = wire(I64)
+
+
+@message
+class FetchedPartition:
+    """One partition of a ``FetchReplicasResponse``: its own error (another epoch, not the
+    leader, OffsetOutOfRange, OffsetEvicted), the leader's epoch, HW, written LEO, log start, and
+    the records from ``fetch_offset`` (possibly none)."""
+
+    topic: str = wire(STR)
+    partition: int = wire(U32)
     error_code: Error = wire(ERROR_CODE)
     leader_epoch: int = wire(I32)
     hw: int = wire(I64)
@@ -192,19 +210,25 @@ class FetchReplicaResponse:
 
 
 @message
-class FetchReplicaRequest(Request):
-    """Follower -> leader long-poll fetch (Kafka style). ``fetch_offset`` is the follower's LEO,
-    which is how the leader learns it; the leader answers at once when it has data or news,
-    otherwise after ``max_wait_ms``."""
+class FetchReplicasResponse:
+    error_code: Error = wire(ERROR_CODE)  # the request as a whole (e.g. PermissionDenied)
+    partitions: list[FetchedPartition] = wire(Vec(FetchedPartition))
 
-    API_KEY: ClassVar[int] = InternalSpuApiKey.FetchReplica
-    Response: ClassVar[type] = FetchReplicaResponse
+
+@message
+class FetchReplicasRequest(Request):
+    """Follower -> leader long-poll fetch for *every* partition the follower replicates from this
+    leader (Kafka's replica fetcher: one request per pair of SPUs, not per partition). The leader
+    answers as soon as any partition has records past its offset, an error, or a HW the follower
+    has not seen (``known_hws``), otherwise after ``max_wait_ms``; ``max_bytes`` bounds the
+    whole answer (at least one batch is always sent)."""
+
+    API_KEY: ClassVar[int] = InternalSpuApiKey.FetchReplicas
+    Response: ClassVar[type] = FetchReplicasResponse
 
     follower_id: int = wire(I32)
-    topic: str = wire(STR)
-    partition: int = wire(U32)
-    leader_epoch: int = wire(I32)
-    fetch_offset: int = wire(I64)
+    partitions: list[FetchPartition] = wire(Vec(FetchPartition))
+    known_hws: list[int] = wire(Vec(I64))  # the follower's HW per entry of ``partitions``
     max_bytes: int = wire(I32, default=1 << 20)
     max_wait_ms: int = wire(I32, default=500)
 
@@ -259,7 +283,7 @@ INTERNAL_SC_REQUESTS: dict[int, type] = {
 }
 INTERNAL_SPU_REQUESTS: dict[int, type] = {
     18: ApiVersionsRequest,
-    InternalSpuApiKey.FetchReplica: FetchReplicaRequest,
+    InternalSpuApiKey.FetchReplicas: FetchReplicasRequest,
     InternalSpuApiKey.OffsetForLeaderEpoch: OffsetForLeaderEpochRequest,
     InternalSpuApiKey.UpdateConsumerOffsetStore: UpdateConsumerOffsetStoreRequest,
 }

@@ -28,6 +28,7 @@ from fluvial.net.dispatch import ApiRegistry, Refusal, RequestLimits, members_on
 from fluvial.net.server import Handler
 from fluvial.protocol import internal_api as ia
 from fluvial.sc import controller as ctl
+from fluvial.sc.pushes import same_push
 from fluvial.sc.state import MetadataSaveError, ScState, SpuLink
 
 log = logging.getLogger("fluvial.sc")
@@ -106,9 +107,13 @@ async def handle_report_replicas(state: ScState, conn, header,
 async def handle_watch_replicas(state: ScState, conn, header, req: ia.WatchReplicasRequest) -> None:
     """Sends the SPU its assignments, and again on every change, until its link closes."""
     link = _seen(conn)
+    last = None
     while not link.closed.is_set():
         link.assignments_changed = trio.Event()
-        await send_reply(conn, header, ctl.assignments_for(state, req.spu_id))
+        push = ctl.assignments_for(state, req.spu_id)
+        if not same_push(last, push):  # another SPU's change, or none at all: nothing to send
+            await send_reply(conn, header, push)
+            last = push
         await link.assignments_changed.wait()
 
 

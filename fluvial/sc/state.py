@@ -26,6 +26,7 @@ from fluvial.metadata.replication import PartitionReplication, TopicReplication
 from fluvial.sc import controller as ctl
 from fluvial.sc.backend import MetadataBackend, MetaReader
 from fluvial.sc.cluster import ASSIGNMENT_KINDS, KINDS, Cluster, Decision
+from fluvial.sc.pushes import changes_assignments
 
 log = logging.getLogger("fluvial.sc")
 
@@ -92,8 +93,8 @@ class ScState(Cluster):
             durable = {label: self.stores[label].values() for label in PERSISTED
                        if self.stores[label].durable_change}
             if durable:
-                try:
-                    self.backend.save(durable)
+                try:  # only the changed objects are written (sc/backend.py, ``save`` semantics)
+                    self.backend.save(durable, {label: self.stores[label].changed_names() for label in durable})
                 except Exception as e:  # noqa: BLE001 - any failure: the change did not happen
                     log.error("metadata not saved (%s): change undone", e)
                     raise MetadataSaveError(f"the SC could not save its metadata: {e}") from e
@@ -104,12 +105,14 @@ class ScState(Cluster):
         finally:
             self._in_transaction = False
         changed = [label for label, store in self.stores.items() if store.changed]
+        pushed = any(changes_assignments(label, before, after) for label in ASSIGNMENT_KINDS & set(changed)
+                     for before, after in self.stores[label].changed_pairs())
         for store in self.stores.values():
             store.end()
         for label in changed:
             self._changed[label].set()
             self._changed[label] = trio.Event()
-        if ASSIGNMENT_KINDS & set(changed):
+        if pushed:  # a status-only change (the leaders' reports) is no news to the SPUs
             self.assignments_changed()
 
     def apply(self, decision: Decision):

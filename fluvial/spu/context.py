@@ -40,7 +40,7 @@ from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
 from fluvial.spu.compaction import apply_cleanup_settings, cleanup_settings, compact_replicas
 from fluvial.spu.consumer_offsets import ConsumerOffsetStore
 from fluvial.spu.partition import Lease, PartitionReplica
-from fluvial.spu.replication import run_follower
+from fluvial.spu.replication import Following, LeaderFetcher, run_fetcher
 from fluvial.storage import errors as serr
 from fluvial.storage.checkpoint import write_atomic
 from fluvial.storage.config import ReplicaConfig
@@ -50,6 +50,8 @@ if TYPE_CHECKING:
     from fluvial.spu.server import SpuConfig
 
 log = logging.getLogger("fluvial.spu")
+
+FULL_REPORT_EVERY = 5  # every 5th report rebuilds every entry (``SpuContext.report``)
 
 
 # ------------------------------------------------------------------------ replica directories
@@ -149,11 +151,16 @@ class SpuContext:
         self.max_request_bytes = config.limits.max_frame_bytes
         self.offsets_leader = -1
         self.peers: dict[int, ia.SpuAddress] = {}
+        self.fetchers: dict[int, LeaderFetcher] = {}  # leader SPU -> what this SPU follows from it
         self._offsets: ConsumerOffsetStore | None = None
         self.groups = None  # fluvial.spu.group_coordinator.GroupCoordinator, while leading offsets
         self.report_wanted = trio.Event()
         # replicas the last push could not apply: key -> (assignment, why), reported to the SC
         self.broken: dict[tuple[str, int], tuple[ia.ReplicaAssignment, str]] = {}
+        # report entries as last built, and the replicas changed since (``report``)
+        self._entries: dict[tuple[str, int], ia.ReplicaReport] = {}
+        self._stale: set[tuple[str, int]] = set()
+        self._reports_built = 0
         # granted at registration (RegisterSpuResponse.lease_ms), renewed by answered reports
         self.lease = Lease(0)
         self.public_port = 0
@@ -214,9 +221,39 @@ class SpuContext:
                              flush=self.config.flush, max_batch_bytes=self.max_batch_bytes,
                              **cleanup_settings(s))
 
-    def apply(self, push: ia.WatchReplicasResponse) -> None:
+    async def apply_push(self, push: ia.WatchReplicasResponse) -> None:
+        """``apply``, with the replicas it opens opened first in a worker thread (directories,
+        segment recovery, fsyncs): an SPU given thousands of partitions at once keeps answering
+        and reporting meanwhile."""
+        new = [a for a in push.replicas if (a.topic, a.partition) not in self.replicas]
+        # known meanwhile: a produce to them is retried (NotLeader), not refused (TopicNotFound)
+        self.topics |= {a.topic for a in new}
+        opened = await trio.to_thread.run_sync(self._open_storages, new) if new else {}
+        try:
+            self.apply(push, opened)
+        finally:
+            for storage in opened.values():  # not taken: the push no longer wanted it
+                if not isinstance(storage, BaseException):
+                    storage.close()
+
+    def _open_storages(self, assignments: list[ia.ReplicaAssignment]) -> dict:
+        """(topic, partition) -> the opened ``Replica``, or the exception opening it raised.
+        Runs in a worker thread: it touches files only, no SPU state."""
+        out: dict = {}
+        for a in assignments:
+            try:
+                prepare_replica_dir(self.config.data_dir, a.topic, a.partition, a.topic_id)
+                out[(a.topic, a.partition)] = Replica.open(self.config.data_dir, a.topic, a.partition,
+                                                           self.replica_config(a))
+            except Exception as e:  # noqa: BLE001 - raised again where the replica is opened
+                out[(a.topic, a.partition)] = e
+        return out
+
+    def apply(self, push: ia.WatchReplicasResponse, opened: dict | None = None) -> None:
         """Make the replicas on disk match the SC's desired state for this SPU. A replica that
-        cannot be opened, re-roled or dropped is logged and reported; the others are applied."""
+        cannot be opened, re-roled or dropped is logged and reported; the others are applied.
+        ``opened``: storages ``_open_storages`` opened already (taken from it as used)."""
+        opened = {} if opened is None else opened
         self.peers = {p.spu_id: p for p in push.peers}
         self.offsets_leader = push.offsets_leader
         wanted = {(a.topic, a.partition): a for a in push.replicas}
@@ -228,15 +265,16 @@ class SpuContext:
                 except Exception:  # noqa: BLE001 - the SC no longer wants it; the rest goes on
                     log.exception("%s-%s: dropping the replica failed", *key)
         self.broken = {}
+        self._stale |= set(wanted)
         for key, a in wanted.items():
             try:
-                self._apply_one(key, a)
+                self._apply_one(key, a, opened)
             except Exception as e:  # noqa: BLE001 - reported to the SC, which moves leadership
                 log.exception("%s-%s: cannot apply the assignment", *key)
                 self.broken[key] = (a, f"{type(e).__name__}: {e}")
         self.report_wanted.set()
 
-    def _apply_one(self, key: tuple[str, int], a: ia.ReplicaAssignment) -> None:
+    def _apply_one(self, key: tuple[str, int], a: ia.ReplicaAssignment, opened: dict) -> None:
         r = self.replicas.get(key)
         if r is not None and a.topic_id != ia.NO_TOPIC_ID and r.assignment.topic_id != a.topic_id:
             log.warning("%s-%s: the topic was re-created (incarnation %d -> %d): dropping the old replica",
@@ -244,7 +282,7 @@ class SpuContext:
             self._drop(key)
             r = None
         if r is None:
-            r = self._open(key, a)
+            r = self._open(key, a, opened.pop(key, None))
         else:
             apply_cleanup_settings(r.storage, a.settings)
             if r.reassign(a):
@@ -252,15 +290,19 @@ class SpuContext:
         if r.drop_failed_followers(set(self.peers)):
             self.report_wanted.set()
 
-    def _open(self, key: tuple[str, int], a: ia.ReplicaAssignment) -> PartitionReplica:
-        prepare_replica_dir(self.config.data_dir, a.topic, a.partition, a.topic_id)
-        storage = Replica.open(self.config.data_dir, a.topic, a.partition, self.replica_config(a))
+    def _open(self, key: tuple[str, int], a: ia.ReplicaAssignment, storage=None) -> PartitionReplica:
+        if isinstance(storage, BaseException):
+            raise storage
+        if storage is None:
+            prepare_replica_dir(self.config.data_dir, a.topic, a.partition, a.topic_id)
+            storage = Replica.open(self.config.data_dir, a.topic, a.partition, self.replica_config(a))
         try:
             r = PartitionReplica(storage, a, self.spu_id, lease=self.lease)
         except BaseException:
             storage.close()
             raise
         r.on_change = self.report_wanted.set
+        r.on_notify = self.mark_changed
         self.replicas[key] = r
         self.nursery.start_soon(r.run_flusher)
         self._follow(r)
@@ -275,25 +317,28 @@ class SpuContext:
             shutil.rmtree(path, ignore_errors=True)
 
     def _follow(self, r: PartitionReplica) -> None:
-        """(Re)start the follower task for ``r`` when it follows; stop it when it leads."""
-        if r.follower_scope is not None:
-            r.follower_scope.cancel()
-            r.follower_scope = None
+        """Move ``r`` to the fetcher of its current leader when it follows (one ``LeaderFetcher``
+        and task per leader SPU, fluvial.spu.replication); out of every fetcher when it leads."""
+        key = (r.topic, r.partition)
+        for fetcher in self.fetchers.values():
+            fetcher.remove(key)
         if r.is_leader or r.closed:
             return
-        scope = trio.CancelScope()
-        r.follower_scope = scope
+        leader = r.assignment.leader
+        fetcher = self.fetchers.get(leader)
+        if fetcher is None:
+            fetcher = self.fetchers[leader] = LeaderFetcher(leader)
+            self.nursery.start_soon(self._run_fetcher, fetcher)
+        fetcher.add(Following(r, leader, r.assignment.leader_epoch))
 
-        async def follow():
-            # cancelled when the assignment changes; an error caught up with that cancellation
-            # (e.g. the leader's connection dropping at the same moment) must not end the SPU
-            with scope:
-                try:
-                    await run_follower(self, r)
-                except* Exception as eg:
-                    log.warning("%s-%s: follower task ended: %s", r.topic, r.partition, describe(eg))
-
-        self.nursery.start_soon(follow)
+    async def _run_fetcher(self, fetcher: LeaderFetcher) -> None:
+        try:
+            await run_fetcher(self, fetcher)
+        except* Exception as eg:  # a bug of ours: logged; the partitions' next change restarts it
+            log.warning("fetcher from %d ended: %s", fetcher.leader, describe(eg))
+        finally:
+            if self.fetchers.get(fetcher.leader) is fetcher:
+                del self.fetchers[fetcher.leader]
 
     async def run_housekeeping(self) -> None:
         """Off the request path: checkpoint HWs (in a worker thread), enforce retention (whole
@@ -302,13 +347,13 @@ class SpuContext:
         last_retention = last_compaction = -1e18
         while True:
             await trio.sleep(self.config.checkpoint_seconds)
-            for r in list(self.replicas.values()):
-                if r.closed or r.storage.hw == r.checkpointed_hw:
-                    continue  # unchanged: no rewrite, no fsync
-                try:
-                    r.checkpointed_hw = await trio.to_thread.run_sync(r.storage.checkpoint_hw)
-                except (OSError, serr.StorageError) as e:
-                    log.error("%s-%s: HW checkpoint failed: %s", r.topic, r.partition, e)
+            changed = [r for r in self.replicas.values() if not r.closed and r.storage.hw != r.checkpointed_hw]
+            if changed:  # unchanged replicas: no rewrite, no fsync; the changed ones in one thread hop
+                for r, result in zip(changed, await trio.to_thread.run_sync(checkpoint_hws, changed)):
+                    if isinstance(result, Exception):
+                        log.error("%s-%s: HW checkpoint failed: %s", r.topic, r.partition, result)
+                    else:
+                        r.checkpointed_hw = result
             now = trio.current_time()
             if now - last_retention >= self.config.retention_check_seconds:
                 last_retention = now
@@ -347,6 +392,9 @@ class SpuContext:
                 log.error("%s-%s: corrupt batch at offset %d in a sealed segment",
                           r.topic, r.partition, found)
                 self.report_wanted.set()
+                self.mark_changed(r)
+                for fetcher in self.fetchers.values():  # a follower cuts it and refetches
+                    fetcher.recheck((r.topic, r.partition))
 
     async def run_isr_checks(self) -> None:
         """Drop followers that lag longer than ``replica_lag_time_max_seconds`` from the ISR."""
@@ -365,8 +413,8 @@ class SpuContext:
     def _drop(self, key) -> None:
         r = self.replicas.pop(key)
         r.closed = True
-        if r.follower_scope is not None:
-            r.follower_scope.cancel()
+        for fetcher in self.fetchers.values():
+            fetcher.remove(key)
         r._flush_wanted.set()
         r.notify()
         path = replica_dir(self.config.data_dir, *key)
@@ -375,25 +423,44 @@ class SpuContext:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
+    def mark_changed(self, r: PartitionReplica) -> None:
+        """``r``'s report entry must be built again (``PartitionReplica.on_change``)."""
+        self._stale.add((r.topic, r.partition))
+
     def report(self) -> ia.ReportReplicasRequest:
         """Every replica's state; ``error`` says why a replica cannot be trusted (it failed to
-        apply, or its storage failed), ``isr_version`` which SC ISR record the ISR builds on."""
-        reps = []
-        for (topic, partition), r in sorted(self.replicas.items()):
-            follower_leos = []
-            if r.leader_state is not None:
-                for spu, f in sorted(r.leader_state.followers.items()):
-                    follower_leos += [spu, f.leo]
-            broken = self.broken.get((topic, partition))
-            reps.append(ia.ReplicaReport(
-                topic, partition, r.leader_epoch, r.is_leader, r.storage.durable_leo, r.hw,
-                r.log_start_offset, r.storage.size_bytes(), r.isr(), follower_leos,
-                broken[1] if broken else replica_health(r), r.assignment.isr_version))
+        apply, or its storage failed), ``isr_version`` which SC ISR record the ISR builds on.
+
+        An entry is built again only for a replica that changed since (``mark_changed``, from
+        every ``notify``), and for all of them every ``FULL_REPORT_EVERY`` reports, which bounds
+        how late a change that notified no one (an append that short-circuited the log) shows."""
+        self._reports_built += 1
+        if self._reports_built % FULL_REPORT_EVERY == 0:
+            stale, self._entries = set(self.replicas), {}
+        else:
+            stale = self._stale & set(self.replicas) | (set(self.replicas) - set(self._entries))
+        self._stale = set()
+        for key in [k for k in self._entries if k not in self.replicas]:
+            del self._entries[key]
+        for key in stale:
+            self._entries[key] = self._entry(key, self.replicas[key])
+        reps = [self._entries[key] for key in sorted(self.replicas)]
         for (topic, partition), (a, why) in sorted(self.broken.items()):
             if (topic, partition) not in self.replicas:
                 reps.append(ia.ReplicaReport(topic, partition, a.leader_epoch, False, 0, 0, 0, 0,
                                              [], [], why, a.isr_version))
         return ia.ReportReplicasRequest(self.spu_id, reps)
+
+    def _entry(self, key: tuple[str, int], r: PartitionReplica) -> ia.ReplicaReport:
+        follower_leos = []
+        if r.leader_state is not None:
+            for spu, f in sorted(r.leader_state.followers.items()):
+                follower_leos += [spu, f.leo]
+        broken = self.broken.get(key)
+        return ia.ReplicaReport(
+            r.topic, r.partition, r.leader_epoch, r.is_leader, r.storage.durable_leo, r.hw,
+            r.log_start_offset, r.storage.size_bytes(), r.isr(), follower_leos,
+            broken[1] if broken else replica_health(r), r.assignment.isr_version)
 
     def close(self) -> None:
         """Checkpoint and close every replica; one whose disk failed does not keep the others
@@ -405,6 +472,17 @@ class SpuContext:
                     step()
                 except (OSError, serr.StorageError) as e:
                     log.error("%s-%s: %s failed: %s", r.topic, r.partition, step.__name__, e)
+
+
+def checkpoint_hws(replicas: list[PartitionReplica]) -> list[int | Exception]:
+    """Checkpoint each replica's HW (in a worker thread); the HW written, or the error, of each."""
+    out: list[int | Exception] = []
+    for r in replicas:
+        try:
+            out.append(r.storage.checkpoint_hw())
+        except (OSError, serr.StorageError) as e:
+            out.append(e)
+    return out
 
 
 def describe(e: BaseException) -> str:

@@ -128,8 +128,8 @@ class PartitionReplica:
         # idempotent producers' sequences (spu/producer_state.py): built from the log when this
         # replica takes leadership, kept up to date by the produce handler while it leads
         self.producers: ProducerStateTable | None = None
-        self.follower_scope: trio.CancelScope | None = None
         self.on_change = None  # called when the ISR changes (the SPU then reports to the SC)
+        self.on_notify = None  # called with this replica by every ``notify`` (its report is stale)
         self._take_role()
 
     # --------------------------------------------------------------------------------- roles
@@ -226,6 +226,8 @@ class PartitionReplica:
     def notify(self) -> None:
         for w in self.waiters:
             w.wake.set()
+        if self.on_notify is not None:
+            self.on_notify(self)
 
     def update_hw(self) -> None:
         """Publish the ISR bookkeeping's HW to storage (it never moves back)."""
@@ -337,6 +339,7 @@ class PartitionReplica:
                 self.failed = e
                 for w in self._commit.flush_failed():
                     w.release(e)
+                self.notify()  # its report now carries the error
                 continue
             self._flushed()
 

@@ -3,7 +3,9 @@
 ``run_sc_link`` keeps one session at a time: register (the SC grants the leader lease's length),
 watch the replica assignments (the SC pushes this SPU's complete desired state; each push is
 applied with ``SpuContext.apply``, and the first after a registration also removes orphan replica
-directories), and report replica state on every change and at least every ``heartbeat_seconds``.
+directories), and report replica state on every change and at least every ``heartbeat_seconds``:
+only the replicas whose state changed since the SC last acknowledged a report
+(``fluvial.spu.reports``), the full state at the start of each session and after a refusal.
 Each report the SC answers OK renews the lease from its *send* time. If the SC goes away the SPU
 keeps serving what it has and reconnects. With several SCs (``SpuConfig.sc_more``, fluvial.sc.ha)
 it tries the next one after every failure: only the controller accepts it.
@@ -17,6 +19,7 @@ import trio
 
 from fluvial.protocol import internal_api as ia
 from fluvial.spu.context import SpuContext, describe
+from fluvial.spu.reports import ReportDeltas
 
 log = logging.getLogger("fluvial.spu")
 
@@ -48,12 +51,17 @@ async def _sc_session(ctx: SpuContext, registered: trio.Event, sc: tuple[str, in
                  resp.lease_ms)
 
         async def reporter():
+            deltas = ReportDeltas()  # a new session: the first report is the full state
             while True:
                 sent_at = trio.current_time()
-                answer = await conn.call(ctx.report(), timeout=30)
+                full = ctx.report()
+                changed = deltas.delta(full.replicas)
+                answer = await conn.call(ia.ReportReplicasRequest(full.spu_id, changed), timeout=30)
                 if answer.error_code.ok:
+                    deltas.acknowledged(changed)
                     ctx.lease.renew(sent_at)  # counted from the send: a slow answer only shortens it
                 else:
+                    deltas.reset()  # not recorded: the next report is the full state
                     log.warning("spu %d: the SC refused a report: %s", cfg.spu_id, answer.error_code)
                 with trio.move_on_after(cfg.heartbeat_seconds):
                     await ctx.report_wanted.wait()
@@ -63,7 +71,7 @@ async def _sc_session(ctx: SpuContext, registered: trio.Event, sc: tuple[str, in
             first = True
             async with conn.open_stream(ia.WatchReplicasRequest(cfg.spu_id)) as stream:
                 async for push in stream:
-                    ctx.apply(push)
+                    await ctx.apply_push(push)
                     if first:
                         first = False
                         ctx.remove_orphans(push)

@@ -25,41 +25,11 @@ Without the variable nothing is written and the cost is one attribute test per f
 from __future__ import annotations
 
 import os
-import threading
 
-ENV_VAR = "FLUVIAL_SYNC_JOURNAL"
+from fluvial.durable import ENV_VAR, record_durable, use_journal
 
-_UNREAD = object()
-_fd: object = _UNREAD  # _UNREAD, None (no journal) or an int descriptor
-_open_lock = threading.Lock()
-
-
-def use_journal(path: str | None) -> None:
-    """Journal to ``path`` from now on (None: stop journaling). For in-process tests; a server
-    reads ``FLUVIAL_SYNC_JOURNAL`` at its first fsync instead."""
-    global _fd
-    with _open_lock:
-        if isinstance(_fd, int):
-            os.close(_fd)
-        _fd = None if path is None else os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-
-def _journal_fd() -> int | None:
-    global _fd
-    if _fd is _UNREAD:
-        with _open_lock:
-            if _fd is _UNREAD:
-                path = os.environ.get(ENV_VAR)
-                _fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if path else None
-    return _fd  # type: ignore[return-value]
-
-
-def record_durable(path: str, size: int) -> None:
-    """Journal that the first ``size`` bytes of the segment file ``path`` are durable (nothing
-    when no journal is configured)."""
-    fd = _fd if _fd is not _UNREAD else _journal_fd()
-    if fd is not None:
-        os.write(fd, f"{os.path.abspath(path)}\t{size}\n".encode())
+# the journal itself lives in fluvial.durable (the SC's metadata journal is journaled too)
+__all__ = ["ENV_VAR", "forget_segment", "record_durable", "sync_segment", "use_journal"]
 
 
 def sync_segment(fd: int, path: str, size: int, *, metadata: bool = False,

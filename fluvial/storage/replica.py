@@ -505,6 +505,8 @@ class Replica:
         on: it never serves them, and it must not count them as durable copies. A follower
         truncates here (``truncate_to(corrupt_offset)``) and refetches; a leader hands its
         leadership to an in-sync replica."""
+        if not any([s.corrupt for s in self._segments]):  # the common case, asked on every fetch round
+            return None
         return min((c.base_offset for s in self._segments for c in s.corrupt.values()), default=None)
 
     def verify_sealed(self, max_bytes: int) -> int | None:

@@ -25,11 +25,11 @@ class FlakyBackend(FileBackend):
         self.fail = False
         self.saves = 0
 
-    def save(self, batch):
+    def save(self, batch, changed=None):
         if self.fail:
             raise OSError(errno.ENOSPC, "No space left on device")
         self.saves += 1
-        super().save(batch)
+        super().save(batch, changed)
 
 
 def new_state(tmp_path) -> ScState:

@@ -160,10 +160,10 @@ async def test_a_failed_save_answers_an_error_and_changes_nothing(tmp_path, monk
     fail = [False]
     save = FileBackend.save
 
-    def flaky_save(self, batch):
+    def flaky_save(self, batch, changed=None):
         if fail[0]:
             raise OSError(errno.ENOSPC, "No space left on device")
-        save(self, batch)
+        save(self, batch, changed)
 
     monkeypatch.setattr(FileBackend, "save", flaky_save)
     with trio.fail_after(30):

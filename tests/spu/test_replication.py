@@ -6,6 +6,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 import trio
+import trio.testing
 
 from fluvial.errors import OK, Error, ErrorCode
 from fluvial.net.multiplexer import open_connection
@@ -16,7 +17,7 @@ from fluvial.protocol import spu_api as api
 from fluvial.protocol.batch import set_leader_epoch
 from fluvial.protocol.record import decode_record_set, encode_batch
 from fluvial.spu.partition import PartitionReplica
-from fluvial.spu.replication import handle_fetch_replica, run_follower
+from fluvial.spu.replication import handle_fetch_replicas, run_follower
 from fluvial.storage.config import ReplicaConfig
 from fluvial.storage.replica import Replica
 from harness.cluster import open_test_cluster
@@ -207,15 +208,19 @@ class ScriptedLeader:
         yield self
 
     async def call(self, req, timeout=None):
+        if isinstance(req, ia.FetchReplicasRequest):  # one partition followed: answer it alone
+            assert len(req.partitions) == 1
+            self.requests.append(req.partitions[0])
+            return ia.FetchReplicasResponse(OK, [await self.answer(req.partitions[0])])
         self.requests.append(req)
         return await self.answer(req)
 
     def fetches(self) -> list[int]:
-        return [q.fetch_offset for q in self.requests if isinstance(q, ia.FetchReplicaRequest)]
+        return [q.fetch_offset for q in self.requests if isinstance(q, ia.FetchPartition)]
 
 
 def fetched(epoch, records=b"", hw=0, leo=0, log_start=0, error=OK):
-    return ia.FetchReplicaResponse(error, epoch, hw, leo, log_start, records)
+    return ia.FetchedPartition("t", 0, error, epoch, hw, leo, log_start, records)
 
 
 NOT_LEADER = fetched(-1, error=Error(ErrorCode.NotLeaderForPartition))
@@ -332,7 +337,7 @@ async def test_a_follower_with_a_corrupt_batch_truncates_there_and_refetches(tmp
 
 
 class OneLeader:
-    """The slice of SpuContext ``handle_fetch_replica`` uses."""
+    """The slice of SpuContext ``handle_fetch_replicas`` uses."""
 
     def __init__(self, r: PartitionReplica, max_fetch_bytes: int):
         self.spu_id = r.spu_id
@@ -346,8 +351,82 @@ async def test_a_replica_fetch_is_capped_at_the_spus_max_fetch_bytes(tmp_path):
         r.append_nowait(encode_batch([b"x" * 100]))
     r.storage.flush()
     one = len(encode_batch([b"x" * 100]))
-    req = ia.FetchReplicaRequest(FOLLOWER, "t", 0, 1, 0, 1 << 30, 0)
-    resp = await handle_fetch_replica(OneLeader(r, max_fetch_bytes=3 * one), None, None, req)
+    req = ia.FetchReplicasRequest(FOLLOWER, [ia.FetchPartition("t", 0, 1, 0)], [0], 1 << 30, 0)
+    resp = await handle_fetch_replicas(OneLeader(r, max_fetch_bytes=3 * one), None, None, req)
     assert resp.error_code.ok
-    assert 0 < len(resp.records) <= 3 * one
+    assert resp.partitions[0].error_code.ok
+    assert 0 < len(resp.partitions[0].records) <= 3 * one
     r.storage.close()
+
+
+class Leader:
+    """The slice of SpuContext ``handle_fetch_replicas`` uses, leading several partitions."""
+
+    def __init__(self, replicas: list[PartitionReplica], max_fetch_bytes: int = 1 << 20):
+        self.spu_id = LEADER
+        self.replicas = {(r.topic, r.partition): r for r in replicas}
+        self.max_fetch_bytes = max_fetch_bytes
+
+
+def leader_of(path, partition: int, epoch: int) -> PartitionReplica:
+    a = ia.ReplicaAssignment("t", partition, LEADER, epoch, [LEADER, FOLLOWER], [LEADER, FOLLOWER],
+                             ia.ReplicaSettings())
+    r = PartitionReplica(Replica.open(path, "t", partition, ReplicaConfig()), a, LEADER)
+    r.append_nowait(encode_batch([b"p%d" % partition]))
+    r.storage.flush()
+    return r
+
+
+async def test_a_batched_fetch_answers_each_partition_on_its_own_epoch(tmp_path):
+    """One request, three partitions: the one asked at the leader's epoch gets its records, the
+    one asked at a stale epoch and the one this SPU does not have get NotLeader and nothing."""
+    rs = [leader_of(tmp_path, 0, 3), leader_of(tmp_path, 1, 3)]
+    req = ia.FetchReplicasRequest(FOLLOWER, [ia.FetchPartition("t", 0, 3, 0), ia.FetchPartition("t", 1, 2, 0),
+                                             ia.FetchPartition("t", 7, 3, 0)], [0, 0, 0], 1 << 20, 0)
+    with trio.fail_after(10):
+        resp = await handle_fetch_replicas(Leader(rs), None, None, req)
+    got = {p.partition: (p.error_code.code, p.records != b"") for p in resp.partitions}
+    assert got == {0: (ErrorCode.None_, True), 1: (ErrorCode.NotLeaderForPartition, False),
+                   7: (ErrorCode.NotLeaderForPartition, False)}
+    for r in rs:
+        r.storage.close()
+
+
+async def test_a_batched_fetch_waits_until_one_partition_has_records(tmp_path):
+    """Nothing new on either partition: the poll parks on both and returns as soon as one of them
+    gets a record, with that record, well before ``max_wait_ms``."""
+    rs = [leader_of(tmp_path, 0, 1), leader_of(tmp_path, 1, 1)]
+    req = ia.FetchReplicasRequest(FOLLOWER, [ia.FetchPartition("t", 0, 1, 1), ia.FetchPartition("t", 1, 1, 1)],
+                                  [1, 1], 1 << 20, 60_000)
+    answered = trio.Event()
+    out = []
+
+    async def poll():
+        out.append(await handle_fetch_replicas(Leader(rs), None, None, req))
+        answered.set()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as n:
+            n.start_soon(poll)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not answered.is_set()  # parked: nothing to say yet
+            rs[1].append_nowait(encode_batch([b"late"]))
+            await answered.wait()
+    got = {p.partition: [x.value for x in decode_record_set(p.records)] for p in out[0].partitions}
+    assert got == {1: [b"late"]}  # partition 0 has nothing new: left out
+    for r in rs:
+        r.storage.close()
+
+
+async def test_a_hostile_batched_fetch_is_answered_partition_by_partition(tmp_path):
+    """A negative offset, an offset past the log, no known HWs at all: each bad partition gets
+    its own error, the good one its records, and nothing raises."""
+    rs = [leader_of(tmp_path, 0, 1), leader_of(tmp_path, 1, 1), leader_of(tmp_path, 2, 1)]
+    req = ia.FetchReplicasRequest(FOLLOWER, [ia.FetchPartition("t", 0, 1, -5), ia.FetchPartition("t", 1, 1, 99),
+                                             ia.FetchPartition("t", 2, 1, 0)], [], 1 << 20, 0)
+    with trio.fail_after(10):
+        resp = await handle_fetch_replicas(Leader(rs), None, None, req)
+    got = {p.partition: (p.error_code.code, len(decode_record_set(p.records))) for p in resp.partitions}
+    assert got == {0: (ErrorCode.OffsetOutOfRange, 0), 1: (ErrorCode.OffsetOutOfRange, 0), 2: (ErrorCode.None_, 1)}
+    for r in rs:
+        r.storage.close()

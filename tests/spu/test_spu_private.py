@@ -91,7 +91,7 @@ async def test_a_member_certificate_cannot_speak_for_another_spu(certs, tmp_path
                 async with open_connection("127.0.0.1", port, ssl_context=ctx_for(certs, spu_member_name(member)),
                                            server_hostname=DOMAIN) as c:
                     await c.handshake()
-                    reqs = [ia.FetchReplicaRequest(sender, "t", 0, 1, 0, max_wait_ms=0),
+                    reqs = [ia.FetchReplicasRequest(sender, [ia.FetchPartition("t", 0, 1, 0)], [0], max_wait_ms=0),
                             ia.OffsetForLeaderEpochRequest(sender, "t", 0, 1, 1),
                             ia.UpdateConsumerOffsetStoreRequest(sender, "c", "t", 0, 1, False)]
                     return [(await c.call(r, timeout=10)).error_code.code for r in reqs]

@@ -51,6 +51,7 @@ class FakeSc:
         self._changed = trio.Event()
         self.registrations = 0
         self.reports: list[ia.ReportReplicasRequest] = []
+        self.state: dict[tuple[str, int], ia.ReplicaReport] = {}  # every report folded in
         self.report_arrived = trio.Event()
         self.answer_delay = 0.0
         self.answering = True
@@ -65,10 +66,15 @@ class FakeSc:
         self._changed = trio.Event()
 
     async def wait_report(self, predicate) -> ia.ReportReplicasRequest:
-        """The first report (from now on or already seen last) that satisfies ``predicate``."""
+        """The first state (from now on or the current one) that satisfies ``predicate``: the
+        SPU's reports are deltas (fluvial.spu.reports), so ``predicate`` sees every replica's
+        last reported entry, folded in as the SC does, as one full report."""
         while True:
-            if self.reports and predicate(self.reports[-1]):
-                return self.reports[-1]
+            if self.reports:
+                state = ia.ReportReplicasRequest(self.reports[-1].spu_id,
+                                                 [r for _, r in sorted(self.state.items())])
+                if predicate(state):
+                    return state
             self.report_arrived = trio.Event()
             await self.report_arrived.wait()
 
@@ -98,6 +104,7 @@ class FakeSc:
     async def report(self, _, conn, header, req):
         received_at = trio.current_time()
         self.reports.append(req)
+        self.state.update({(r.topic, r.partition): r for r in req.replicas})
         self.report_arrived.set()
         if not self.answering:
             await trio.sleep_forever()
