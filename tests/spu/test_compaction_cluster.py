@@ -17,6 +17,7 @@ from fluvial.protocol import sc_objects as so
 from fluvial.protocol.record import decode_record_set
 from fluvial.storage.config import ReplicaConfig
 from fluvial.storage.replica import Replica
+from harness.client import ScAdmin, wait_partitions_in_sync
 from harness.cluster import open_test_cluster
 
 import pytest
@@ -108,6 +109,8 @@ async def test_compacted_topic_keeps_latest_per_key_on_every_replica_and_across_
                     while (after := await consume_all(fl, "kv"))[-1][0] < len(produced):
                         await trio.sleep(0.05)
                 assert latest(after)[b"key-1"] == (len(produced), b"again")
+                # the follower copies it on its own schedule: compare the replicas once it has
+                await wait_partitions_in_sync(ScAdmin("127.0.0.1", cluster.sc_ports[0]), "kv", 1, 2, 20)
 
             for spu_id in list(cluster.spus):
                 await cluster.stop_spu(spu_id)
