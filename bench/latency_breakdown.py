@@ -1,0 +1,197 @@
+"""Where one record's send -> consumer latency goes, at RF=1 and RF=3, next to Redis-always.
+
+The workload of ``bench/compare.py``'s latency rows (one producer and one live ``read_committed``
+consumer in this process, ``--rate`` records/s, each value carrying its send time), with
+``FLUVIAL_TRACE`` set for the cluster and for this process: every process appends
+``<perf_counter_ns> <event> <topic/partition/offset>`` lines (``fluvial/trace.py``; CLOCK_MONOTONIC,
+one clock for all of them). The lines are joined by record and each event is printed as the time
+since the record's send: p50 and p99 of that, and the p50 of the step from the event before.
+
+Events, in path order (``leader.*`` and ``follower.*`` only at RF=3; ``N`` is a follower's SPU id):
+
+  client.send           the bench calls ``Producer.send`` (the value's timestamp)
+  client.produce_sent   the producer hands the ProduceRequest to its connection
+  spu.recv              the leader's produce handler starts
+  spu.appended          the batch is in the leader's log (write(), not yet durable)
+  leader.serve_N        the leader answers follower N's waiting FetchReplicas with the record
+  follower.appended     a follower appended it
+  follower.durable      a follower's fsync covering it returned
+  leader.fetch_from_N   follower N's next fetch (its LEO now past the record) reached the leader
+  spu.durable           the leader's own fsync covering it returned (group commit)
+  spu.hw                the HW covers it (read_committed: durable on every ISR member)
+  spu.ack               the produce response is handed to the connection
+  client.acked          the producer decoded the response
+  spu.consumer_acked    the consumer acknowledged everything before it (UpdateOffsets): the
+                        stream sends a response only once the one before it is acknowledged
+  spu.stream_send       the leader sends it on the consumer's stream
+  client.stream_recv    the consumer's connection delivered the stream response
+  client.deliver        the bench's ``async for`` got the record
+
+Usage: python bench/latency_breakdown.py [--seconds 5] [--rate 1000] [--no-redis]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+ORDER = ["client.send", "client.produce_sent", "spu.recv", "spu.appended", "leader.serve",
+         "follower.appended", "follower.durable", "leader.fetch_from", "spu.durable", "spu.hw",
+         "spu.ack", "client.acked", "spu.stream_send", "client.stream_recv", "client.deliver"]
+
+
+SLOW: dict[str, list[int]] = defaultdict(list)  # task name -> us of its steps over 200 us
+
+
+def load(prefix: str) -> dict[str, dict[str, list[int]]]:
+    """key -> event -> the timestamps of every time it was marked (earliest first)."""
+    out: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    d = Path(prefix).parent
+    for f in d.glob(Path(prefix).name + ".*"):
+        for line in f.read_text().splitlines():
+            fields = line.split(" ")
+            if len(fields) == 3:
+                out[fields[2]][fields[1]].append(int(fields[0]))
+            elif fields[1] == "slow_step":  # trace.instruments(): a task held the loop
+                SLOW[" ".join(fields[2:-1])].append(int(fields[-1]))
+    return out
+
+
+def breakdown(events: dict[str, dict[str, list[int]]], topic: str) -> list[tuple[str, float, float, int]]:
+    """(event, p50 us since send, p99 us since send, samples) in path order; follower events
+    (the first of two followers, and the second) are summarised as ``...#1`` and ``...#2``."""
+    rows: dict[str, list[float]] = defaultdict(list)
+    for key, ev in events.items():
+        if not key.startswith(topic + "/") or "client.send" not in ev:
+            continue
+        t0 = ev["client.send"][0]
+        per_name: dict[str, list[int]] = defaultdict(list)
+        for name, ts in ev.items():
+            base = name.rsplit("_", 1)[0] if name.startswith("leader.") else name
+            if name.startswith("leader.") or name.startswith("follower."):
+                per_name[base].append(min(ts))
+            else:
+                per_name[base] = [min(ts)]
+        for base, ts in per_name.items():
+            for i, t in enumerate(sorted(ts)):
+                label = base if len(ts) == 1 and not base.startswith(("leader.", "follower.")) else f"{base}#{i + 1}"
+                rows[label].append((t - t0) / 1000)
+
+    def rank(label: str) -> tuple[float, str]:
+        return (statistics.median(rows[label]), label)
+
+    out = []
+    for label in sorted(rows, key=rank):
+        s = sorted(rows[label])
+        out.append((label, s[len(s) // 2], s[min(len(s) - 1, int(len(s) * 0.99))], len(s)))
+    return out
+
+
+async def traced_latency(fl, topic: str, seconds: float, rate: int) -> dict[str, float]:
+    import trio
+
+    from fluvial import Offset, trace
+
+    n = int(seconds * rate)
+    latencies: list[float] = []
+    done = trio.Event()
+    async with fl.producer(topic, isolation="read_committed") as p, \
+            fl.consumer(topic, offset=Offset.end(), isolation="read_committed") as c:
+        async def consume() -> None:
+            async for r in c:
+                now = time.perf_counter_ns()
+                latencies.append((now - int(r.value)) / 1000)
+                trace.mark("client.send", topic, r.partition, r.offset, at=int(r.value))
+                trace.mark("client.deliver", topic, r.partition, r.offset, at=now)
+                if len(latencies) == n:
+                    done.set()
+                    return
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consume)
+            start = trio.current_time()
+            for i in range(n):
+                await trio.sleep_until(start + i / rate)
+                await p.send(b"%d" % time.perf_counter_ns())
+            await p.flush()
+            with trio.move_on_after(30):
+                await done.wait()
+            nursery.cancel_scope.cancel()
+    s = sorted(latencies)
+    return {"p50": s[len(s) // 2], "p99": s[int(len(s) * 0.99)], "n": len(s)}
+
+
+async def fluvial_part(endpoint: str, args) -> dict[int, dict[str, float]]:
+    import fluvial
+    from compare import fluvial_wait_ready
+
+    out = {}
+    async with fluvial.connect(endpoint=endpoint) as fl:
+        for rf in args.rfs:
+            topic = f"breakdown-rf{rf}"
+            await fl.admin.create_topic(topic, partitions=1, replication=rf)
+            await fluvial_wait_ready(fl, topic, rf)
+            out[rf] = await traced_latency(fl, topic, args.seconds, args.rate)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--rate", type=int, default=1000)
+    ap.add_argument("--no-redis", action="store_true")
+    ap.add_argument("--rf", default="1,3", help="replication factors to run (comma-separated)")
+    args = ap.parse_args()
+    args.rfs = [int(x) for x in args.rf.split(",") if x.strip()]
+    with tempfile.TemporaryDirectory(prefix="fluvial-breakdown-") as tmp:
+        base = Path(tmp)
+        prefix = str(base / "trace" / "t")
+        (base / "trace").mkdir()
+        os.environ["FLUVIAL_TRACE"] = prefix  # before fluvial is imported: this process traces too
+        import trio
+
+        from compare import FluvialCluster, RedisServer, redis_latency, redis_missing
+
+        print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
+        cluster = FluvialCluster(base / "fluvial", spus=3)
+        try:
+            summary = trio.run(fluvial_part, cluster.endpoint, args)
+        finally:
+            cluster.stop()
+        redis = None
+        if not args.no_redis and not redis_missing():
+            server = RedisServer(base / "redis", "always")
+            try:
+                redis = redis_latency(server, "breakdown", args.seconds, args.rate)
+            finally:
+                server.stop()
+        events = load(prefix)
+        for rf in args.rfs:
+            s = summary[rf]
+            print(f"\nfluvial RF={rf}: send -> consumer p50 {s['p50']:,.0f} us, p99 {s['p99']:,.0f} us "
+                  f"({s['n']} records)")
+            print(f"  {'event':<22} {'p50 since send':>15} {'p99':>8} {'step p50':>9}")
+            prev = 0.0
+            for label, p50, p99, _ in breakdown(events, f"breakdown-rf{rf}"):
+                print(f"  {label:<22} {p50:>12,.0f} us {p99:>8,.0f} {p50 - prev:>9,.0f}")
+                prev = p50
+        if SLOW:
+            print("\nSPU task steps over 200 us (the event loop held): task, count, p50 us, max us")
+            for name, us in sorted(SLOW.items(), key=lambda kv: -sum(kv[1]))[:8]:
+                print(f"  {name[-70:]:<70} {len(us):>6} {statistics.median(us):>7,.0f} {max(us):>7,}")
+        if redis:
+            print(f"\nRedis appendfsync always: send -> reader p50 {redis['lat-p50']:,.0f} us, "
+                  f"p99 {redis['lat-p99']:,.0f} us")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
