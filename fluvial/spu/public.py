@@ -389,6 +389,7 @@ async def handle_stream_fetch(ctx, conn, header, req: api.StreamFetchRequest) ->
                     break
                 await stream.waiter.wake.wait()
                 stream.waiter.reset()
+                trace.mark("spu.stream_woken", stream.topic, stream.partition, replica.limit(committed) - 1)
     finally:
         replica.waiters.discard(stream.waiter)
         streams.pop(seq, None)
