@@ -27,7 +27,12 @@ Events, in path order (``leader.*`` and ``follower.*`` only at RF=3; ``N`` is a 
   client.stream_recv    the consumer's connection delivered the stream response
   client.deliver        the bench's ``async for`` got the record
 
-Usage: python bench/latency_breakdown.py [--seconds 5] [--rate 1000] [--no-redis]
+Usage: python bench/latency_breakdown.py [--seconds 5] [--rate 1000] [--no-redis] [--no-trace]
+       [--rf 1,3]
+
+To compare with another fluvial (e.g. the commit before a change), run it from a directory
+without a ``fluvial`` package, with ``PYTHONPATH`` pointing at that tree: the cluster's
+processes inherit it. ``--no-trace`` then gives the same workload without the marks.
 """
 
 from __future__ import annotations
@@ -98,19 +103,30 @@ def breakdown(events: dict[str, dict[str, list[int]]], topic: str) -> list[tuple
 async def traced_latency(fl, topic: str, seconds: float, rate: int) -> dict[str, float]:
     import trio
 
-    from fluvial import Offset, trace
+    from fluvial import Offset
 
+    try:
+        from fluvial import trace
+    except ImportError:  # a fluvial without fluvial/trace.py (the "before" of a comparison)
+        trace = None
     n = int(seconds * rate)
     latencies: list[float] = []
+    acks: list[float] = []
     done = trio.Event()
+
+    async def acked(future, sent: int) -> None:
+        await future.wait()
+        acks.append((time.perf_counter_ns() - sent) / 1000)
+
     async with fl.producer(topic, isolation="read_committed") as p, \
             fl.consumer(topic, offset=Offset.end(), isolation="read_committed") as c:
         async def consume() -> None:
             async for r in c:
                 now = time.perf_counter_ns()
                 latencies.append((now - int(r.value)) / 1000)
-                trace.mark("client.send", topic, r.partition, r.offset, at=int(r.value))
-                trace.mark("client.deliver", topic, r.partition, r.offset, at=now)
+                if trace is not None:
+                    trace.mark("client.send", topic, r.partition, r.offset, at=int(r.value))
+                    trace.mark("client.deliver", topic, r.partition, r.offset, at=now)
                 if len(latencies) == n:
                     done.set()
                     return
@@ -120,13 +136,15 @@ async def traced_latency(fl, topic: str, seconds: float, rate: int) -> dict[str,
             start = trio.current_time()
             for i in range(n):
                 await trio.sleep_until(start + i / rate)
-                await p.send(b"%d" % time.perf_counter_ns())
+                sent = time.perf_counter_ns()
+                nursery.start_soon(acked, await p.send(b"%d" % sent), sent)
             await p.flush()
             with trio.move_on_after(30):
                 await done.wait()
             nursery.cancel_scope.cancel()
-    s = sorted(latencies)
-    return {"p50": s[len(s) // 2], "p99": s[int(len(s) * 0.99)], "n": len(s)}
+    s, a = sorted(latencies), sorted(acks)
+    return {"p50": s[len(s) // 2], "p99": s[int(len(s) * 0.99)], "n": len(s),
+            "ack-p50": a[len(a) // 2] if a else float("nan")}
 
 
 async def fluvial_part(endpoint: str, args) -> dict[int, dict[str, float]]:
@@ -148,6 +166,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--no-redis", action="store_true")
+    ap.add_argument("--no-trace", action="store_true",
+                    help="latencies only: no FLUVIAL_TRACE marks (they cost a little)")
     ap.add_argument("--rf", default="1,3", help="replication factors to run (comma-separated)")
     args = ap.parse_args()
     args.rfs = [int(x) for x in args.rf.split(",") if x.strip()]
@@ -155,7 +175,8 @@ def main() -> int:
         base = Path(tmp)
         prefix = str(base / "trace" / "t")
         (base / "trace").mkdir()
-        os.environ["FLUVIAL_TRACE"] = prefix  # before fluvial is imported: this process traces too
+        if not args.no_trace:
+            os.environ["FLUVIAL_TRACE"] = prefix  # before fluvial is imported: this process traces too
         import trio
 
         from compare import FluvialCluster, RedisServer, redis_latency, redis_missing
@@ -176,8 +197,10 @@ def main() -> int:
         events = load(prefix)
         for rf in args.rfs:
             s = summary[rf]
-            print(f"\nfluvial RF={rf}: send -> consumer p50 {s['p50']:,.0f} us, p99 {s['p99']:,.0f} us "
-                  f"({s['n']} records)")
+            print(f"\nfluvial RF={rf}: send -> consumer p50 {s['p50']:,.0f} us, p99 {s['p99']:,.0f} us, "
+                  f"send -> ack p50 {s['ack-p50']:,.0f} us ({s['n']} records)")
+            if not events:
+                continue
             print(f"  {'event':<22} {'p50 since send':>15} {'p99':>8} {'step p50':>9}")
             prev = 0.0
             for label, p50, p99, _ in breakdown(events, f"breakdown-rf{rf}"):
