@@ -28,7 +28,7 @@ Events, in path order (``leader.*`` and ``follower.*`` only at RF=3; ``N`` is a 
   client.deliver        the bench's ``async for`` got the record
 
 Usage: python bench/latency_breakdown.py [--seconds 5] [--rate 1000] [--no-redis] [--no-trace]
-       [--rf 1,3]
+       [--rf 1,3] [--against DIR --rounds 3]
 
 To compare with another fluvial (e.g. the commit before a change), run it from a directory
 without a ``fluvial`` package, with ``PYTHONPATH`` pointing at that tree: the cluster's
@@ -161,6 +161,66 @@ async def fluvial_part(endpoint: str, args) -> dict[int, dict[str, float]]:
     return out
 
 
+def run_cluster(base: Path, args, pythonpath: str | None) -> dict[int, dict[str, float]]:
+    """One cluster (its servers from ``pythonpath`` when given), the latency run at each RF."""
+    import trio
+
+    from compare import FluvialCluster
+
+    saved = os.environ.get("PYTHONPATH")
+    if pythonpath:
+        os.environ["PYTHONPATH"] = pythonpath  # the cluster's processes only: fluvial is imported
+    try:
+        cluster = FluvialCluster(base, spus=3)
+    finally:
+        if pythonpath:
+            if saved is None:
+                os.environ.pop("PYTHONPATH")
+            else:
+                os.environ["PYTHONPATH"] = saved
+    try:
+        return trio.run(fluvial_part, cluster.endpoint, args)
+    finally:
+        cluster.stop()
+
+
+def run_redis(base: Path, args) -> dict[str, float] | None:
+    from compare import RedisServer, redis_latency, redis_missing
+
+    if args.no_redis or redis_missing():
+        return None
+    server = RedisServer(base, "always")
+    try:
+        return redis_latency(server, "breakdown", args.seconds, args.rate)
+    finally:
+        server.stop()
+
+
+def compare_rounds(base: Path, args) -> None:
+    """``--against DIR``: rounds of [this tree, DIR, Redis], interleaved so that the machine's
+    load falls on each alike; medians over the rounds (the client is this tree's: only the
+    servers differ)."""
+    rows: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    for i in range(args.rounds):
+        for label, path in (("after", None), ("before", args.against)):
+            res = run_cluster(base / f"{label}-{i}", args, path)
+            for rf in args.rfs:
+                r = res[rf]
+                rows[f"fluvial RF={rf} ({label})"].append((r["p50"], r["p99"], r["ack-p50"]))
+                print(f"round {i + 1} {label} RF={rf}: p50 {r['p50']:,.0f} p99 {r['p99']:,.0f} "
+                      f"ack p50 {r['ack-p50']:,.0f} us", flush=True)
+        red = run_redis(base / f"redis-{i}", args)
+        if red:
+            rows["Redis appendfsync always"].append((red["lat-p50"], red["lat-p99"], float("nan")))
+    print(f"\nmedians over {args.rounds} rounds, {args.rate} records/s for {args.seconds:g} s "
+          f"(load average now {os.getloadavg()[0]:.1f})")
+    print("| target | send -> consumer p50 | p99 | send -> ack p50 |")
+    print("| --- | ---: | ---: | ---: |")
+    for name in sorted(rows, key=lambda n: (n.startswith("fluvial"), n)):
+        cols = [statistics.median(c) for c in zip(*rows[name])]
+        print(f"| {name} | " + " | ".join("" if c != c else f"{c:,.0f} us" for c in cols) + " |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=5.0)
@@ -169,31 +229,24 @@ def main() -> int:
     ap.add_argument("--no-trace", action="store_true",
                     help="latencies only: no FLUVIAL_TRACE marks (they cost a little)")
     ap.add_argument("--rf", default="1,3", help="replication factors to run (comma-separated)")
+    ap.add_argument("--against", default=None,
+                    help="a directory holding another fluvial package: interleaved rounds of both "
+                         "(implies --no-trace)")
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     args.rfs = [int(x) for x in args.rf.split(",") if x.strip()]
     with tempfile.TemporaryDirectory(prefix="fluvial-breakdown-") as tmp:
         base = Path(tmp)
+        if args.against:
+            compare_rounds(base, args)
+            return 0
         prefix = str(base / "trace" / "t")
         (base / "trace").mkdir()
         if not args.no_trace:
             os.environ["FLUVIAL_TRACE"] = prefix  # before fluvial is imported: this process traces too
-        import trio
-
-        from compare import FluvialCluster, RedisServer, redis_latency, redis_missing
-
         print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
-        cluster = FluvialCluster(base / "fluvial", spus=3)
-        try:
-            summary = trio.run(fluvial_part, cluster.endpoint, args)
-        finally:
-            cluster.stop()
-        redis = None
-        if not args.no_redis and not redis_missing():
-            server = RedisServer(base / "redis", "always")
-            try:
-                redis = redis_latency(server, "breakdown", args.seconds, args.rate)
-            finally:
-                server.stop()
+        summary = run_cluster(base / "fluvial", args, None)
+        redis = run_redis(base / "redis", args)
         events = load(prefix)
         for rf in args.rfs:
             s = summary[rf]
