@@ -238,12 +238,15 @@ async def handle_produce(ctx, conn, header, req: api.ProduceRequest) -> api.Prod
                 if received is not None:
                     trace.mark("spu.recv", t.name, part.partition_index, resp.base_offset, pending[1] - 1, at=received)
                     trace.mark("spu.appended", t.name, part.partition_index, resp.base_offset, pending[1] - 1)
-    if waits:
+    if len(waits) == 1:  # one partition (the usual request): no task to start, no nursery to join
+        resp, replica, leo, leadership, topic = waits[0]
+        await _await_ack(resp, replica, leo, leadership, topic, committed, req.timeout_ms)
+    elif waits:
         async with trio.open_nursery() as n:
             for resp, replica, leo, leadership, topic in waits:
                 n.start_soon(_await_ack, resp, replica, leo, leadership, topic, committed, req.timeout_ms)
-        for resp, replica, leo, leadership, topic in waits:
-            trace.mark("spu.ack", topic, resp.partition_index, resp.base_offset, leo - 1)
+    for resp, replica, leo, leadership, topic in waits:
+        trace.mark("spu.ack", topic, resp.partition_index, resp.base_offset, leo - 1)
     return out
 
 
