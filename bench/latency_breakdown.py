@@ -202,7 +202,8 @@ def compare_rounds(base: Path, args) -> None:
     servers differ)."""
     rows: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     for i in range(args.rounds):
-        for label, path in (("after", None), ("before", args.against)):
+        pair = [("after", None), ("before", args.against)]
+        for label, path in (pair if i % 2 == 0 else pair[::-1]):  # neither always goes first
             res = run_cluster(base / f"{label}-{i}", args, path)
             for rf in args.rfs:
                 r = res[rf]

@@ -71,7 +71,8 @@ def _serve_one(ctx, follower_id: int, p: ia.FetchPartition, now: float):
     st = r.leader_state
     isr_before = st.isr
     before = st.followers.get(follower_id)
-    trace.mark(f"leader.fetch_from_{follower_id}", p.topic, p.partition, p.fetch_offset - 1)
+    if trace.enabled():
+        trace.mark(f"leader.fetch_from_{follower_id}", p.topic, p.partition, p.fetch_offset - 1)
     try:
         st.on_follower_fetch(follower_id, p.fetch_offset, now)
     except (FollowerAheadError, ValueError):
@@ -155,7 +156,8 @@ async def handle_fetch_replicas(ctx, conn, header, req: ia.FetchReplicasRequest)
                 out.append(fetched(p, Error(ErrorCode.StorageError), r.leader_epoch))
                 continue
             used += len(records)
-            trace.mark(f"leader.serve_{req.follower_id}", p.topic, p.partition, p.fetch_offset, st.log_end - 1)
+            if trace.enabled():
+                trace.mark(f"leader.serve_{req.follower_id}", p.topic, p.partition, p.fetch_offset, st.log_end - 1)
         out.append(fetched(p, OK, r.leader_epoch, r.hw, st.log_end, r.log_start_offset, records))
     return ia.FetchReplicasResponse(OK, out)
 
@@ -393,7 +395,9 @@ async def _fetch_rounds(fetcher: LeaderFetcher, conn, spu_id: int) -> None:
                 fetcher.retry_later(key, f"flush failed: {e}", trio.current_time())
             for f in appended:
                 f.r.notify()  # its durable LEO moved (reported to the SC)
-                trace.mark("follower.durable", f.r.topic, f.r.partition, sent[(f.r.topic, f.r.partition)][1], f.r.storage.durable_leo - 1)
+                if trace.enabled():
+                    trace.mark("follower.durable", f.r.topic, f.r.partition,
+                               sent[(f.r.topic, f.r.partition)][1], f.r.storage.durable_leo - 1)
         for a in resp.partitions:
             entry = sent.get((a.topic, a.partition))
             if entry is None or not entry[0].holds() or not a.error_code.ok or a.leader_epoch != entry[0].epoch:
