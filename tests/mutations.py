@@ -452,6 +452,12 @@ MUTATIONS: list[Mutation] = [
              "    return True\n",
              ("tests/sc/test_scale_decisions.py::test_only_assignment_changes_are_pushed",),
              "every status report pushes every assignment to every SPU"),
+    # --- issue 20: latency ---
+    Mutation("one-partition-produce-unawaited", "fluvial/spu/public.py",
+             "        await _await_ack(resp, replica, leo, leadership, topic, committed, req.timeout_ms)\n    elif waits:",
+             "        pass\n    elif waits:",
+             ("tests/spu/test_spu_server.py::test_a_one_partition_produce_is_answered_only_after_its_fsync",),
+             "a produce of one partition (no nursery) is answered before its fsync"),
 ]
 
 

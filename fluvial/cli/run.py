@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import trio
 import typer
 
+from fluvial import trace
 from fluvial.access import is_loopback, private_bind_host, spu_member_name
 
 app = typer.Typer(no_args_is_help=True, help="Run one fluvial server in the foreground.")
@@ -127,7 +128,8 @@ def run_sc(
         settings = EtcdSettings(metadata, etcd_prefix, controller_lease)
         serve = lambda c, task_status: serve_sc_etcd(c, settings, task_status=task_status)  # noqa: E731
     trio.run(_run_until_signal, lambda task_status=trio.TASK_STATUS_IGNORED: serve(cfg, task_status=task_status),
-             ready_file, lambda p: {"pid": os.getpid(), "public_port": p[0], "private_port": p[1]})
+             ready_file, lambda p: {"pid": os.getpid(), "public_port": p[0], "private_port": p[1]},
+             instruments=trace.instruments())
 
 
 @app.command("spu")
@@ -173,4 +175,5 @@ def run_spu(
                     advertised_host=advertised_host, rack=rack, flush=flush,
                     replica_lag_time_max_seconds=replica_lag_time_max)
     trio.run(_run_until_signal, lambda task_status=trio.TASK_STATUS_IGNORED: serve_spu(cfg, task_status=task_status),
-             ready_file, lambda p: {"pid": os.getpid(), "public_port": p[0], "private_port": p[1]})
+             ready_file, lambda p: {"pid": os.getpid(), "public_port": p[0], "private_port": p[1]},
+             instruments=trace.instruments())

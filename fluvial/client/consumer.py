@@ -47,6 +47,7 @@ from typing import Any, NamedTuple
 
 import trio
 
+from fluvial import trace
 from fluvial.client.smartmodule import decode_smartmodule_chunk
 from fluvial.client.smartmodule import invocations as smartmodule_invocations
 from fluvial.client.types import Offset, Record, isolation_from
@@ -165,6 +166,7 @@ class _PartitionReader:
                     self._stream, self._version = stream, stream.version
                     s.conn, s.stream_id = conn, None
                 payload = await self._stream.receive_payload()
+                received = trace.now()
                 chunk = parse_stream_fetch_response(payload, self._version)
                 if (chunk.error.code == ErrorCode.SmartModuleRuntimeError
                         and chunk.records_end > chunk.records_pos):
@@ -186,6 +188,8 @@ class _PartitionReader:
                                                 start, s.limit)
                 if chunk.next_filter_offset > 0:
                     after = chunk.next_filter_offset
+                if after is not None and after > start and trace.enabled():
+                    trace.mark("client.stream_recv", c.topic, s.partition, start, after - 1, at=received)
                 if after is not None:
                     self._nursery.start_soon(self._ack, s.conn, after, s.stream_id)
                     if after > s.next_offset:

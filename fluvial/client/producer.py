@@ -58,6 +58,7 @@ from typing import Any
 
 import trio
 
+from fluvial import trace
 from fluvial.client.accumulator import (
     DEFAULT_BATCH_QUEUE_SIZE, DEFAULT_BATCH_SIZE, DEFAULT_MAX_REQUEST_SIZE, ProducerBatch,
     RecordAccumulator,
@@ -673,6 +674,7 @@ class Producer:
         try:
             conn = await self._fl.spu_connection(leader)
             self._requests_sent += 1
+            sent_at = trace.now()
             resp = await conn.call(req, timeout=self.timeout + _RESPONSE_MARGIN)
         except (DecodeError, FluvialError) as e:  # FluvialError: lost connections, timeouts too
             now = trio.current_time()
@@ -690,6 +692,10 @@ class Producer:
         for (p, batches), r in zip(entries, results):
             if r.error_code.ok:
                 base = r.base_offset
+                if trace.enabled():
+                    last = base + sum(len(b.values) for b in batches) - 1
+                    trace.mark("client.produce_sent", self.topic, p, base, last, at=sent_at)
+                    trace.mark("client.acked", self.topic, p, base, last)
                 for b in batches:
                     self._finish(b, base)
                     base += len(b.values)

@@ -52,6 +52,7 @@ from fluvial.smartmodule.chain import Chain
 from fluvial.smartmodule.engine import SmartModuleFailure
 from fluvial.spu.smartmodules import open_chain, run_chain, transform_produce
 from fluvial.storage import errors as serr
+from fluvial import trace
 
 log = logging.getLogger("fluvial.spu")
 
@@ -179,10 +180,12 @@ async def _await_ack(resp: api.PartitionProduceResponse, replica: PartitionRepli
     try:
         with trio.fail_after(max(timeout_ms, 1) / 1000):
             await replica.wait_durable(leo)
+            trace.mark("spu.durable", topic, resp.partition_index, leo - 1)
             if committed:
                 while ((replica.hw < leo or replica.under_min_isr())
                        and replica.leader_state is leadership):
                     await replica.wait_change()
+                trace.mark("spu.hw", topic, resp.partition_index, leo - 1)
         if not replica.may_ack(leadership):
             # Demoted (this log may since have been truncated under the batch and refilled from
             # the new leader), or cut off from the SC past the lease: nothing here vouches for it.
@@ -211,6 +214,7 @@ async def _transform_entry(ctx, header, req: api.ProduceRequest, topic: str,
 
 
 async def handle_produce(ctx, conn, header, req: api.ProduceRequest) -> api.ProduceResponse:
+    received = trace.now() if trace.enabled() else None
     committed = req.isolation == api.Isolation.ReadCommitted
     out = api.ProduceResponse([], 0)
     waits = []
@@ -231,10 +235,18 @@ async def handle_produce(ctx, conn, header, req: api.ProduceRequest) -> api.Prod
             tr.partitions.append(resp)
             if pending is not None:
                 waits.append((resp, *pending, t.name))
-    if waits:
+                if received is not None:
+                    trace.mark("spu.recv", t.name, part.partition_index, resp.base_offset, pending[1] - 1, at=received)
+                    trace.mark("spu.appended", t.name, part.partition_index, resp.base_offset, pending[1] - 1)
+    if len(waits) == 1:  # one partition (the usual request): no task to start, no nursery to join
+        resp, replica, leo, leadership, topic = waits[0]
+        await _await_ack(resp, replica, leo, leadership, topic, committed, req.timeout_ms)
+    elif waits:
         async with trio.open_nursery() as n:
             for resp, replica, leo, leadership, topic in waits:
                 n.start_soon(_await_ack, resp, replica, leo, leadership, topic, committed, req.timeout_ms)
+    for resp, replica, leo, leadership, topic in waits:
+        trace.mark("spu.ack", topic, resp.partition_index, resp.base_offset, leo - 1)
     return out
 
 
@@ -265,6 +277,8 @@ async def _send_fetch(ctx, conn, header, stream: FetchStream, replica: Partition
     prefix = api.encode_stream_fetch_response_prefix(
         header.correlation_id, header.api_version, stream.topic, stream.stream_id, stream.partition,
         len(data), high_watermark=replica.hw, log_start_offset=replica.log_start_offset)
+    if data:
+        trace.mark("spu.stream_send", stream.topic, stream.partition, start, chunk.next_offset - 1)
     await conn.send_parts([prefix, data])
     return chunk.next_offset if data else start
 
@@ -378,6 +392,7 @@ async def handle_stream_fetch(ctx, conn, header, req: api.StreamFetchRequest) ->
                     break
                 await stream.waiter.wake.wait()
                 stream.waiter.reset()
+                trace.mark("spu.stream_woken", stream.topic, stream.partition, replica.limit(committed) - 1)
     finally:
         replica.waiters.discard(stream.waiter)
         streams.pop(seq, None)
@@ -393,6 +408,7 @@ async def handle_update_offsets(ctx, conn, header, req: api.UpdateOffsetsRequest
             continue
         s.ack_pending.append(u.offset)
         s.waiter.wake.set()
+        trace.mark("spu.consumer_acked", s.topic, s.partition, u.offset)
         out.status.append(api.OffsetUpdateStatus(u.session_id, OK))
     return out
 

@@ -52,6 +52,7 @@ from fluvial.replication.fetch import (
 from fluvial.replication.isr import FollowerAheadError
 from fluvial.spu.partition import PartitionReplica, Waiter
 from fluvial.storage import errors as serr
+from fluvial import trace
 
 log = logging.getLogger("fluvial.spu.replication")
 
@@ -70,6 +71,8 @@ def _serve_one(ctx, follower_id: int, p: ia.FetchPartition, now: float):
     st = r.leader_state
     isr_before = st.isr
     before = st.followers.get(follower_id)
+    if trace.enabled():
+        trace.mark(f"leader.fetch_from_{follower_id}", p.topic, p.partition, p.fetch_offset - 1)
     try:
         st.on_follower_fetch(follower_id, p.fetch_offset, now)
     except (FollowerAheadError, ValueError):
@@ -153,6 +156,8 @@ async def handle_fetch_replicas(ctx, conn, header, req: ia.FetchReplicasRequest)
                 out.append(fetched(p, Error(ErrorCode.StorageError), r.leader_epoch))
                 continue
             used += len(records)
+            if trace.enabled():
+                trace.mark(f"leader.serve_{req.follower_id}", p.topic, p.partition, p.fetch_offset, st.log_end - 1)
         out.append(fetched(p, OK, r.leader_epoch, r.hw, st.log_end, r.log_start_offset, records))
     return ia.FetchReplicasResponse(OK, out)
 
@@ -390,6 +395,9 @@ async def _fetch_rounds(fetcher: LeaderFetcher, conn, spu_id: int) -> None:
                 fetcher.retry_later(key, f"flush failed: {e}", trio.current_time())
             for f in appended:
                 f.r.notify()  # its durable LEO moved (reported to the SC)
+                if trace.enabled():
+                    trace.mark("follower.durable", f.r.topic, f.r.partition,
+                               sent[(f.r.topic, f.r.partition)][1], f.r.storage.durable_leo - 1)
         for a in resp.partitions:
             entry = sent.get((a.topic, a.partition))
             if entry is None or not entry[0].holds() or not a.error_code.ok or a.leader_epoch != entry[0].epoch:
@@ -434,6 +442,7 @@ def _apply_answers(fetcher: LeaderFetcher, sent, resp: ia.FetchReplicasResponse)
             except serr.StorageError as e:
                 fetcher.retry_later(key, f"append: {e}", now)
                 continue
+            trace.mark("follower.appended", r.topic, r.partition, fetch_offset, storage.leo - 1)
             fetcher.backoff.pop(key, None)
             r.notify()
         else:

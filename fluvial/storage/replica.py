@@ -739,6 +739,7 @@ class Replica:
                 if end > seg.allocated:  # not preallocated: the write grew the file
                     seg.allocated = end
                 seg.next_offset = run.next_offset
+                seg.tail = (run.base_offset + run.entries[-1][0], run.entries[-1][1])
                 if seg.max_timestamp is None or run.max_timestamp > seg.max_timestamp:
                     seg.max_timestamp = run.max_timestamp
                 self._dirty[seg.base_offset] = seg
@@ -757,6 +758,7 @@ class Replica:
         touched files back. Short-circuits the replica if that fails."""
         for seg, size in touched:
             seg.index.truncate(size)
+            seg.tail = None
         try:
             for seg in reversed(created):
                 seg.remove_files()
@@ -1023,6 +1025,7 @@ class Replica:
         with self._lock:
             self._remove_segments(doomed)
             seg.size = pos
+            seg.tail = None
             seg.next_offset = cut
             seg.verified_end = min(seg.verified_end, pos)
             seg.corrupt = {p: c for p, c in seg.corrupt.items() if p < pos}

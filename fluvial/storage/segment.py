@@ -138,6 +138,11 @@ class Segment:
         # index lives in memory and is written when it is sealed.
         self.sealed = False
         self.closed = False
+        # (base offset, position) of the batch this process appended last: where a tailing
+        # reader (a live consumer, a follower) asks next. ``find`` tries it before the index
+        # walk, which re-reads up to ``index_max_interval_bytes`` of headers. A hint only: it is
+        # checked against the header it points at, and dropped when the segment is cut back.
+        self.tail: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
         return f"<Segment {self.base_offset} size={self.size} next={self.next_offset}>"
@@ -289,6 +294,12 @@ class Segment:
             CorruptLog: the batches on the way do not check out, or the segment ends before
                 ``offset``.
         """
+        tail = self.tail
+        if tail is not None and tail[0] == offset and tail[1] + HEADER_BYTES <= self.size:
+            head = self.pread(HEADER_BYTES, tail[1])
+            if len(head) == HEADER_BYTES and HEADER.unpack_from(head)[0] == offset:
+                for p, h in self.headers(tail[1], offset):
+                    return p, h
         rel, pos = self.index.lookup(offset - self.base_offset)
         if pos:
             head = self.pread(HEADER_BYTES, pos)

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 import trio
+import trio.testing
 
 from fluvial.auth import Policy
 from fluvial.errors import RETRIABLE, Error, ErrorCode
@@ -405,6 +406,39 @@ def leader_batch(value, epoch, base_offset=0):
     b = bytearray(encode_batch([value], base_offset=base_offset))
     set_leader_epoch(b, 0, epoch)
     return bytes(b)
+
+
+@pytest.mark.parametrize("committed", [False, True])
+async def test_a_one_partition_produce_is_answered_only_after_its_fsync(tmp_path, committed):
+    """handle_produce waits for a single entry in its own task (no nursery): the answer still
+    comes only once the batch is durable (and, ReadCommitted, under the HW)."""
+    with trio.fail_after(30):
+        r = open_replica(tmp_path, assignment())
+        ctx = OneReplica(r)
+        ctx.policy = None
+        conn = type("Conn", (), {"state": {}})()
+        async with trio.open_nursery() as n:
+            n.start_soon(r.run_flusher)
+            gate = GatedFlush(r.storage)
+            answer = {}
+            answered = trio.Event()
+
+            async def produce():
+                answer["resp"] = await public.handle_produce(
+                    ctx, conn, None, produce_req("t", [encode_batch([b"v"])], committed=committed))
+                answered.set()
+
+            n.start_soon(produce)
+            await gate.entered.wait()  # appended, its fsync held
+            await trio.testing.wait_all_tasks_blocked()
+            assert "resp" not in answer and r.storage.durable_leo == 0
+            gate.open()
+            await answered.wait()
+            part = answer["resp"].responses[0].partitions[0]
+            assert part.error_code.ok and part.base_offset == 0 and r.storage.durable_leo == 1
+            r.closed = True
+            n.cancel_scope.cancel()
+        r.storage.close()
 
 
 async def test_without_a_valid_lease_nothing_is_appended(tmp_path):

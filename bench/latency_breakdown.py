@@ -1,0 +1,274 @@
+"""Where one record's send -> consumer latency goes, at RF=1 and RF=3, next to Redis-always.
+
+The workload of ``bench/compare.py``'s latency rows (one producer and one live ``read_committed``
+consumer in this process, ``--rate`` records/s, each value carrying its send time), with
+``FLUVIAL_TRACE`` set for the cluster and for this process: every process appends
+``<perf_counter_ns> <event> <topic/partition/offset>`` lines (``fluvial/trace.py``; CLOCK_MONOTONIC,
+one clock for all of them). The lines are joined by record and each event is printed as the time
+since the record's send: p50 and p99 of that, and the p50 of the step from the event before.
+
+Events, in path order (``leader.*`` and ``follower.*`` only at RF=3; ``N`` is a follower's SPU id):
+
+  client.send           the bench calls ``Producer.send`` (the value's timestamp)
+  client.produce_sent   the producer hands the ProduceRequest to its connection
+  spu.recv              the leader's produce handler starts
+  spu.appended          the batch is in the leader's log (write(), not yet durable)
+  leader.serve_N        the leader answers follower N's waiting FetchReplicas with the record
+  follower.appended     a follower appended it
+  follower.durable      a follower's fsync covering it returned
+  leader.fetch_from_N   follower N's next fetch (its LEO now past the record) reached the leader
+  spu.durable           the leader's own fsync covering it returned (group commit)
+  spu.hw                the HW covers it (read_committed: durable on every ISR member)
+  spu.ack               the produce response is handed to the connection
+  client.acked          the producer decoded the response
+  spu.consumer_acked    the consumer acknowledged everything before it (UpdateOffsets): the
+                        stream sends a response only once the one before it is acknowledged
+  spu.stream_send       the leader sends it on the consumer's stream
+  client.stream_recv    the consumer's connection delivered the stream response
+  client.deliver        the bench's ``async for`` got the record
+
+Usage: python bench/latency_breakdown.py [--seconds 5] [--rate 1000] [--no-redis] [--no-trace]
+       [--rf 1,3] [--against DIR --rounds 3]
+
+To compare with another fluvial (e.g. the commit before a change), run it from a directory
+without a ``fluvial`` package, with ``PYTHONPATH`` pointing at that tree: the cluster's
+processes inherit it. ``--no-trace`` then gives the same workload without the marks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+ORDER = ["client.send", "client.produce_sent", "spu.recv", "spu.appended", "leader.serve",
+         "follower.appended", "follower.durable", "leader.fetch_from", "spu.durable", "spu.hw",
+         "spu.ack", "client.acked", "spu.stream_send", "client.stream_recv", "client.deliver"]
+
+
+SLOW: dict[str, list[int]] = defaultdict(list)  # task name -> us of its steps over 200 us
+
+
+def load(prefix: str) -> dict[str, dict[str, list[int]]]:
+    """key -> event -> the timestamps of every time it was marked (earliest first)."""
+    out: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    d = Path(prefix).parent
+    for f in d.glob(Path(prefix).name + ".*"):
+        for line in f.read_text().splitlines():
+            fields = line.split(" ")
+            if len(fields) == 3:
+                out[fields[2]][fields[1]].append(int(fields[0]))
+            elif fields[1] == "slow_step":  # trace.instruments(): a task held the loop
+                SLOW[" ".join(fields[2:-1])].append(int(fields[-1]))
+    return out
+
+
+def breakdown(events: dict[str, dict[str, list[int]]], topic: str) -> list[tuple[str, float, float, int]]:
+    """(event, p50 us since send, p99 us since send, samples) in path order; follower events
+    (the first of two followers, and the second) are summarised as ``...#1`` and ``...#2``."""
+    rows: dict[str, list[float]] = defaultdict(list)
+    for key, ev in events.items():
+        if not key.startswith(topic + "/") or "client.send" not in ev:
+            continue
+        t0 = ev["client.send"][0]
+        per_name: dict[str, list[int]] = defaultdict(list)
+        for name, ts in ev.items():
+            base = name.rsplit("_", 1)[0] if name.startswith("leader.") else name
+            if name.startswith("leader.") or name.startswith("follower."):
+                per_name[base].append(min(ts))
+            else:
+                per_name[base] = [min(ts)]
+        for base, ts in per_name.items():
+            for i, t in enumerate(sorted(ts)):
+                label = base if len(ts) == 1 and not base.startswith(("leader.", "follower.")) else f"{base}#{i + 1}"
+                rows[label].append((t - t0) / 1000)
+
+    def rank(label: str) -> tuple[float, str]:
+        return (statistics.median(rows[label]), label)
+
+    out = []
+    for label in sorted(rows, key=rank):
+        s = sorted(rows[label])
+        out.append((label, s[len(s) // 2], s[min(len(s) - 1, int(len(s) * 0.99))], len(s)))
+    return out
+
+
+async def traced_latency(fl, topic: str, seconds: float, rate: int) -> dict[str, float]:
+    import trio
+
+    from fluvial import Offset
+
+    try:
+        from fluvial import trace
+    except ImportError:  # a fluvial without fluvial/trace.py (the "before" of a comparison)
+        trace = None
+    n = int(seconds * rate)
+    latencies: list[float] = []
+    acks: list[float] = []
+    done = trio.Event()
+
+    async def acked(future, sent: int) -> None:
+        await future.wait()
+        acks.append((time.perf_counter_ns() - sent) / 1000)
+
+    async with fl.producer(topic, isolation="read_committed") as p, \
+            fl.consumer(topic, offset=Offset.end(), isolation="read_committed") as c:
+        async def consume() -> None:
+            async for r in c:
+                now = time.perf_counter_ns()
+                latencies.append((now - int(r.value)) / 1000)
+                if trace is not None:
+                    trace.mark("client.send", topic, r.partition, r.offset, at=int(r.value))
+                    trace.mark("client.deliver", topic, r.partition, r.offset, at=now)
+                if len(latencies) == n:
+                    done.set()
+                    return
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consume)
+            start = trio.current_time()
+            for i in range(n):
+                await trio.sleep_until(start + i / rate)
+                sent = time.perf_counter_ns()
+                nursery.start_soon(acked, await p.send(b"%d" % sent), sent)
+            await p.flush()
+            with trio.move_on_after(30):
+                await done.wait()
+            nursery.cancel_scope.cancel()
+    s, a = sorted(latencies), sorted(acks)
+    return {"p50": s[len(s) // 2], "p99": s[int(len(s) * 0.99)], "n": len(s),
+            "ack-p50": a[len(a) // 2] if a else float("nan")}
+
+
+async def fluvial_part(endpoint: str, args) -> dict[int, dict[str, float]]:
+    import fluvial
+    from compare import fluvial_wait_ready
+
+    out = {}
+    async with fluvial.connect(endpoint=endpoint) as fl:
+        for rf in args.rfs:
+            topic = f"breakdown-rf{rf}"
+            await fl.admin.create_topic(topic, partitions=1, replication=rf)
+            await fluvial_wait_ready(fl, topic, rf)
+            out[rf] = await traced_latency(fl, topic, args.seconds, args.rate)
+    return out
+
+
+def run_cluster(base: Path, args, pythonpath: str | None) -> dict[int, dict[str, float]]:
+    """One cluster (its servers from ``pythonpath`` when given), the latency run at each RF."""
+    import trio
+
+    from compare import FluvialCluster
+
+    saved = os.environ.get("PYTHONPATH")
+    if pythonpath:
+        os.environ["PYTHONPATH"] = pythonpath  # the cluster's processes only: fluvial is imported
+    try:
+        cluster = FluvialCluster(base, spus=3)
+    finally:
+        if pythonpath:
+            if saved is None:
+                os.environ.pop("PYTHONPATH")
+            else:
+                os.environ["PYTHONPATH"] = saved
+    try:
+        return trio.run(fluvial_part, cluster.endpoint, args)
+    finally:
+        cluster.stop()
+
+
+def run_redis(base: Path, args) -> dict[str, float] | None:
+    from compare import RedisServer, redis_latency, redis_missing
+
+    if args.no_redis or redis_missing():
+        return None
+    server = RedisServer(base, "always")
+    try:
+        return redis_latency(server, "breakdown", args.seconds, args.rate)
+    finally:
+        server.stop()
+
+
+def compare_rounds(base: Path, args) -> None:
+    """``--against DIR``: rounds of [this tree, DIR, Redis], interleaved so that the machine's
+    load falls on each alike; medians over the rounds (the client is this tree's: only the
+    servers differ)."""
+    rows: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    for i in range(args.rounds):
+        pair = [("after", None), ("before", args.against)]
+        for label, path in (pair if i % 2 == 0 else pair[::-1]):  # neither always goes first
+            res = run_cluster(base / f"{label}-{i}", args, path)
+            for rf in args.rfs:
+                r = res[rf]
+                rows[f"fluvial RF={rf} ({label})"].append((r["p50"], r["p99"], r["ack-p50"]))
+                print(f"round {i + 1} {label} RF={rf}: p50 {r['p50']:,.0f} p99 {r['p99']:,.0f} "
+                      f"ack p50 {r['ack-p50']:,.0f} us", flush=True)
+        red = run_redis(base / f"redis-{i}", args)
+        if red:
+            rows["Redis appendfsync always"].append((red["lat-p50"], red["lat-p99"], float("nan")))
+    print(f"\nmedians over {args.rounds} rounds, {args.rate} records/s for {args.seconds:g} s "
+          f"(load average now {os.getloadavg()[0]:.1f})")
+    print("| target | send -> consumer p50 | p99 | send -> ack p50 |")
+    print("| --- | ---: | ---: | ---: |")
+    for name in sorted(rows, key=lambda n: (n.startswith("fluvial"), n)):
+        cols = [statistics.median(c) for c in zip(*rows[name])]
+        print(f"| {name} | " + " | ".join("" if c != c else f"{c:,.0f} us" for c in cols) + " |")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--rate", type=int, default=1000)
+    ap.add_argument("--no-redis", action="store_true")
+    ap.add_argument("--no-trace", action="store_true",
+                    help="latencies only: no FLUVIAL_TRACE marks (they cost a little)")
+    ap.add_argument("--rf", default="1,3", help="replication factors to run (comma-separated)")
+    ap.add_argument("--against", default=None,
+                    help="a directory holding another fluvial package: interleaved rounds of both "
+                         "(implies --no-trace)")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    args.rfs = [int(x) for x in args.rf.split(",") if x.strip()]
+    with tempfile.TemporaryDirectory(prefix="fluvial-breakdown-") as tmp:
+        base = Path(tmp)
+        if args.against:
+            compare_rounds(base, args)
+            return 0
+        prefix = str(base / "trace" / "t")
+        (base / "trace").mkdir()
+        if not args.no_trace:
+            os.environ["FLUVIAL_TRACE"] = prefix  # before fluvial is imported: this process traces too
+        print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
+        summary = run_cluster(base / "fluvial", args, None)
+        redis = run_redis(base / "redis", args)
+        events = load(prefix)
+        for rf in args.rfs:
+            s = summary[rf]
+            print(f"\nfluvial RF={rf}: send -> consumer p50 {s['p50']:,.0f} us, p99 {s['p99']:,.0f} us, "
+                  f"send -> ack p50 {s['ack-p50']:,.0f} us ({s['n']} records)")
+            if not events:
+                continue
+            print(f"  {'event':<22} {'p50 since send':>15} {'p99':>8} {'step p50':>9}")
+            prev = 0.0
+            for label, p50, p99, _ in breakdown(events, f"breakdown-rf{rf}"):
+                print(f"  {label:<22} {p50:>12,.0f} us {p99:>8,.0f} {p50 - prev:>9,.0f}")
+                prev = p50
+        if SLOW:
+            print("\nSPU task steps over 200 us (the event loop held): task, count, p50 us, max us")
+            for name, us in sorted(SLOW.items(), key=lambda kv: -sum(kv[1]))[:8]:
+                print(f"  {name[-70:]:<70} {len(us):>6} {statistics.median(us):>7,.0f} {max(us):>7,}")
+        if redis:
+            print(f"\nRedis appendfsync always: send -> reader p50 {redis['lat-p50']:,.0f} us, "
+                  f"p99 {redis['lat-p99']:,.0f} us")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
