@@ -426,6 +426,12 @@ MUTATIONS: list[Mutation] = [
              "result = await run_chain(chain, data, start, span_from)",
              ("tests/smartmodule/test_spu_smartmodules.py::test_records_with_headers_reach_a_module_in_fluvio_s_encoding",),
              "records with fluvial's headers reach a SmartModule, which misparses them"),
+    # --- proc-1 (issue 17): content types and processors ---
+    Mutation("content-type-unchecked", "fluvial/client/producer.py",
+             "        if self.content_type or hs:\n            check_value(self.content_type, value, hs)\n",
+             "",
+             ("tests/client/test_content_type.py::test_json_topic_refuses_invalid_json_and_writes_nothing",),
+             "the producer writes a value that does not fit the topic's content type"),
 ]
 
 

@@ -15,7 +15,9 @@ from fluvial.client.types import (
     ConsumerOffsetInfo, PartitionInfo, ReplicaInfo, SpuInfo, TopicInfo, topic_compression_from,
 )
 from fluvial.errors import TopicNotFoundError
+from fluvial.protocol.content_type import validate_content_type
 from fluvial.protocol.internal_api import CLEANUP_POLICIES
+from fluvial.protocol.topic_settings_api import TopicSettingsRequest
 from fluvial.protocol.sc_api import (
     ObjectApiUpdateRequest,
     ObjectApiCreateRequest, ObjectApiDeleteRequest, ObjectApiListRequest, Status,
@@ -23,7 +25,7 @@ from fluvial.protocol.sc_api import (
 from fluvial.protocol.sc_objects import (
     AssignedReplicas, ComputedReplicas, CustomSpuSpec, EncryptionEnum,
     Endpoint, IngressAddr, IngressPort, Metadata, PartitionMap, PartitionSpec, SegmentBasedPolicy,
-    SetCleanupConfig, SetReplicationConfig, SmartModuleSpec, SpuSpec, TopicSpec, TopicStorageConfig,
+    SetCleanupConfig, SetContentType, SetReplicationConfig, SmartModuleSpec, SpuSpec, TopicSpec, TopicStorageConfig,
 )
 from fluvial.protocol.spu_api import (
     DeleteConsumerOffsetRequest, FetchConsumerOffsetsRequest, ReplicaKey,
@@ -153,6 +155,7 @@ class Admin:
                            cleanup_policy: str | None = None, tombstone_retention: float | None = None,
                            min_compaction_lag: float | None = None,
                            min_cleanable_dirty_ratio: float | None = None,
+                           content_type: str | None = None,
                            dry_run: bool = False, timeout: float | None = None) -> None:
         """Create a topic and wait until the SC has provisioned it.
 
@@ -175,6 +178,8 @@ class Admin:
             cleanup_policy, tombstone_retention, min_compaction_lag, min_cleanable_dirty_ratio:
                 log compaction (``"compact"`` keeps the latest record per key); see
                 ``set_cleanup_config``. None keeps the defaults ("delete").
+            content_type: what the values are ("application/json", "text/plain", ...);
+                fluvial's producers check values against it (``set_content_type``).
             dry_run: only validate.
             timeout: seconds the SC may take to provision (the request's timeout).
 
@@ -185,6 +190,8 @@ class Admin:
         """
         cleanup = cleanup_action(cleanup_policy, tombstone_retention, min_compaction_lag,
                                  min_cleanable_dirty_ratio)
+        if content_type is not None:
+            content_type = validate_content_type(content_type)
         if assigned is not None:
             maps = assigned.items() if isinstance(assigned, dict) else enumerate(assigned)
             replicas: Any = AssignedReplicas([PartitionMap(int(p), [int(s) for s in spus], None)
@@ -210,6 +217,29 @@ class Admin:
                                               unclean_leader_election=unclean_leader_election)
         if not dry_run and cleanup is not None:
             _raise_for(await self._fl.sc_call(ObjectApiUpdateRequest.of(TopicSpec, name, cleanup)))
+        if not dry_run and content_type:
+            await self.set_content_type(name, content_type)
+
+    async def set_content_type(self, name: str, content_type: str) -> None:
+        """Set (or with "" remove) a topic's content type (fluvial's extension of the Update
+        API). fluvial's producers then check each value against it (docs/processors.md).
+
+        Raises:
+            ValueError: not of the form type/subtype. TopicNotFoundError.
+        """
+        action = SetContentType(validate_content_type(content_type))
+        _raise_for(await self._fl.sc_call(ObjectApiUpdateRequest.of(TopicSpec, name, action)))
+
+    async def content_type(self, name: str) -> str:
+        """A topic's content type ("" = none).
+
+        Raises:
+            TopicNotFoundError. FluvialError: the SC has no such setting (not fluvial).
+        """
+        resp = await self._fl.sc_call(TopicSettingsRequest(name))
+        if not resp.error_code.ok:
+            raise resp.error_code.exception()
+        return resp.content_type
 
     async def set_cleanup_config(self, name: str, *, cleanup_policy: str | None = None,
                                  tombstone_retention: float | None = None,
