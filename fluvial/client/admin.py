@@ -14,9 +14,10 @@ from fluvial.client.smartmodule import SmartModuleInfo, smartmodule_spec
 from fluvial.client.types import (
     ConsumerOffsetInfo, PartitionInfo, ReplicaInfo, SpuInfo, TopicInfo, topic_compression_from,
 )
-from fluvial.errors import TopicNotFoundError
+from fluvial.errors import FluvialError, TopicNotFoundError
 from fluvial.protocol.content_type import validate_content_type
 from fluvial.protocol.internal_api import CLEANUP_POLICIES
+from fluvial.protocol.processor_objects import ProcessorSpec, SetProcessorStatus
 from fluvial.protocol.topic_settings_api import TopicSettingsRequest
 from fluvial.protocol.sc_api import (
     ObjectApiUpdateRequest,
@@ -401,3 +402,35 @@ class Admin:
         status = await self._fl.sc_call(ObjectApiDeleteRequest.of(SmartModuleSpec, name))
         if status.is_error:
             raise status.error_code.exception(status.error_code.message)  # names the module
+
+    # -- processors (fluvial's own kind; docs/processors.md) -----------------------------------
+
+    async def create_processor(self, name: str, spec: Any) -> None:
+        """Store a processor (``fluvial.processor.spec.processor_spec`` builds the spec).
+
+        Raises:
+            FluvialError: the name is taken, or the SC refuses the spec.
+        """
+        _raise_for(await self._fl.sc_call(ObjectApiCreateRequest.of(name, spec)))
+
+    async def list_processors(self, filters: list[str] | tuple[str, ...] = ()) -> list[Metadata]:
+        """The processors (``Metadata``: name, spec, status), sorted by name."""
+        resp = await self._fl.sc_call(ObjectApiListRequest.of(ProcessorSpec, list(filters)))
+        return sorted(resp.items, key=lambda m: m.name)
+
+    async def describe_processor(self, name: str) -> Metadata:
+        """One processor. Raises FluvialError when there is none of that name."""
+        for m in await self.list_processors([name]):
+            if m.name == name:
+                return m
+        raise FluvialError(detail=f"processor {name!r} not found")
+
+    async def delete_processor(self, name: str) -> None:
+        """Delete a processor (a runtime running it stops at its next status report)."""
+        _raise_for(await self._fl.sc_call(ObjectApiDeleteRequest.of(ProcessorSpec, name)))
+
+    async def set_processor_status(self, name: str, status: Any) -> None:
+        """Report a processor's status (what its runtime does)."""
+        _raise_for(await self._fl.sc_call(ObjectApiUpdateRequest.of(ProcessorSpec, name,
+                                                                    SetProcessorStatus(status))))
+

@@ -1001,8 +1001,10 @@ class MirrorSpec:
 
 # ==================================================================================== Metadata
 
+from fluvial.protocol.processor_objects import ProcessorSpec  # noqa: E402 - fluvial's own kind
+
 ALL_SPECS: tuple[type, ...] = (TopicSpec, PartitionSpec, SpuSpec, SmartModuleSpec, TableFormatSpec,
-                               SpuGroupSpec, CustomSpuSpec, MirrorSpec)
+                               SpuGroupSpec, CustomSpuSpec, MirrorSpec, ProcessorSpec)
 SPEC_BY_LABEL: dict[str, type] = {cls.LABEL: cls for cls in ALL_SPECS}
 
 

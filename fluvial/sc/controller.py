@@ -566,6 +566,12 @@ class ContentTypeConfigured:
 
 
 @dataclass(frozen=True)
+class ProcessorStatusSet:
+    name: str
+    status: Any
+
+
+@dataclass(frozen=True)
 class ObjectCreated:
     label: str
     name: str
@@ -579,7 +585,7 @@ class ObjectDeleted:
 
 
 Event = (ScStarted | SpuRegistered | SpuReported | SpuFailed | TopicCreated | TopicDeleted
-         | PartitionsAdded | ReplicationConfigured | CleanupConfigured | ContentTypeConfigured | ObjectCreated | ObjectDeleted
+         | PartitionsAdded | ReplicationConfigured | CleanupConfigured | ContentTypeConfigured | ProcessorStatusSet | ObjectCreated | ObjectDeleted
          | ControllerTookOver)
 
 # event type -> its rule; what the rule returns is the decision's answer
@@ -594,6 +600,7 @@ _RULES: dict[type, Callable[[Draft, Any], Any]] = {
     ReplicationConfigured: lambda d, e: set_replication_config(d, e.name, e.min_isr, e.unclean_leader_election),
     CleanupConfigured: lambda d, e: set_cleanup_config(d, e.name, e.action),
     ContentTypeConfigured: lambda d, e: set_content_type(d, e.name, e.content_type),
+    ProcessorStatusSet: lambda d, e: d.stores["Processor"].update_status(e.name, e.status),
     ObjectCreated: lambda d, e: create_object(d, e.label, e.name, e.spec),
     ObjectDeleted: lambda d, e: delete_object(d, e.label, e.name),
     ControllerTookOver: lambda d, e: took_over(d),

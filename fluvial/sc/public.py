@@ -27,6 +27,7 @@ from fluvial.protocol import sc_objects as so
 from fluvial.protocol.api import UnsupportedRequest, decode_request, peek_api_key
 from fluvial.protocol import producer_api as pa
 from fluvial.protocol import topic_settings_api as ts
+from fluvial.processor.spec import spec_error
 from fluvial.smartmodule.abi import ModuleError, wasm_bytes
 from fluvial.sc import controller as ctl
 from fluvial.sc.state import MetadataSaveError, ScState
@@ -161,6 +162,8 @@ async def handle_create(state: ScState, conn, header, req: sa.ObjectApiCreateReq
         except ModuleError as e:
             return sa.Status(name, Error(ErrorCode.SmartModuleInvalid, (str(e), None)),
                              f"SmartModule '{name}': {e}")
+    if req.label == "Processor" and (err := spec_error(spec, name)):
+        return sa.Status(name, Error.other(err), err)
     if name in store:
         code = {"SmartModule": ErrorCode.SmartModuleError, "TableFormat": ErrorCode.TableFormatAlreadyExists,
                 "CustomSpu": ErrorCode.SpuAlreadyExists}.get(req.label, ErrorCode.Other)
@@ -283,6 +286,11 @@ async def handle_watch(state: ScState, conn, header, req: sa.ObjectApiWatchReque
 @_saving
 async def handle_update(state: ScState, conn, header, req: sa.ObjectApiUpdateRequest):
     key, action = req.request.key, req.request.action
+    if req.label == "Processor":
+        if key not in state.stores["Processor"]:
+            return sa.Status(key, Error.other(f"processor {key!r} not found"), "not found")
+        state.handle(ctl.ProcessorStatusSet(key, action.status))
+        return sa.Status.new_ok(key)
     if req.label != "Topic" or not isinstance(action, (so.AddPartition, so.SetReplicationConfig,
                                                        so.SetCleanupConfig, so.SetContentType)):
         return sa.Status(str(key), Error.other("update not supported for this object"), None)

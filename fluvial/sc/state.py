@@ -29,7 +29,8 @@ from fluvial.sc.cluster import ASSIGNMENT_KINDS, KINDS, Cluster, Decision
 
 log = logging.getLogger("fluvial.sc")
 
-PERSISTED = ("Topic", "Partition", "SPU", "CustomSpu", "SmartModule", "TableFormat", "SpuGroup")
+PERSISTED = ("Topic", "Partition", "SPU", "CustomSpu", "SmartModule", "TableFormat", "SpuGroup",
+             "Processor")
 # how a kind's replication record is read back (fluvial.metadata.replication)
 META_READERS: dict[str, MetaReader] = {
     "Topic": lambda raw, spec: TopicReplication.from_json(raw),
