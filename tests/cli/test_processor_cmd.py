@@ -1,0 +1,31 @@
+"""``fluvial processor create|list|describe|delete`` and their bad flags."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_processor_commands(local_cluster):
+    r = local_cluster.invoke("processor", "create", "avg", "--function", "avg:average", "--input", "nums",
+                             "--output", "avgs", "--window", "10s", "--path", "fns")
+    assert r.exit_code == 0, r.output
+    listed = json.loads(local_cluster.invoke("processor", "list", "-O", "json").stdout)
+    assert [(p["name"], p["window"], p["state"]) for p in listed] == [("avg", "10s", "Stopped")]
+    table = local_cluster.invoke("processor", "list").stdout
+    assert "avg:average" in table and "nums" in table
+    described = json.loads(local_cluster.invoke("processor", "describe", "avg", "-O", "json").stdout)
+    assert described["inputs"] == ["nums"] and described["path"] == "fns" and described["pid"] is None
+    assert "state: Stopped" in local_cluster.invoke("processor", "describe", "avg", "-O", "yaml").stdout
+    assert local_cluster.invoke("processor", "delete", "avg").exit_code == 0
+    missing = local_cluster.invoke("processor", "describe", "avg")
+    assert missing.exit_code == 1 and "not found" in missing.output
+
+
+def test_bad_processor_flags_are_usage_errors(local_cluster):
+    base = ["processor", "create", "p", "--input", "a", "--output", "b"]
+    for extra, text in [([], "--function"), (["--function", "nocolon"], "MODULE:NAME"),
+                        (["--function", "m:f", "--window", "1s", "--window-count", "3"], "not both"),
+                        (["--function", "m:f", "--window", "soon"], "duration")]:
+        r = local_cluster.invoke(*base, *extra)
+        assert r.exit_code == 2 and text in r.output, (extra, r.output)
+    assert "no processors" in local_cluster.invoke("processor", "list").output
