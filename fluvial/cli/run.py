@@ -174,3 +174,21 @@ def run_spu(
                     replica_lag_time_max_seconds=replica_lag_time_max)
     trio.run(_run_until_signal, lambda task_status=trio.TASK_STATUS_IGNORED: serve_spu(cfg, task_status=task_status),
              ready_file, lambda p: {"pid": os.getpid(), "public_port": p[0], "private_port": p[1]})
+
+
+@app.command("processor")
+def run_processor_cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The processor (`fluvial processor create`).")],
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run one processor in the foreground, until Ctrl-C or until it is deleted (any host; it
+    resumes where the last run committed, replaying a window in doubt: docs/processors.md).
+
+    Example: fluvial run processor avg
+    """
+    from fluvial.cli.common import run_client
+    from fluvial.processor.runtime import run_processor
+
+    _setup_logging(log_level)
+    run_client(ctx, lambda fl: run_processor(fl, name), stop_on_interrupt=True)
