@@ -214,3 +214,44 @@ async def test_a_bad_function_path_fails_with_the_import_error(fl, new_topic, fn
             await run_processor(fl, "nope")
         st = (await fl.admin.describe_processor("nope")).status
         assert st.state == "Failed" and "ModuleNotFoundError" in st.last_error
+
+
+class _Crash(Exception):
+    """Stands for the process dying at that instant."""
+
+
+@pytest.mark.parametrize("stored", [False, True], ids=["before-the-write", "ack-lost"])
+async def test_a_crash_while_writing_outputs_replays_the_window_exactly_once(fl, new_topic, fn_dir,
+                                                                             monkeypatch, stored):
+    from fluvial.processor import runtime
+
+    d, mod = fn_dir
+    real = runtime._Runtime._produce
+    crashes = []
+
+    async def crash_once(self, topic, partition, batch):
+        if not crashes:
+            crashes.append(topic)
+            if stored:
+                await real(self, topic, partition, batch)  # stored, the acknowledgement lost
+            raise _Crash()
+        await real(self, topic, partition, batch)
+
+    monkeypatch.setattr(runtime._Runtime, "_produce", crash_once)
+    with trio.fail_after(TIMEOUT):
+        src, dst = await new_topic(), await new_topic()
+        await _produce(fl, src, [b"a", b"b", b"c", b"d"])
+        await fl.admin.create_processor("crash", processor_spec(f"{mod}:upper", [src], [dst], window_count=2,
+                                                                path=str(d)))
+        try:
+            await run_processor(fl, "crash")
+        except* _Crash:
+            pass
+        assert crashes == [dst]
+        async with trio.open_nursery() as n:
+            n.start_soon(run_processor, fl, "crash")
+            got = await _wait_records(fl, dst, 4)
+            while (await fl.admin.describe_processor("crash")).status.windows_done < 2:
+                await trio.sleep(0.05)
+            n.cancel_scope.cancel()
+        assert [r.value for r in await _read(fl, dst, 0)] == [b"A", b"B", b"C", b"D"]
