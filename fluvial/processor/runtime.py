@@ -162,6 +162,37 @@ async def invoke(fn: Callable, shape: str, inputs: list[tuple[str, list[Record]]
 # ------------------------------------------------------------------------------ the runtime
 
 
+class _Feed:
+    """Reads one input partition window after window: ``take(start, end)`` returns the data
+    records in [start, end) (markers, which every offset may be, are read past and dropped)."""
+
+    def __init__(self, consumer: Any):
+        self.consumer = consumer
+        self.held: Record | None = None
+        self.opened = False
+
+    async def take(self, start: int, end: int) -> list[Record]:
+        if not self.opened:
+            await self.consumer.__aenter__()
+            self.opened = True
+        out: list[Record] = []
+        while True:
+            rec, self.held = self.held or await self.consumer.__anext__(), None
+            if rec.offset < start:
+                continue
+            if rec.offset >= end:
+                self.held = rec
+                return out
+            if not rec.is_control:
+                out.append(rec)
+            if rec.offset == end - 1:
+                return out
+
+    async def aclose(self) -> None:
+        if self.opened:
+            await self.consumer.aclose()
+
+
 class _Runtime:
     def __init__(self, fl: Any, name: str, spec: Any):
         self.fl = fl
@@ -176,6 +207,7 @@ class _Runtime:
         self.compression: dict[str, int] = {}
         self.ends: dict[str, int] = {}
         self._state_producer: Any = None
+        self.feeds: dict[str, _Feed] = {}
         self.deleted = trio.Event()
 
     # -- state ---------------------------------------------------------------------------
@@ -257,17 +289,20 @@ class _Runtime:
     async def read_window(self, w: Window) -> list[tuple[str, list[Record]]]:
         per_topic: dict[str, list[Record]] = {t: [] for t in self.spec.inputs}
         for part in self.order:
-            if part not in w.ranges:
-                continue
-            start, end = w.ranges[part]
-            topic, _, p = part.rpartition("/")
-            async with self.fl.consumer(topic, partition=int(p), offset=Offset.absolute(start),
-                                        continuous=False, isolation="read_committed") as c:
-                async for rec in c:
-                    if rec.offset >= end:
-                        break
-                    per_topic[topic].append(rec)
+            if part in w.ranges:
+                topic = part.rpartition("/")[0]
+                per_topic[topic] += await self._feed(part, w.ranges[part][0]).take(*w.ranges[part])
         return [(t, per_topic[t]) for t in self.spec.inputs]
+
+    def _feed(self, part: str, start: int) -> _Feed:
+        """The partition's long-lived reader (one stream per input partition, not per window)."""
+        feed = self.feeds.get(part)
+        if feed is None:
+            topic, _, p = part.rpartition("/")
+            consumer = self.fl.consumer(topic, partition=int(p), offset=Offset.absolute(start),
+                                        isolation="read_committed", markers=True)
+            feed = self.feeds[part] = _Feed(consumer)
+        return feed
 
     def check_outputs(self, outputs: list[tuple[str, bytes | None, bytes, tuple]], w: Window) -> None:
         for i, (topic, _, value, headers) in enumerate(outputs):
@@ -313,7 +348,9 @@ class _Runtime:
             delay = min(delay * 2, 1.0)
 
     async def run_window(self, fn: Callable, shape: str, w: Window) -> None:
+        log.debug("%s: window %d %s", self.name, w.index, w.ranges)
         inputs = await self.read_window(w)
+        log.debug("%s: window %d read", self.name, w.index)
         failures = 0
         while True:
             try:
@@ -336,6 +373,7 @@ class _Runtime:
                     break
                 await trio.sleep(min(0.1 * 2 ** (failures - 1), 5.0))
         counts = await self.write_outputs(w, outputs)
+        log.debug("%s: window %d written", self.name, w.index)
         await self.save(self.state.committed(w, counts))  # after every output is acknowledged
         self.status.windows_done = self.state.windows_done
 
@@ -402,6 +440,8 @@ async def run_processor(fl: Any, name: str) -> None:
             rt.status.state, rt.status.pid = STOPPED, 0
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await rt.report(rt.status)
-        if rt._state_producer is not None:
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            for feed in rt.feeds.values():
+                await feed.aclose()
+            if rt._state_producer is not None:
                 await rt._state_producer.aclose()
