@@ -90,8 +90,6 @@ async def latencies(fl, src: str, dst: str, n: int, rate: float) -> list[float]:
         async with fl.consumer(dst, partition=0, offset=Offset.beginning()) as c:
             async for rec in c:
                 out.append(time.time() - float(rec.value))
-                if len(out) % 100 == 0:
-                    note(f"{len(out)} records")
                 if len(out) >= n:
                     break
     return out

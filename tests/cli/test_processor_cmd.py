@@ -29,3 +29,16 @@ def test_bad_processor_flags_are_usage_errors(local_cluster):
         r = local_cluster.invoke(*base, *extra)
         assert r.exit_code == 2 and text in r.output, (extra, r.output)
     assert "no processors" in local_cluster.invoke("processor", "list").output
+
+
+def test_run_processor_with_a_bad_function_exits_1_and_says_failed(local_cluster, fresh_topic):
+    src, dst = fresh_topic(), fresh_topic()
+    for t in (src, dst):
+        assert local_cluster.invoke("topic", "create", t).exit_code == 0
+    assert local_cluster.invoke("processor", "create", "broken", "--function", "nowhere_mod:f",
+                                "--input", src, "--output", dst).exit_code == 0
+    ran = local_cluster.run("run", "processor", "broken")
+    assert ran.returncode == 1 and b"No module named 'nowhere_mod'" in ran.stderr, ran.stderr
+    described = json.loads(local_cluster.invoke("processor", "describe", "broken", "-O", "json").stdout)
+    assert described["state"] == "Failed" and "ModuleNotFoundError" in described["last_error"]
+    assert local_cluster.invoke("processor", "delete", "broken").exit_code == 0
