@@ -32,8 +32,9 @@ from typing import Any
 import trio
 
 from fluvial.client.partitioner import key_hash
+from fluvial.client.stream import send_batch
 from fluvial.client.types import TOPIC_TO_BATCH_COMPRESSION, Offset, Record
-from fluvial.errors import FluvialError, Retriable, TopicAlreadyExistsError
+from fluvial.errors import FluvialError, TopicAlreadyExistsError
 from fluvial.processor.windows import STATE_KEY, ProcessorState, Window, assign_outputs, state_topic, tp
 from fluvial.protocol.batch import stamp_producer
 from fluvial.protocol.content_type import check_value
@@ -41,7 +42,6 @@ from fluvial.protocol.processor_objects import FAILED, RUNNING, STOPPED, Process
 from fluvial.protocol.producer_api import AllocateProducerIdRequest
 from fluvial.protocol.record_headers import encode_headers_batch, normalize_headers
 from fluvial.protocol.sc_objects import CompressionAlgorithm
-from fluvial.protocol.spu_api import Isolation, PartitionProduceData, ProduceRequest, TopicProduceData
 
 log = logging.getLogger("fluvial.processor")
 
@@ -328,24 +328,7 @@ class _Runtime:
         return {part: len(records) for part, records in placed.items()}
 
     async def _produce(self, topic: str, partition: int, batch: bytes) -> None:
-        req = ProduceRequest(None, Isolation.ReadCommitted, 5000,
-                             [TopicProduceData(topic, [PartitionProduceData(partition, batch)])], [])
-        delay = 0.01
-        while True:
-            try:
-                _, conn = await self.fl.leader_connection(topic, partition)
-                resp = await conn.call(req, timeout=10.0)
-                error = resp.responses[0].partitions[0].error_code
-                if error.ok:
-                    return
-                exc: Exception = error.exception()
-            except Retriable as e:
-                exc = e
-            if not isinstance(exc, Retriable):
-                raise exc
-            log.debug("%s: produce to %s-%d: %s; retrying", self.name, topic, partition, exc)
-            await trio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+        await send_batch(self.fl, topic, partition, batch, max_delay=1.0)
 
     async def run_window(self, fn: Callable, shape: str, w: Window) -> None:
         log.debug("%s: window %d %s", self.name, w.index, w.ranges)
