@@ -433,7 +433,8 @@ MUTATIONS: list[Mutation] = [
              ("tests/client/test_content_type.py::test_json_topic_refuses_invalid_json_and_writes_nothing",),
              "the producer writes a value that does not fit the topic's content type"),
     Mutation("processor-commit-before-outputs", "fluvial/processor/runtime.py",
-             "        counts = await self.write_outputs(w, outputs)\n        await self.save(self.state.committed(w, counts))",
+             "        counts = await self.write_outputs(w, outputs)\n        # after every output is acknowledged; written with the next window's plan\n"
+             "        await self.save(self.state.committed(w, counts), later=True)",
              "        before = self.state\n"
              "        counts = {part: len(r) for part, r in assign_outputs(outputs, self.partitions, key_hash).items()}\n"
              "        await self.save(self.state.committed(w, counts))\n"

@@ -208,6 +208,7 @@ class _Runtime:
         self.ends: dict[str, int] = {}
         self._state_producer: Any = None
         self.feeds: dict[str, _Feed] = {}
+        self.unsaved = False  # a commit kept in memory, not yet written
         self.deleted = trio.Event()
 
     # -- state ---------------------------------------------------------------------------
@@ -232,10 +233,18 @@ class _Runtime:
             await self.save(ProcessorState(resp.producer_id))
         self.status.windows_done = self.state.windows_done
 
-    async def save(self, state: ProcessorState) -> None:
-        fut = await self._state_producer.send(json.dumps(state.to_json()), key=STATE_KEY)
-        await fut
+    async def save(self, state: ProcessorState, *, later: bool = False) -> None:
+        """Write the snapshot and wait for its acknowledgement; ``later``: keep it in memory
+        only, written with the next plan (one write per window) or before the runtime waits."""
         self.state = state
+        self.unsaved = later
+        if not later:
+            fut = await self._state_producer.send(json.dumps(state.to_json()), key=STATE_KEY)
+            await fut
+
+    async def flush_state(self) -> None:
+        if self.unsaved:
+            await self.save(self.state)
 
     # -- topics --------------------------------------------------------------------------
 
@@ -275,10 +284,12 @@ class _Runtime:
                 w = self.state.plan_count(await self.high_watermarks(), spec.window_count,
                                           int(time.time() * 1000), self.order)
                 if w is None:
+                    await self.flush_state()
                     await trio.sleep(0.005)  # polling the watermarks: no push from the SPU here
                     continue
             else:
                 period = spec.window_ms / 1000
+                await self.flush_state()
                 await trio.sleep(period - (time.time() % period))
                 w = self.state.plan_time(await self.high_watermarks(), int(time.time() * 1000), self.order)
                 if w is None:
@@ -356,8 +367,8 @@ class _Runtime:
                     break
                 await trio.sleep(min(0.1 * 2 ** (failures - 1), 5.0))
         counts = await self.write_outputs(w, outputs)
-        log.debug("%s: window %d written", self.name, w.index)
-        await self.save(self.state.committed(w, counts))  # after every output is acknowledged
+        # after every output is acknowledged; written with the next window's plan
+        await self.save(self.state.committed(w, counts), later=True)
         self.status.windows_done = self.state.windows_done
 
     # -- status --------------------------------------------------------------------------
@@ -424,6 +435,8 @@ async def run_processor(fl: Any, name: str) -> None:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await rt.report(rt.status)
         with trio.CancelScope(shield=True), trio.move_on_after(5):
+            if rt._state_producer is not None and not failed:
+                await rt.flush_state()
             for feed in rt.feeds.values():
                 await feed.aclose()
             if rt._state_producer is not None:
