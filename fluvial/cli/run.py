@@ -205,7 +205,7 @@ def run_processors_cmd(
     restarted with backoff when it crashes, stopped when its processor is deleted (what
     `fluvial cluster start --processors` runs). The runtimes get this command's -c or -P.
 
-    Example: fluvial -P local run processors
+    Example: fluvial run processors (with -P PROFILE or -c HOST:PORT before `run`)
     """
     from fluvial.cli.common import global_options, open_client
     from fluvial.errors import FluvialError
