@@ -19,7 +19,6 @@ Usage: python bench/processors.py [--records 20000] [--window-count 1000] [--rat
 from __future__ import annotations
 
 import argparse
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from harness.processes import ProcessCluster, fluvial_command, temporary_home
 from fluvial import Offset
 from fluvial.client.consumer import fetch_partition_offsets
 from fluvial.processor.spec import processor_spec
+from fluvial.processor.supervisor import stop_process
 
 FUNCTIONS = "def identity(value):\n    return value\n"
 
@@ -112,12 +112,7 @@ class Runtime:
                                       "--log-level", "warning"])
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 async def run(cluster: ProcessCluster, args, fn_dir: str) -> dict:

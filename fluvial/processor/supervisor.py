@@ -99,16 +99,20 @@ async def supervise(list_processors, spawn, *, poll: float = 1.0) -> None:
             _stop(c)
 
 
-def _stop(c: Child) -> None:
-    if c.proc is None:
-        return
-    c.proc.send_signal(signal.SIGINT)
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGINT (a runtime then reports Stopped and closes cleanly), SIGKILL after ``timeout``."""
+    proc.send_signal(signal.SIGINT)
     try:
-        c.proc.wait(10)
+        proc.wait(timeout)
     except subprocess.TimeoutExpired:
-        c.proc.kill()
-        c.proc.wait()
-    c.proc = None
+        proc.kill()
+        proc.wait()
 
 
-__all__ = ["Child", "Decision", "decide", "exited", "spawn_runtime", "supervise"]
+def _stop(c: Child) -> None:
+    if c.proc is not None:
+        stop_process(c.proc)
+        c.proc = None
+
+
+__all__ = ["Child", "Decision", "decide", "exited", "spawn_runtime", "stop_process", "supervise"]
