@@ -93,7 +93,7 @@ __all__ = [
 ANONYMOUS = "anonymous"
 ACTIONS = ("admin", "read", "produce", "consume", "member")
 KINDS = ("topic", "partition", "spu", "customspu", "smartmodule", "tableformat", "spugroup",
-         "mirror")
+         "mirror", "processor")
 _GRANTABLE = ("admin", "read", "produce", "consume")
 _TOPIC_ACTIONS = ("produce", "consume")
 _TOP_KEYS = {"allow_anonymous", "default_read", "members", "roles", "principals"}

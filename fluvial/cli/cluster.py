@@ -55,8 +55,8 @@ def _save(state: dict) -> None:
 def _member_name(m: dict) -> str:
     if m["kind"] == "sc":
         return "sc" if not m["id"] else f"sc-{m['id']}"
-    if m["kind"] == "gateway":
-        return "gateway"
+    if m["kind"] in ("gateway", "processors"):
+        return m["kind"]
     return f"{m['kind']}-{m['id']}"
 
 
@@ -93,6 +93,9 @@ def _spawn(m: dict, state: dict) -> None:
     if m["kind"] == "gateway":  # the streams gateway, a client of the `local` profile
         cmd = [sys.executable, "-m", "fluvial.cli.main", "-P", "local", "gateway",
                "--port", str(m["public_port"]), "--ready-file", str(ready)]
+    if m["kind"] == "processors":  # the processors' supervisor, a client of the `local` profile
+        cmd = [sys.executable, "-m", "fluvial.cli.main", "-P", "local", "run", "processors",
+               "--ready-file", str(ready)]
     if m["kind"] == "spu":
         cmd += ["--id", str(m["id"]), "--sc", ",".join(f"127.0.0.1:{s['private_port']}" for s in _scs(state))]
     cmd += [str(a) for a in m.get("args", [])]
@@ -172,6 +175,8 @@ def start(
                                           "(`fluvial gateway`; WebSocket, HTTP, /ui).")] = False,
     gateway_port: Annotated[int, typer.Option(min=0, max=65535,
                                               help="The gateway's port; 0 picks a free one.")] = 31112,
+    processors: Annotated[bool, typer.Option("--processors", help="Also supervise the cluster's "
+                                             "processors (`fluvial run processors`; docs/processors.md).")] = False,
 ) -> None:
     """Start an SC and N SPUs in the background and select the `local` profile.
 
@@ -237,6 +242,17 @@ def start(
             raise
         _save(state)
         typer.echo(f"streams gateway at {'wss' if tls else 'ws'}://127.0.0.1:{gw['public_port']}/")
+    if processors:
+        sup = {"kind": "processors", "id": 0, "public_port": 0, "private_port": 0,
+               "data_dir": str(data / "processors")}
+        members.append(sup)
+        try:
+            _spawn(sup, state)
+        except typer.Exit:
+            _stop_pids([m["pid"] for m in reversed(members) if _alive(m.get("pid"))], 15.0)
+            raise
+        _save(state)
+        typer.echo("processors supervised (`fluvial processor list`)")
     typer.echo(f"cluster started: SC at {endpoint}{more}, {spus} SPU(s); profile 'local' selected")
 
 

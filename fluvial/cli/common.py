@@ -33,6 +33,7 @@ import typer
 from fluvial.client.profile import TlsAnonymous, TlsDisabled, TlsPolicy, TlsVerified
 from fluvial.errors import ConfigError, ConnectionLost, ErrorCode, FluvialError, LocalTimeout
 from fluvial.net.errors import TlsHandshakeError
+from fluvial.protocol.content_type import ContentTypeError
 
 __all__ = [
     "CONNECT_TIMEOUT_SECONDS", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_UNREACHABLE",
@@ -218,6 +219,9 @@ def describe_error(exc: BaseException, *, topic: str | None = None) -> tuple[str
     }
     if isinstance(exc, FluvialError):
         return text, hints.get(code), EXIT_ERROR
+    if isinstance(exc, ContentTypeError):
+        return text, "the topic's content type is checked (`fluvial topic create --content-type`); " \
+                     "a record's content-type header overrides it", EXIT_ERROR
     if isinstance(exc, OSError):
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror or exc}{where}", None, EXIT_ERROR

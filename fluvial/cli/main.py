@@ -76,6 +76,8 @@ def _register() -> None:
     gateway.register(app)
     from fluvial.cli import smartmodule
     app.add_typer(smartmodule.app, name="smartmodule")
+    from fluvial.cli import processor
+    app.add_typer(processor.app, name="processor")
 
 
 _register()

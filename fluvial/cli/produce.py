@@ -274,12 +274,14 @@ async def _produce(fl: Any, topic: str, source: _Input, config: dict[str, Any], 
             pending: list[bytes] = []
             bar = (progress(source.total, str(source.path)) if source.total
                    else contextlib.nullcontext(_NoBar()))  # no size known: no bar
-            with bar as shown:
-                async for chunk in source.chunks():
-                    shown.advance(len(chunk))
-                    await queue(producer, split_lines(pending, chunk))
-                    if source.interactive:
-                        await producer.flush()
+            # aclosing: a record refused mid-input (content type, size) closes the reader too
+            async with contextlib.aclosing(source.chunks()) as chunks:
+                with bar as shown:
+                    async for chunk in chunks:
+                        shown.advance(len(chunk))
+                        await queue(producer, split_lines(pending, chunk))
+                        if source.interactive:
+                            await producer.flush()
             if pending:  # the input did not end with a newline
                 await queue(producer, [b"".join(pending)])
         await producer.flush()

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -177,3 +178,61 @@ def run_spu(
     trio.run(_run_until_signal, lambda task_status=trio.TASK_STATUS_IGNORED: serve_spu(cfg, task_status=task_status),
              ready_file, lambda p: {"pid": os.getpid(), "public_port": p[0], "private_port": p[1]},
              instruments=trace.instruments())
+
+
+@app.command("processor")
+def run_processor_cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The processor (`fluvial processor create`).")],
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run one processor in the foreground, until Ctrl-C or until it is deleted (any host; it
+    resumes where the last run committed, replaying a window in doubt: docs/processors.md).
+
+    Example: fluvial run processor avg
+    """
+    from fluvial.cli.common import run_client
+    from fluvial.processor.runtime import run_processor
+
+    _setup_logging(log_level)
+    run_client(ctx, lambda fl: run_processor(fl, name), stop_on_interrupt=True)
+
+
+@app.command("processors")
+def run_processors_cmd(
+    ctx: typer.Context,
+    ready_file: Annotated[Optional[Path], typer.Option(help="Write {pid} here once up.")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Supervise every processor of the cluster: one `fluvial run processor NAME` each,
+    restarted with backoff when it crashes, stopped when its processor is deleted (what
+    `fluvial cluster start --processors` runs). The runtimes get this command's -c or -P.
+
+    Example: fluvial run processors (with -P PROFILE or -c HOST:PORT before `run`)
+    """
+    from fluvial.cli.common import global_options, open_client
+    from fluvial.errors import FluvialError
+    from fluvial.processor.supervisor import spawn_runtime, supervise
+
+    _setup_logging(log_level)
+    options = global_options(ctx)
+    prefix = [sys.executable, "-m", "fluvial.cli.main",
+              *(["-c", options.cluster] if options.cluster else ["-P", options.profile] if options.profile else [])]
+
+    async def serve(task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with open_client(options) as fl:
+            last: list[str] = []
+
+            async def names() -> list[str]:
+                nonlocal last
+                try:
+                    last = [m.name for m in await fl.admin.list_processors()]
+                except FluvialError as e:  # the cluster is away: keep what runs
+                    logging.getLogger("fluvial.processor").warning("cannot list processors: %s", e)
+                return last
+
+            task_status.started((0, 0))
+            await supervise(names, spawn_runtime(prefix))
+
+    trio.run(_run_until_signal, serve, ready_file,
+             lambda p: {"pid": os.getpid(), "public_port": 0, "private_port": 0})

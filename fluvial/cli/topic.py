@@ -41,6 +41,7 @@ from fluvial.cli.common import (
     OutputFormat, OutputOption, fail, format_duration, format_size, parse_duration, parse_size,
     run_client, usage_error,
 )
+from fluvial.protocol.content_type import validate_content_type
 from fluvial.protocol.internal_api import CLEANUP_POLICIES
 
 __all__ = ["app", "load_topic_config", "parse_yaml", "topic_record"]
@@ -429,6 +430,10 @@ def create(
         "--min-cleanable-dirty-ratio", min=0.0, max=1.0,
         help="With compact: start a pass when this share of the sealed data is uncleaned "
              "(default 0.5).")] = None,
+    content_type: Annotated[Optional[str], typer.Option(
+        "--content-type", metavar="TYPE",
+        help="What the values are: application/json, text/plain, application/octet-stream... "
+             "(fluvial's producers check values against it).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only check that the cluster would accept it.")] = False,
 ) -> None:
     """Create a topic.
@@ -461,6 +466,11 @@ def create(
         settings["min_compaction_lag"] = parse_duration(min_compaction_lag)
     if min_cleanable_dirty_ratio is not None:
         settings["min_cleanable_dirty_ratio"] = min_cleanable_dirty_ratio
+    if content_type is not None:
+        try:
+            settings["content_type"] = validate_content_type(content_type)
+        except ValueError as e:
+            usage_error(f"--content-type: {e}")
     if "assigned" in settings and (partitions is not None or replication is not None):
         usage_error("the config file's partition.maps fixes the replicas; drop -p/-r")
     if settings.get("retention") is not None and settings["retention"] < 1:

@@ -14,8 +14,11 @@ from fluvial.client.smartmodule import SmartModuleInfo, smartmodule_spec
 from fluvial.client.types import (
     ConsumerOffsetInfo, PartitionInfo, ReplicaInfo, SpuInfo, TopicInfo, topic_compression_from,
 )
-from fluvial.errors import TopicNotFoundError
+from fluvial.errors import FluvialError, TopicNotFoundError
+from fluvial.protocol.content_type import validate_content_type
 from fluvial.protocol.internal_api import CLEANUP_POLICIES
+from fluvial.protocol.processor_objects import ProcessorSpec, SetProcessorStatus
+from fluvial.protocol.topic_settings_api import TopicSettingsRequest
 from fluvial.protocol.sc_api import (
     ObjectApiUpdateRequest,
     ObjectApiCreateRequest, ObjectApiDeleteRequest, ObjectApiListRequest, Status,
@@ -23,7 +26,7 @@ from fluvial.protocol.sc_api import (
 from fluvial.protocol.sc_objects import (
     AssignedReplicas, ComputedReplicas, CustomSpuSpec, EncryptionEnum,
     Endpoint, IngressAddr, IngressPort, Metadata, PartitionMap, PartitionSpec, SegmentBasedPolicy,
-    SetCleanupConfig, SetReplicationConfig, SmartModuleSpec, SpuSpec, TopicSpec, TopicStorageConfig,
+    SetCleanupConfig, SetContentType, SetReplicationConfig, SmartModuleSpec, SpuSpec, TopicSpec, TopicStorageConfig,
 )
 from fluvial.protocol.spu_api import (
     DeleteConsumerOffsetRequest, FetchConsumerOffsetsRequest, ReplicaKey,
@@ -153,6 +156,7 @@ class Admin:
                            cleanup_policy: str | None = None, tombstone_retention: float | None = None,
                            min_compaction_lag: float | None = None,
                            min_cleanable_dirty_ratio: float | None = None,
+                           content_type: str | None = None,
                            dry_run: bool = False, timeout: float | None = None) -> None:
         """Create a topic and wait until the SC has provisioned it.
 
@@ -175,6 +179,8 @@ class Admin:
             cleanup_policy, tombstone_retention, min_compaction_lag, min_cleanable_dirty_ratio:
                 log compaction (``"compact"`` keeps the latest record per key); see
                 ``set_cleanup_config``. None keeps the defaults ("delete").
+            content_type: what the values are ("application/json", "text/plain", ...);
+                fluvial's producers check values against it (``set_content_type``).
             dry_run: only validate.
             timeout: seconds the SC may take to provision (the request's timeout).
 
@@ -185,6 +191,8 @@ class Admin:
         """
         cleanup = cleanup_action(cleanup_policy, tombstone_retention, min_compaction_lag,
                                  min_cleanable_dirty_ratio)
+        if content_type is not None:
+            content_type = validate_content_type(content_type)
         if assigned is not None:
             maps = assigned.items() if isinstance(assigned, dict) else enumerate(assigned)
             replicas: Any = AssignedReplicas([PartitionMap(int(p), [int(s) for s in spus], None)
@@ -210,6 +218,29 @@ class Admin:
                                               unclean_leader_election=unclean_leader_election)
         if not dry_run and cleanup is not None:
             _raise_for(await self._fl.sc_call(ObjectApiUpdateRequest.of(TopicSpec, name, cleanup)))
+        if not dry_run and content_type:
+            await self.set_content_type(name, content_type)
+
+    async def set_content_type(self, name: str, content_type: str) -> None:
+        """Set (or with "" remove) a topic's content type (fluvial's extension of the Update
+        API). fluvial's producers then check each value against it (docs/processors.md).
+
+        Raises:
+            ValueError: not of the form type/subtype. TopicNotFoundError.
+        """
+        action = SetContentType(validate_content_type(content_type))
+        _raise_for(await self._fl.sc_call(ObjectApiUpdateRequest.of(TopicSpec, name, action)))
+
+    async def content_type(self, name: str) -> str:
+        """A topic's content type ("" = none).
+
+        Raises:
+            TopicNotFoundError. FluvialError: the SC has no such setting (not fluvial).
+        """
+        resp = await self._fl.sc_call(TopicSettingsRequest(name))
+        if not resp.error_code.ok:
+            raise resp.error_code.exception()
+        return resp.content_type
 
     async def set_cleanup_config(self, name: str, *, cleanup_policy: str | None = None,
                                  tombstone_retention: float | None = None,
@@ -371,3 +402,35 @@ class Admin:
         status = await self._fl.sc_call(ObjectApiDeleteRequest.of(SmartModuleSpec, name))
         if status.is_error:
             raise status.error_code.exception(status.error_code.message)  # names the module
+
+    # -- processors (fluvial's own kind; docs/processors.md) -----------------------------------
+
+    async def create_processor(self, name: str, spec: Any) -> None:
+        """Store a processor (``fluvial.processor.spec.processor_spec`` builds the spec).
+
+        Raises:
+            FluvialError: the name is taken, or the SC refuses the spec.
+        """
+        _raise_for(await self._fl.sc_call(ObjectApiCreateRequest.of(name, spec)))
+
+    async def list_processors(self, filters: list[str] | tuple[str, ...] = ()) -> list[Metadata]:
+        """The processors (``Metadata``: name, spec, status), sorted by name."""
+        resp = await self._fl.sc_call(ObjectApiListRequest.of(ProcessorSpec, list(filters)))
+        return sorted(resp.items, key=lambda m: m.name)
+
+    async def describe_processor(self, name: str) -> Metadata:
+        """One processor. Raises FluvialError when there is none of that name."""
+        for m in await self.list_processors([name]):
+            if m.name == name:
+                return m
+        raise FluvialError(detail=f"processor {name!r} not found")
+
+    async def delete_processor(self, name: str) -> None:
+        """Delete a processor (a runtime running it stops at its next status report)."""
+        _raise_for(await self._fl.sc_call(ObjectApiDeleteRequest.of(ProcessorSpec, name)))
+
+    async def set_processor_status(self, name: str, status: Any) -> None:
+        """Report a processor's status (what its runtime does)."""
+        _raise_for(await self._fl.sc_call(ObjectApiUpdateRequest.of(ProcessorSpec, name,
+                                                                    SetProcessorStatus(status))))
+

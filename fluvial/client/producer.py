@@ -76,7 +76,9 @@ from fluvial.errors import (
 )
 from fluvial.protocol.batch import stamp_producer
 from fluvial.protocol.codec import DecodeError, EncodeError
+from fluvial.protocol.content_type import check_value
 from fluvial.protocol.producer_api import AllocateProducerIdRequest, next_sequence
+from fluvial.protocol.topic_settings_api import TopicSettingsRequest
 from fluvial.protocol.record_headers import normalize_headers
 from fluvial.protocol.sc_objects import CompressionAlgorithm
 from fluvial.protocol.spu_api import (
@@ -230,6 +232,7 @@ class Producer:
                                   if idempotent is None else idempotent)
         self._idempotence_required = bool(idempotent)
         self.producer_id = -1  # set when idempotent, once started
+        self.content_type = ""  # the topic's (fluvial.protocol.content_type), once started
         self._producer_epoch = -1
         self._next_sequence: dict[int, int] = {}  # partition -> sequence of its next batch
         if partitioner is None or isinstance(partitioner, SiphashRoundRobinPartitioner):
@@ -293,6 +296,7 @@ class Producer:
             meta = await self._fl.metadata.topic(self.topic)
             await self._fl.metadata.partition(self.topic, 0)
             self.compression = self._choose_compression(meta.spec.compression_type)
+            await self._get_content_type()
             if self._want_idempotence:
                 await self._get_producer_id()
             self._refresh_partition_count()
@@ -304,6 +308,16 @@ class Producer:
     def idempotent(self) -> bool:
         """Whether this producer's batches carry a producer id (known once started)."""
         return self.producer_id >= 0
+
+    async def _get_content_type(self) -> None:
+        """The topic's content type ("": none, also from an SC that has no such setting)."""
+        try:
+            resp = await self._fl.sc_call(TopicSettingsRequest(self.topic))
+        except (DecodeError, FluvialError) as e:
+            log.debug("no content type for %r: %s", self.topic, e)
+            return
+        if resp.error_code.ok:
+            self.content_type = resp.content_type
 
     async def _get_producer_id(self) -> None:
         """Ask the SC for a producer id. An SC without them (another implementation) leaves
@@ -404,6 +418,8 @@ class Producer:
 
         Raises:
             MessageTooLargeError: the record is larger than ``max_request_size``.
+            ContentTypeError: the value does not fit its ``content-type`` header or the
+                topic's content type (nothing queued).
             ProducerClosedError: the producer is closed.
         """
         if not self._started:
@@ -414,8 +430,11 @@ class Producer:
             value = _to_bytes(value, "value")
         if key is not None and type(key) is not bytes:
             key = _to_bytes(key, "key")
+        hs = normalize_headers(headers) if headers else ()
+        if self.content_type or hs:
+            check_value(self.content_type, value, hs)
         p = self._partition(key)
-        b = self._acc.append(p, value, key, normalize_headers(headers) if headers else ())
+        b = self._acc.append(p, value, key, hs)
         n = len(b.values)
         if n == 1:  # a new batch: the previous one (if any) is full, or the partition was idle
             self._pending.add(b)
@@ -440,6 +459,11 @@ class Producer:
             raise ProducerClosedError(detail="the producer is closed")
         if type(records) is not list:
             records = list(records)
+        if self.content_type:
+            for i, r in enumerate(records):
+                v = r[1] if type(r) is tuple else r
+                check_value(self.content_type, v if type(v) is bytes else _to_bytes(v, "value"),
+                            (), f"record {i}")
         count = len(records)
         by_partition = None
         if self._partitioner is None and count and set(map(type, records)) == _ONLY_BYTES:

@@ -58,7 +58,7 @@ from fluvial.protocol.stream_api import StreamKeepAliveRequest
 
 log = logging.getLogger("fluvial.client")
 
-__all__ = ["Sink", "SinkClosed", "Source", "StreamIncomplete", "stream_partition"]
+__all__ = ["Sink", "SinkClosed", "Source", "StreamIncomplete", "send_batch", "stream_partition"]
 
 
 class StreamIncomplete(FluvialError):
@@ -75,6 +75,35 @@ class StreamIncomplete(FluvialError):
 def stream_partition(stream: str | int, partitions: int) -> int:
     """The partition a stream lives in: SipHash of its id, like a record key's."""
     return key_hash(stream_id_bytes(stream)) % partitions
+
+
+async def send_batch(fl: Any, topic: str, partition: int, batch: bytes, *,
+                     max_delay: float = 0.5) -> None:
+    """Write one ready-made batch (a marker, or a batch stamped with a producer id and its
+    sequence) to the partition's leader, ReadCommitted, retrying retriable failures until
+    acknowledged (bound it with a cancel scope). Also fluvial.processor's output writes.
+
+    Raises:
+        FluvialError: a failure that is not retriable.
+    """
+    req = ProduceRequest(None, Isolation.ReadCommitted, 5000,
+                         [TopicProduceData(topic, [PartitionProduceData(partition, batch)])], [])
+    delay = 0.01
+    while True:
+        try:
+            _, conn = await fl.leader_connection(topic, partition)
+            resp = await conn.call(req, timeout=10.0)
+            error = resp.responses[0].partitions[0].error_code
+            if error.ok:
+                return
+            exc = error.exception()
+        except Retriable as e:
+            exc = e
+        if not isinstance(exc, Retriable):
+            raise exc
+        log.debug("produce to %s-%d: %s; retrying", topic, partition, exc)
+        await trio.sleep(delay)
+        delay = min(delay * 2, max_delay)
 
 
 async def _partition_of(fl, topic: str, stream: str | int) -> int:
@@ -198,24 +227,8 @@ class Sink:
         batch = encode_marker(kind, self.stream, first_timestamp=time.time_ns() // 1_000_000,
                               session_ms=self.session_ms if kind is MarkerKind.BEGIN else None,
                               compression=self._producer.compression)
-        req = ProduceRequest(None, Isolation.ReadCommitted, 5000,
-                             [TopicProduceData(self.topic, [PartitionProduceData(self.partition, batch)])], [])
-        delay = 0.01
         with trio.fail_after(self.marker_timeout):
-            while True:
-                try:
-                    _, conn = await self._fl.leader_connection(self.topic, self.partition)
-                    resp = await conn.call(req, timeout=10.0)
-                    error = resp.responses[0].partitions[0].error_code
-                    if error.ok:
-                        return
-                    exc = error.exception()
-                except Retriable as e:
-                    exc = e
-                if not isinstance(exc, Retriable):
-                    raise exc
-                await trio.sleep(delay)
-                delay = min(delay * 2, 0.5)
+            await send_batch(self._fl, self.topic, self.partition, batch)
 
     async def _keep_alive(self, scope: trio.CancelScope) -> None:
         req = StreamKeepAliveRequest(self.topic, self.partition, self.stream, self.session_ms)

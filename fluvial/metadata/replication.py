@@ -58,6 +58,13 @@ def _ids(d: Mapping[str, Any], key: str, default: Iterable[int]) -> tuple[int, .
     return tuple(v)
 
 
+def _str(d: Mapping[str, Any], key: str, default: str) -> str:
+    v = d.get(key, default)
+    if not isinstance(v, str):
+        raise BadRecord(f"{key} must be a string, got {v!r}")
+    return v
+
+
 @dataclass(frozen=True, slots=True)
 class TopicReplication:
     topic_id: int
@@ -67,6 +74,7 @@ class TopicReplication:
     tombstone_retention_secs: int = 24 * 3600
     min_compaction_lag_secs: int = 0
     min_cleanable_dirty_percent: int = 50
+    content_type: str = ""  # fluvial.protocol.content_type; "" = none
 
     def to_json(self) -> dict[str, Any]:
         return {"topic_id": self.topic_id, "min_isr": self.min_isr,
@@ -74,7 +82,8 @@ class TopicReplication:
                 "cleanup_policy": self.cleanup_policy,
                 "tombstone_retention_secs": self.tombstone_retention_secs,
                 "min_compaction_lag_secs": self.min_compaction_lag_secs,
-                "min_cleanable_dirty_percent": self.min_cleanable_dirty_percent}
+                "min_cleanable_dirty_percent": self.min_cleanable_dirty_percent,
+                "content_type": self.content_type}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> TopicReplication:
@@ -89,7 +98,7 @@ class TopicReplication:
             raise BadRecord(f"min_cleanable_dirty_percent must be in 0..100, got {percent!r}")
         return cls(_int(d, "topic_id", NO_TOPIC_ID), _int(d, "min_isr", 1), unclean, policy,
                    _int(d, "tombstone_retention_secs", 24 * 3600), _int(d, "min_compaction_lag_secs", 0),
-                   percent)
+                   percent, _str(d, "content_type", ""))
 
 
 @dataclass(frozen=True, slots=True)

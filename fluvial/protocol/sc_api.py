@@ -45,6 +45,7 @@ from fluvial.protocol.codec import (
     BOOL, ERROR_CODE, I64, STR, U32, DecodeError, EncodeError, Enum, Opt, Reader, Vec, WireType,
     as_type, message, wire,
 )
+from fluvial.protocol.processor_objects import UPDATE_PROCESSOR_ACTION, ProcessorSpec
 from fluvial.protocol.sc_objects import (
     CUSTOM_SPU_KEY, SPEC_BY_LABEL, UPDATE_TOPIC_ACTION, CustomSpuSpec, Metadata, MirrorSpec,
     SmartModuleSpec, SpuGroupSpec, TableFormatSpec, TopicSpec, metadata_type,
@@ -279,7 +280,8 @@ _LIST_REQUEST = as_type(ListRequest)
 _WATCH_REQUEST = as_type(WatchRequest)
 
 # Which labels each operation handles (crates/fluvio-sc-schema/src/*/mod.rs trait impls).
-_CREATABLE = (TopicSpec, SmartModuleSpec, TableFormatSpec, SpuGroupSpec, CustomSpuSpec, MirrorSpec)
+_CREATABLE = (TopicSpec, SmartModuleSpec, TableFormatSpec, SpuGroupSpec, CustomSpuSpec, MirrorSpec,
+              ProcessorSpec)  # the last: fluvial's own kind (processor_objects)
 CREATE_LABELS: frozenset[str] = frozenset(c.LABEL for c in _CREATABLE)
 DELETE_KEY_TYPES: dict[str, WireType] = {
     c.LABEL: CUSTOM_SPU_KEY if c is CustomSpuSpec else STR for c in _CREATABLE}
@@ -289,6 +291,7 @@ UPDATE_TYPES: dict[str, tuple[WireType, WireType]] = {
     TableFormatSpec.LABEL: (STR, STR),
     SpuGroupSpec.LABEL: (STR, STR),
     CustomSpuSpec.LABEL: (CUSTOM_SPU_KEY, STR),
+    ProcessorSpec.LABEL: (STR, UPDATE_PROCESSOR_ACTION),
 }
 LIST_LABELS: frozenset[str] = frozenset(SPEC_BY_LABEL)
 # The real SC's watch handler serves only these; decoding accepts every label.

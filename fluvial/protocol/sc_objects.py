@@ -420,8 +420,17 @@ class SetCleanupConfig:
     min_cleanable_dirty_percent: int | None = wire(Opt(U8))
 
 
+@message
+class SetContentType:
+    """fluvial's extension (tag 102, like ``SetCleanupConfig``): the topic's content type
+    (fluvial.protocol.content_type); "" removes it."""
+
+    content_type: str = wire(STR)
+
+
 UPDATE_TOPIC_ACTION = Union("UpdateTopicAction", {0: AddPartition, 1: AddMirror,
-                                                  100: SetReplicationConfig, 101: SetCleanupConfig},
+                                                  100: SetReplicationConfig, 101: SetCleanupConfig,
+                                                  102: SetContentType},
                             default=AddPartition)
 
 
@@ -992,8 +1001,10 @@ class MirrorSpec:
 
 # ==================================================================================== Metadata
 
+from fluvial.protocol.processor_objects import ProcessorSpec  # noqa: E402 - fluvial's own kind
+
 ALL_SPECS: tuple[type, ...] = (TopicSpec, PartitionSpec, SpuSpec, SmartModuleSpec, TableFormatSpec,
-                               SpuGroupSpec, CustomSpuSpec, MirrorSpec)
+                               SpuGroupSpec, CustomSpuSpec, MirrorSpec, ProcessorSpec)
 SPEC_BY_LABEL: dict[str, type] = {cls.LABEL: cls for cls in ALL_SPECS}
 
 
@@ -1054,7 +1065,7 @@ __all__ = [
     "SPEC_BY_LABEL", "SPU_LOG_SEGMENT_MAX_BYTES", "SPU_LOG_SEGMENT_MAX_BYTES_MIN",
     "SPU_PARTITION_MAX_BYTES_MIN", "STORAGE_RETENTION_SECONDS", "STORAGE_RETENTION_SECONDS_MIN",
     "UPDATE_TOPIC_ACTION",
-    "AddMirror", "AddPartition", "SetCleanupConfig", "SetReplicationConfig", "AssignedReplicas", "Bounds", "ClientTls", "Color",
+    "AddMirror", "AddPartition", "SetCleanupConfig", "SetContentType", "SetReplicationConfig", "AssignedReplicas", "Bounds", "ClientTls", "Color",
     "CompressionAlgorithm", "ComputedReplicas", "ConnectionStat", "ConnectionStatus",
     "CustomSpuKeyType", "CustomSpuSpec", "DataFormat", "Deduplication", "EncryptionEnum",
     "Endpoint", "EnvVar", "Filter", "HomeMirrorConfig", "HomePartitionConfig", "IngressAddr",

@@ -25,7 +25,7 @@ from fluvial.protocol import sc_objects as so
 KINDS: dict[str, tuple[type, type]] = {
     cls.LABEL: (cls, cls.Status)
     for cls in (so.TopicSpec, so.PartitionSpec, so.SpuSpec, so.CustomSpuSpec, so.SmartModuleSpec,
-                so.TableFormatSpec, so.SpuGroupSpec)
+                so.TableFormatSpec, so.SpuGroupSpec, so.ProcessorSpec)
 }
 # a change to these kinds changes some SPU's assignments: it is pushed to every SPU
 ASSIGNMENT_KINDS = frozenset({"Topic", "Partition", "SPU"})

@@ -23,6 +23,7 @@ from fluvial.metadata.placement import PlacementError, SpuInfo, place_replicas
 from fluvial.metadata.replication import PartitionReplication, TopicReplication, new_topic_id
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol.internal_api import CLEANUP_POLICIES
+from fluvial.protocol.content_type import validate_content_type
 from fluvial.protocol import sc_objects as so
 from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
 from fluvial.replication.election import ElectionResult, elect_leader
@@ -442,6 +443,18 @@ def set_cleanup_config(draft: Draft, name: str, action: so.SetCleanupConfig) -> 
              meta.min_cleanable_dirty_percent)
 
 
+def set_content_type(draft: Draft, name: str, content_type: str) -> None:
+    """A topic's content type (its record, persisted; producers ask for it with
+    ``TopicSettingsRequest``). Raises CreateError for a malformed type."""
+    try:
+        ct = validate_content_type(content_type)
+    except ValueError as e:
+        raise CreateError(Error(ErrorCode.TopicInvalidConfiguration), str(e)) from None
+    t = draft.topics.get(name)
+    draft.topics.update(name, meta=replace(t.meta, content_type=ct))
+    log.info("%s: content type %s", name, ct or "(none)")
+
+
 def sc_started(draft: Draft) -> None:
     """Every SPU starts offline until it registers again, and is awaited: no election before it
     had a chance to come back (``elect_offline_partitions``, ``due_failures``)."""
@@ -547,6 +560,18 @@ class CleanupConfigured:
 
 
 @dataclass(frozen=True)
+class ContentTypeConfigured:
+    name: str
+    content_type: str
+
+
+@dataclass(frozen=True)
+class ProcessorStatusSet:
+    name: str
+    status: Any
+
+
+@dataclass(frozen=True)
 class ObjectCreated:
     label: str
     name: str
@@ -560,7 +585,7 @@ class ObjectDeleted:
 
 
 Event = (ScStarted | SpuRegistered | SpuReported | SpuFailed | TopicCreated | TopicDeleted
-         | PartitionsAdded | ReplicationConfigured | CleanupConfigured | ObjectCreated | ObjectDeleted
+         | PartitionsAdded | ReplicationConfigured | CleanupConfigured | ContentTypeConfigured | ProcessorStatusSet | ObjectCreated | ObjectDeleted
          | ControllerTookOver)
 
 # event type -> its rule; what the rule returns is the decision's answer
@@ -574,6 +599,8 @@ _RULES: dict[type, Callable[[Draft, Any], Any]] = {
     PartitionsAdded: lambda d, e: add_partitions(d, e.name, e.count),
     ReplicationConfigured: lambda d, e: set_replication_config(d, e.name, e.min_isr, e.unclean_leader_election),
     CleanupConfigured: lambda d, e: set_cleanup_config(d, e.name, e.action),
+    ContentTypeConfigured: lambda d, e: set_content_type(d, e.name, e.content_type),
+    ProcessorStatusSet: lambda d, e: d.stores["Processor"].update_status(e.name, e.status),
     ObjectCreated: lambda d, e: create_object(d, e.label, e.name, e.spec),
     ObjectDeleted: lambda d, e: delete_object(d, e.label, e.name),
     ControllerTookOver: lambda d, e: took_over(d),

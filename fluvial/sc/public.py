@@ -26,6 +26,8 @@ from fluvial.protocol import sc_api as sa
 from fluvial.protocol import sc_objects as so
 from fluvial.protocol.api import UnsupportedRequest, decode_request, peek_api_key
 from fluvial.protocol import producer_api as pa
+from fluvial.protocol import topic_settings_api as ts
+from fluvial.processor.spec import spec_error
 from fluvial.smartmodule.abi import ModuleError, wasm_bytes
 from fluvial.sc import controller as ctl
 from fluvial.sc.state import MetadataSaveError, ScState
@@ -57,12 +59,14 @@ class UnservedObjectType(UnsupportedRequest):
 
 
 # Fluvio's requests, and fluvial's own producer-id request (not advertised: producer_api.py)
-REQUESTS = {**sa.SC_REQUESTS, pa.ALLOCATE_PRODUCER_ID_KEY: pa.AllocateProducerIdRequest}
+REQUESTS = {**sa.SC_REQUESTS, pa.ALLOCATE_PRODUCER_ID_KEY: pa.AllocateProducerIdRequest,
+            ts.TOPIC_SETTINGS_KEY: ts.TopicSettingsRequest}
+_FLUVIAL_KEYS = (pa.ALLOCATE_PRODUCER_ID_KEY, ts.TOPIC_SETTINGS_KEY)
 
 
 def decode(payload: bytes):
     """``sa.decode_sc_request``, an unknown object type raised as an ``UnservedObjectType``."""
-    if peek_api_key(payload) == pa.ALLOCATE_PRODUCER_ID_KEY:
+    if peek_api_key(payload) in _FLUVIAL_KEYS:
         return decode_request(payload, REQUESTS)
     try:
         return sa.decode_sc_request(payload)
@@ -89,6 +93,9 @@ def authorized(state: ScState, conn, header, req):
     """The gate: the answer to a request the connection's principal may not make, or None."""
     if header.api_key == pa.ALLOCATE_PRODUCER_ID_KEY:
         return None  # an id grants nothing: the SPU checks produce rights on every topic
+    if header.api_key == ts.TOPIC_SETTINGS_KEY:
+        return None if allowed(state.policy, conn, "read", "topic") else \
+            ts.TopicSettingsResponse(Error(ErrorCode.PermissionDenied))
     kind = req.label.lower()
     if header.api_key in (sa.ScApiKey.List, sa.ScApiKey.Watch):
         if allowed(state.policy, conn, "read", kind):
@@ -155,6 +162,8 @@ async def handle_create(state: ScState, conn, header, req: sa.ObjectApiCreateReq
         except ModuleError as e:
             return sa.Status(name, Error(ErrorCode.SmartModuleInvalid, (str(e), None)),
                              f"SmartModule '{name}': {e}")
+    if req.label == "Processor" and (err := spec_error(spec, name)):
+        return sa.Status(name, Error.other(err), err)
     if name in store:
         code = {"SmartModule": ErrorCode.SmartModuleError, "TableFormat": ErrorCode.TableFormatAlreadyExists,
                 "CustomSpu": ErrorCode.SpuAlreadyExists}.get(req.label, ErrorCode.Other)
@@ -277,14 +286,21 @@ async def handle_watch(state: ScState, conn, header, req: sa.ObjectApiWatchReque
 @_saving
 async def handle_update(state: ScState, conn, header, req: sa.ObjectApiUpdateRequest):
     key, action = req.request.key, req.request.action
+    if req.label == "Processor":
+        if key not in state.stores["Processor"]:
+            return sa.Status(key, Error.other(f"processor {key!r} not found"), "not found")
+        state.handle(ctl.ProcessorStatusSet(key, action.status))
+        return sa.Status.new_ok(key)
     if req.label != "Topic" or not isinstance(action, (so.AddPartition, so.SetReplicationConfig,
-                                                       so.SetCleanupConfig)):
+                                                       so.SetCleanupConfig, so.SetContentType)):
         return sa.Status(str(key), Error.other("update not supported for this object"), None)
     t = state.topics.get(key)
     if t is None:
         return sa.Status(key, Error(ErrorCode.TopicNotFound), "not found")
-    if isinstance(action, (so.SetReplicationConfig, so.SetCleanupConfig)):
+    if isinstance(action, (so.SetReplicationConfig, so.SetCleanupConfig, so.SetContentType)):
         event = (ctl.CleanupConfigured(key, action) if isinstance(action, so.SetCleanupConfig) else
+                 ctl.ContentTypeConfigured(key, action.content_type)
+                 if isinstance(action, so.SetContentType) else
                  ctl.ReplicationConfigured(key, action.min_isr, action.unclean_leader_election))
         try:
             state.handle(event)
@@ -313,8 +329,17 @@ async def handle_allocate_producer_id(state: ScState, conn, header,
         return pa.AllocateProducerIdResponse(Error(ErrorCode.StorageError))
 
 
+async def handle_topic_settings(state: ScState, conn, header, req: ts.TopicSettingsRequest):
+    """A topic's fluvial-only settings a client needs (its content type)."""
+    t = state.topics.get(req.topic)
+    if t is None:
+        return ts.TopicSettingsResponse(Error(ErrorCode.TopicNotFound))
+    return ts.TopicSettingsResponse(Error(), t.meta.content_type)
+
+
 HANDLERS = {
     pa.ALLOCATE_PRODUCER_ID_KEY: handle_allocate_producer_id,
+    ts.TOPIC_SETTINGS_KEY: handle_topic_settings,
     sa.ScApiKey.Create: handle_create,
     sa.ScApiKey.Delete: handle_delete,
     sa.ScApiKey.List: handle_list,

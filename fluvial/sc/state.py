@@ -30,7 +30,8 @@ from fluvial.sc.pushes import changes_assignments
 
 log = logging.getLogger("fluvial.sc")
 
-PERSISTED = ("Topic", "Partition", "SPU", "CustomSpu", "SmartModule", "TableFormat", "SpuGroup")
+PERSISTED = ("Topic", "Partition", "SPU", "CustomSpu", "SmartModule", "TableFormat", "SpuGroup",
+             "Processor")
 # how a kind's replication record is read back (fluvial.metadata.replication)
 META_READERS: dict[str, MetaReader] = {
     "Topic": lambda raw, spec: TopicReplication.from_json(raw),

@@ -403,8 +403,10 @@ def test_update_and_delete_key_types():
     # force is [v>=13]
     old = ObjectApiDeleteRequest.of(TopicSpec, "demo", force=True)
     assert ObjectApiDeleteRequest.decode(old.encode(12), 12) == ObjectApiDeleteRequest.of(TopicSpec, "demo")
-    assert set(UPDATE_TYPES) == {"Topic", "SmartModule", "TableFormat", "SpuGroup", "CustomSpu"}
-    assert CREATE_LABELS == {"Topic", "SmartModule", "TableFormat", "SpuGroup", "CustomSpu", "Mirror"}
+    # Processor: fluvial's own kind (processor_objects), never sent by the official client
+    assert set(UPDATE_TYPES) == {"Topic", "SmartModule", "TableFormat", "SpuGroup", "CustomSpu", "Processor"}
+    assert CREATE_LABELS == {"Topic", "SmartModule", "TableFormat", "SpuGroup", "CustomSpu", "Mirror",
+                             "Processor"}
 
 
 def test_lower_version_gates_of_inner_requests():

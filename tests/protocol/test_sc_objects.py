@@ -436,7 +436,7 @@ def test_spu_addresses():
 
 def test_labels_and_status_classes():
     assert {c.LABEL for c in ALL_SPECS} == {"Topic", "Partition", "SPU", "SmartModule", "TableFormat",
-                                            "SpuGroup", "CustomSpu", "Mirror"}
+                                            "SpuGroup", "CustomSpu", "Mirror", "Processor"}
     assert all(SPEC_BY_LABEL[c.LABEL] is c for c in ALL_SPECS)
     assert TopicSpec.Status is TopicStatus and SmartModuleSpec.Status is SmartModuleStatus
     assert so.MirrorSpec.Status is so.MirrorStatus and so.SpuGroupSpec.Status is so.SpuGroupStatus
