@@ -214,3 +214,16 @@ async def test_the_spu_takes_over_many_partitions_in_one_thread_hop(spu, monkeyp
     await wait_leading(spu, keys)
     assert all(spu.replicas[k].leader_epoch == 2 for k in keys)
     assert hops == [50, 50]
+
+
+async def test_a_log_changed_during_the_hop_is_flushed_and_given_its_epoch_on_the_loop(tmp_path):
+    storage = Replica.open(tmp_path, "t", 0, ReplicaConfig())
+    storage.append(encode_batch([b"x"]), leader_epoch=1)
+    storage.assign_epoch(1, 0)
+    r = PartitionReplica(storage, assignment(0, epoch=3), SPU, epoch_writer=lambda _: None)
+    [prepared] = prepare_epochs([(storage, 3)])
+    storage.truncate_fully_and_start_at(5)  # e.g. the log moved meanwhile: the prepared cache is stale
+    assert not storage.install_epochs(prepared)
+    assert r.take_over_prepared(3, prepared)
+    assert r.is_leader and epochs_on_disk(storage) == [(3, 5)] and storage.durable_leo == 5
+    storage.close()
