@@ -219,7 +219,9 @@ def main() -> int:
                 peer = run_row(partitions, rf, spus, args, [args.peer])
                 print(table_row(peer, " (peer)"), flush=True)
             row = run_row(partitions, rf, spus, args)
-            ratio = f" {row.produce_rps / peer.produce_rps:.2f}x the peer's produce |" if args.peer and peer.produce_rps else ""
+            ratio = ""
+            if args.peer and peer.produce_rps:
+                ratio = f" {row.produce_rps / peer.produce_rps:.2f}x the peer's produce |"
             print(table_row(row) + ratio, flush=True)
         except Exception as e:  # noqa: BLE001 - the other rows are still measured
             failed += 1

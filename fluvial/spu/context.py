@@ -2,8 +2,8 @@
 
 ``SpuContext`` is the state every part of the SPU shares (the public and private handlers, the
 SC link, the follower tasks): the replicas by ``(topic, partition)``, the peers, the leader lease,
-the consumer-offset store, and the housekeeping loops (HW checkpoints in one shared file, retention, verification of
-sealed segments, ISR shrinking).
+the consumer-offset store, and the housekeeping loops (HW checkpoints in one shared file,
+retention, verification of sealed segments, ISR shrinking).
 
 Rules this module keeps:
 
@@ -304,7 +304,8 @@ class SpuContext:
             storage = Replica.open(self.config.data_dir, a.topic, a.partition, self.replica_config(a))
             self.hw_file.restore(storage, a.topic_id)
         try:
-            r = PartitionReplica(storage, a, self.spu_id, lease=self.lease, epoch_writer=self._queue_take_over)
+            r = PartitionReplica(storage, a, self.spu_id, lease=self.lease,
+                                 epoch_writer=self._queue_take_over)
         except BaseException:
             storage.close()
             raise
@@ -356,7 +357,7 @@ class SpuContext:
                     if isinstance(result, Exception):
                         raise result
                     r.take_over_prepared(epoch, result)
-                except (OSError, serr.StorageError) as e:  # reported; the SC moves leadership
+                except Exception as e:  # noqa: BLE001 - reported; the SC moves leadership
                     log.error("%s-%s: taking over at epoch %d failed: %s", r.topic, r.partition, epoch, e)
                     self.broken[(r.topic, r.partition)] = (r.assignment, f"{type(e).__name__}: {e}")
             self.report_wanted.set()
