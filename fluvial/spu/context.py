@@ -404,8 +404,8 @@ class SpuContext:
         """Write the shared HW checkpoint (one file, in a worker thread) when some replica's HW
         changed since the last write, or a replica left; nothing otherwise. Returns whether it
         wrote."""
-        replicas = [r for r in self.replicas.values() if not r.closed]
-        if not self.hw_file.dirty and all(r.storage.hw == r.checkpointed_hw for r in replicas):
+        replicas = self._hws_due()
+        if replicas is None:
             return False
         entries = hw_entries(replicas)
         self.hw_file.dirty = False
@@ -418,6 +418,14 @@ class SpuContext:
         for r in replicas:
             r.checkpointed_hw = entries[(r.topic, r.partition)][1]
         return True
+
+    def _hws_due(self) -> list[PartitionReplica] | None:
+        """The open replicas when the shared HW checkpoint is due (a HW changed since the last
+        write, or a replica left), else None."""
+        replicas = [r for r in self.replicas.values() if not r.closed]
+        if not self.hw_file.dirty and all(r.storage.hw == r.checkpointed_hw for r in replicas):
+            return None
+        return replicas
 
     def verify_sealed_segments(self) -> None:
         """CRC-check the next ``verify_bytes_per_tick`` of every replica's sealed segments (they
@@ -511,7 +519,8 @@ class SpuContext:
         """Checkpoint and close every replica; one whose disk failed does not keep the others
         from closing (what it could not write was never acknowledged)."""
         try:
-            self.hw_file.write(hw_entries(self.replicas.values()))
+            if (replicas := self._hws_due()) is not None:
+                self.hw_file.write(hw_entries(replicas))
         except (OSError, serr.StorageError) as e:
             log.error("HW checkpoint %s failed: %s", self.hw_file.path, e)
         for r in self.replicas.values():

@@ -152,15 +152,17 @@ async def test_the_spu_writes_one_shared_file_only_when_a_hw_changed_and_restore
     assert len(writes) == 1 and len(writes[0]) == 20
     assert {k: v for k, v in writes[0].items() if v[1]} == {("t", 3): (TOPIC_ID, 2), ("t", 7): (TOPIC_ID, 2)}
     assert not any(os.path.exists(data_dir / f"t-{p}" / "replication.chk") for p in range(20))
-    for r in ctx.replicas.values():
-        r.closed = True
-        r.storage.close()
-    ctx.replicas = {}
+    await ctx.replicas[("t", 3)].append(encode_batch([b"c"]))
+    ctx.close()  # a HW changed since: written once more
+    assert len(writes) == 2
 
+    again = SpuContext(SpuConfig(SPU, data_dir), nursery)
+    again.close()  # nothing opened, nothing changed: the file is left alone
+    assert len(writes) == 2
     again = SpuContext(SpuConfig(SPU, data_dir), nursery)
     await again.apply_push(push(assignment(p, epoch=2) for p in range(20)))
     await wait_leading(again, keys)
-    assert {k: r.hw for k, r in again.replicas.items() if r.hw} == {("t", 3): 2, ("t", 7): 2}
+    assert {k: r.hw for k, r in again.replicas.items() if r.hw} == {("t", 3): 3, ("t", 7): 2}
     again.close()
 
 
