@@ -15,8 +15,12 @@ time of 10 s, OS-chosen ports), creates one topic of N partitions and then measu
 
 Rows: 30, 300, 1,000 and 3,000 partitions at RF=3 on 3 SPUs, and 10,000 at RF=1 on 1 SPU.
 
+With ``--peer PATH/TO/fluvial`` (the ``fluvial`` command of another install, e.g. a virtualenv
+of an older commit) every row is measured twice in the same run, the peer first, and a last
+column gives this tree's produce throughput as a ratio of the peer's.
+
 Usage: python bench/scale.py [--sizes 30,300,1000] [--with-3000] [--with-10000]
-                             [--idle-seconds 10] [--produce-seconds 5]
+                             [--idle-seconds 10] [--produce-seconds 5] [--peer FLUVIAL]
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from fluvial.errors import TopicNotProvisionedError  # noqa: E402
 from fluvial.protocol import sc_objects as so  # noqa: E402
 from fluvial.protocol import spu_api as api  # noqa: E402
 from fluvial.protocol.record import encode_batch  # noqa: E402
+from harness import processes  # noqa: E402
 from harness.client import ScAdmin  # noqa: E402
 from harness.processes import ProcessCluster  # noqa: E402
 
@@ -157,8 +162,13 @@ async def measure(cluster: ProcessCluster, row: Row, args) -> None:
             print(f"  failover: {e}", file=sys.stderr)
 
 
-def run_row(partitions: int, rf: int, spus: int, args) -> Row:
+def run_row(partitions: int, rf: int, spus: int, args, command: list[str] | None = None) -> Row:
+    """One row on a fresh cluster, run with ``command`` (the ``fluvial`` argv prefix; default:
+    this interpreter's)."""
     row = Row(partitions, rf, spus)
+    own = processes.fluvial_command
+    if command is not None:
+        processes.fluvial_command = lambda: list(command)
     home = Path(tempfile.mkdtemp(prefix="fluvial-scale-bench-"))
     cluster = ProcessCluster(home, spus=spus, heartbeat_timeout=10.0, replica_lag_time_max=10.0, tls=False)
     try:
@@ -166,6 +176,7 @@ def run_row(partitions: int, rf: int, spus: int, args) -> Row:
         trio.run(measure, cluster, row, args)
     finally:
         cluster.close()
+        processes.fluvial_command = own
         shutil.rmtree(home, ignore_errors=True)
     return row
 
@@ -175,11 +186,11 @@ HEADER = ("| partitions | SPUs x RF | create | idle CPU per SPU | idle CPU SC | 
           "| ---: | :---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
 
 
-def table_row(r: Row) -> str:
+def table_row(r: Row, label: str = "") -> str:
     spu_cpu = [v for k, v in r.idle_cpu.items() if k.startswith("spu")] or [0.0]
     spu_rss = [v for k, v in r.rss_mb.items() if k.startswith("spu")] or [0.0]
     fo = "n/a (RF=1)" if r.rf == 1 else ("not within 180 s" if r.failover_s is None else f"{r.failover_s:.1f} s")
-    return (f"| {r.partitions:,} | {r.spus} x {r.rf} | {r.create_s:.1f} s "
+    return (f"| {r.partitions:,}{label} | {r.spus} x {r.rf} | {r.create_s:.1f} s "
             f"| {min(spu_cpu):.1f}-{max(spu_cpu):.1f} % | {r.idle_cpu.get('sc', 0):.1f} % "
             f"| {min(spu_rss):.0f}-{max(spu_rss):.0f} MB | {r.rss_mb.get('sc', 0):.0f} MB "
             f"| {r.produce_rps:,.0f} | {fo} |")
@@ -192,6 +203,7 @@ def main() -> int:
     parser.add_argument("--with-10000", action="store_true", help="add 10,000 partitions at RF=1 on 1 SPU (slow)")
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--produce-seconds", type=float, default=5.0)
+    parser.add_argument("--peer", help="the fluvial command of another install: each row measured with both")
     args = parser.parse_args()
     plan = [(int(s), 3, 3) for s in args.sizes.split(",") if s]
     if args.with_3000:
@@ -203,7 +215,14 @@ def main() -> int:
     for partitions, rf, spus in plan:  # each row printed as soon as it is measured
         print(f"# {partitions} partitions, RF={rf}, {spus} SPU(s) ...", file=sys.stderr, flush=True)
         try:
-            print(table_row(run_row(partitions, rf, spus, args)), flush=True)
+            if args.peer:
+                peer = run_row(partitions, rf, spus, args, [args.peer])
+                print(table_row(peer, " (peer)"), flush=True)
+            row = run_row(partitions, rf, spus, args)
+            ratio = ""
+            if args.peer and peer.produce_rps:
+                ratio = f" {row.produce_rps / peer.produce_rps:.2f}x the peer's produce |"
+            print(table_row(row) + ratio, flush=True)
         except Exception as e:  # noqa: BLE001 - the other rows are still measured
             failed += 1
             print(f"| {partitions:,} | {spus} x {rf} | failed: {type(e).__name__}: {e} |||||||", flush=True)

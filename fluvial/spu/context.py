@@ -2,8 +2,8 @@
 
 ``SpuContext`` is the state every part of the SPU shares (the public and private handlers, the
 SC link, the follower tasks): the replicas by ``(topic, partition)``, the peers, the leader lease,
-the consumer-offset store, and the housekeeping loops (HW checkpoints, retention, verification of
-sealed segments, ISR shrinking).
+the consumer-offset store, and the housekeeping loops (HW checkpoints in one shared file,
+retention, verification of sealed segments, ISR shrinking).
 
 Rules this module keeps:
 
@@ -37,6 +37,7 @@ from fluvial.errors import OK, Error, ErrorCode
 from fluvial.net.multiplexer import open_connection
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
+from fluvial.spu.checkpoints import HwCheckpoint, hw_entries, prepare_epochs
 from fluvial.spu.compaction import apply_cleanup_settings, cleanup_settings, compact_replicas
 from fluvial.spu.consumer_offsets import ConsumerOffsetStore
 from fluvial.spu.partition import Lease, PartitionReplica
@@ -167,6 +168,8 @@ class SpuContext:
         self.private_port = 0
         self.policy = config.policy
         self._member_ctx = config.tls.member_client_context() if config.tls else None
+        self.hw_file = HwCheckpoint(config.data_dir)  # every replica's HW, one file write per interval
+        self._take_overs: dict[tuple[str, int], PartitionReplica] = {}  # waiting for their epoch file
 
     def connect_member(self, host: str, port: int):
         """A connection to another member (the SC or an SPU), with mutual TLS when configured."""
@@ -224,7 +227,8 @@ class SpuContext:
     async def apply_push(self, push: ia.WatchReplicasResponse) -> None:
         """``apply``, with the replicas it opens opened first in a worker thread (directories,
         segment recovery, fsyncs): an SPU given thousands of partitions at once keeps answering
-        and reporting meanwhile."""
+        and reporting meanwhile. Returns once the take-overs it asked for lead (or failed), their
+        epoch files written in one more thread hop (``take_over_queued``)."""
         new = [a for a in push.replicas if (a.topic, a.partition) not in self.replicas]
         # known meanwhile: a produce to them is retried (NotLeader), not refused (TopicNotFound)
         self.topics |= {a.topic for a in new}
@@ -235,6 +239,7 @@ class SpuContext:
             for storage in opened.values():  # not taken: the push no longer wanted it
                 if not isinstance(storage, BaseException):
                     storage.close()
+        await self.take_over_queued()
 
     def _open_storages(self, assignments: list[ia.ReplicaAssignment]) -> dict:
         """(topic, partition) -> the opened ``Replica``, or the exception opening it raised.
@@ -243,8 +248,9 @@ class SpuContext:
         for a in assignments:
             try:
                 prepare_replica_dir(self.config.data_dir, a.topic, a.partition, a.topic_id)
-                out[(a.topic, a.partition)] = Replica.open(self.config.data_dir, a.topic, a.partition,
-                                                           self.replica_config(a))
+                storage = Replica.open(self.config.data_dir, a.topic, a.partition, self.replica_config(a))
+                self.hw_file.restore(storage, a.topic_id)
+                out[(a.topic, a.partition)] = storage
             except Exception as e:  # noqa: BLE001 - raised again where the replica is opened
                 out[(a.topic, a.partition)] = e
         return out
@@ -296,8 +302,10 @@ class SpuContext:
         if storage is None:
             prepare_replica_dir(self.config.data_dir, a.topic, a.partition, a.topic_id)
             storage = Replica.open(self.config.data_dir, a.topic, a.partition, self.replica_config(a))
+            self.hw_file.restore(storage, a.topic_id)
         try:
-            r = PartitionReplica(storage, a, self.spu_id, lease=self.lease)
+            r = PartitionReplica(storage, a, self.spu_id, lease=self.lease,
+                                 epoch_writer=self._queue_take_over)
         except BaseException:
             storage.close()
             raise
@@ -322,7 +330,7 @@ class SpuContext:
         key = (r.topic, r.partition)
         for fetcher in self.fetchers.values():
             fetcher.remove(key)
-        if r.is_leader or r.closed:
+        if r.is_leader or r.closed or r.pending_epoch is not None:
             return
         leader = r.assignment.leader
         fetcher = self.fetchers.get(leader)
@@ -330,6 +338,29 @@ class SpuContext:
             fetcher = self.fetchers[leader] = LeaderFetcher(leader)
             self.nursery.start_soon(self._run_fetcher, fetcher)
         fetcher.add(Following(r, leader, r.assignment.leader_epoch))
+
+    def _queue_take_over(self, r: PartitionReplica) -> None:
+        """``r`` must take over at a new epoch (``PartitionReplica.epoch_writer``): queued, and
+        written with every other take-over of this push in one worker-thread hop."""
+        self._take_overs[(r.topic, r.partition)] = r
+
+    async def take_over_queued(self) -> None:
+        """Flush and durably write the epoch file of every queued take-over, all in one thread
+        hop; then each replica leads (if it still should: ``take_over_prepared``)."""
+        while self._take_overs:
+            batch = [r for r in self._take_overs.values() if r.pending_epoch is not None and not r.closed]
+            self._take_overs = {}
+            work = [(r.storage, r.pending_epoch) for r in batch]
+            results = await trio.to_thread.run_sync(prepare_epochs, work) if work else []
+            for r, (_, epoch), result in zip(batch, work, results):
+                try:
+                    if isinstance(result, Exception):
+                        raise result
+                    r.take_over_prepared(epoch, result)
+                except Exception as e:  # noqa: BLE001 - reported; the SC moves leadership
+                    log.error("%s-%s: taking over at epoch %d failed: %s", r.topic, r.partition, epoch, e)
+                    self.broken[(r.topic, r.partition)] = (r.assignment, f"{type(e).__name__}: {e}")
+            self.report_wanted.set()
 
     async def _run_fetcher(self, fetcher: LeaderFetcher) -> None:
         try:
@@ -347,13 +378,7 @@ class SpuContext:
         last_retention = last_compaction = -1e18
         while True:
             await trio.sleep(self.config.checkpoint_seconds)
-            changed = [r for r in self.replicas.values() if not r.closed and r.storage.hw != r.checkpointed_hw]
-            if changed:  # unchanged replicas: no rewrite, no fsync; the changed ones in one thread hop
-                for r, result in zip(changed, await trio.to_thread.run_sync(checkpoint_hws, changed)):
-                    if isinstance(result, Exception):
-                        log.error("%s-%s: HW checkpoint failed: %s", r.topic, r.partition, result)
-                    else:
-                        r.checkpointed_hw = result
+            await self.checkpoint_hws()
             now = trio.current_time()
             if now - last_retention >= self.config.retention_check_seconds:
                 last_retention = now
@@ -374,6 +399,33 @@ class SpuContext:
             if now - last_compaction >= self.config.compaction_check_seconds:
                 last_compaction = now
                 await compact_replicas(self)
+
+    async def checkpoint_hws(self) -> bool:
+        """Write the shared HW checkpoint (one file, in a worker thread) when some replica's HW
+        changed since the last write, or a replica left; nothing otherwise. Returns whether it
+        wrote."""
+        replicas = self._hws_due()
+        if replicas is None:
+            return False
+        entries = hw_entries(replicas)
+        self.hw_file.dirty = False
+        try:
+            await trio.to_thread.run_sync(self.hw_file.write, entries)
+        except (OSError, serr.StorageError) as e:
+            log.error("HW checkpoint %s failed: %s", self.hw_file.path, e)
+            self.hw_file.dirty = True
+            return False
+        for r in replicas:
+            r.checkpointed_hw = entries[(r.topic, r.partition)][1]
+        return True
+
+    def _hws_due(self) -> list[PartitionReplica] | None:
+        """The open replicas when the shared HW checkpoint is due (a HW changed since the last
+        write, or a replica left), else None."""
+        replicas = [r for r in self.replicas.values() if not r.closed]
+        if not self.hw_file.dirty and all(r.storage.hw == r.checkpointed_hw for r in replicas):
+            return None
+        return replicas
 
     def verify_sealed_segments(self) -> None:
         """CRC-check the next ``verify_bytes_per_tick`` of every replica's sealed segments (they
@@ -413,6 +465,7 @@ class SpuContext:
     def _drop(self, key) -> None:
         r = self.replicas.pop(key)
         r.closed = True
+        self.hw_file.dirty = True
         for fetcher in self.fetchers.values():
             fetcher.remove(key)
         r._flush_wanted.set()
@@ -465,24 +518,17 @@ class SpuContext:
     def close(self) -> None:
         """Checkpoint and close every replica; one whose disk failed does not keep the others
         from closing (what it could not write was never acknowledged)."""
+        try:
+            if (replicas := self._hws_due()) is not None:
+                self.hw_file.write(hw_entries(replicas))
+        except (OSError, serr.StorageError) as e:
+            log.error("HW checkpoint %s failed: %s", self.hw_file.path, e)
         for r in self.replicas.values():
             r.closed = True
-            for step in (r.storage.checkpoint_hw, r.storage.close):
-                try:
-                    step()
-                except (OSError, serr.StorageError) as e:
-                    log.error("%s-%s: %s failed: %s", r.topic, r.partition, step.__name__, e)
-
-
-def checkpoint_hws(replicas: list[PartitionReplica]) -> list[int | Exception]:
-    """Checkpoint each replica's HW (in a worker thread); the HW written, or the error, of each."""
-    out: list[int | Exception] = []
-    for r in replicas:
-        try:
-            out.append(r.storage.checkpoint_hw())
-        except (OSError, serr.StorageError) as e:
-            out.append(e)
-    return out
+            try:
+                r.storage.close()
+            except (OSError, serr.StorageError) as e:
+                log.error("%s-%s: close failed: %s", r.topic, r.partition, e)
 
 
 def describe(e: BaseException) -> str:

@@ -18,6 +18,11 @@ Theory of operation
   can never choose a replica that misses an acknowledged record.
 * A replica leads only when the SC says so *and* the epoch is newer than every epoch in its log
   (or it already leads that epoch in this process): an epoch is never reused for new writes.
+* Taking over at a new epoch: the log is flushed and ``leader-epoch.chk`` holding the new epoch
+  made durable *before* ``leader_state`` exists. With an ``epoch_writer`` (the SPU's, which
+  batches many take-overs into one worker-thread hop, ``fluvial.spu.checkpoints``) the replica
+  waits in ``pending_epoch`` (neither leading nor following) until ``take_over_prepared``;
+  without one (unit tests) it is done at once on this thread.
 * An acknowledgement needs the leadership the append was made under (the same ``LeaderState``)
   and a valid lease at that moment; a demoted, truncated or cut-off leader acknowledges nothing.
 * Readers (stream fetches, follower fetches) park in ``waiters``; every LEO or HW move wakes them.
@@ -111,7 +116,7 @@ class Lease:
 
 class PartitionReplica:
     def __init__(self, storage: Replica, assignment: ReplicaAssignment, spu_id: int,
-                 lease: Lease | None = None):
+                 lease: Lease | None = None, epoch_writer=None):
         self.storage = storage
         self.spu_id = spu_id
         self.lease = lease  # None: no lease (always valid), for unit tests
@@ -123,13 +128,17 @@ class PartitionReplica:
         self._led_epoch: int | None = None  # the epoch this process took leadership at
         self.failed: BaseException | None = None
         self.closed = False
-        self.checkpointed_hw = storage.hw  # the HW replication.chk holds (as loaded)
+        self.checkpointed_hw = storage.hw  # the HW the checkpoint holds (as loaded)
         self.leader_state: LeaderState | None = None
         # idempotent producers' sequences (spu/producer_state.py): built from the log when this
         # replica takes leadership, kept up to date by the produce handler while it leads
         self.producers: ProducerStateTable | None = None
         self.on_change = None  # called when the ISR changes (the SPU then reports to the SC)
         self.on_notify = None  # called with this replica by every ``notify`` (its report is stale)
+        # called with this replica when it must take over at a new epoch: the caller makes the
+        # epoch durable later and calls ``take_over_prepared``; None: done at once, here
+        self.epoch_writer = epoch_writer
+        self.pending_epoch: int | None = None  # the epoch it waits to take over at
         self._take_role()
 
     # --------------------------------------------------------------------------------- roles
@@ -191,17 +200,48 @@ class PartitionReplica:
                 w.release()
             self.leader_state = None
             self.producers = None
-        if a.leader != self.spu_id or kept:
+            self.pending_epoch = None
+        if a.leader != self.spu_id or kept or self._refuses(a.leader_epoch):
             return
-        latest = self.storage.latest_epoch
-        if a.leader_epoch <= latest:
-            log.error("%s-%s: refusing to lead at epoch %d: the log already holds epoch %d "
-                      "(an epoch is never reused for new writes)", self.topic, self.partition,
-                      a.leader_epoch, latest)
+        if self.epoch_writer is not None:
+            self.pending_epoch = a.leader_epoch
+            self.epoch_writer(self)
             return
         # a new leader makes its log durable, then starts its epoch at its LEO
         self.storage.flush()
         self.storage.assign_epoch(a.leader_epoch)
+        self._lead()
+
+    def _refuses(self, epoch: int) -> bool:
+        latest = self.storage.latest_epoch
+        if epoch <= latest:
+            log.error("%s-%s: refusing to lead at epoch %d: the log already holds epoch %d "
+                      "(an epoch is never reused for new writes)", self.topic, self.partition,
+                      epoch, latest)
+            return True
+        return False
+
+    def take_over_prepared(self, epoch: int, prepared) -> bool:
+        """Lead at ``epoch`` now that ``Replica.prepare_epoch`` made it durable (``prepared``, its
+        result), if this replica still waits to take over at that epoch. A log changed meanwhile
+        is flushed and its epoch assigned here instead. Returns whether it leads."""
+        a = self.assignment
+        if (self.closed or self.pending_epoch != epoch or a.leader != self.spu_id
+                or a.leader_epoch != epoch):
+            return False
+        self.pending_epoch = None
+        if prepared is None or not self.storage.install_epochs(prepared):
+            if self._refuses(epoch):
+                return False
+            self.storage.flush()
+            self.storage.assign_epoch(epoch)
+        self._lead()
+        self.notify()
+        return True
+
+    def _lead(self) -> None:
+        """Become the leader at the assignment's epoch (durable in the log's epoch file)."""
+        a = self.assignment
         self._led_epoch = a.leader_epoch
         self._commit.reset(self.storage.durable_leo)  # no waiters: only the durable LEO moves
         self.producers = self.rebuild_producers()

@@ -11,6 +11,17 @@
     1 0                    epoch start_offset
     3 150
 
+``replication-offset-checkpoint`` (one per SPU data directory, Kafka's name; binary, all
+integers big-endian) holds the HW of every replica of the SPU, so that one file write per interval
+checkpoints them all::
+
+    magic b"FHWC"  version i16 (0)  count i32
+    count x (topic_len i16, topic utf-8, partition i32, topic_id i64, hw i64)
+    crc32c u32     over every byte before it
+
+A file that is torn, truncated, of another version, or whose CRC does not match decodes to None
+and is treated as absent (each replica then falls back to its own ``replication.chk``).
+
 ``write_atomic`` writes ``<name>.tmp``, fsyncs it, renames it over ``<name>`` and fsyncs the
 directory, so a reader sees either the old file or the new one, never a mix, and after a crash
 or a power cut the newest completed checkpoint survives. A stray ``.tmp`` left by a crash is
@@ -22,15 +33,27 @@ from __future__ import annotations
 
 import struct
 
+from crc32c import crc32c
+
 from fluvial.durable import replace_durably
 from fluvial.storage.epochs import EpochEntry, LeaderEpochCache
 from fluvial.storage.errors import os_error
 
 HW_CHECKPOINT = "replication.chk"
 EPOCH_CHECKPOINT = "leader-epoch.chk"
+SHARED_HW_CHECKPOINT = "replication-offset-checkpoint"
 
 _HW = struct.Struct(">q")
 _EPOCH_FILE_VERSION = 0
+_SHARED_MAGIC = b"FHWC"
+_SHARED_HEAD = struct.Struct(">4shi")
+_SHARED_ENTRY = struct.Struct(">iqq")  # partition, topic_id, hw (after the topic)
+_TOPIC_LEN = struct.Struct(">h")
+_CRC = struct.Struct(">I")
+_SHARED_VERSION = 0
+
+#: (topic, partition) -> (topic incarnation id, hw): what the shared HW checkpoint holds.
+SharedHws = dict[tuple[str, int], tuple[int, int]]
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -97,3 +120,43 @@ def decode_epochs(data: bytes) -> LeaderEpochCache | None:
     if any(e.epoch < 0 or e.start_offset < 0 for e in entries):
         return None
     return LeaderEpochCache(entries)
+
+
+def encode_shared_hws(entries: SharedHws) -> bytes:
+    """The bytes of a ``replication-offset-checkpoint`` holding ``entries`` (sorted by key)."""
+    parts = [_SHARED_HEAD.pack(_SHARED_MAGIC, _SHARED_VERSION, len(entries))]
+    for (topic, partition), (topic_id, hw) in sorted(entries.items()):
+        name = topic.encode("utf-8")
+        parts += [_TOPIC_LEN.pack(len(name)), name, _SHARED_ENTRY.pack(partition, topic_id, hw)]
+    body = b"".join(parts)
+    return body + _CRC.pack(crc32c(body))
+
+
+def decode_shared_hws(data: bytes) -> SharedHws | None:
+    """The entries of a ``replication-offset-checkpoint``, or None if the bytes are not one
+    (torn, truncated, bad CRC, other version, trailing bytes, negative HW, duplicate keys)."""
+    if len(data) < _SHARED_HEAD.size + _CRC.size:
+        return None
+    body, (crc,) = data[:-_CRC.size], _CRC.unpack(data[-_CRC.size:])
+    if crc32c(body) != crc:
+        return None
+    magic, version, count = _SHARED_HEAD.unpack_from(body)
+    if magic != _SHARED_MAGIC or version != _SHARED_VERSION or count < 0:
+        return None
+    out: SharedHws = {}
+    pos = _SHARED_HEAD.size
+    try:
+        for _ in range(count):
+            (n,) = _TOPIC_LEN.unpack_from(body, pos)
+            if n < 0 or pos + _TOPIC_LEN.size + n > len(body):
+                return None
+            topic = body[pos + _TOPIC_LEN.size:pos + _TOPIC_LEN.size + n].decode("utf-8")
+            pos += _TOPIC_LEN.size + n
+            partition, topic_id, hw = _SHARED_ENTRY.unpack_from(body, pos)
+            pos += _SHARED_ENTRY.size
+            if hw < 0 or partition < 0 or (topic, partition) in out:
+                return None
+            out[(topic, partition)] = (topic_id, hw)
+    except (struct.error, UnicodeDecodeError):
+        return None
+    return out if pos == len(body) else None

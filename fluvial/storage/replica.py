@@ -322,6 +322,7 @@ class Replica:
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._checkpoint_lock = threading.Lock()
+        self._epoch_file_lock = threading.Lock()  # prepare_epoch writes leader-epoch.chk in a worker
         self._dirty: dict[int, Segment] = {}
         self._dir_dirty = False
         self._generation = 0
@@ -948,8 +949,40 @@ class Replica:
             return hw
 
     def _save_epochs(self, cache: LeaderEpochCache) -> None:
-        write_atomic(os.path.join(self.path, EPOCH_CHECKPOINT), encode_epochs(cache))
+        with self._epoch_file_lock:
+            write_atomic(os.path.join(self.path, EPOCH_CHECKPOINT), encode_epochs(cache))
         self._epochs = cache
+
+    def prepare_epoch(self, epoch: int) -> tuple[LeaderEpochCache, LeaderEpochCache] | None:
+        """The worker-thread half of a new leader's ``flush`` + ``assign_epoch``: fsync the log,
+        then durably write ``leader-epoch.chk`` with ``epoch`` starting at the LEO. The cache is
+        not changed yet: ``install_epochs`` does it on the replica's thread. Returns what to
+        install, or None when ``epoch`` is not newer than the log's latest (nothing written).
+        Only while nothing appends to this replica (it neither leads nor follows).
+
+        Raises:
+            ShortCircuited, DiskFull, StorageIOError: as ``flush`` and ``write_atomic``.
+        """
+        self._check_writable()
+        self.flush()
+        base = self._epochs
+        cache = base.copy()
+        if not cache.assign(epoch, self._durable_leo):
+            return None
+        with self._epoch_file_lock:
+            write_atomic(os.path.join(self.path, EPOCH_CHECKPOINT), encode_epochs(cache))
+        return base, cache
+
+    def install_epochs(self, prepared: tuple[LeaderEpochCache, LeaderEpochCache]) -> bool:
+        """Take the cache ``prepare_epoch`` made durable, if the log has not changed since (same
+        cache, LEO still where the new epoch starts, all of it durable). False: it changed; the
+        caller falls back to ``flush`` + ``assign_epoch``."""
+        base, cache = prepared
+        if (self._epochs is not base or self._closed or self._failure is not None
+                or cache.entries[-1].start_offset != self._leo or self._durable_leo != self._leo):
+            return False
+        self._epochs = cache
+        return True
 
     def assign_epoch(self, epoch: int, start_offset: int | None = None) -> bool:
         """Record that ``epoch`` starts at ``start_offset`` (default: the LEO), as a new leader

@@ -24,6 +24,7 @@ from fluvial.protocol import internal_api as ia
 from fluvial.protocol import spu_api as api
 from fluvial.protocol.api import encode_response
 from fluvial.protocol.record import decode_record_set, encode_batch
+from fluvial.storage.checkpoint import SHARED_HW_CHECKPOINT
 from fluvial.storage.errors import StorageIOError
 from fluvial.storage.replica import Replica
 from fluvial.spu.context import (
@@ -185,8 +186,10 @@ async def test_a_topic_re_created_between_two_pushes_starts_empty(tmp_path):
             sc.push([assignment("t", topic_id=11)])
             async with running_spu(sc, tmp_path) as cfg:
                 assert (await produce(cfg, "t", b"old")).error_code.ok
+                await sc.wait_report(lambda rep: rep.replicas and rep.replicas[0].leo == 1)
                 sc.push([assignment("t", topic_id=22)])
-                await sc.wait_report(lambda rep: rep.replicas and rep.replicas[0].leo == 0)
+                await sc.wait_report(lambda rep: rep.replicas and rep.replicas[0].leo == 0
+                                     and rep.replicas[0].is_leader)
                 assert await records(cfg, "t") == []
 
 
@@ -211,7 +214,7 @@ async def test_orphan_replica_directories_go_after_the_first_push(tmp_path):
             (tmp_path / "notes").mkdir()  # not a replica directory: left alone
             sc.push([assignment("keep", 1, epoch=2)])  # the others were deleted while the SPU was away
             async with running_spu(sc, tmp_path) as cfg:
-                assert sorted(p.name for p in tmp_path.iterdir()) == ["keep-0", "notes"]
+                assert sorted(p.name for p in tmp_path.iterdir()) == ["keep-0", "notes", SHARED_HW_CHECKPOINT]
                 assert await records(cfg, "keep") == [b"v"]
 
 
@@ -253,7 +256,7 @@ async def test_one_replica_that_cannot_be_opened_does_not_take_the_spu_down(tmp_
                 assert bad.error and not bad.is_leader
                 assert (await produce(cfg, "good", b"v")).error_code.ok
                 sc.push([assignment("bad", 0), assignment("good", 0), assignment("later", 0)])
-                await sc.wait_report(lambda r: any(x.topic == "later" for x in r.replicas))
+                await sc.wait_report(lambda r: any(x.topic == "later" and x.is_leader for x in r.replicas))
                 assert (await produce(cfg, "later", b"v")).error_code.ok
                 assert sc.registrations == 1  # the SC link never dropped
 
