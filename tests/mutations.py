@@ -518,6 +518,12 @@ MUTATIONS: list[Mutation] = [
              "            self._take_overs = dict(list(self._take_overs.items())[1:])\n            batch = batch[:1]\n            work = ",
              ("tests/spu/test_checkpoints.py::test_the_spu_takes_over_many_partitions_in_one_thread_hop",),
              "take-overs' epoch files are written one thread hop per replica"),
+    # --- consumers end their streams on the SPU ---
+    Mutation("consumer-stream-left-open", "fluvial/client/consumer.py",
+             "                await _close_on_spu(conn, stream_id, self._c._fl.request_timeout)\n",
+             "                pass\n",
+             ("tests/client/test_produce_consume.py::test_many_consumers_one_after_another_on_one_connection",),
+             "a closed consumer's stream stays parked on the SPU: a long-lived connection runs out of request slots"),
 ]
 
 

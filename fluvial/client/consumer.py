@@ -57,6 +57,7 @@ from fluvial.errors import (
 )
 from fluvial.net.errors import RequestTimeout
 from fluvial.protocol.codec import DecodeError
+from fluvial.protocol.stream_api import CloseStreamsRequest
 from fluvial.protocol.record_fast import decode_fetched_batches, scan_record_set
 from fluvial.protocol.spu_api import (
     CLIENT_MAX_FETCH_BYTES, FetchConsumerOffsetsRequest, FetchOffsetPartition, FetchOffsetsRequest,
@@ -128,7 +129,10 @@ class _PartitionReader:
     async def aclose(self) -> None:
         if self._stream is not None:
             stream, self._stream = self._stream, None
+            conn, stream_id = self._s.conn, self._s.stream_id
             await stream.aclose()
+            if conn is not None and stream_id is not None:
+                await _close_on_spu(conn, stream_id, self._c._fl.request_timeout)
 
     async def _reopen_later(self, error: BaseException | None) -> BaseException | None:
         """Drop the stream and wait before the next attempt; the error to give up with, if
@@ -235,6 +239,20 @@ class _PartitionReader:
                             timeout=self._c._fl.request_timeout)
         except (ConnectionLost, RequestTimeout, DecodeError) as e:
             log.debug("UpdateOffsets for stream %d failed: %s", stream_id, e)
+
+
+async def _close_on_spu(conn: Any, stream_id: int, timeout: float) -> None:
+    """Tell the SPU that stream ``stream_id`` of ``conn`` is done (``CloseStreamsRequest``), so
+    that it ends the stream and frees its request slot; best effort (a closed connection ended
+    its streams already)."""
+    if conn.lookup_version(CloseStreamsRequest) is None:
+        return  # an SPU without it ends streams only with the connection
+    with trio.move_on_after(min(timeout, 5.0)) as scope:
+        scope.shield = True
+        try:
+            await conn.call(CloseStreamsRequest([stream_id]), timeout=min(timeout, 5.0))
+        except (ConnectionLost, RequestTimeout, DecodeError, FluvialError) as e:
+            log.debug("CloseStreams for stream %d failed: %s", stream_id, e)
 
 
 class RecordStream:

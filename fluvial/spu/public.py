@@ -81,8 +81,10 @@ def public_api(ctx) -> Handler:
     # official client sees Fluvio's keys only): fluvial.spu.group_coordinator
     registry = ApiRegistry({**api.SPU_REQUESTS, **GROUP_REQUESTS,
                             ha.ENABLE_RECORD_HEADERS_KEY: ha.EnableRecordHeadersRequest,
-                            sta.STREAM_KEEP_ALIVE_KEY: sta.StreamKeepAliveRequest},
-                           (*api.SPU_API_VERSIONS, ha.HEADERS_API_VERSION, sta.STREAM_API_VERSION))
+                            sta.STREAM_KEEP_ALIVE_KEY: sta.StreamKeepAliveRequest,
+                            sta.CLOSE_STREAMS_KEY: sta.CloseStreamsRequest},
+                           (*api.SPU_API_VERSIONS, ha.HEADERS_API_VERSION, sta.STREAM_API_VERSION,
+                            sta.CLOSE_STREAMS_API_VERSION))
     return serve_api(registry, {**HANDLERS, **GROUP_HANDLERS}, limits, ctx)
 
 
@@ -262,6 +264,7 @@ class FetchStream:
     waiter: Waiter = field(default_factory=Waiter)
     acked: int | None = None
     ack_pending: list[int] = field(default_factory=list)
+    closed: bool = False  # the client is done with it (CloseStreams): the handler ends
 
 
 def _streams(conn) -> dict[int, FetchStream]:
@@ -346,7 +349,7 @@ async def handle_stream_fetch(ctx, conn, header, req: api.StreamFetchRequest) ->
         pos: int | None = req.fetch_offset  # where the next response starts; None: awaiting an ack
         reached = req.fetch_offset  # the offset the last response ended at
         unsent_from = None  # SmartModules: where the reads that sent nothing began
-        while True:
+        while not stream.closed:
             if replica.closed or not replica.is_leader:
                 await _send_stream_error(conn, header, req.topic, seq, req.partition,
                                          Error(ErrorCode.NotLeaderForPartition))
@@ -388,7 +391,7 @@ async def handle_stream_fetch(ctx, conn, header, req: api.StreamFetchRequest) ->
                 if stream.acked is not None and stream.acked < replica.limit(committed):
                     pos = stream.acked
                     break
-                if replica.closed or not replica.is_leader:
+                if replica.closed or not replica.is_leader or stream.closed:
                     break
                 await stream.waiter.wake.wait()
                 stream.waiter.reset()
@@ -411,6 +414,18 @@ async def handle_update_offsets(ctx, conn, header, req: api.UpdateOffsetsRequest
         trace.mark("spu.consumer_acked", s.topic, s.partition, u.offset)
         out.status.append(api.OffsetUpdateStatus(u.session_id, OK))
     return out
+
+
+async def handle_close_streams(ctx, conn, header, req: sta.CloseStreamsRequest) -> sta.CloseStreamsResponse:
+    """End this connection's streams ``req.stream_ids`` (their handlers return, freeing their
+    request slots); ids of streams that already ended are ignored."""
+    streams = _streams(conn)
+    for sid in req.stream_ids:
+        s = streams.get(sid)
+        if s is not None:
+            s.closed = True
+            s.waiter.wake.set()
+    return sta.CloseStreamsResponse(OK)
 
 
 async def handle_fetch_offsets(ctx, conn, header, req: api.FetchOffsetsRequest) -> api.FetchOffsetsResponse:
@@ -526,6 +541,7 @@ async def handle_enable_record_headers(ctx, conn, header, req) -> ha.EnableRecor
 HANDLERS = {
     ha.ENABLE_RECORD_HEADERS_KEY: handle_enable_record_headers,
     sta.STREAM_KEEP_ALIVE_KEY: handle_stream_keep_alive,
+    sta.CLOSE_STREAMS_KEY: handle_close_streams,
     api.SpuApiKey.Produce: handle_produce,
     api.SpuApiKey.Fetch: handle_fetch,
     api.SpuApiKey.FetchOffsets: handle_fetch_offsets,

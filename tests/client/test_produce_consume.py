@@ -302,3 +302,16 @@ async def test_leaving_connect_flushes_producers_that_were_not_closed(cluster, n
             futures = await p.send_many([b"a", b"b"])
         assert [f.result().offset for f in futures] == [0, 1]
         assert [r.value for r in await consume_all(fl, topic, continuous=False)] == [b"a", b"b"]
+
+
+async def test_many_consumers_one_after_another_on_one_connection(fl, new_topic):
+    """A closed consumer ends its stream on the SPU (CloseStreams): a long-lived connection
+    that opened and closed more consumers than the SPU's in-flight requests per connection (128)
+    still gets answers (each parked stream used to keep a request slot for ever)."""
+    with trio.fail_after(TEST_TIMEOUT * 2):
+        topic = await new_topic()
+        async with fl.producer(topic) as p:
+            await (await p.send(b"x")).wait()
+        for _ in range(150):
+            async with fl.consumer(topic, continuous=False) as c:
+                assert [r.value async for r in c] == [b"x"]
