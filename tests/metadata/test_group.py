@@ -44,8 +44,12 @@ class Sim:
         self.pending: dict[str, set[int]] = {}  # answers received, not acted on yet
 
     def join(self, m):
+        """A process joins: a new one, or one that stopped every reader first (the client's
+        ``_rejoin`` drops all its readers before it joins again), so it reads nothing until its
+        first answer."""
         self.g.join(m, "c", "h", "t", self.partitions, SESSION_MS, "earliest", self.now)
-        self.reads.setdefault(m, set())
+        self.reads[m] = set()
+        self.pending.pop(m, None)
         self.alive.add(m)
 
     def send(self, m):
