@@ -1,5 +1,6 @@
-"""Fixtures for the gateway tests: an in-process cluster, a client on it, and gateways started
-in the test's own trio run on 127.0.0.1 port 0. Everything started is stopped on exit."""
+"""Fixtures for the gateway tests: the in-process cluster and client of the client tests
+(``tests/client/conftest.py``), and gateways started in the test's own trio run on 127.0.0.1
+port 0. Everything started is stopped on exit."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-import fluvial
 from fluvial.gateway.server import GatewayConfig, serve_gateway
-from harness.cluster import open_test_cluster
+from client.conftest import cluster, fl  # noqa: F401  (fixtures, shared with the client tests)
 
 _names = itertools.count()
 
@@ -26,19 +26,6 @@ server_closes = [pytest.mark.filterwarnings("ignore::ResourceWarning"),
 
 def stream_name(prefix: str = "s") -> str:
     return f"{prefix}-{next(_names)}"
-
-
-@pytest.fixture
-async def cluster(tmp_path):
-    with trio.fail_after(30):
-        async with open_test_cluster(tmp_path / "cluster", spus=1) as c:
-            yield c
-
-
-@pytest.fixture
-async def fl(cluster):
-    async with fluvial.connect(endpoint=cluster.endpoint) as client:
-        yield client
 
 
 @asynccontextmanager
