@@ -12,13 +12,18 @@ processor`` in its own process, as a user runs it.
 * latency: ``--latency-records`` records at ``--rate`` per second, each carrying its send time;
   count-1 windows; a consumer of the output takes now - send time.
 
+* ``--against DIR``: the processor rows again with the runtime of another source tree (DIR,
+  e.g. an export of the previous commit: ``git archive HEAD~1 | tar -x -C /tmp/before``) in the
+  same cluster, rounds interleaved (``--rounds``), so the machine's noise hits both alike.
+
 Usage: python bench/processors.py [--records 20000] [--window-count 1000] [--rate 1000]
-       [--latency-records 3000]
+       [--latency-records 3000] [--against DIR --rounds 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -107,12 +112,43 @@ def pct(xs: list[float], q: float) -> float:
 class Runtime:
     """``fluvial run processor NAME`` in its own process."""
 
-    def __init__(self, endpoint: str, name: str):
+    def __init__(self, endpoint: str, name: str, tree: str | None = None):
+        env = dict(os.environ)
+        if tree:  # that tree's fluvial package first on the runtime's import path
+            env["PYTHONPATH"] = os.pathsep.join([tree, *filter(None, [env.get("PYTHONPATH")])])
         self.proc = subprocess.Popen([*fluvial_command(), "-c", endpoint, "run", "processor", name,
-                                      "--log-level", "warning"])
+                                      "--log-level", "warning"], env=env)
 
     def stop(self) -> None:
         stop_process(self.proc)
+
+
+async def processor_rows(fl, endpoint: str, args, fn_dir: str, tag: str, tree: str | None) -> dict:
+    """The processor's throughput and latency with the runtime of ``tree`` (None: this one)."""
+    res = {}
+    tin, tout, lin, lout = (f"{t}-{tag}" for t in ("tin", "tout", "lin", "lout"))
+    for t in (tin, tout, lin, lout):
+        await fl.admin.create_topic(t, 1, 1)
+    await load(fl, tin, args.records, args.value_bytes)
+    await fl.admin.create_processor(f"tput-{tag}", processor_spec(
+        "benchfns:identity", [tin], [tout], window_count=args.window_count, path=fn_dir))
+    note(f"throughput: processor ({tag})")
+    rt = Runtime(endpoint, f"tput-{tag}", tree)
+    try:
+        res["proc_rate"] = await drain_rate(fl, tout, args.records)
+    finally:
+        rt.stop()
+    await fl.admin.create_processor(f"lat-{tag}", processor_spec(
+        "benchfns:identity", [lin], [lout], window_count=1, path=fn_dir))
+    note(f"latency: processor ({tag})")
+    rt = Runtime(endpoint, f"lat-{tag}", tree)
+    try:
+        while (await fl.admin.describe_processor(f"lat-{tag}")).status.state != "Running":
+            await trio.sleep(0.05)
+        res["proc_lat"] = await latencies(fl, lin, lout, args.latency_records, args.rate)
+    finally:
+        rt.stop()
+    return res
 
 
 async def run(cluster: ProcessCluster, args, fn_dir: str) -> dict:
@@ -120,35 +156,18 @@ async def run(cluster: ProcessCluster, args, fn_dir: str) -> dict:
     endpoint = f"{host}:{port}"
     res = {}
     async with fluvial.connect(endpoint=endpoint) as fl:
-        for t in ("tin", "tout", "pin", "pout", "lin", "lout", "qin", "qout"):
+        trees = [("this", None)] + ([("against", args.against)] if args.against else [])
+        for r in range(args.rounds if args.against else 1):
+            for label, tree in trees:
+                got = await processor_rows(fl, endpoint, args, fn_dir, f"{label}{r}", tree)
+                res.setdefault(label, []).append(got)
+        for t in ("pin", "pout", "qin", "qout"):
             await fl.admin.create_topic(t, 1, 1)
-        # throughput: processor, then the peer pipe
-        await load(fl, "tin", args.records, args.value_bytes)
-        await fl.admin.create_processor("tput", processor_spec(
-            "benchfns:identity", ["tin"], ["tout"], window_count=args.window_count, path=fn_dir))
-        note("throughput: processor")
-        rt = Runtime(endpoint, "tput")
-        try:
-            res["proc_rate"] = await drain_rate(fl, "tout", args.records)
-        finally:
-            rt.stop()
         note("throughput: plain pipe")
         await load(fl, "pin", args.records, args.value_bytes)
         async with trio.open_nursery() as n:
             n.start_soon(pipe, fl, "pin", "pout", args.records)
             res["pipe_rate"] = await drain_rate(fl, "pout", args.records)
-        # latency at a fixed rate, count-1 windows; then the peer pipe
-        await fl.admin.create_processor("lat", processor_spec(
-            "benchfns:identity", ["lin"], ["lout"], window_count=1, path=fn_dir))
-        note("latency: processor")
-        rt = Runtime(endpoint, "lat")
-        try:
-            while (await fl.admin.describe_processor("lat")).status.state != "Running":
-                await trio.sleep(0.05)
-            note("latency: the processor runs")
-            res["proc_lat"] = await latencies(fl, "lin", "lout", args.latency_records, args.rate)
-        finally:
-            rt.stop()
         note("latency: plain pipe")
         async with trio.open_nursery() as n:
             n.start_soon(pipe, fl, "qin", "qout", args.latency_records)
@@ -163,6 +182,8 @@ def main() -> int:
     parser.add_argument("--value-bytes", type=int, default=100)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--latency-records", type=int, default=3000)
+    parser.add_argument("--against", default=None, help="another source tree's runtime, for the same rows")
+    parser.add_argument("--rounds", type=int, default=2, help="with --against: interleaved rounds")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as fn_dir, temporary_home("fluvial-bench-processors-") as home:
         Path(fn_dir, "benchfns.py").write_text(FUNCTIONS)
@@ -170,11 +191,21 @@ def main() -> int:
             cluster.start()
             r = trio.run(run, cluster, args, fn_dir)
     print(f"identity, request-reply, {args.value_bytes} B, 1 SPU, fsync per ack")
-    print(f"throughput (windows of {args.window_count}): processor {r['proc_rate']:,.0f} rec/s, "
-          f"plain pipe {r['pipe_rate']:,.0f} rec/s, ratio {r['proc_rate'] / r['pipe_rate']:.2f}")
-    for what, key in (("processor (count-1 windows)", "proc_lat"), ("plain pipe", "pipe_lat")):
-        xs = r[key]
-        print(f"latency at {args.rate:,.0f} rec/s, {what}: p50 {pct(xs, 0.5):.1f} ms, p99 {pct(xs, 0.99):.1f} ms")
+    print(f"plain pipe: throughput {r['pipe_rate']:,.0f} rec/s; latency at {args.rate:,.0f} rec/s "
+          f"p50 {pct(r['pipe_lat'], 0.5):.1f} ms, p99 {pct(r['pipe_lat'], 0.99):.1f} ms")
+    for label in ("this", "against"):
+        for i, got in enumerate(r.get(label, [])):
+            name = "processor" if label == "this" else f"processor of {args.against}"
+            print(f"{name} (round {i + 1}): throughput (windows of {args.window_count}) "
+                  f"{got['proc_rate']:,.0f} rec/s ({got['proc_rate'] / r['pipe_rate']:.2f} of the pipe); "
+                  f"latency at {args.rate:,.0f} rec/s, count-1 windows: p50 {pct(got['proc_lat'], 0.5):.1f} ms, "
+                  f"p99 {pct(got['proc_lat'], 0.99):.1f} ms")
+    if args.against:
+        mine = sorted(g["proc_rate"] for g in r["this"])[len(r["this"]) // 2]
+        theirs = sorted(g["proc_rate"] for g in r["against"])[len(r["against"]) // 2]
+        p50 = [sorted(pct(g["proc_lat"], 0.5) for g in r[k])[len(r[k]) // 2] for k in ("this", "against")]
+        print(f"ratio this / against (median round): throughput {mine / theirs:.2f}, "
+              f"latency p50 {p50[0] / p50[1]:.3f}")
     return 0
 
 

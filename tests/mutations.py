@@ -465,25 +465,20 @@ MUTATIONS: list[Mutation] = [
              ("tests/client/test_content_type.py::test_json_topic_refuses_invalid_json_and_writes_nothing",),
              "the producer writes a value that does not fit the topic's content type"),
     Mutation("processor-commit-before-outputs", "fluvial/processor/runtime.py",
-             "        counts = await self.write_outputs(w, outputs)\n        # after every output is acknowledged; written with the next window's plan\n"
-             "        await self.save(self.state.committed(w, counts), later=True)",
-             "        before = self.state\n"
-             "        counts = {part: len(r) for part, r in assign_outputs(outputs, self.partitions, key_hash).items()}\n"
-             "        await self.save(self.state.committed(w, counts))\n"
-             "        self.state, after = before, self.state\n"
-             "        await self.write_outputs(w, outputs)\n"
-             "        self.state = after",
+             "        await self.write_outputs(batches)\n        # after every output is acknowledged; written with the next run's plan\n"
+             "        await self.save(state, later=True)",
+             "        await self.save(state)\n        await self.write_outputs(batches)",
              ("tests/processor/test_runtime.py::test_a_crash_while_writing_outputs_replays_the_window_exactly_once",
               "tests/processor/test_kill.py::test_kill_9_twenty_times_loses_and_doubles_nothing"),
              "a processor commits its input before its outputs are acknowledged: a kill loses outputs"),
     Mutation("processor-unstamped-outputs", "fluvial/processor/runtime.py",
-             "                batch = stamp_producer(batch, self.state.producer_id, 0, (seq + i) % (1 << 31))\n",
+             "                batch = stamp_producer(batch, state.producer_id, 0, (seq + i) % (1 << 31))\n",
              "",
              ("tests/processor/test_runtime.py::test_a_crash_while_writing_outputs_replays_the_window_exactly_once",
               "tests/processor/test_kill.py::test_kill_9_twenty_times_loses_and_doubles_nothing"),
              "a processor's outputs carry no producer id and window-derived sequences: a replay doubles them"),
     Mutation("processor-fresh-producer-id", "fluvial/processor/runtime.py",
-             "        if self.state.producer_id < 0:\n",
+             "        if pid < 0:\n",
              "        if True:\n",
              ("tests/processor/test_kill.py::test_kill_9_twenty_times_loses_and_doubles_nothing",),
              "a processor takes a new producer id on every start: the leader cannot dedup a replayed window"),

@@ -18,6 +18,7 @@ Function shapes (``load_function``):
 from __future__ import annotations
 
 import importlib
+import collections
 import inspect
 import json
 import logging
@@ -26,7 +27,9 @@ import socket
 import sys
 import time
 import traceback
+import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import trio
@@ -35,11 +38,12 @@ from fluvial.client.partitioner import key_hash
 from fluvial.client.stream import send_batch
 from fluvial.client.types import TOPIC_TO_BATCH_COMPRESSION, Offset, Record
 from fluvial.errors import FluvialError, TopicAlreadyExistsError
-from fluvial.processor.windows import STATE_KEY, ProcessorState, Window, assign_outputs, state_topic, tp
+from fluvial.processor.windows import (FENCE_KEY, FENCED, OWNED, STATE_KEY, ProcessorState, StateLog, Window, assign_outputs,
+                                       fence_value, state_topic, tp)
 from fluvial.protocol.batch import stamp_producer
 from fluvial.protocol.content_type import check_value
 from fluvial.protocol.processor_objects import FAILED, RUNNING, STOPPED, ProcessorStatus
-from fluvial.protocol.producer_api import AllocateProducerIdRequest
+from fluvial.protocol.producer_api import AllocateProducerIdRequest, next_sequence
 from fluvial.protocol.record_headers import encode_headers_batch, normalize_headers
 from fluvial.protocol.sc_objects import CompressionAlgorithm
 
@@ -50,7 +54,7 @@ BATCH_RECORDS = 500  # an output partition's records per batch (deterministic sp
 STATUS_INTERVAL = 1.0
 REQUEST_REPLY, STREAMING = "request-reply", "streaming"
 
-__all__ = ["ProcessorFailed", "WindowSink", "WindowSource", "invoke", "load_function", "run_processor"]
+__all__ = ["ProcessorFailed", "ProcessorFenced", "WindowSink", "WindowSource", "invoke", "load_function", "run_processor"]
 
 
 class ProcessorFailed(FluvialError):
@@ -163,34 +167,54 @@ async def invoke(fn: Callable, shape: str, inputs: list[tuple[str, list[Record]]
 
 
 class _Feed:
-    """Reads one input partition window after window: ``take(start, end)`` returns the data
-    records in [start, end) (markers, which every offset may be, are read past and dropped)."""
+    """One input partition's long-lived reader (one stream per input partition, not per window):
+    ``pump`` buffers its data records (markers, which every offset may be, are read past and
+    dropped) and signals each arrival; ``end`` is the offset after the last record read, so
+    records up to it are available to plan; ``take(start, end)`` hands out those in [start, end)."""
 
-    def __init__(self, consumer: Any):
+    MAX_BUFFERED = 20_000  # records read ahead of the windows
+
+    def __init__(self, consumer: Any, start: int):
         self.consumer = consumer
-        self.held: Record | None = None
-        self.opened = False
+        self.records: collections.deque[Record] = collections.deque()
+        self.end = start
+        self._moved = trio.Event()  # a record read, or one taken
+
+    async def pump(self, arrived: Callable[[], None]) -> None:
+        async with self.consumer as consumer:
+            async for rec in consumer:
+                if rec.offset < self.end:
+                    continue
+                while len(self.records) >= self.MAX_BUFFERED:
+                    await self._wait()
+                if not rec.is_control:
+                    self.records.append(rec)
+                self.end = rec.offset + 1
+                self._signal()
+                arrived()
+
+    def _signal(self) -> None:
+        self._moved.set()
+        self._moved = trio.Event()
+
+    async def _wait(self) -> None:
+        await self._moved.wait()
 
     async def take(self, start: int, end: int) -> list[Record]:
-        if not self.opened:
-            await self.consumer.__aenter__()
-            self.opened = True
         out: list[Record] = []
         while True:
-            rec, self.held = self.held or await self.consumer.__anext__(), None
-            if rec.offset < start:
-                continue
-            if rec.offset >= end:
-                self.held = rec
+            while self.records and self.records[0].offset < end:
+                rec = self.records.popleft()
+                if rec.offset >= start:
+                    out.append(rec)
+            self._signal()
+            if self.end >= end:
                 return out
-            if not rec.is_control:
-                out.append(rec)
-            if rec.offset == end - 1:
-                return out
+            await self._wait()
 
-    async def aclose(self) -> None:
-        if self.opened:
-            await self.consumer.aclose()
+
+class ProcessorFenced(FluvialError):
+    """Another runtime of the processor started (a newer epoch): this one stops."""
 
 
 class _Runtime:
@@ -206,41 +230,100 @@ class _Runtime:
         self.content_types: dict[str, str] = {}
         self.compression: dict[str, int] = {}
         self.ends: dict[str, int] = {}
-        self._state_producer: Any = None
         self.feeds: dict[str, _Feed] = {}
         self.unsaved = False  # a commit kept in memory, not yet written
         self.deleted = trio.Event()
+        self.fenced = trio.Event()
+        self.log = StateLog()
+        self.token = uuid.uuid4().hex
+        self.state_seq = 0  # the next sequence of this runtime's epoch on the state partition
+        self.arrived = trio.Event()  # an input record arrived (replaced once seen)
+        self.watch_from = 0  # the state topic's offset after this runtime's fence
 
     # -- state ---------------------------------------------------------------------------
 
-    async def open_state(self) -> None:
+    def _state_consumer(self, offset: Any, continuous: bool) -> Any:
+        return self.fl.consumer(self.state_topic, partition=0, offset=offset, continuous=continuous,
+                                isolation="read_committed")
+
+    async def claim(self) -> None:
+        """Read the state and claim the processor: a fence at the epoch after every one seen,
+        then the state topic read on until the first fence of that epoch or a newer one.
+
+        Raises:
+            ProcessorFenced: another runtime claimed the processor first.
+        """
         try:
             await self.fl.admin.create_topic(self.state_topic, 1, 1, cleanup_policy="compact")
         except TopicAlreadyExistsError:
             pass
-        async with self.fl.consumer(self.state_topic, partition=0, offset=Offset.beginning(),
-                                    continuous=False, isolation="read_committed") as c:
+        end = 0
+        async with self._state_consumer(Offset.beginning(), False) as c:
             async for rec in c:
-                if rec.key == STATE_KEY:
-                    self.state = ProcessorState.from_json(json.loads(rec.value))
-        self._state_producer = self.fl.producer(self.state_topic, linger=0,
-                                                isolation="read_committed")
-        await self._state_producer.__aenter__()
-        if self.state.producer_id < 0:
+                self.log.feed(rec.key, rec.value)
+                end = rec.offset + 1
+        pid = self.log.state.producer_id
+        if pid < 0:
             resp = await self.fl.sc_call(AllocateProducerIdRequest())
             if not resp.error_code.ok:
                 raise resp.error_code.exception()
-            await self.save(ProcessorState(resp.producer_id))
+            pid = resp.producer_id
+        epoch = self.log.epoch + 1
+        if epoch >= 1 << 15:
+            raise ProcessorFailed(detail=f"the processor's producer epoch is exhausted ({epoch})")
+        self.log.claim(epoch, self.token)
+        self.state = ProcessorState(pid, epoch=epoch)
+        await self._write_state(FENCE_KEY, fence_value(epoch, self.token, os.getpid(), socket.gethostname()))
+        async with self._state_consumer(Offset.absolute(end), True) as c:
+            async for rec in c:
+                self.log.feed(rec.key, rec.value)
+                self.watch_from = rec.offset + 1
+                if self.log.verdict == FENCED:
+                    raise self.fenced_error()
+                if self.log.verdict == OWNED:
+                    break
+        # the last snapshot before the fence: no older runtime's write can land after it
+        self.state = replace(self.log.state, producer_id=pid, epoch=epoch)
+        if self.log.state.producer_id < 0:
+            await self.save(self.state)
         self.status.windows_done = self.state.windows_done
+
+    async def watch(self) -> None:
+        """Read the state topic on after the claim: a newer runtime's fence sets ``fenced``."""
+        async with self._state_consumer(Offset.absolute(self.watch_from), True) as c:
+            async for rec in c:
+                self.log.feed(rec.key, rec.value)
+                if self.log.verdict == FENCED:
+                    self.fenced.set()
+                    return
+
+    def fenced_error(self) -> ProcessorFenced:
+        o = self.log.owner
+        return ProcessorFenced(detail=f"processor {self.name} is run by another runtime (pid "
+                                      f"{o.get('pid')} on {o.get('host')}, epoch {o.get('epoch')}): "
+                                      f"this one (epoch {self.state.epoch}) stops")
+
+    async def _write_state(self, key: bytes, value: bytes) -> None:
+        """One record to the state topic, stamped with the processor's producer id at this
+        runtime's epoch: refused once a newer runtime's fence is there."""
+        batch = encode_headers_batch([(key, value, ())], first_timestamp=int(time.time() * 1000))
+        batch = stamp_producer(batch, self.state.producer_id, self.state.epoch, self.state_seq)
+        try:
+            await send_batch(self.fl, self.state_topic, 0, batch, max_delay=1.0)
+        except FluvialError as e:
+            if "fenced" in str(e):
+                self.fenced.set()
+                raise self.fenced_error() from None
+            raise
+        self.state_seq = next_sequence(self.state_seq, 1)
 
     async def save(self, state: ProcessorState, *, later: bool = False) -> None:
         """Write the snapshot and wait for its acknowledgement; ``later``: keep it in memory
-        only, written with the next plan (one write per window) or before the runtime waits."""
+        only, written with the next plan (one write per run) or before the runtime waits."""
         self.state = state
         self.unsaved = later
         if not later:
-            fut = await self._state_producer.send(json.dumps(state.to_json()), key=STATE_KEY)
-            await fut
+            await self._write_state(STATE_KEY, json.dumps(state.to_json()).encode())
 
     async def flush_state(self) -> None:
         if self.unsaved:
@@ -271,21 +354,39 @@ class _Runtime:
         self.status.lag = {p: max(0, ends[p] - self.state.start_of(p)) for p in self.order}
         return ends
 
+    def open_feeds(self, nursery: trio.Nursery) -> None:
+        """One reader per input partition from where the state resumes (the pending run's start
+        is the committed position)."""
+        for part in self.order:
+            topic, _, p = part.rpartition("/")
+            start = self.state.start_of(part)
+            consumer = self.fl.consumer(topic, partition=int(p), offset=Offset.absolute(start),
+                                        isolation="read_committed", markers=True)
+            feed = self.feeds[part] = _Feed(consumer, start)
+            nursery.start_soon(feed.pump, self._arrived)
+
+    def _arrived(self) -> None:
+        self.arrived.set()
+
     # -- windows -------------------------------------------------------------------------
 
-    async def next_window(self) -> Window:
-        """The pending window (a replay), or the next one once it is due, planned and saved."""
-        if self.state.pending is not None:
-            log.info("%s: replaying window %d", self.name, self.state.pending.index)
+    async def next_run(self) -> tuple[Window, ...]:
+        """The pending run (a replay), or the next one once due, planned and saved: every count
+        window the inputs complete (a record arriving is the signal), or the time window
+        closing now."""
+        if self.state.pending:
+            log.info("%s: replaying windows %d..%d", self.name, self.state.pending[0].index,
+                     self.state.pending[-1].index)
             return self.state.pending
         spec = self.spec
         while True:
             if spec.window_count:
-                w = self.state.plan_count(await self.high_watermarks(), spec.window_count,
-                                          int(time.time() * 1000), self.order)
-                if w is None:
+                self.arrived = trio.Event()
+                ends = {part: feed.end for part, feed in self.feeds.items()}
+                run = self.state.plan_counts(ends, spec.window_count, int(time.time() * 1000), self.order)
+                if not run:
                     await self.flush_state()
-                    await trio.sleep(0.005)  # polling the watermarks: no push from the SPU here
+                    await self.arrived.wait()
                     continue
             else:
                 period = spec.window_ms / 1000
@@ -294,26 +395,17 @@ class _Runtime:
                 w = self.state.plan_time(await self.high_watermarks(), int(time.time() * 1000), self.order)
                 if w is None:
                     continue
-            await self.save(self.state.planned(w))
-            return w
+                run = (w,)
+            await self.save(self.state.planned(run))
+            return run
 
     async def read_window(self, w: Window) -> list[tuple[str, list[Record]]]:
         per_topic: dict[str, list[Record]] = {t: [] for t in self.spec.inputs}
         for part in self.order:
             if part in w.ranges:
                 topic = part.rpartition("/")[0]
-                per_topic[topic] += await self._feed(part, w.ranges[part][0]).take(*w.ranges[part])
+                per_topic[topic] += await self.feeds[part].take(*w.ranges[part])
         return [(t, per_topic[t]) for t in self.spec.inputs]
-
-    def _feed(self, part: str, start: int) -> _Feed:
-        """The partition's long-lived reader (one stream per input partition, not per window)."""
-        feed = self.feeds.get(part)
-        if feed is None:
-            topic, _, p = part.rpartition("/")
-            consumer = self.fl.consumer(topic, partition=int(p), offset=Offset.absolute(start),
-                                        isolation="read_committed", markers=True)
-            feed = self.feeds[part] = _Feed(consumer)
-        return feed
 
     def check_outputs(self, outputs: list[tuple[str, bytes | None, bytes, tuple]], w: Window) -> None:
         for i, (topic, _, value, headers) in enumerate(outputs):
@@ -321,27 +413,45 @@ class _Runtime:
             if ct or headers:
                 check_value(ct, value, headers, f"output {i} of window {w.index} to {topic}")
 
-    async def write_outputs(self, w: Window, outputs: list[tuple[str, bytes | None, bytes, tuple]]
-                            ) -> dict[str, int]:
-        """Write a window's outputs with the processor's producer id and the sequences the
-        window derives; returns the records per output partition. Retries until acknowledged."""
+    def output_batches(self, state: ProcessorState, w: Window,
+                       outputs: list[tuple[str, bytes | None, bytes, tuple]]
+                       ) -> tuple[dict[str, list[bytes]], ProcessorState]:
+        """A window's outputs as batches per output partition, stamped with the processor's
+        producer id and the sequences ``state`` (the run's earlier windows committed) derives;
+        and the state with this window committed too."""
         mark = (WINDOW_HEADER, f"{self.name}:{w.index}".encode())
         placed = assign_outputs([(t, k, v, (*h, mark)) for t, k, v, h in outputs], self.partitions, key_hash)
+        batches: dict[str, list[bytes]] = {}
         for part, records in placed.items():
-            topic, _, p = part.rpartition("/")
-            seq = self.state.seq.get(part, 0)
+            topic = part.rpartition("/")[0]
+            seq = state.seq.get(part, 0)
             for i in range(0, len(records), BATCH_RECORDS):
                 chunk = records[i:i + BATCH_RECORDS]
                 batch = encode_headers_batch(chunk, first_timestamp=w.timestamp,
                                              compression=self.compression[topic])
-                batch = stamp_producer(batch, self.state.producer_id, 0, (seq + i) % (1 << 31))
-                await self._produce(topic, int(p), batch)
-        return {part: len(records) for part, records in placed.items()}
+                batch = stamp_producer(batch, state.producer_id, 0, (seq + i) % (1 << 31))
+                batches.setdefault(part, []).append(batch)
+        return batches, state.committed(w, {part: len(records) for part, records in placed.items()})
+
+    async def write_outputs(self, batches: dict[str, list[bytes]]) -> None:
+        """Every output partition's batches in one request each, all partitions at once;
+        returns once every one is acknowledged (retrying until then)."""
+        async with trio.open_nursery() as nursery:
+            for part, parts in batches.items():
+                topic, _, p = part.rpartition("/")
+                nursery.start_soon(self._produce, topic, int(p), b"".join(parts))
 
     async def _produce(self, topic: str, partition: int, batch: bytes) -> None:
         await send_batch(self.fl, topic, partition, batch, max_delay=1.0)
 
-    async def run_window(self, fn: Callable, shape: str, w: Window) -> None:
+    async def run_window(self, fn: Callable, shape: str, w: Window
+                         ) -> list[tuple[str, bytes | None, bytes, tuple]]:
+        """A window's outputs: the function invoked on its records, retried with backoff; its
+        input records for the dead-letter topic once it failed every attempt.
+
+        Raises:
+            ProcessorFailed: it failed every attempt and there is no dead-letter topic.
+        """
         log.debug("%s: window %d %s", self.name, w.index, w.ranges)
         inputs = await self.read_window(w)
         log.debug("%s: window %d read", self.name, w.index)
@@ -350,7 +460,7 @@ class _Runtime:
             try:
                 outputs = await invoke(fn, shape, inputs, list(self.spec.outputs))
                 self.check_outputs(outputs, w)
-                break
+                return outputs
             except Exception as e:  # noqa: BLE001 - the function's failure, whatever it is
                 failures += 1
                 tb = traceback.format_exc()
@@ -361,15 +471,33 @@ class _Runtime:
                     if not self.spec.dead_letter:
                         raise ProcessorFailed(detail=f"window {w.index} failed {failures} times: "
                                                      f"{type(e).__name__}: {e}") from e
-                    outputs = [(self.spec.dead_letter, r.key, r.value,
-                                (("fluvial-processor-error", f"{type(e).__name__}: {e}".encode()),))
-                               for _, records in inputs for r in records]
-                    break
+                    return [(self.spec.dead_letter, r.key, r.value,
+                             (("fluvial-processor-error", f"{type(e).__name__}: {e}".encode()),))
+                            for _, records in inputs for r in records]
                 await trio.sleep(min(0.1 * 2 ** (failures - 1), 5.0))
-        counts = await self.write_outputs(w, outputs)
-        # after every output is acknowledged; written with the next window's plan
-        await self.save(self.state.committed(w, counts), later=True)
+
+    async def run_windows(self, fn: Callable, shape: str, run: tuple[Window, ...]) -> None:
+        """Invoke a run's windows in order, write all their outputs, then commit them. A window
+        failing for good first writes and commits the windows before it."""
+        state, batches = self.state, {}
+        failed: ProcessorFailed | None = None
+        done: list[Window] = []
+        for w in run:
+            try:
+                outputs = await self.run_window(fn, shape, w)
+            except ProcessorFailed as e:
+                failed = e
+                break
+            window_batches, state = self.output_batches(state, w, outputs)
+            for part, parts in window_batches.items():
+                batches.setdefault(part, []).extend(parts)
+            done.append(w)
+        await self.write_outputs(batches)
+        # after every output is acknowledged; written with the next run's plan
+        await self.save(state, later=True)
         self.status.windows_done = self.state.windows_done
+        if failed is not None:
+            raise failed
 
     # -- status --------------------------------------------------------------------------
 
@@ -385,6 +513,12 @@ class _Runtime:
 
     async def report_loop(self) -> None:
         while True:
+            try:
+                await self.high_watermarks()  # the lag
+            except FluvialError as e:
+                log.debug("%s: cannot read the inputs' watermarks: %s", self.name, e)
+            if self.fenced.is_set():
+                return
             await self.report(self.status)
             await trio.sleep(STATUS_INTERVAL)
 
@@ -395,6 +529,7 @@ async def run_processor(fl: Any, name: str) -> None:
     Raises:
         ProcessorFailed: the function cannot be loaded, or a window failed every attempt
             (the status then says Failed, with the traceback).
+        ProcessorFenced: another runtime of the processor started (it owns the status).
         FluvialError: no such processor, or the cluster failed.
     """
     meta = await fl.admin.describe_processor(name)
@@ -406,38 +541,50 @@ async def run_processor(fl: Any, name: str) -> None:
         await rt.report(rt.status)
         raise ProcessorFailed(detail=f"cannot load {meta.spec.function}: {type(e).__name__}: {e}") from e
     await rt.describe_topics()
-    await rt.open_state()
+    await rt.claim()
     failed: list[ProcessorFailed] = []
     try:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(rt.watch)
+            rt.open_feeds(nursery)
             nursery.start_soon(rt.report_loop)
 
             async def windows() -> None:
                 try:
                     while True:
-                        w = await rt.next_window()
-                        await rt.run_window(fn, shape, w)
+                        run = await rt.next_run()
+                        await rt.run_windows(fn, shape, run)
                 except ProcessorFailed as e:
                     failed.append(e)
+                except ProcessorFenced:
+                    rt.fenced.set()
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(windows)
-            await rt.deleted.wait()
+            with trio.CancelScope() as waiting:
+                nursery.start_soon(_set_on, rt.fenced, waiting)
+                await rt.deleted.wait()
             nursery.cancel_scope.cancel()
+        if rt.fenced.is_set():
+            raise rt.fenced_error()
         if failed:
             rt.status.state = FAILED
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await rt.report(rt.status)
             raise failed[0]
     finally:
-        if rt.status.state != FAILED and not rt.deleted.is_set():
+        if rt.status.state != FAILED and not rt.deleted.is_set() and not rt.fenced.is_set():
             rt.status.state, rt.status.pid = STOPPED, 0
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await rt.report(rt.status)
         with trio.CancelScope(shield=True), trio.move_on_after(5):
-            if rt._state_producer is not None and not failed:
-                await rt.flush_state()
-            for feed in rt.feeds.values():
-                await feed.aclose()
-            if rt._state_producer is not None:
-                await rt._state_producer.aclose()
+            if rt.log.verdict == OWNED and not rt.fenced.is_set():
+                try:
+                    await rt.flush_state()
+                except ProcessorFenced:
+                    pass
+
+
+async def _set_on(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
