@@ -519,6 +519,12 @@ MUTATIONS: list[Mutation] = [
              "                pass\n",
              ("tests/client/test_produce_consume.py::test_many_consumers_one_after_another_on_one_connection",),
              "a closed consumer's stream stays parked on the SPU: a long-lived connection runs out of request slots"),
+    # --- proc-runtime (issue 17): one runtime per processor ---
+    Mutation("processor-epoch-not-bumped", "fluvial/processor/runtime.py",
+             "        epoch = self.log.epoch + 1\n",
+             "        epoch = max(self.log.epoch, 1)\n",
+             ("tests/processor/test_fencing.py::test_a_second_runtime_fences_the_first_and_the_output_stays_exactly_once",),
+             "a starting processor runtime does not bump the epoch: the running one is not fenced"),
 ]
 
 
