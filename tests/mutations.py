@@ -525,6 +525,11 @@ MUTATIONS: list[Mutation] = [
              "        epoch = max(self.log.epoch, 1)\n",
              ("tests/processor/test_fencing.py::test_a_second_runtime_fences_the_first_and_the_output_stays_exactly_once",),
              "a starting processor runtime does not bump the epoch: the running one is not fenced"),
+    Mutation("supervisor-drops-tls-flags", "fluvial/cli/run.py",
+             '    prefix = [sys.executable, "-m", "fluvial.cli.main", *options.argv()]',
+             '    prefix = [sys.executable, "-m", "fluvial.cli.main", *options.argv()[:2]]',
+             ("tests/processor/test_supervisor.py::test_the_supervisor_runs_a_tls_clusters_processors",),
+             "the processors' supervisor starts its runtimes without its TLS flags: they cannot connect"),
 ]
 
 

@@ -86,6 +86,28 @@ class GlobalOptions:
     def connect_args(self) -> dict[str, Any]:
         return {"endpoint": self.cluster, "profile": self.profile, "tls": self.tls}
 
+    def argv(self) -> list[str]:
+        """The global flags that give another fluvial command these options (what a supervisor
+        passes to the processes it starts); ``tls_policy_from_flags`` reads them back.
+
+        Raises:
+            ConfigError: a TLS policy with inline PEM (only a profile holds those: use -P).
+        """
+        out = ["-c", self.cluster] if self.cluster else ["-P", self.profile] if self.profile else []
+        if isinstance(self.tls, TlsDisabled):
+            out.append("--no-tls")
+        elif isinstance(self.tls, TlsAnonymous):
+            out.append("--tls")
+        elif isinstance(self.tls, TlsVerified):
+            if self.tls.source != "files":
+                raise ConfigError("inline TLS certificates cannot be passed on a command line")
+            out += ["--domain", self.tls.domain, "--ca-cert", str(Path(self.tls.ca_cert).resolve()),
+                    "--client-cert", str(Path(self.tls.cert).resolve()),
+                    "--client-key", str(Path(self.tls.key).resolve())]
+        if self.connect_timeout != CONNECT_TIMEOUT_SECONDS:
+            out += ["--connect-timeout", repr(self.connect_timeout)]
+        return out
+
 
 _META_KEY = "fluvial.global_options"
 

@@ -206,7 +206,8 @@ def run_processors_cmd(
 ) -> None:
     """Supervise every processor of the cluster: one `fluvial run processor NAME` each,
     restarted with backoff when it crashes, stopped when its processor is deleted (what
-    `fluvial cluster start --processors` runs). The runtimes get this command's -c or -P.
+    `fluvial cluster start --processors` runs). The runtimes get this command's global flags
+    (-c or -P, the TLS flags, --connect-timeout).
 
     Example: fluvial run processors (with -P PROFILE or -c HOST:PORT before `run`)
     """
@@ -216,8 +217,7 @@ def run_processors_cmd(
 
     _setup_logging(log_level)
     options = global_options(ctx)
-    prefix = [sys.executable, "-m", "fluvial.cli.main",
-              *(["-c", options.cluster] if options.cluster else ["-P", options.profile] if options.profile else [])]
+    prefix = [sys.executable, "-m", "fluvial.cli.main", *options.argv()]
 
     async def serve(task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with open_client(options) as fl:
