@@ -52,6 +52,7 @@ log = logging.getLogger("fluvial.processor")
 WINDOW_HEADER = "fluvial-processor-window"  # on every output: "<processor>:<window index>"
 BATCH_RECORDS = 500  # an output partition's records per batch (deterministic split)
 STATUS_INTERVAL = 1.0
+IDLE_FLUSH = 0.05  # s without input after which a run's commit is written on its own
 REQUEST_REPLY, STREAMING = "request-reply", "streaming"
 
 __all__ = ["ProcessorFailed", "ProcessorFenced", "WindowSink", "WindowSource", "invoke", "load_function", "run_processor"]
@@ -297,6 +298,14 @@ class _Runtime:
                     self.fenced.set()
                     return
 
+    async def read_owner(self) -> None:
+        """Read the state topic to its end (a write refused as fenced may come before the
+        watcher has read the newer fence): ``log.owner`` is then the newest runtime."""
+        if self.log.verdict != FENCED:
+            async with self._state_consumer(Offset.absolute(self.watch_from), False) as c:
+                async for rec in c:
+                    self.log.feed(rec.key, rec.value)
+
     def fenced_error(self) -> ProcessorFenced:
         o = self.log.owner
         return ProcessorFenced(detail=f"processor {self.name} is run by another runtime (pid "
@@ -385,7 +394,12 @@ class _Runtime:
                 ends = {part: feed.end for part, feed in self.feeds.items()}
                 run = self.state.plan_counts(ends, spec.window_count, int(time.time() * 1000), self.order)
                 if not run:
-                    await self.flush_state()
+                    if self.unsaved:  # the last commit: written with the next plan, or once idle
+                        with trio.move_on_after(IDLE_FLUSH):
+                            await self.arrived.wait()
+                        if not self.arrived.is_set():
+                            await self.flush_state()
+                        continue
                     await self.arrived.wait()
                     continue
             else:
@@ -566,6 +580,8 @@ async def run_processor(fl: Any, name: str) -> None:
                 await rt.deleted.wait()
             nursery.cancel_scope.cancel()
         if rt.fenced.is_set():
+            with trio.move_on_after(5):
+                await rt.read_owner()
             raise rt.fenced_error()
         if failed:
             rt.status.state = FAILED
