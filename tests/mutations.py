@@ -480,7 +480,8 @@ MUTATIONS: list[Mutation] = [
     Mutation("processor-fresh-producer-id", "fluvial/processor/runtime.py",
              "        if pid < 0:\n",
              "        if True:\n",
-             ("tests/processor/test_kill.py::test_kill_9_twenty_times_loses_and_doubles_nothing",),
+             ("tests/processor/test_runtime.py::test_a_crash_while_writing_outputs_replays_the_window_exactly_once",
+              "tests/processor/test_kill.py::test_kill_9_twenty_times_loses_and_doubles_nothing"),
              "a processor takes a new producer id on every start: the leader cannot dedup a replayed window"),
     # --- issue 19 (scale-1b): shared HW checkpoint, batched take-over epochs ---
     Mutation("shared-hw-not-durable", "fluvial/spu/checkpoints.py",

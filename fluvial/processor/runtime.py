@@ -39,7 +39,7 @@ from fluvial.client.stream import send_batch
 from fluvial.client.types import TOPIC_TO_BATCH_COMPRESSION, Offset, Record
 from fluvial.errors import FluvialError, TopicAlreadyExistsError
 from fluvial.processor.windows import (FENCE_KEY, FENCED, OWNED, STATE_KEY, ProcessorState, StateLog, Window, assign_outputs,
-                                       fence_value, state_topic, tp)
+                                       fence_value, replayable, state_topic, tp)
 from fluvial.protocol.batch import stamp_producer
 from fluvial.protocol.content_type import check_value
 from fluvial.protocol.processor_objects import FAILED, RUNNING, STOPPED, ProcessorStatus
@@ -52,7 +52,6 @@ log = logging.getLogger("fluvial.processor")
 WINDOW_HEADER = "fluvial-processor-window"  # on every output: "<processor>:<window index>"
 BATCH_RECORDS = 500  # an output partition's records per batch (deterministic split)
 STATUS_INTERVAL = 1.0
-IDLE_FLUSH = 0.05  # s without input after which a run's commit is written on its own
 REQUEST_REPLY, STREAMING = "request-reply", "streaming"
 
 __all__ = ["ProcessorFailed", "ProcessorFenced", "WindowSink", "WindowSource", "invoke", "load_function", "run_processor"]
@@ -233,6 +232,8 @@ class _Runtime:
         self.ends: dict[str, int] = {}
         self.feeds: dict[str, _Feed] = {}
         self.unsaved = False  # a commit kept in memory, not yet written
+        self.dirty = trio.Event()  # set with ``unsaved``: wakes the committer
+        self.write_lock = trio.StrictFIFOLock()  # one state write at a time (its sequence)
         self.deleted = trio.Event()
         self.fenced = trio.Event()
         self.log = StateLog()
@@ -315,24 +316,38 @@ class _Runtime:
     async def _write_state(self, key: bytes, value: bytes) -> None:
         """One record to the state topic, stamped with the processor's producer id at this
         runtime's epoch: refused once a newer runtime's fence is there."""
-        batch = encode_headers_batch([(key, value, ())], first_timestamp=int(time.time() * 1000))
-        batch = stamp_producer(batch, self.state.producer_id, self.state.epoch, self.state_seq)
-        try:
-            await send_batch(self.fl, self.state_topic, 0, batch, max_delay=1.0)
-        except FluvialError as e:
-            if "fenced" in str(e):
-                self.fenced.set()
-                raise self.fenced_error() from None
-            raise
-        self.state_seq = next_sequence(self.state_seq, 1)
+        async with self.write_lock:
+            batch = encode_headers_batch([(key, value, ())], first_timestamp=int(time.time() * 1000))
+            batch = stamp_producer(batch, self.state.producer_id, self.state.epoch, self.state_seq)
+            try:
+                await send_batch(self.fl, self.state_topic, 0, batch, max_delay=1.0)
+            except FluvialError as e:
+                if "fenced" in str(e):
+                    self.fenced.set()
+                    raise self.fenced_error() from None
+                raise
+            self.state_seq = next_sequence(self.state_seq, 1)
 
     async def save(self, state: ProcessorState, *, later: bool = False) -> None:
-        """Write the snapshot and wait for its acknowledgement; ``later``: keep it in memory
-        only, written with the next plan (one write per run) or before the runtime waits."""
+        """Write the snapshot and wait for its acknowledgement; ``later``: the committer writes
+        it in the background (or the next plan does, whichever comes first)."""
         self.state = state
         self.unsaved = later
-        if not later:
+        if later:
+            self.dirty.set()
+        else:
             await self._write_state(STATE_KEY, json.dumps(state.to_json()).encode())
+
+    async def committer(self) -> None:
+        """Writes the latest commit, one write at a time: the commits made meanwhile go in the
+        next one. (Off the windows' path: a run does not wait for its commit.)"""
+        try:
+            while True:
+                await self.dirty.wait()
+                self.dirty = trio.Event()
+                await self.flush_state()
+        except ProcessorFenced:
+            self.fenced.set()
 
     async def flush_state(self) -> None:
         if self.unsaved:
@@ -382,7 +397,8 @@ class _Runtime:
     async def next_run(self) -> tuple[Window, ...]:
         """The pending run (a replay), or the next one once due, planned and saved: every count
         window the inputs complete (a record arriving is the signal), or the time window
-        closing now."""
+        closing now. (A run of count windows of one input partition is not saved: a replay
+        plans it again identically, ``replayable``.)"""
         if self.state.pending:
             log.info("%s: replaying windows %d..%d", self.name, self.state.pending[0].index,
                      self.state.pending[-1].index)
@@ -394,17 +410,13 @@ class _Runtime:
                 ends = {part: feed.end for part, feed in self.feeds.items()}
                 run = self.state.plan_counts(ends, spec.window_count, int(time.time() * 1000), self.order)
                 if not run:
-                    if self.unsaved:  # the last commit: written with the next plan, or once idle
-                        with trio.move_on_after(IDLE_FLUSH):
-                            await self.arrived.wait()
-                        if not self.arrived.is_set():
-                            await self.flush_state()
-                        continue
                     await self.arrived.wait()
                     continue
+                if replayable(spec.window_count, self.order):
+                    self.state = self.state.planned(run)
+                    return run
             else:
                 period = spec.window_ms / 1000
-                await self.flush_state()
                 await trio.sleep(period - (time.time() % period))
                 w = self.state.plan_time(await self.high_watermarks(), int(time.time() * 1000), self.order)
                 if w is None:
@@ -560,6 +572,7 @@ async def run_processor(fl: Any, name: str) -> None:
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(rt.watch)
+            nursery.start_soon(rt.committer)
             rt.open_feeds(nursery)
             nursery.start_soon(rt.report_loop)
 

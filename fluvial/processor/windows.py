@@ -21,8 +21,8 @@ The runtime's loop, one run of windows at a time:
 1. **Plan**: ``plan_counts`` / ``plan_time`` fix the next windows' ranges from the committed
    positions and what the inputs hold: every count window already complete (up to a limit) in
    one run, or the one time window closing now; the snapshot with ``pending`` is written and
-   acknowledged. (When the previous run's commit is still unwritten, the same snapshot commits
-   it: one state write per run.)
+   acknowledged (not for ``replayable`` runs: a replay plans them identically). (When the
+   previous run's commit is still unwritten, the same snapshot commits it.)
 2. **Invoke** the function on each window's records, in order.
 3. **Write** their outputs: ``assign_outputs`` places each window's (key hash, or the output's
    index in the window for records without a key) and gives each output partition's batch the
@@ -32,7 +32,9 @@ The runtime's loop, one run of windows at a time:
    instead of storing it twice (fluvial.spu.producer_state). All the run's batches to one
    partition go in one request, all partitions at once.
 4. **Commit** (``committed``, window after window): only after every output is acknowledged,
-   ``next`` moves to the window's end and ``seq`` past its outputs.
+   ``next`` moves to the window's end and ``seq`` past its outputs; the snapshot is written in
+   the background (the next run does not wait for it: a kill before it is written replays runs
+   whose outputs are all stored, answered as duplicates).
 
 **One runtime per processor** (fencing, as Kafka's ``transactional.id``): a starting runtime
 reads the state topic, takes the epoch after every one it saw (``StateLog.epoch``) and writes a
@@ -185,6 +187,16 @@ class ProcessorState:
                               tuple(w for w in self.pending if w.index > window.index), self.epoch)
 
 
+def replayable(window_count: int, order: Sequence[str]) -> bool:
+    """Count windows of one input partition are a function of the committed position alone
+    (window k after it holds its offsets ``[next + k*count, next + (k+1)*count)``), and so are
+    their outputs' sequences: a replay plans the same windows without a recorded plan, so the
+    runtime writes none for them (their outputs need not wait for a state write). With several
+    partitions a window's share of each depends on what had arrived when it was planned, and a
+    time window on the clock: those plans are written before their outputs."""
+    return window_count > 0 and len(order) == 1
+
+
 FENCE_KEY = b"fence"
 OWNED, FENCED, UNDECIDED = "owned", "fenced", "undecided"
 
@@ -259,4 +271,4 @@ def assign_outputs(outputs: Sequence[tuple[str, bytes | None, bytes, tuple]],
     return out
 
 
-__all__ = ["FENCE_KEY", "FENCED", "MAX_RUN_RECORDS", "OWNED", "STATE_KEY", "StateLog", "fence_value", "ProcessorState", "Window", "assign_outputs", "state_topic", "tp"]
+__all__ = ["FENCE_KEY", "FENCED", "MAX_RUN_RECORDS", "OWNED", "STATE_KEY", "StateLog", "fence_value", "replayable", "ProcessorState", "Window", "assign_outputs", "state_topic", "tp"]

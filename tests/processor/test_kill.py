@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 
+import pytest
 import trio
 
 from fluvial import Offset
@@ -31,7 +32,10 @@ async def _all(fl, topic, partitions):
     return got
 
 
-async def test_kill_9_twenty_times_loses_and_doubles_nothing(cluster, fl, new_topic, tmp_path):
+@pytest.mark.parametrize("inputs", [2, 1], ids=["planned-runs", "replayable-runs"])
+async def test_kill_9_twenty_times_loses_and_doubles_nothing(cluster, fl, new_topic, tmp_path, inputs):
+    """Two input partitions: every run's plan is written before its outputs; one: count windows
+    are replayed from the committed position alone (fluvial.processor.windows.replayable)."""
     d = tmp_path / "fns"
     d.mkdir()
     (d / "killfn.py").write_text(FUNCTION)
@@ -41,7 +45,7 @@ async def test_kill_9_twenty_times_loses_and_doubles_nothing(cluster, fl, new_to
     print(f"seed {seed}")
     argv = [*fluvial_command(), "-c", cluster.endpoint, "run", "processor", "kp", "--log-level", "warning"]
     with trio.fail_after(150):
-        src, dst = await new_topic(partitions=2), await new_topic(partitions=2)
+        src, dst = await new_topic(partitions=inputs), await new_topic(partitions=2)
         await fl.admin.create_processor("kp", processor_spec("killfn:tag", [src], [dst], window_count=3,
                                                              path=str(d)))
 
@@ -66,8 +70,8 @@ async def test_kill_9_twenty_times_loses_and_doubles_nothing(cluster, fl, new_to
         try:
             while len(await _all(fl, dst, 2)) < TOTAL:
                 await trio.sleep(0.1)
-            while (await fl.admin.describe_processor("kp")).status.lag.get(f"{src}/0", 1) or \
-                    (await fl.admin.describe_processor("kp")).status.lag.get(f"{src}/1", 1):
+            while any(lag.get(f"{src}/{p}", 1) for lag in [(await fl.admin.describe_processor("kp")).status.lag]
+                      for p in range(inputs)):
                 await trio.sleep(0.1)
         finally:
             proc.send_signal(signal.SIGINT)
