@@ -456,7 +456,8 @@ async def test_a_poll_with_only_a_hw_to_give_waits_a_little_for_records_to_carry
         await trio.testing.wait_all_tasks_blocked()
         assert r.hw == 1 and not answered.is_set()  # the fetch moved the HW, and is held
         r.append_nowait(encode_batch([b"next"]))
-        await answered.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert answered.is_set()  # no virtual time passed: answered at once
         (p,) = out[0].partitions
         assert (p.hw, [x.value for x in decode_record_set(p.records)]) == (1, [b"next"])
         # 2. the follower has it (follower LEO 2 moves the HW to 2): nothing comes, the HW
@@ -470,7 +471,8 @@ async def test_a_poll_with_only_a_hw_to_give_waits_a_little_for_records_to_carry
         await trio.testing.wait_all_tasks_blocked()
         assert not answered.is_set()
         mock_clock.jump(HW_LINGER_MS / 1000)
-        await answered.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert answered.is_set()  # the linger is over: the HW alone, 59 s before max_wait_ms
         (p,) = out[0].partitions
         assert (p.hw, p.records) == (2, b"")
         n.cancel_scope.cancel()
