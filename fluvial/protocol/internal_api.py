@@ -219,8 +219,9 @@ class FetchReplicasResponse:
 class FetchReplicasRequest(Request):
     """Follower -> leader long-poll fetch for *every* partition the follower replicates from this
     leader (Kafka's replica fetcher: one request per pair of SPUs, not per partition). The leader
-    answers as soon as any partition has records past its offset, an error, or a HW the follower
-    has not seen (``known_hws``), otherwise after ``max_wait_ms``; ``max_bytes`` bounds the
+    answers as soon as any partition has records past its offset or an error, within
+    ``fetch.HW_LINGER_MS`` when all it has is a HW the follower has not seen (``known_hws``),
+    otherwise after ``max_wait_ms``; ``max_bytes`` bounds the
     whole answer (at least one batch is always sent)."""
 
     API_KEY: ClassVar[int] = InternalSpuApiKey.FetchReplicas
