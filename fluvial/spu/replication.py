@@ -174,6 +174,15 @@ async def handle_fetch_replicas(ctx, conn, header, req: ia.FetchReplicasRequest)
     return ia.FetchReplicasResponse(OK, out)
 
 
+async def serve_fetch_replicas(ctx, conn, header, req: ia.FetchReplicasRequest) -> None:
+    """The private port's FetchReplicas handler: ``handle_fetch_replicas``, its answer sent as
+    pieces (``ia.encode_fetch_replicas_response_parts``), the records as read, not copied into
+    one buffer."""
+    resp = await handle_fetch_replicas(ctx, conn, header, req)
+    await conn.send_parts(ia.encode_fetch_replicas_response_parts(
+        resp, header.correlation_id, header.api_version))
+
+
 async def handle_offset_for_leader_epoch(ctx, conn, header, req: ia.OffsetForLeaderEpochRequest
                                          ) -> ia.OffsetForLeaderEpochResponse:
     r = ctx.replicas.get((req.topic, req.partition))
