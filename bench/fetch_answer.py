@@ -4,7 +4,10 @@ pieces (``internal_api.encode_fetch_replicas_response_parts``, the records as re
 of one and of eight partitions. A leader builds one answer per follower per round, so RF=3 pays
 it twice for every byte produced.
 
-Prints microseconds per answer and the ratio, in one run.
+Prints microseconds per answer and the ratio, in one run; then what the follower spends on the
+same one-partition answer (frame reassembly from 64 KiB reads, decode, the batch walk of
+``append_replica``, the pwrite and the fdatasync of a temporary file): where RF=3's time per byte
+goes besides the disk.
 
 Usage: python bench/fetch_answer.py [--mib 1] [--repeats 200]
 """
@@ -12,12 +15,16 @@ Usage: python bench/fetch_answer.py [--mib 1] [--repeats 200]
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import tempfile
 import time
 
 from fluvial.errors import OK
 from fluvial.protocol import internal_api as ia
-from fluvial.protocol.api import encode_response
+from fluvial.protocol.api import decode_response, encode_response
+from fluvial.protocol.batch import iter_batches
+from fluvial.protocol.frame import FrameDecoder
 from fluvial.protocol.record import encode_batch
 
 
@@ -50,6 +57,39 @@ def main() -> None:
         parts = per_call_us(lambda: ia.encode_fetch_replicas_response_parts(resp, 1, 0), args.repeats)
         size = partitions * len(records) / (1 << 20)
         print(f"| {partitions} partition(s), {size:.2f} MiB | {whole:,.0f} us | {parts:,.0f} us | {whole / parts:,.0f}x |")
+        if partitions == 1:
+            one = (resp, records)
+    follower(*one, args.repeats)
+
+
+def follower(resp, records: bytes, repeats: int) -> None:
+    frame = encode_response(resp, 1, 0)
+
+    def reassemble() -> None:
+        d = FrameDecoder()
+        for i in range(0, len(frame), 64 * 1024):
+            d.feed(frame[i:i + 64 * 1024])
+
+    print()
+    print("| follower, one answer | us |")
+    print("| --- | ---: |")
+    rows = [("frame reassembly (64 KiB reads)", reassemble, repeats),
+            ("decode_response", lambda: decode_response(frame[4:], ia.FetchReplicasResponse, 0), repeats),
+            ("batch walk (iter_batches)", lambda: list(iter_batches(records)), repeats)]
+    with tempfile.TemporaryDirectory() as d:
+        fd = os.open(os.path.join(d, "log"), os.O_RDWR | os.O_CREAT)
+        try:
+            pos = [0]
+
+            def write() -> None:
+                os.pwrite(fd, records, pos[0])
+                pos[0] += len(records)
+
+            rows += [("pwrite", write, 10), ("fdatasync", lambda: (write(), os.fdatasync(fd)), 5)]
+            for name, fn, n in rows:
+                print(f"| {name} | {per_call_us(fn, n):,.0f} |")
+        finally:
+            os.close(fd)
 
 
 if __name__ == "__main__":
