@@ -31,9 +31,10 @@ The leader serves what it has written (``LeaderState.log_end``), not only what i
 HW still counts only durable copies. It answers a fetch at once when any partition has data past
 its offset (or an error), within ``HW_LINGER_MS`` when the only news is a HW the follower can
 use (the next records usually carry it: one round trip per record, not two), otherwise when one
-of them changes or after ``max_wait_ms``, and never more than the SPU's ``max_fetch_bytes`` (or one whole batch), whatever
-the request asks. A partition asked at another epoch than the leader's is refused
-(NotLeaderForPartition): a stale leader or a stale follower never exchanges records.
+of them changes or after ``max_wait_ms``, and never more than the SPU's ``max_fetch_bytes`` (or
+one whole batch), whatever the request asks. A partition asked at another epoch than the
+leader's is refused (NotLeaderForPartition): a stale leader or a stale follower never exchanges
+records.
 """
 
 from __future__ import annotations
@@ -120,10 +121,10 @@ async def handle_fetch_replicas(ctx, conn, header, req: ia.FetchReplicasRequest)
     """Every partition the follower replicates from this SPU, in one long poll: answered at once
     when one of them has records or an error, within ``HW_LINGER_MS`` when all it has is a HW the
     follower can use, else when one changes (one ``Waiter`` parked on all of them) or after
-    ``max_wait_ms``. Each partition is checked as
-    a fetch of its own (``fetch.refusal``: leader, replica, epoch); the answer holds at most the
-    SPU's ``max_fetch_bytes`` (or one whole batch), whatever the request asks. A partition with
-    nothing for the follower (no records, no usable HW, no error) is left out of the answer."""
+    ``max_wait_ms``. Each partition is checked as a fetch of its own (``fetch.refusal``: leader,
+    replica, epoch); the answer holds at most the SPU's ``max_fetch_bytes`` (or one whole batch),
+    whatever the request asks. A partition with nothing for the follower (no records, no usable
+    HW, no error) is left out of the answer."""
     now = trio.current_time()
     served = [_serve_one(ctx, req.follower_id, p, now) for p in req.partitions]
     wait = _news(served, req)
