@@ -531,6 +531,17 @@ MUTATIONS: list[Mutation] = [
              '    prefix = [sys.executable, "-m", "fluvial.cli.main", *options.argv()[:2]]',
              ("tests/processor/test_supervisor.py::test_the_supervisor_runs_a_tls_clusters_processors",),
              "the processors' supervisor starts its runtimes without its TLS flags: they cannot connect"),
+    # --- issue 20: RF=3 latency (perf-repl) ---
+    Mutation("hw-only-answered-at-once", "fluvial/replication/fetch.py",
+             "    if has_news(fetch_offset, known_hw, log_end, hw):\n        return linger_ms\n",
+             "    if has_news(fetch_offset, known_hw, log_end, hw):\n        return 0\n",
+             ("tests/spu/test_replication.py::test_a_poll_with_only_a_hw_to_give_waits_a_little_for_records_to_carry_it",),
+             "a poll whose only news is a HW is answered at once: two follower round trips per record"),
+    Mutation("hw-only-held-to-max-wait", "fluvial/spu/replication.py",
+             "                        poll.deadline = min(poll.deadline, trio.current_time() + wait / 1000)\n",
+             "                        pass\n",
+             ("tests/spu/test_replication.py::test_a_poll_with_only_a_hw_to_give_waits_a_little_for_records_to_carry_it",),
+             "a HW the follower lacks waits for records (or max_wait_ms) however long they take"),
 ]
 
 

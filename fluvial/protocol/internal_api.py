@@ -9,6 +9,8 @@ NotLeaderForPartition with an Other message for detail).
 
 from __future__ import annotations
 
+import dataclasses
+import struct
 from enum import IntEnum
 from typing import ClassVar
 
@@ -17,6 +19,9 @@ from fluvial.protocol.api import ApiVersionsRequest, Request
 from fluvial.protocol.codec import (
     BOOL, BYTES, ERROR_CODE, I32, I64, RECORDS, STR, U8, U16, U32, U64, Opt, Vec, message, wire,
 )
+
+_I32 = struct.Struct(">i")
+_U32 = struct.Struct(">I")
 
 
 class InternalScApiKey(IntEnum):
@@ -215,12 +220,52 @@ class FetchReplicasResponse:
     partitions: list[FetchedPartition] = wire(Vec(FetchedPartition))
 
 
+def encode_fetch_replicas_response_parts(resp: FetchReplicasResponse, correlation_id: int,
+                                         version: int) -> list[bytes]:
+    """The frame of ``resp`` (size prefix included) as pieces, each partition's record set a
+    piece of its own and never copied: ``b"".join(parts) == encode_response(resp,
+    correlation_id, version)``, for ``ServerConnection.send_parts``. A leader answers its
+    followers with up to ``max_fetch_bytes`` of records; encoding them into one buffer would
+    copy them once more per follower.
+
+    >>> from fluvial.errors import ErrorCode
+    >>> from fluvial.protocol.api import encode_response
+    >>> ok = Error(ErrorCode.None_)
+    >>> resp = FetchReplicasResponse(ok, [FetchedPartition("t", 0, ok, 1, 2, 3, 0, b"batches")])
+    >>> parts = encode_fetch_replicas_response_parts(resp, 7, 0)
+    >>> parts[1], b"".join(parts) == encode_response(resp, 7, 0)
+    (b'batches', True)
+    """
+    parts: list[bytes] = []
+    w = bytearray(8)
+    ERROR_CODE.encode(w, resp.error_code, version)
+    w += _U32.pack(len(resp.partitions))
+    for p in resp.partitions:
+        if not p.records:
+            p.wire_encode(w, version)
+            continue
+        # the record set is the last field: encoded empty (its i32 length 0), then its length
+        # patched and its bytes sent as they are
+        dataclasses.replace(p, records=b"").wire_encode(w, version)
+        _I32.pack_into(w, len(w) - 4, len(p.records))
+        parts += (bytes(w), p.records)
+        w = bytearray()
+    if w or not parts:
+        parts.append(bytes(w))
+    head = bytearray(parts[0])
+    _I32.pack_into(head, 0, sum(len(x) for x in parts) - 4)
+    _I32.pack_into(head, 4, correlation_id)
+    parts[0] = bytes(head)
+    return parts
+
+
 @message
 class FetchReplicasRequest(Request):
     """Follower -> leader long-poll fetch for *every* partition the follower replicates from this
     leader (Kafka's replica fetcher: one request per pair of SPUs, not per partition). The leader
-    answers as soon as any partition has records past its offset, an error, or a HW the follower
-    has not seen (``known_hws``), otherwise after ``max_wait_ms``; ``max_bytes`` bounds the
+    answers as soon as any partition has records past its offset or an error, within
+    ``fetch.HW_LINGER_MS`` when all it has is a HW the follower has not seen (``known_hws``),
+    otherwise after ``max_wait_ms``; ``max_bytes`` bounds the
     whole answer (at least one batch is always sent)."""
 
     API_KEY: ClassVar[int] = InternalSpuApiKey.FetchReplicas

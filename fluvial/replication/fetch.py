@@ -10,6 +10,8 @@ Leader side
                      another epoch) -- the same checks, in the same order, as a single fetch;
     ``has_news``     whether a partition gives the follower a reason to answer now: records past
                      its offset, or a HW it can use and has not seen;
+    ``answer_in``    how long a poll may still wait: not at all for records, ``HW_LINGER_MS``
+                     when all the follower lacks is a HW (the next records carry it);
     ``byte_budget``  how much of the answer's ``max_bytes`` is left for the next partition.
 
 Follower side
@@ -47,6 +49,12 @@ FETCH_MAX_BYTES = 1 << 20
 # fetching (fluvial.replication.isr, rule 3). What it costs is a dead leader's connection
 # noticed that much later when no RST arrives (a network partition).
 FETCH_MAX_WAIT_MS = 2000
+# How long the leader holds a poll whose only news is a HW the follower has not seen, waiting for
+# records to carry it (``answer_in``). Without it every record costs each follower a second round
+# trip (records, then the HW they committed), answered at the very moment the leader acks the
+# producer and wakes its consumers. A follower's HW is advisory (it only bounds what the follower
+# would serve, and a new leader recomputes it), so holding it back a little costs no safety.
+HW_LINGER_MS = 5
 
 
 # ----------------------------------------------------------------------------- leader side
@@ -91,6 +99,22 @@ def has_news(fetch_offset: int, known_hw: int, log_end: int, hw: int) -> bool:
     False
     """
     return fetch_offset < log_end or min(hw, fetch_offset) > known_hw
+
+
+def answer_in(fetch_offset: int, known_hw: int, log_end: int, hw: int,
+              linger_ms: int = HW_LINGER_MS) -> float | None:
+    """How long (ms) the leader may still hold a poll for this partition: 0 when the follower
+    lacks records (answer now), ``linger_ms`` when all it lacks is a HW (``has_news``: let the
+    next records carry it), None when it lacks nothing.
+
+    >>> answer_in(10, 10, 12, 10), answer_in(10, 8, 10, 10), answer_in(10, 10, 10, 10)
+    (0, 5, None)
+    """
+    if fetch_offset < log_end:
+        return 0
+    if has_news(fetch_offset, known_hw, log_end, hw):
+        return linger_ms
+    return None
 
 
 def byte_budget(max_bytes: int, used: int) -> int:

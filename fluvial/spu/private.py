@@ -17,7 +17,7 @@ from fluvial.net.dispatch import ApiRegistry, RequestLimits, members_only, serve
 from fluvial.net.server import Handler
 from fluvial.protocol import internal_api as ia
 from fluvial.spu.context import SpuContext
-from fluvial.spu.replication import handle_fetch_replicas, handle_offset_for_leader_epoch
+from fluvial.spu.replication import handle_offset_for_leader_epoch, serve_fetch_replicas
 
 log = logging.getLogger("fluvial.spu")
 
@@ -54,7 +54,7 @@ async def handle_update_consumer_offset_store(ctx: SpuContext, conn, header,
 
 
 PRIVATE_HANDLERS = {
-    ia.InternalSpuApiKey.FetchReplicas: handle_fetch_replicas,
+    ia.InternalSpuApiKey.FetchReplicas: serve_fetch_replicas,
     ia.InternalSpuApiKey.OffsetForLeaderEpoch: handle_offset_for_leader_epoch,
     ia.InternalSpuApiKey.UpdateConsumerOffsetStore: handle_update_consumer_offset_store,
 }

@@ -29,10 +29,12 @@ answers change the log otherwise:
 
 The leader serves what it has written (``LeaderState.log_end``), not only what is fsynced: the
 HW still counts only durable copies. It answers a fetch at once when any partition has data past
-its offset or a HW the follower can use, otherwise when one of them changes or after
-``max_wait_ms``, and never more than the SPU's ``max_fetch_bytes`` (or one whole batch), whatever
-the request asks. A partition asked at another epoch than the leader's is refused
-(NotLeaderForPartition): a stale leader or a stale follower never exchanges records.
+its offset (or an error), within ``HW_LINGER_MS`` when the only news is a HW the follower can
+use (the next records usually carry it: one round trip per record, not two), otherwise when one
+of them changes or after ``max_wait_ms``, and never more than the SPU's ``max_fetch_bytes`` (or
+one whole batch), whatever the request asks. A partition asked at another epoch than the
+leader's is refused (NotLeaderForPartition): a stale leader or a stale follower never exchanges
+records.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from fluvial.errors import OK, Error, ErrorCode
 from fluvial.protocol import internal_api as ia
 from fluvial.replication.election import truncation_offset
 from fluvial.replication.fetch import (
-    FETCH_MAX_WAIT_MS, Action, Followed, build_request, byte_budget, fetched,
+    FETCH_MAX_WAIT_MS, Action, Followed, answer_in, build_request, byte_budget, fetched,
     follower_step, has_news, refusal,
 )
 from fluvial.replication.isr import FollowerAheadError
@@ -94,41 +96,52 @@ def _serve_one(ctx, follower_id: int, p: ia.FetchPartition, now: float):
     return r, st
 
 
-def _news(served, req: ia.FetchReplicasRequest) -> bool:
-    """Whether any partition of the fetch is worth answering now (``fetch.has_news``), or has
-    changed leadership (answered NotLeader)."""
+def _news(served, req: ia.FetchReplicasRequest) -> float | None:
+    """How long (ms) the fetch may still wait (``fetch.answer_in``, the least over its
+    partitions): 0 for records, an error or a changed leadership (answered NotLeader), the HW
+    linger when the only news is a HW, None when there is none."""
+    wait = None
     for i, s in enumerate(served):
         if not isinstance(s, tuple):
-            return True
+            return 0
         r, st = s
         if r.leader_state is not st or r.closed:
-            return True
+            return 0
         p = req.partitions[i]
         known = req.known_hws[i] if i < len(req.known_hws) else -1
-        if has_news(p.fetch_offset, known, st.log_end, r.hw):
-            return True
-    return False
+        ms = answer_in(p.fetch_offset, known, st.log_end, r.hw)
+        if ms == 0:
+            return 0
+        if ms is not None and (wait is None or ms < wait):
+            wait = ms
+    return wait
 
 
 async def handle_fetch_replicas(ctx, conn, header, req: ia.FetchReplicasRequest) -> ia.FetchReplicasResponse:
     """Every partition the follower replicates from this SPU, in one long poll: answered at once
-    when one of them has records, an error or a HW the follower can use, else when one changes
-    (one ``Waiter`` parked on all of them) or after ``max_wait_ms``. Each partition is checked as
-    a fetch of its own (``fetch.refusal``: leader, replica, epoch); the answer holds at most the
-    SPU's ``max_fetch_bytes`` (or one whole batch), whatever the request asks. A partition with
-    nothing for the follower (no records, no usable HW, no error) is left out of the answer."""
+    when one of them has records or an error, within ``HW_LINGER_MS`` when all it has is a HW the
+    follower can use, else when one changes (one ``Waiter`` parked on all of them) or after
+    ``max_wait_ms``. Each partition is checked as a fetch of its own (``fetch.refusal``: leader,
+    replica, epoch); the answer holds at most the SPU's ``max_fetch_bytes`` (or one whole batch),
+    whatever the request asks. A partition with nothing for the follower (no records, no usable
+    HW, no error) is left out of the answer."""
     now = trio.current_time()
     served = [_serve_one(ctx, req.follower_id, p, now) for p in req.partitions]
-    if not _news(served, req):
+    wait = _news(served, req)
+    if wait != 0:
         w = Waiter()
         parked = [s[0] for s in served if isinstance(s, tuple)]
         for r in parked:
             r.waiters.add(w)
+        deadline = now + max(req.max_wait_ms, 0) / 1000
         try:
-            with trio.move_on_after(max(req.max_wait_ms, 0) / 1000):
-                while not _news(served, req):
+            with trio.move_on_at(deadline) as poll:
+                while wait != 0:
+                    if wait is not None:  # only a HW to give: records soon carry it, or time does
+                        poll.deadline = min(poll.deadline, trio.current_time() + wait / 1000)
                     await w.wake.wait()
                     w.reset()
+                    wait = _news(served, req)
         finally:
             for r in parked:
                 r.waiters.discard(w)
@@ -160,6 +173,15 @@ async def handle_fetch_replicas(ctx, conn, header, req: ia.FetchReplicasRequest)
                 trace.mark(f"leader.serve_{req.follower_id}", p.topic, p.partition, p.fetch_offset, st.log_end - 1)
         out.append(fetched(p, OK, r.leader_epoch, r.hw, st.log_end, r.log_start_offset, records))
     return ia.FetchReplicasResponse(OK, out)
+
+
+async def serve_fetch_replicas(ctx, conn, header, req: ia.FetchReplicasRequest) -> None:
+    """The private port's FetchReplicas handler: ``handle_fetch_replicas``, its answer sent as
+    pieces (``ia.encode_fetch_replicas_response_parts``), the records as read, not copied into
+    one buffer."""
+    resp = await handle_fetch_replicas(ctx, conn, header, req)
+    await conn.send_parts(ia.encode_fetch_replicas_response_parts(
+        resp, header.correlation_id, header.api_version))
 
 
 async def handle_offset_for_leader_epoch(ctx, conn, header, req: ia.OffsetForLeaderEpochRequest

@@ -5,10 +5,12 @@ from __future__ import annotations
 import doctest
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fluvial.errors import OK, Error, ErrorCode
 from fluvial.protocol import internal_api as ia
-from fluvial.protocol.api import decode_request, encode_request
+from fluvial.protocol.api import decode_request, decode_response, encode_request, encode_response
 from fluvial.replication import fetch
 from fluvial.replication.fetch import Action, Followed, build_request, follower_step, has_news, refusal
 
@@ -76,3 +78,25 @@ def test_follower_steps():
     # evicted, yet this log reaches the leader's start: nothing to throw away, ask again
     assert follower_step(3, 12, answer(evicted, log_start=10)).action is Action.RETRY
     assert follower_step(3, 0, answer(Error(ErrorCode.NotLeaderForPartition), epoch=-1)).action is Action.RETRY
+
+
+_errors = st.sampled_from([OK, Error(ErrorCode.NotLeaderForPartition), Error(ErrorCode.OffsetEvicted, (4, 10)),
+                           Error.other("boom")])
+_partitions = st.builds(ia.FetchedPartition, st.text(max_size=8), st.integers(0, 2**32 - 1), _errors,
+                        st.integers(-1, 2**31 - 1), st.integers(0, 2**40), st.integers(0, 2**40),
+                        st.integers(0, 2**40), st.binary(max_size=64))
+
+
+@given(st.builds(ia.FetchReplicasResponse, _errors, st.lists(_partitions, max_size=5)),
+       st.integers(0, 2**31 - 1))
+def test_the_answer_in_pieces_is_the_answer_byte_for_byte_with_the_records_uncopied(resp, corr):
+    parts = ia.encode_fetch_replicas_response_parts(resp, corr, 0)
+    assert b"".join(parts) == encode_response(resp, corr, 0)
+    with_records = [p.records for p in resp.partitions if p.records]
+    assert [x for x in parts if any(x is r for r in with_records)] == with_records  # the same objects
+    assert decode_response(b"".join(parts)[4:], ia.FetchReplicasResponse, 0) == (corr, resp)
+
+
+def test_the_doctests_of_the_answer_in_pieces_hold():
+    result = doctest.testmod(ia)
+    assert result.failed == 0 and result.attempted > 0

@@ -430,3 +430,50 @@ async def test_a_hostile_batched_fetch_is_answered_partition_by_partition(tmp_pa
     assert got == {0: (ErrorCode.OffsetOutOfRange, 0), 1: (ErrorCode.OffsetOutOfRange, 0), 2: (ErrorCode.None_, 1)}
     for r in rs:
         r.storage.close()
+
+
+async def test_a_poll_with_only_a_hw_to_give_waits_a_little_for_records_to_carry_it(tmp_path, mock_clock):
+    """The follower's fetch moves the leader's HW past what the follower knows: no records yet,
+    so the poll is held (``HW_LINGER_MS``, virtual time here) for records to carry the HW; a
+    record arriving meanwhile is answered at once, with the HW, and without one the HW alone is
+    answered when the linger ends, long before ``max_wait_ms``."""
+    from fluvial.replication.fetch import HW_LINGER_MS
+
+    r = leader_of(tmp_path, 0, 1)  # offset 0 written; ISR {leader, follower}: the HW waits for it
+
+    async def poll(out, answered):
+        req = ia.FetchReplicasRequest(FOLLOWER, [ia.FetchPartition("t", 0, 1, r.storage.leo)], [r.hw], 1 << 20, 60_000)
+        out.append(await handle_fetch_replicas(Leader([r]), None, None, req))
+        answered.set()
+
+    async with trio.open_nursery() as n:
+        n.start_soon(r.run_flusher)
+        await r.wait_durable(r.storage.leo)
+        assert r.hw == 0
+        # 1. a record comes during the linger: answered at once, records and HW together
+        out, answered = [], trio.Event()
+        n.start_soon(poll, out, answered)
+        await trio.testing.wait_all_tasks_blocked()
+        assert r.hw == 1 and not answered.is_set()  # the fetch moved the HW, and is held
+        r.append_nowait(encode_batch([b"next"]))
+        await trio.testing.wait_all_tasks_blocked()
+        assert answered.is_set()  # no virtual time passed: answered at once
+        (p,) = out[0].partitions
+        assert (p.hw, [x.value for x in decode_record_set(p.records)]) == (1, [b"next"])
+        # 2. the follower has it (follower LEO 2 moves the HW to 2): nothing comes, the HW
+        # alone is answered when the linger ends
+        await r.wait_durable(r.storage.leo)
+        out, answered = [], trio.Event()
+        n.start_soon(poll, out, answered)
+        await trio.testing.wait_all_tasks_blocked()
+        assert r.hw == 2 and not answered.is_set()
+        mock_clock.jump(HW_LINGER_MS / 1000 / 2)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not answered.is_set()
+        mock_clock.jump(HW_LINGER_MS / 1000)
+        await trio.testing.wait_all_tasks_blocked()
+        assert answered.is_set()  # the linger is over: the HW alone, 59 s before max_wait_ms
+        (p,) = out[0].partitions
+        assert (p.hw, p.records) == (2, b"")
+        n.cancel_scope.cancel()
+    r.storage.close()
