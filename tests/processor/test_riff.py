@@ -353,28 +353,22 @@ async def node_invoker(riff_node_invoker, tmp_path, function: str):
             await proc.wait()
 
 
-async def test_riffs_node_invoker_runs_a_request_reply_function(fl, new_topic, riff_node_invoker, tmp_path):
+@pytest.mark.parametrize("function, window, expected", [
+    ("square.js", 2, [1, 4, 9, 16, 25, 36, 49, 64]),  # request-reply: one output per record
+    ("mean.js", 4, [{"average": 2.5, "count": 4}, {"average": 6.5, "count": 4}]),  # once per window
+])
+async def test_riffs_node_invoker_runs_a_function_per_window(fl, new_topic, riff_node_invoker, tmp_path,
+                                                             function, window, expected):
     with trio.fail_after(TIMEOUT):
-        async with node_invoker(riff_node_invoker, tmp_path, "square.js") as url:
+        async with node_invoker(riff_node_invoker, tmp_path, function) as url:
             nums = await new_topic(content_type="application/json")
-            squares = await new_topic(content_type="application/json")
+            outs = await new_topic(content_type="application/json")
             async with trio.open_nursery() as n:
-                await _start(fl, n, "sq", processor_spec("square.js", [nums], [squares], window_count=2, invoker=url))
-                await _produce(fl, nums, ["1", "2", "3", "4"])
-                got = await _wait_records(fl, squares, 4)
-                n.cancel_scope.cancel()
-        assert [json.loads(r.value) for r in got] == [1, 4, 9, 16]
-        assert [dict(r.headers)["fluvial-processor-window"] for r in got] == [b"sq:0", b"sq:0", b"sq:1", b"sq:1"]
-
-
-async def test_riffs_node_invoker_averages_each_window(fl, new_topic, riff_node_invoker, tmp_path):
-    with trio.fail_after(TIMEOUT):
-        async with node_invoker(riff_node_invoker, tmp_path, "mean.js") as url:
-            nums = await new_topic(content_type="application/json")
-            avgs = await new_topic(content_type="application/json")
-            async with trio.open_nursery() as n:
-                await _start(fl, n, "mean", processor_spec("mean.js", [nums], [avgs], window_count=4, invoker=url))
+                await _start(fl, n, "node", processor_spec(function, [nums], [outs], window_count=window, invoker=url))
                 await _produce(fl, nums, [str(i) for i in range(1, 9)])
-                got = await _wait_records(fl, avgs, 2)
+                got = await _wait_records(fl, outs, len(expected))
                 n.cancel_scope.cancel()
-        assert [json.loads(r.value) for r in got] == [{"average": 2.5, "count": 4}, {"average": 6.5, "count": 4}]
+        assert [json.loads(r.value) for r in got] == expected
+        per_window = len(expected) * window // 8
+        assert [dict(r.headers)["fluvial-processor-window"] for r in got] == [
+            f"node:{i // per_window}".encode() for i in range(len(expected))]
