@@ -27,6 +27,7 @@ import trio
 from fluvial.client.types import Record
 from fluvial.errors import FluvialError
 from fluvial.processor.spec import invoker_target
+from fluvial.protocol.codec import DecodeError
 from fluvial.protocol.content_type import CONTENT_TYPE_HEADER, header_content_type
 from fluvial.protocol.riff_rpc import (
     INVOKE,
@@ -128,9 +129,17 @@ class RiffFunction:
         self._rpc_error = grpc.RpcError
         self._channel = grpc.insecure_channel(target)
         self._invoke = self._channel.stream_stream(INVOKE, request_serializer=encode_input_signal,
-                                                   response_deserializer=decode_output_signal)
+                                                   response_deserializer=self._decode)
+        self._decode_error: DecodeError | None = None  # grpcio reports only "Exception deserializing"
         self._content_type = content_type
         self._types: dict[str, str] = {}
+
+    def _decode(self, data: bytes) -> OutputFrame | None:
+        try:
+            return decode_output_signal(data)
+        except DecodeError as e:
+            self._decode_error = e
+            raise
 
     async def _topic_types(self, topics: list[str]) -> dict[str, str]:
         for t in topics:
@@ -155,6 +164,7 @@ class RiffFunction:
             yield from signals
             # returning half-closes the call: the window's end, the function's EOS
 
+        self._decode_error = None
         call: Any = self._invoke(requests(), timeout=self.timeout)
 
         def drain() -> list[OutputFrame]:
@@ -165,6 +175,8 @@ class RiffFunction:
         except self._rpc_error as e:
             code = e.code() if hasattr(e, "code") else None
             details = e.details() if hasattr(e, "details") else str(e)
+            if self._decode_error is not None:
+                details = f"{details} ({self._decode_error})"
             raise InvokerError(f"riff invoker {self.url}: {getattr(code, 'name', code)}: {details}") from None
         finally:
             call.cancel()  # a no-op once the call ended; else (cancelled, failed) it ends it

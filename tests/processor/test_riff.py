@@ -92,10 +92,14 @@ class RiffServer:
         self.calls = 0
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         handler = grpc.method_handlers_generic_handler(SERVICE, {"Invoke": grpc.stream_stream_rpc_method_handler(
-            self._invoke, request_deserializer=decode_input_signal, response_serializer=encode_output_signal)})
+            self._invoke, request_deserializer=decode_input_signal, response_serializer=self._encode)})
         self.server.add_generic_rpc_handlers((handler,))
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.url = f"grpc://127.0.0.1:{self.port}"
+
+    @staticmethod
+    def _encode(frame: OutputFrame | bytes) -> bytes:
+        return frame if isinstance(frame, bytes) else encode_output_signal(frame)  # bytes: sent as they are
 
     def _invoke(self, signals, context):
         self.calls += 1
@@ -141,6 +145,11 @@ def fails(frames, context):
     list(frames)
     context.abort(grpc.StatusCode.INTERNAL, "the function blew up")
     yield  # a generator
+
+
+def garbage(frames, context):
+    list(frames)
+    yield b"\x0a\x05\x01"  # an OutputSignal that claims 5 bytes and has 1
 
 
 def bad_index(frames, context):
@@ -203,9 +212,10 @@ def _closed_port() -> int:
 
 @pytest.mark.parametrize("case, match", [("raises", "INTERNAL: the function blew up"),
                                          ("bad-index", "resultIndex 7, but the processor has 1 output"),
+                                         ("garbage", "OutputSignal: field 1 claims 5 bytes, 1 left"),
                                          ("down", "UNAVAILABLE")])
 async def test_a_failing_invoker_is_retried_then_the_processor_fails(fl, new_topic, case, match):
-    behaviour = {"raises": fails, "bad-index": bad_index, "down": upper}[case]
+    behaviour = {"raises": fails, "bad-index": bad_index, "garbage": garbage, "down": upper}[case]
     with RiffServer(behaviour) as server, trio.fail_after(TIMEOUT):
         url = f"grpc://127.0.0.1:{_closed_port()}" if case == "down" else server.url
         src, dst = await new_topic(), await new_topic()
