@@ -304,6 +304,7 @@ module.exports = (inputs, outputs) => {
 };
 module.exports.$interactionModel = "node-streams";
 """,
+    "throws.js": "module.exports = (x) => { throw new Error(`no ${x}`); };\n",
 }
 
 
@@ -382,3 +383,19 @@ async def test_riffs_node_invoker_runs_a_function_per_window(fl, new_topic, riff
         per_window = len(expected) * window // 8
         assert [dict(r.headers)["fluvial-processor-window"] for r in got] == [
             f"node:{i // per_window}".encode() for i in range(len(expected))]
+
+
+async def test_a_function_that_throws_in_riffs_node_invoker_fails_the_processor(fl, new_topic, riff_node_invoker,
+                                                                                tmp_path):
+    with trio.fail_after(TIMEOUT):
+        async with node_invoker(riff_node_invoker, tmp_path, "throws.js") as url:
+            src, dst = await new_topic(content_type="text/plain"), await new_topic()
+            async with trio.open_nursery() as n:
+                done, result = await _start(fl, n, "throws", processor_spec("throws.js", [src], [dst], window_count=1,
+                                                                            invoker=url, max_failures=2))
+                await _produce(fl, src, ["x"])
+                await done.wait()
+        st = (await fl.admin.describe_processor("throws")).status
+        assert st.state == "Failed" and f"riff invoker {url}: UNKNOWN" in st.last_error and "no x" in st.last_error
+        assert "failed 2 times" in str(result["error"])
+        assert await _read(fl, dst, 0) == []
