@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from fluvial.protocol.codec import DecodeError
+from fluvial.protocol.codec import DecodeError, encode_varint
 from fluvial.protocol.record import read_uvarint
 
 SERVICE = "streaming.Riff"
@@ -74,14 +74,10 @@ class OutputFrame:
 
 def _uvarint(n: int) -> bytes:
     """Unsigned LEB128 (protobuf's varint, no ZigZag); a negative int32 as its 64-bit two's
-    complement (10 bytes), as protobuf does."""
+    complement (10 bytes), as protobuf does. The LEB128 writer is the record codec's, which
+    ZigZags first: it is handed the value whose ZigZag is ``n``."""
     n &= _U64
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    return encode_varint((n >> 1) ^ -(n & 1))
 
 
 def _len_field(number: int, data: bytes) -> bytes:
