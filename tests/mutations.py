@@ -542,6 +542,28 @@ MUTATIONS: list[Mutation] = [
              "                        pass\n",
              ("tests/spu/test_replication.py::test_a_poll_with_only_a_hw_to_give_waits_a_little_for_records_to_carry_it",),
              "a HW the follower lacks waits for records (or max_wait_ms) however long they take"),
+    # --- proc-riff (issue 17): riff's gRPC invoker ---
+    Mutation("riff-arg-index-ignored", "fluvial/processor/riff.py",
+             "                                     arg_index=i))",
+             "                                     arg_index=0))",
+             ("tests/processor/test_riff.py::test_arg_index_and_result_index_map_inputs_and_outputs",
+              "tests/processor/test_riff.py::test_a_window_becomes_a_start_frame_and_input_frames_by_arg_index"),
+             "every input record is sent as the riff function's first argument"),
+    Mutation("riff-result-index-ignored", "fluvial/processor/riff.py",
+             "        topic = outputs[f.result_index]\n",
+             "        topic = outputs[0]\n",
+             ("tests/processor/test_riff.py::test_arg_index_and_result_index_map_inputs_and_outputs",),
+             "every output frame goes to the first output topic, whatever its resultIndex"),
+    Mutation("riff-no-half-close", "fluvial/processor/riff.py",
+             "            yield from signals\n",
+             "            yield from signals\n            __import__(\"threading\").Event().wait(60)\n",
+             ("tests/processor/test_riff.py::test_time_averager_behind_a_riff_invoker",),
+             "a window's call is not half-closed at the window's end: the function never sees its EOS"),
+    Mutation("riff-record-content-type-ignored", "fluvial/processor/riff.py",
+             "header_content_type(r.headers) or topic_type",
+             "topic_type",
+             ("tests/processor/test_riff.py::test_record_headers_and_content_types_cross_the_invoker",),
+             "an input frame's contentType ignores the record's own content-type header"),
 ]
 
 

@@ -43,7 +43,8 @@ def create(
     path: Annotated[Optional[str], typer.Option(
         "--path", metavar="DIR", help="A directory added to the runtime's import path.")] = None,
     invoker: Annotated[Optional[str], typer.Option(
-        "--invoker", metavar="grpc://HOST:PORT", help="An external riff invoker (not built yet).")] = None,
+        "--invoker", metavar="grpc://HOST:PORT",
+        help="Run the function behind this riff invoker (gRPC); --function is then only a label.")] = None,
     dead_letter: Annotated[Optional[str], typer.Option(
         "--dead-letter", metavar="TOPIC",
         help="After --max-failures, send the window's input here and go on (default: Failed).")] = None,
@@ -57,9 +58,12 @@ def create(
     from fluvial.processor.spec import processor_spec
 
     if not function and not invoker:
-        usage_error("give --function MODULE:NAME")
+        usage_error("give --function MODULE:NAME (or --invoker grpc://HOST:PORT)")
     if invoker:
-        usage_error("--invoker (riff's gRPC invoker) is not supported yet")
+        from fluvial.processor.riff import MISSING_GRPC, grpc_available
+
+        if not grpc_available():
+            usage_error(MISSING_GRPC)
     seconds = None
     if window is not None:
         seconds = parse_duration(window)

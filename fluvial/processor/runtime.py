@@ -53,6 +53,7 @@ WINDOW_HEADER = "fluvial-processor-window"  # on every output: "<processor>:<win
 BATCH_RECORDS = 500  # an output partition's records per batch (deterministic split)
 STATUS_INTERVAL = 1.0
 REQUEST_REPLY, STREAMING = "request-reply", "streaming"
+RIFF = "riff"  # the function runs behind a riff invoker (fluvial.processor.riff, --invoker)
 
 __all__ = ["ProcessorFailed", "ProcessorFenced", "WindowSink", "WindowSource", "invoke", "load_function", "run_processor"]
 
@@ -144,6 +145,8 @@ async def invoke(fn: Callable, shape: str, inputs: list[tuple[str, list[Record]]
                  outputs: list[str]) -> list[tuple[str, bytes | None, bytes, tuple]]:
     """Run ``fn`` on one window; returns its outputs ``(topic, key, value, headers)`` in order.
     Raises what the function raises; RuntimeError when a streaming one leaves an output open."""
+    if shape == RIFF:
+        return await fn(inputs, outputs)
     if shape == REQUEST_REPLY:
         out = []
         for _, records in inputs:
@@ -561,11 +564,17 @@ async def run_processor(fl: Any, name: str) -> None:
     meta = await fl.admin.describe_processor(name)
     rt = _Runtime(fl, name, meta.spec)
     try:
-        fn, shape = load_function(meta.spec.function, meta.spec.path)
+        if meta.spec.invoker:
+            from fluvial.processor.riff import RiffFunction
+
+            fn, shape = RiffFunction(meta.spec.invoker, fl.admin.content_type), RIFF
+        else:
+            fn, shape = load_function(meta.spec.function, meta.spec.path)
     except Exception as e:  # noqa: BLE001 - an import runs arbitrary code
         rt.status.state, rt.status.last_error = FAILED, traceback.format_exc()
         await rt.report(rt.status)
-        raise ProcessorFailed(detail=f"cannot load {meta.spec.function}: {type(e).__name__}: {e}") from e
+        what = meta.spec.invoker or meta.spec.function
+        raise ProcessorFailed(detail=f"cannot load {what}: {type(e).__name__}: {e}") from e
     await rt.describe_topics()
     await rt.claim()
     failed: list[ProcessorFailed] = []
@@ -612,6 +621,8 @@ async def run_processor(fl: Any, name: str) -> None:
                     await rt.flush_state()
                 except ProcessorFenced:
                     pass
+        if shape == RIFF:
+            fn.close()
 
 
 async def _set_on(event: trio.Event, scope: trio.CancelScope) -> None:

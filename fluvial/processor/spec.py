@@ -30,6 +30,20 @@ def processor_spec(function: str, inputs: list[str], outputs: list[str], *,
     return spec
 
 
+def invoker_target(url: str) -> str:
+    """``HOST:PORT`` of a riff invoker's ``grpc://HOST:PORT`` (``grpc://[::1]:8081`` too).
+
+    Raises:
+        ValueError: not that form.
+    """
+    scheme, sep, target = url.partition("://")
+    host, colon, port = target.rpartition(":")
+    if scheme != "grpc" or not sep or not colon or not host or not port.isdigit() or "/" in target \
+            or not 0 < int(port) < 65536:
+        raise ValueError(f"invoker {url!r} must be grpc://HOST:PORT")
+    return target
+
+
 def spec_error(spec: ProcessorSpec, name: str | None = None) -> str | None:
     """What is wrong with ``spec`` (and ``name``), or None."""
     if name is not None and not _NAME.match(name):
@@ -48,9 +62,12 @@ def spec_error(spec: ProcessorSpec, name: str | None = None) -> str | None:
         return "exactly one of a time window (> 0 ms) and a count window (> 0 records)"
     if spec.max_failures < 1:
         return "max failures must be at least 1"
-    if spec.invoker and not spec.invoker.startswith("grpc://"):
-        return f"invoker {spec.invoker!r} must be grpc://HOST:PORT"
+    if spec.invoker:
+        try:
+            invoker_target(spec.invoker)
+        except ValueError as e:
+            return str(e)
     return None
 
 
-__all__ = ["processor_spec", "spec_error"]
+__all__ = ["invoker_target", "processor_spec", "spec_error"]
