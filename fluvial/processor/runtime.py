@@ -27,6 +27,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import trio
@@ -35,6 +36,7 @@ from fluvial.client.partitioner import key_hash
 from fluvial.client.stream import send_batch
 from fluvial.client.types import TOPIC_TO_BATCH_COMPRESSION, Offset, Record
 from fluvial.errors import FluvialError, TopicAlreadyExistsError
+from fluvial.processor.calls import serve_calls
 from fluvial.processor.windows import STATE_KEY, ProcessorState, Window, assign_outputs, state_topic, tp
 from fluvial.protocol.batch import stamp_producer
 from fluvial.protocol.content_type import check_value
@@ -422,6 +424,7 @@ async def run_processor(fl: Any, name: str) -> None:
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(windows)
+            nursery.start_soon(serve_calls, fl, name, meta.spec, partial(invoke, fn, shape))  # fl.call
             await rt.deleted.wait()
             nursery.cancel_scope.cancel()
         if failed:

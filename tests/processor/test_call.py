@@ -1,0 +1,169 @@
+"""``fl.call(NAME)``: one invocation of a processor's function per call, its outputs streamed
+back until EOS, exactly once across a runtime's crash (docs/processors.md, "Calling a
+processor"). The pure bookkeeping: test_call_state.py."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import trio
+
+from fluvial import Offset, ProcessorCallError, StreamIncomplete
+from fluvial.processor.call_state import OUTPUT_HEADER, calls_topic, replies_topic
+from fluvial.processor.runtime import run_processor
+from fluvial.processor.spec import processor_spec
+from fluvial.protocol.markers import stream_of
+
+TIMEOUT = 45
+
+FUNCTIONS = '''
+def upper(value):
+    if value == b"boom":
+        raise ValueError("no good: " + value.decode())
+    return None if value == b"drop" else value.upper()
+
+async def total(inputs, outputs):
+    # streaming: the sum of the call's numbers per input, then their count on the second output
+    sums = [sum([int(r.value) async for r in src]) for src in inputs]
+    for s in sums:
+        await outputs[0].send(str(s))
+    await outputs[1].send(str(len(sums)), key=b"n", headers={"h": "1"})
+    await outputs[0].aclose()
+    await outputs[1].aclose()
+
+async def many(inputs, outputs):
+    n = 0
+    async for r in inputs[0]:
+        for i in range(int(r.value)):
+            await outputs[0].send(b"%d" % i)
+            n += 1
+    await outputs[0].aclose()
+'''
+
+
+@pytest.fixture
+def fn_dir(tmp_path):
+    d = tmp_path / "fns"
+    d.mkdir()
+    mod = f"callfns_{id(d)}"
+    (d / f"{mod}.py").write_text(textwrap.dedent(FUNCTIONS))
+    return d, mod
+
+
+async def _create(fl, new_topic, fn_dir, name, function, *, inputs=1, outputs=1):
+    d, mod = fn_dir
+    ins = [await new_topic() for _ in range(inputs)]
+    outs = [await new_topic() for _ in range(outputs)]
+    await fl.admin.create_processor(name, processor_spec(f"{mod}:{function}", ins, outs,
+                                                         window_count=1, path=str(d)))
+    return ins, outs
+
+
+async def _call(fl, name, values, **kw):
+    async with fl.call(name, **kw) as (sink, source):
+        for v in values:
+            if isinstance(v, tuple):
+                await sink.send(v[1], input=v[0])
+            else:
+                await sink.send(v)
+        await sink.aclose()
+        return [r async for r in source]
+
+
+async def _all(fl, topic):
+    async with fl.consumer(topic, partition=0, offset=Offset.beginning(), continuous=False) as c:
+        return [r async for r in c]
+
+
+async def test_request_reply_round_trip(fl, new_topic, fn_dir):
+    with trio.fail_after(TIMEOUT):
+        _, (out,) = await _create(fl, new_topic, fn_dir, "up", "upper")
+        async with trio.open_nursery() as n:
+            n.start_soon(run_processor, fl, "up")
+            got = await _call(fl, "up", [b"a", b"drop", b"bc"])
+            n.cancel_scope.cancel()
+        assert [r.value for r in got] == [b"A", b"BC"]
+        assert all(dict(r.headers)[OUTPUT_HEADER] == b"0" for r in got)
+        assert await _all(fl, out) == []  # a call's outputs go to its reply only
+
+
+async def test_streaming_round_trip_with_two_inputs_and_two_outputs(fl, new_topic, fn_dir):
+    with trio.fail_after(TIMEOUT):
+        await _create(fl, new_topic, fn_dir, "tot", "total", inputs=2, outputs=2)
+        async with trio.open_nursery() as n:
+            n.start_soon(run_processor, fl, "tot")
+            got = await _call(fl, "tot", [b"1", b"2", (1, b"10"), b"3", (1, b"20")])
+            n.cancel_scope.cancel()
+        assert [(r.value, dict(r.headers)[OUTPUT_HEADER]) for r in got] == \
+            [(b"6", b"0"), (b"30", b"0"), (b"2", b"1")]
+        assert got[2].key == b"n" and dict(got[2].headers)["h"] == b"1"
+
+
+async def test_concurrent_calls_get_their_own_outputs(fl, new_topic, fn_dir):
+    with trio.fail_after(TIMEOUT):
+        await _create(fl, new_topic, fn_dir, "tot2", "total", inputs=2, outputs=2)
+        results = {}
+        async with trio.open_nursery() as n:
+            n.start_soon(run_processor, fl, "tot2")
+            gates = [trio.Event() for _ in range(3)]
+
+            async def one(i):
+                async with fl.call("tot2") as (sink, source):
+                    for j in range(5):
+                        await sink.send(b"%d" % (i * 100 + j))
+                        if j == 2:  # the calls interleave in the calls topic
+                            gates[i].set()
+                            for g in gates:
+                                await g.wait()
+                    results[i] = [r.value async for r in source]
+
+            async with trio.open_nursery() as callers:
+                for i in range(3):
+                    callers.start_soon(one, i)
+            n.cancel_scope.cancel()
+        assert results == {i: [b"%d" % (5 * i * 100 + 10), b"0", b"2"] for i in range(3)}
+
+
+async def test_a_raising_function_gives_the_caller_its_error(fl, new_topic, fn_dir):
+    with trio.fail_after(TIMEOUT):
+        await _create(fl, new_topic, fn_dir, "boom", "upper")
+        async with trio.open_nursery() as n:
+            n.start_soon(run_processor, fl, "boom")
+            with pytest.raises(ProcessorCallError, match="ValueError: no good: boom") as info:
+                await _call(fl, "boom", [b"a", b"boom"])
+            assert "Traceback" in info.value.remote_error
+            assert isinstance(info.value, StreamIncomplete)
+            # the processor goes on: the next call is answered
+            assert [r.value for r in await _call(fl, "boom", [b"x"])] == [b"X"]
+            n.cancel_scope.cancel()
+
+
+async def test_no_such_processor_is_a_clear_error(fl):
+    with trio.fail_after(TIMEOUT):
+        with pytest.raises(ProcessorCallError, match="no processor of that name"):
+            async with fl.call("nobody"):
+                pass
+
+
+async def test_a_bad_input_index_is_refused(fl, new_topic, fn_dir):
+    with trio.fail_after(TIMEOUT):
+        await _create(fl, new_topic, fn_dir, "idx", "upper")
+        async with fl.call("idx", timeout=0.01) as (sink, _):
+            with pytest.raises(ValueError, match="has 1 input"):
+                await sink.send(b"a", input=1)
+
+
+async def test_a_call_waits_for_the_runtime_then_times_out(fl, new_topic, fn_dir):
+    with trio.fail_after(TIMEOUT):
+        await _create(fl, new_topic, fn_dir, "idle", "upper")
+        with pytest.raises(ProcessorCallError, match="no complete reply within 0.5 s"):
+            await _call(fl, "idle", [b"a"], timeout=0.5)
+        # a call made while no runtime runs is answered once one starts
+        async with trio.open_nursery() as n:
+            async with fl.call("idle") as (sink, source):
+                await sink.send(b"late")
+                await sink.aclose()
+                n.start_soon(run_processor, fl, "idle")
+                assert [r.value async for r in source] == [b"LATE"]
+            n.cancel_scope.cancel()
