@@ -165,18 +165,16 @@ def call_inputs(call: Call, inputs: Sequence[str], record_type: Any) -> list[tup
     """
     per: list[list] = [[] for _ in inputs]
     for r in call.records:
-        index, headers = 0, []
+        named, headers = b"0", []
         for k, v in r.headers:
             if k == INPUT_HEADER:
-                try:
-                    index = int(v)
-                except ValueError:
-                    index = -1
+                named = v
             elif k != STREAM_HEADER:
                 headers.append((k, v))
+        index = int(named) if named.isdigit() else -1
         if not 0 <= index < len(inputs):
             raise ValueError(f"call {call.id}: the record at offset {r.offset} is for input "
-                             f"{v.decode(errors='replace')!r}; the function has {len(inputs)} "
+                             f"{named.decode(errors='replace')!r}; the function has {len(inputs)} "
                              f"input(s), 0 to {len(inputs) - 1}")
         per[index].append(record_type((r.partition, r.offset, r.key, r.value, r.timestamp,
                                        tuple(headers))))

@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from fluvial import Offset, ProcessorCallError, StreamIncomplete
+from fluvial.processor.calls import ensure_call_topics
 from fluvial.processor.call_state import OUTPUT_HEADER, calls_topic, replies_topic
 from fluvial.processor.runtime import run_processor
 from fluvial.processor.spec import processor_spec
@@ -167,3 +168,132 @@ async def test_a_call_waits_for_the_runtime_then_times_out(fl, new_topic, fn_dir
                 n.start_soon(run_processor, fl, "idle")
                 assert [r.value async for r in source] == [b"LATE"]
             n.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------------------- exactly once
+
+
+async def _reply_log(fl, name):
+    """The replies topic's data records per call id."""
+    per = {}
+    for r in await _all(fl, replies_topic(name)):
+        per.setdefault(stream_of(r.headers), []).append(r.value)
+    return per
+
+
+class _Crash(Exception):
+    """Stands for the runtime dying at that instant."""
+
+
+@pytest.mark.parametrize("stored", [False, True], ids=["before-the-write", "ack-lost"])
+async def test_a_crash_while_writing_a_reply_replays_it_exactly_once(fl, new_topic, fn_dir,
+                                                                    monkeypatch, stored):
+    from fluvial.processor import calls
+
+    real = calls.send_batch
+    sent = []
+
+    async def crash_at_the_second_batch(fl_, topic, partition, batch, **kw):
+        sent.append(topic)
+        if len(sent) == 2:
+            if stored:
+                await real(fl_, topic, partition, batch, **kw)  # stored, the acknowledgement lost
+            raise _Crash()
+        await real(fl_, topic, partition, batch, **kw)
+
+    monkeypatch.setattr(calls, "send_batch", crash_at_the_second_batch)
+    with trio.fail_after(TIMEOUT):
+        await _create(fl, new_topic, fn_dir, "many", "many")
+        async with trio.open_nursery() as n:
+            got = []
+
+            async def caller():
+                got.extend(r.value for r in await _call(fl, "many", [b"700", b"600"]))
+
+            n.start_soon(caller)
+            try:
+                await run_processor(fl, "many")
+            except* _Crash:
+                pass
+            assert len(sent) == 2
+            n.start_soon(run_processor, fl, "many")
+            while len(got) < 1300:
+                await trio.sleep(0.02)
+            n.cancel_scope.cancel()
+        want = [b"%d" % i for i in range(700)] + [b"%d" % i for i in range(600)]
+        assert got == want
+        log = await _reply_log(fl, "many")
+        assert list(log.values()) == [want]  # once in the log too
+
+
+async def test_a_call_answered_while_an_older_one_is_open_is_not_answered_again(fl, new_topic, fn_dir):
+    with trio.fail_after(TIMEOUT):
+        await _create(fl, new_topic, fn_dir, "reup", "upper")
+        async with fl.call("reup") as (old_sink, old_source):
+            await old_sink.send(b"old")  # open across the restart: the restart reads from here
+            async with trio.open_nursery() as n:
+                n.start_soon(run_processor, fl, "reup")
+                assert [r.value for r in await _call(fl, "reup", [b"new"])] == [b"NEW"]
+                n.cancel_scope.cancel()
+            async with trio.open_nursery() as n:
+                n.start_soon(run_processor, fl, "reup")
+                await old_sink.aclose()
+                assert [r.value async for r in old_source] == [b"OLD"]
+                assert sorted(map(sorted, (await _reply_log(fl, "reup")).values())) == [[b"NEW"], [b"OLD"]]
+                # and the next call still gets its reply (its sequences follow on)
+                assert [r.value for r in await _call(fl, "reup", [b"next"])] == [b"NEXT"]
+                n.cancel_scope.cancel()
+        assert sorted(map(sorted, (await _reply_log(fl, "reup")).values())) == [[b"NEW"], [b"NEXT"], [b"OLD"]]
+
+
+async def test_kill_9_the_runtime_during_calls_the_callers_get_exactly_their_outputs(
+        cluster, fl, new_topic, fn_dir):
+    import random
+    import signal
+    import subprocess
+
+    from harness.processes import fluvial_command
+
+    d, _ = fn_dir
+    rnd = random.Random()
+    seed = rnd.randrange(1 << 30)
+    rnd.seed(seed)
+    print(f"seed {seed}")
+    argv = [*fluvial_command(), "-c", cluster.endpoint, "run", "processor", "kcall", "--log-level", "warning"]
+    calls_n, sizes = 6, [1500 + 100 * i for i in range(6)]
+    with trio.fail_after(120):
+        await _create(fl, new_topic, fn_dir, "kcall", "many")
+        await ensure_call_topics(fl, "kcall")
+        got: dict[int, list] = {}
+        async with trio.open_nursery() as n:
+            async def caller(i):
+                got[i] = [r.value for r in await _call(fl, "kcall", [b"%d" % sizes[i], b"3"], timeout=100)]
+
+            for i in range(calls_n):
+                n.start_soon(caller, i)
+            kills = 0
+
+            async def written():
+                return sum(map(len, (await _reply_log(fl, "kcall")).values()))
+
+            while len(got) < calls_n:
+                before = await written()
+                proc = await trio.lowlevel.open_process(argv, stdout=subprocess.DEVNULL,
+                                                        stderr=subprocess.DEVNULL)
+                try:
+                    # the runtime is answering (its replies grow): kill it a moment later
+                    while kills < 5 and len(got) < calls_n and await written() == before:
+                        await trio.sleep(0.05)
+                    with trio.move_on_after(rnd.uniform(0, 0.3) if kills < 5 else 60):
+                        while len(got) < calls_n:
+                            await trio.sleep(0.02)
+                finally:
+                    if len(got) < calls_n:
+                        kills += 1
+                        print("kill", kills, len(got), await written())
+                    proc.send_signal(signal.SIGKILL)
+                    await proc.wait()
+        print(f"{kills} kills")
+    for i in range(calls_n):
+        assert got[i] == [b"%d" % j for j in range(sizes[i])] + [b"0", b"1", b"2"], (seed, i)
+    assert sorted(len(v) for v in (await _reply_log(fl, "kcall")).values()) == [s + 3 for s in sizes], seed
