@@ -208,7 +208,7 @@ async def test_a_crash_while_writing_a_reply_replays_it_exactly_once(fl, new_top
             got = []
 
             async def caller():
-                got.extend(r.value for r in await _call(fl, "many", [b"700", b"600"]))
+                got.extend(r.value for r in await _call(fl, "many", [b"700", b"600"], timeout=15))
 
             n.start_soon(caller)
             try:
