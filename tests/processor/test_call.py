@@ -297,3 +297,47 @@ async def test_kill_9_the_runtime_during_calls_the_callers_get_exactly_their_out
     for i in range(calls_n):
         assert got[i] == [b"%d" % j for j in range(sizes[i])] + [b"0", b"1", b"2"], (seed, i)
     assert sorted(len(v) for v in (await _reply_log(fl, "kcall")).values()) == [s + 3 for s in sizes], seed
+
+
+def _blocking_call(endpoint):
+    import fluvial.sync
+
+    with fluvial.sync.connect(endpoint=endpoint) as fl:
+        with fl.call("syncup") as (sink, source):
+            sink.send(b"x")
+            sink.send("yz", input=0).wait()
+            sink.close()
+            out = [r.value for r in source]
+        with pytest.raises(ProcessorCallError, match="no good: boom"):
+            with fl.call("syncup") as (sink, source):
+                sink.send(b"boom")
+                list(source)  # iterating ends the input first
+    return out
+
+
+async def test_a_blocking_call_from_fluvial_sync(cluster, fl, new_topic, fn_dir):
+    with trio.fail_after(TIMEOUT):
+        await _create(fl, new_topic, fn_dir, "syncup", "upper")
+        async with trio.open_nursery() as n:
+            n.start_soon(run_processor, fl, "syncup")
+            assert await trio.to_thread.run_sync(_blocking_call, cluster.endpoint) == [b"X", b"YZ"]
+            n.cancel_scope.cancel()
+
+
+async def test_a_caller_that_fails_withdraws_its_call(fl, new_topic, fn_dir):
+    class Oops(Exception):
+        pass
+
+    with trio.fail_after(TIMEOUT):
+        await _create(fl, new_topic, fn_dir, "wd", "upper")
+        with pytest.raises(Oops):
+            async with fl.call("wd") as (sink, _):
+                withdrawn = sink.call_id
+                await sink.send(b"never")
+                raise Oops()
+        async with trio.open_nursery() as n:
+            n.start_soon(run_processor, fl, "wd")
+            assert [r.value for r in await _call(fl, "wd", [b"after"])] == [b"AFTER"]
+            n.cancel_scope.cancel()
+        log = await _reply_log(fl, "wd")
+        assert withdrawn.encode() not in log and list(log.values()) == [[b"AFTER"]]
