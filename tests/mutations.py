@@ -532,14 +532,14 @@ MUTATIONS: list[Mutation] = [
               "tests/processor/test_call_state.py::test_reply_batches_carry_the_producer_id_and_sequences_following_on"),
              "a call's reply batches carry no producer id and derived sequences: a replay after a crash doubles them"),
     Mutation("call-progress-before-reply", "fluvial/processor/calls.py",
-             "        for batch in batches:\n            await send_batch(self.fl, self.replies, p, batch, max_delay=1.0)\n"
+             "        for record_set in record_sets(batches, DEFAULT_MAX_REQUEST_SIZE):\n            await send_batch(self.fl, self.replies, p, record_set, max_delay=1.0)\n"
              "        async with self._lock:  # every snapshot holds every partition's latest progress\n"
              "            await self.save(self.state.answered(p, call.eos, assembler.restart_offset(call.eos + 1),\n"
              "                                                records))\n",
              "        async with self._lock:\n"
              "            await self.save(self.state.answered(p, call.eos, assembler.restart_offset(call.eos + 1),\n"
              "                                                records))\n"
-             "        for batch in batches:\n            await send_batch(self.fl, self.replies, p, batch, max_delay=1.0)\n",
+             "        for record_set in record_sets(batches, DEFAULT_MAX_REQUEST_SIZE):\n            await send_batch(self.fl, self.replies, p, record_set, max_delay=1.0)\n",
              ("tests/processor/test_call.py::test_a_crash_while_writing_a_reply_replays_it_exactly_once",),
              "a call is recorded as answered before its reply is acknowledged: a crash loses the reply"),
     Mutation("call-answered-replayed", "fluvial/processor/call_state.py",

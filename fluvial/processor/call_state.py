@@ -209,6 +209,23 @@ def reply_batches(call: Call, outputs: Sequence[tuple[int, bytes | None, bytes, 
     return out, len(records) + 1
 
 
+def record_sets(batches: Sequence[bytes], max_bytes: int) -> list[bytes]:
+    """Consecutive ``batches`` joined into record sets of at most ``max_bytes`` (a larger batch
+    alone): a reply goes out in few produce requests, and in the same ones on a replay."""
+    out: list[bytes] = []
+    group: list[bytes] = []
+    size = 0
+    for b in batches:
+        if group and size + len(b) > max_bytes:
+            out.append(b"".join(group))
+            group, size = [], 0
+        group.append(b)
+        size += len(b)
+    if group:
+        out.append(b"".join(group))
+    return out
+
+
 def reserved_name_error(name: str) -> str | None:
     """Why ``name`` cannot be a processor's (its state topic would be another's calls or replies
     topic), or None."""
@@ -221,5 +238,5 @@ def reserved_name_error(name: str) -> str | None:
 __all__ = [
     "BATCH_RECORDS", "CALLS_KEY", "CALLS_RETENTION", "ERROR_HEADER", "INPUT_HEADER",
     "OUTPUT_HEADER", "Call", "CallAssembler", "CallsState", "PartitionProgress", "call_inputs",
-    "calls_topic", "replies_topic", "reply_batches", "reserved_name_error",
+    "calls_topic", "record_sets", "replies_topic", "reply_batches", "reserved_name_error",
 ]

@@ -17,12 +17,13 @@ from typing import Any
 
 import trio
 
+from fluvial.client.accumulator import DEFAULT_MAX_REQUEST_SIZE
 from fluvial.client.stream import send_batch, stream_partition
 from fluvial.client.types import Offset, Record
 from fluvial.errors import FluvialError, Retriable, TopicAlreadyExistsError
 from fluvial.processor.call_state import (
     CALLS_KEY, CALLS_RETENTION, Call, CallAssembler, CallsState, call_inputs, calls_topic,
-    replies_topic, reply_batches,
+    record_sets, replies_topic, reply_batches,
 )
 from fluvial.processor.windows import state_topic
 from fluvial.protocol.producer_api import AllocateProducerIdRequest
@@ -133,8 +134,8 @@ class _Calls:
             log.info("%s: call %s failed: %s", self.name, call.id, e)
         batches, records = reply_batches(call, outputs, error, producer_id=self.state.producer_id,
                                          first_sequence=self.state.progress(p).seq)
-        for batch in batches:
-            await send_batch(self.fl, self.replies, p, batch, max_delay=1.0)
+        for record_set in record_sets(batches, DEFAULT_MAX_REQUEST_SIZE):
+            await send_batch(self.fl, self.replies, p, record_set, max_delay=1.0)
         async with self._lock:  # every snapshot holds every partition's latest progress
             await self.save(self.state.answered(p, call.eos, assembler.restart_offset(call.eos + 1),
                                                 records))

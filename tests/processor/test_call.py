@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from fluvial import Offset, ProcessorCallError, StreamIncomplete
-from fluvial.processor.calls import ensure_call_topics
+from fluvial.processor.calls import ensure_call_topics, partition_offsets
 from fluvial.processor.call_state import OUTPUT_HEADER, calls_topic, replies_topic
 from fluvial.processor.runtime import run_processor
 from fluvial.processor.spec import processor_spec
@@ -202,6 +202,7 @@ async def test_a_crash_while_writing_a_reply_replays_it_exactly_once(fl, new_top
         await real(fl_, topic, partition, batch, **kw)
 
     monkeypatch.setattr(calls, "send_batch", crash_at_the_second_batch)
+    monkeypatch.setattr(calls, "DEFAULT_MAX_REQUEST_SIZE", 1)  # every batch a request of its own
     with trio.fail_after(TIMEOUT):
         await _create(fl, new_topic, fn_dir, "many", "many")
         async with trio.open_nursery() as n:
@@ -260,7 +261,8 @@ async def test_kill_9_the_runtime_during_calls_the_callers_get_exactly_their_out
     rnd.seed(seed)
     print(f"seed {seed}")
     argv = [*fluvial_command(), "-c", cluster.endpoint, "run", "processor", "kcall", "--log-level", "warning"]
-    calls_n, sizes = 6, [1500 + 100 * i for i in range(6)]
+    calls_n, sizes = 8, [9000 + 500 * i for i in range(8)]  # replies of 2 requests and more
+    kills_max = 8
     with trio.fail_after(120):
         await _create(fl, new_topic, fn_dir, "kcall", "many")
         await ensure_call_topics(fl, "kcall")
@@ -273,8 +275,8 @@ async def test_kill_9_the_runtime_during_calls_the_callers_get_exactly_their_out
                 n.start_soon(caller, i)
             kills = 0
 
-            async def written():
-                return sum(map(len, (await _reply_log(fl, "kcall")).values()))
+            async def written():  # the replies partition's end: grows while the runtime answers
+                return (await partition_offsets(fl, replies_topic("kcall"), 0)).last_stable_offset
 
             while len(got) < calls_n:
                 before = await written()
@@ -282,9 +284,9 @@ async def test_kill_9_the_runtime_during_calls_the_callers_get_exactly_their_out
                                                         stderr=subprocess.DEVNULL)
                 try:
                     # the runtime is answering (its replies grow): kill it a moment later
-                    while kills < 5 and len(got) < calls_n and await written() == before:
-                        await trio.sleep(0.05)
-                    with trio.move_on_after(rnd.uniform(0, 0.3) if kills < 5 else 60):
+                    while kills < kills_max and len(got) < calls_n and await written() == before:
+                        await trio.sleep(0.01)
+                    with trio.move_on_after(rnd.uniform(0, 0.15) if kills < kills_max else 60):
                         while len(got) < calls_n:
                             await trio.sleep(0.02)
                 finally:

@@ -8,7 +8,7 @@ import pytest
 from fluvial.client.types import Record
 from fluvial.processor.call_state import (
     BATCH_RECORDS, ERROR_HEADER, INPUT_HEADER, OUTPUT_HEADER, CallAssembler, CallsState,
-    PartitionProgress, call_inputs, reply_batches,
+    PartitionProgress, call_inputs, record_sets, reply_batches,
 )
 from fluvial.processor.spec import processor_spec, spec_error
 from fluvial.protocol.batch import iter_batches
@@ -128,3 +128,9 @@ def test_a_processor_name_cannot_end_like_a_calls_topic(name):
     spec = processor_spec("m:f", ["a"], ["b"])
     assert "cannot end with" in spec_error(spec, name)
     assert spec_error(spec, "x-call") is None
+
+
+def test_record_sets_join_consecutive_batches_up_to_the_limit():
+    assert record_sets([b"aa", b"bb", b"c", b"dddd", b"e"], 5) == [b"aabbc", b"dddde"]
+    assert record_sets([b"toolarge", b"x"], 5) == [b"toolarge", b"x"]
+    assert record_sets([], 5) == []
