@@ -10,8 +10,8 @@ import pytest
 import trio
 
 from fluvial import Offset, ProcessorCallError, StreamIncomplete
+from fluvial.processor.call_state import OUTPUT_HEADER, replies_topic
 from fluvial.processor.calls import ensure_call_topics, partition_offsets
-from fluvial.processor.call_state import OUTPUT_HEADER, calls_topic, replies_topic
 from fluvial.processor.runtime import run_processor
 from fluvial.processor.spec import processor_spec
 from fluvial.protocol.markers import stream_of
@@ -34,11 +34,9 @@ async def total(inputs, outputs):
     await outputs[1].aclose()
 
 async def many(inputs, outputs):
-    n = 0
     async for r in inputs[0]:
         for i in range(int(r.value)):
             await outputs[0].send(b"%d" % i)
-            n += 1
     await outputs[0].aclose()
 '''
 
