@@ -27,11 +27,12 @@ from fluvial.errors import ConfigError, ConnectionLost, ErrorCode, FluvialError 
 from fluvial.client.stream import SinkClosed, StreamIncomplete  # noqa: E402
 from fluvial.client.group import CommitRefusedError, GroupConsumer  # noqa: E402
 from fluvial.client.smartmodule import SmartModule  # noqa: E402
+from fluvial.client.call import ProcessorCallError  # noqa: E402
 
 __all__ = [
     "Admin", "CommitRefusedError", "Compression", "ConfigError", "ConnectionLost", "Consumer",
     "ConsumerOffsetInfo", "DeliverySemantic", "ErrorCode", "Fluvial", "FluvialError",
-    "GroupConsumer", "Isolation", "Offset", "PartitionInfo", "ProduceFuture", "Producer",
-    "ProducerClosedError", "Record", "RecordMetadata", "SinkClosed", "SmartModule", "SpuInfo",
-    "StreamIncomplete", "TopicInfo", "__version__", "connect", "errors",
+    "GroupConsumer", "Isolation", "Offset", "PartitionInfo", "ProcessorCallError",
+    "ProduceFuture", "Producer", "ProducerClosedError", "Record", "RecordMetadata", "SinkClosed",
+    "SmartModule", "SpuInfo", "StreamIncomplete", "TopicInfo", "__version__", "connect", "errors",
 ]

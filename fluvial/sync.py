@@ -44,8 +44,8 @@ from fluvial.client.types import (
 from fluvial.errors import FluvialError
 
 __all__ = [
-    "Admin", "Compression", "Consumer", "ConsumerOffsetInfo", "DeliverySemantic", "Fluvial",
-    "Isolation", "Offset", "PartitionInfo", "ProduceOutput", "Producer", "Record",
+    "Admin", "Call", "CallSink", "Compression", "Consumer", "ConsumerOffsetInfo",
+    "DeliverySemantic", "Fluvial", "Isolation", "Offset", "PartitionInfo", "ProduceOutput", "Producer", "Record",
     "RecordMetadata", "SpuInfo", "TopicInfo", "connect",
 ]
 
@@ -229,6 +229,32 @@ class Source:
             self._portal.run(self._source.aclose)
 
 
+class CallSink(Sink):
+    """Blocking twin of ``fluvial.client.call.CallSink``: ``sink.send(value, input=0)``, then
+    ``sink.close()`` ends the call's input."""
+
+    def send(self, value: bytes | str, key: bytes | str | None = None, headers: Any = None, *,
+             input: int = 0) -> ProduceOutput:  # noqa: A002 - as the async CallSink
+        return ProduceOutput(self._portal, self._portal.run(self._sink.send, value, key, headers,
+                                                            input=input))
+
+
+class Call:
+    """Blocking twin of ``fluvial.client.call.Call``: ``with fl.call(NAME) as (sink, source):``
+    (docs/processors.md, "Calling a processor")."""
+
+    def __init__(self, portal: _Portal, call: Any):
+        self._portal = portal
+        self._call = call
+
+    def __enter__(self) -> tuple[CallSink, Source]:
+        sink, source = self._portal.run(self._call.__aenter__)
+        return CallSink(self._portal, sink), Source(self._portal, source)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._portal.run(self._call.__aexit__, exc_type, exc, tb)
+
+
 # ------------------------------------------------------------------------------ consumer
 
 
@@ -379,6 +405,11 @@ class Fluvial:
     def source(self, topic: str, *, stream: str | int, **config: Any) -> Source:
         """A blocking ``Source`` of bounded stream ``stream`` (docs/streams.md)."""
         return Source(self._portal, self._fl.source(topic, stream=stream, **config))
+
+    def call(self, name: str, **config: Any) -> Call:
+        """One blocking call of processor ``name``: ``with fl.call(NAME) as (sink, source)``;
+        options as ``fluvial.client.call.Call``."""
+        return Call(self._portal, self._fl.call(name, **config))
 
     def consumer(self, topic: str, **config: Any) -> Consumer:
         """A blocking ``Consumer``; options as ``fluvial.client.consumer.Consumer``."""

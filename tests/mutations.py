@@ -564,6 +564,40 @@ MUTATIONS: list[Mutation] = [
              "topic_type",
              ("tests/processor/test_riff.py::test_record_headers_and_content_types_cross_the_invoker",),
              "an input frame's contentType ignores the record's own content-type header"),
+    # --- proc-call (issue 17): fl.call(NAME) ---
+    Mutation("call-reply-unstamped", "fluvial/processor/call_state.py",
+             "        out.append(stamp_producer(batch, producer_id, 0, seq))\n",
+             "        out.append(batch)\n",
+             ("tests/processor/test_call.py::test_a_crash_while_writing_a_reply_replays_it_exactly_once",
+              "tests/processor/test_call_state.py::test_reply_batches_carry_the_producer_id_and_sequences_following_on"),
+             "a call's reply batches carry no producer id and derived sequences: a replay after a crash doubles them"),
+    Mutation("call-progress-before-reply", "fluvial/processor/calls.py",
+             "        for record_set in record_sets(batches, DEFAULT_MAX_REQUEST_SIZE):\n            await send_batch(self.fl, self.replies, p, record_set, max_delay=1.0)\n"
+             "        async with self._lock:  # every snapshot holds every partition's latest progress\n"
+             "            await self.save(self.state.answered(p, call.eos, assembler.restart_offset(call.eos + 1),\n"
+             "                                                records))\n",
+             "        async with self._lock:\n"
+             "            await self.save(self.state.answered(p, call.eos, assembler.restart_offset(call.eos + 1),\n"
+             "                                                records))\n"
+             "        for record_set in record_sets(batches, DEFAULT_MAX_REQUEST_SIZE):\n            await send_batch(self.fl, self.replies, p, record_set, max_delay=1.0)\n",
+             ("tests/processor/test_call.py::test_a_crash_while_writing_a_reply_replays_it_exactly_once",),
+             "a call is recorded as answered before its reply is acknowledged: a crash loses the reply"),
+    Mutation("call-answered-replayed", "fluvial/processor/call_state.py",
+             "            if call is None or m.kind is MarkerKind.ABORT or record.offset <= self.answered:\n",
+             "            if call is None or m.kind is MarkerKind.ABORT:\n",
+             ("tests/processor/test_call.py::test_a_call_answered_while_an_older_one_is_open_is_not_answered_again",),
+             "after a restart, a call answered while an older one was open is answered again (a second reply)"),
+    Mutation("call-records-mixed", "fluvial/processor/call_state.py",
+             "        call = None if sid is None else self.open.get(sid.decode(errors=\"replace\"))\n",
+             "        call = next(iter(self.open.values()), None)\n",
+             ("tests/processor/test_call.py::test_concurrent_calls_get_their_own_outputs",),
+             "concurrent calls' records are mixed: a call's function sees another call's input"),
+    Mutation("call-sequence-not-advanced", "fluvial/processor/call_state.py",
+             "        parts[partition] = PartitionProgress(next_offset, eos_offset, next_sequence(p.seq, records))\n",
+             "        parts[partition] = PartitionProgress(next_offset, eos_offset, p.seq)\n",
+             ("tests/processor/test_call_state.py::test_progress_round_trips_and_moves_the_sequence_past_the_reply",
+              "tests/processor/test_call.py::test_a_call_answered_while_an_older_one_is_open_is_not_answered_again"),
+             "the next call's reply reuses the sequences of the previous one: the leader drops it as a duplicate"),
 ]
 
 

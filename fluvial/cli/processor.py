@@ -1,4 +1,4 @@
-"""``fluvial processor create|list|describe|delete``: processors stored on the SC, which
+"""``fluvial processor create|list|describe|delete|call``: processors stored on the SC, which
 ``fluvial run processor NAME`` runs (docs/processors.md)."""
 
 from __future__ import annotations
@@ -134,5 +134,42 @@ def delete(ctx: typer.Context,
         for n in names:
             await fl.admin.delete_processor(n)
             typer.echo(f"processor '{n}' deleted")
+
+    run_client(ctx, body)
+
+
+@app.command()
+def call(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The processor.")],
+         input_index: Annotated[int, typer.Option(
+             "--input", metavar="INDEX", help="The function's input the lines are for.")] = 0,
+         timeout: Annotated[str, typer.Option(
+             help="How long to wait for the reply once the input has ended.")] = "60s") -> None:
+    """Call the processor's function once: every line of stdin is a record of the call; its
+    outputs are printed, one per line, until the reply's end (docs/processors.md). The input is
+    read to its end before the call starts.
+
+    Example: printf '3\\n4\\n8\\n' | fluvial processor call avg
+    """
+    import sys
+
+    seconds = parse_duration(timeout)
+    if seconds <= 0:
+        usage_error("--timeout must be longer than 0s")
+    lines = sys.stdin.buffer.read().splitlines()
+
+    async def body(fl: Any) -> None:
+        from fluvial.errors import FluvialError
+
+        out = sys.stdout.buffer
+        async with fl.call(name, timeout=seconds) as (sink, source):
+            for line in lines:
+                try:
+                    await sink.send(line, input=input_index)
+                except ValueError as e:
+                    raise FluvialError(detail=str(e)) from None
+            await sink.aclose()
+            async for rec in source:
+                out.write(rec.value + b"\n")
+                out.flush()
 
     run_client(ctx, body)

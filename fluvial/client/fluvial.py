@@ -503,6 +503,14 @@ class Fluvial:
 
         return Source(self, topic, stream, **config)
 
+    def call(self, name: str, **config: Any):
+        """One call of processor ``name``'s function: ``async with fl.call(NAME) as (sink,
+        source):`` send its input into ``sink``, read its outputs from ``source`` until EOS; see
+        ``fluvial.client.call.Call`` and docs/processors.md."""
+        from fluvial.client.call import Call
+
+        return Call(self, name, **config)
+
     def consumer(self, topic: str, **config: Any):
         """A ``Consumer`` of ``topic``; see ``fluvial.client.consumer.Consumer`` for the options.
         With ``group="name"`` a ``GroupConsumer`` (``fluvial.client.group``): the members of the

@@ -30,6 +30,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import trio
@@ -38,6 +39,7 @@ from fluvial.client.partitioner import key_hash
 from fluvial.client.stream import send_batch
 from fluvial.client.types import TOPIC_TO_BATCH_COMPRESSION, Offset, Record
 from fluvial.errors import FluvialError, TopicAlreadyExistsError
+from fluvial.processor.calls import serve_calls
 from fluvial.processor.windows import (FENCE_KEY, FENCED, OWNED, STATE_KEY, ProcessorState, StateLog, Window, assign_outputs,
                                        fence_value, replayable, state_topic, tp)
 from fluvial.protocol.batch import stamp_producer
@@ -597,6 +599,7 @@ async def run_processor(fl: Any, name: str) -> None:
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(windows)
+            nursery.start_soon(serve_calls, fl, name, meta.spec, partial(invoke, fn, shape))  # fl.call
             with trio.CancelScope() as waiting:
                 nursery.start_soon(_set_on, rt.fenced, waiting)
                 await rt.deleted.wait()

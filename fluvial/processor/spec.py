@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from fluvial.processor.call_state import reserved_name_error
 from fluvial.protocol.processor_objects import DEFAULT_MAX_FAILURES, DEFAULT_WINDOW_MS, ProcessorSpec
 
 _FUNCTION = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
@@ -48,6 +49,8 @@ def spec_error(spec: ProcessorSpec, name: str | None = None) -> str | None:
     """What is wrong with ``spec`` (and ``name``), or None."""
     if name is not None and not _NAME.match(name):
         return f"invalid processor name {name!r}: lowercase letters, digits and '-', at most 63"
+    if name is not None and reserved_name_error(name):
+        return reserved_name_error(name)
     if not spec.invoker and not _FUNCTION.match(spec.function):
         return f"function {spec.function!r} must be MODULE:NAME (e.g. mypkg.avg:average)"
     if not spec.inputs:
