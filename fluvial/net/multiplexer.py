@@ -39,6 +39,7 @@ import trio
 
 from fluvial.errors import ConnectionLost
 from fluvial.net.errors import ConnectError, RequestTimeout
+from fluvial.net.tls import TlsStream
 from fluvial.protocol.api import ApiVersionsRequest, ApiVersionsResponse, decode_response
 from fluvial.protocol.codec import DecodeError
 from fluvial.protocol.connection import ClientProtocol, ClientProtocolStatistics
@@ -421,7 +422,7 @@ async def open_connection(host: str, port: int, *, ssl_context: ssl.SSLContext |
         raise ConnectError(detail=f"cannot connect to {peer}: {exc}") from exc
     stream: trio.abc.Stream = tcp
     if ssl_context is not None:
-        tls = trio.SSLStream(tcp, ssl_context, server_hostname=server_hostname or host)
+        tls = TlsStream(tcp, ssl_context, server_hostname=server_hostname or host)
         try:
             await tls.do_handshake()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
