@@ -224,6 +224,9 @@ class ServerConnection:
                 self._break("a write was interrupted part-way")
 
     async def _write_parts(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        if isinstance(self._stream, TlsStream):  # the whole frame in one transport write
+            await self._stream.send_all_parts(parts)
+            return
         for part in parts:
             if part:
                 await self._stream.send_all(part)

@@ -11,9 +11,10 @@ large frames (see its docstring and docs/performance.md, "TLS").
 
 from __future__ import annotations
 
+import functools
 import os
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import trio
@@ -234,8 +235,9 @@ class TlsStream(trio.abc.Stream):
         finally:
             self._receive_lock.release()
 
-    async def _drive(self, operation: Callable[[], T]) -> T:
-        """Run an SSL object call until it neither wants to read nor has anything to send."""
+    async def _drive(self, operation: Callable[[], T], *, flush: bool = True) -> T:
+        """Run an SSL object call until it no longer wants to read; then send what it produced
+        (unless ``flush`` is false: the caller sends it with what follows)."""
         while True:
             try:
                 result = operation()
@@ -246,7 +248,8 @@ class TlsStream(trio.abc.Stream):
             except (ssl.SSLError, ssl.CertificateError) as exc:
                 await self._flush_quietly()  # e.g. the alert telling the peer why
                 raise self._broken(exc) from exc
-            await self._flush()
+            if flush:
+                await self._flush()
             return result
 
     async def _flush_quietly(self) -> None:
@@ -332,13 +335,21 @@ class TlsStream(trio.abc.Stream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt ``data`` and write it to the transport in one ``send_all``."""
+        await self.send_all_parts((data,))
+
+    async def send_all_parts(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        """``send_all`` of each part in turn, without joining them, in one transport write
+        (``ServerConnection.send_parts`` writes a frame's prefix and stored batches so)."""
         if not self._handshaken:
             await self.do_handshake()
         self._check()
-        if not data:  # SSLObject.write(b"") would mean something else
+        for part in parts:
+            if part:  # SSLObject.write(b"") would mean something else
+                await self._drive(functools.partial(self._ssl.write, part), flush=False)
+        if self._outgoing.pending:
+            await self._flush()
+        else:
             await trio.lowlevel.checkpoint()
-            return
-        await self._drive(lambda: self._ssl.write(data))
 
     async def wait_send_all_might_not_block(self) -> None:
         self._check()

@@ -195,3 +195,40 @@ async def test_a_large_frame_through_serve_tcp_and_open_connection(start_echo_se
                 assert payload[4:] == body
             assert (await conn.call(E(9, "small"), 0)).text == "small"
     assert isinstance(server.connections[0]._stream, TlsStream)
+
+
+class CountingStream(trio.abc.Stream):
+    """A transport that counts its writes."""
+
+    def __init__(self, inner: trio.abc.Stream):
+        self.inner, self.writes = inner, 0
+
+    async def send_all(self, data) -> None:
+        self.writes += 1
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes=None):
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_parts_leave_in_order_in_one_transport_write(certs):
+    server_ctx, client_ctx = contexts(certs)
+    client_raw, server_raw = trio.testing.memory_stream_pair()
+    counting = CountingStream(server_raw)
+    server = TlsStream(counting, server_ctx, server_side=True)
+    client = TlsStream(client_raw, client_ctx, server_hostname="localhost")
+    big = os.urandom(100_000)
+    with trio.fail_after(10):
+        await handshaken(server, client)
+        before = counting.writes
+        await server.send_all_parts([b"\x00\x01", b"", memoryview(b"prefix"), bytearray(big)])
+        assert counting.writes == before + 1
+        assert await receive_exactly(client, 8 + len(big)) == b"\x00\x01prefix" + big
+        await server.send_all_parts([])  # nothing to send: nothing written
+        assert counting.writes == before + 1
