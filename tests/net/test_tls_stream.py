@@ -116,16 +116,16 @@ async def test_any_transport_read_size_works_from_the_handshake_on(certs, transp
 
 
 async def test_eof_without_close_notify_breaks_the_stream(certs):
-    server, client, client_raw = memory_pair(certs, 65536)
+    server, client = await tcp_pair(certs)
     with trio.fail_after(10):
-        await handshaken(server, client)
         await client.send_all(b"last words")
-        await client_raw.aclose()  # the transport ends, no close_notify
+        await client.transport_stream.aclose()  # the TCP connection ends, no close_notify
         assert await receive_exactly(server, 10) == b"last words"  # what came before is kept
         with pytest.raises(trio.BrokenResourceError):
             await server.receive_some()
         with pytest.raises(trio.BrokenResourceError):  # and it stays broken
             await server.send_all(b"x")
+    await server.aclose()
 
 
 async def test_a_record_that_does_not_verify_breaks_the_stream(certs):
