@@ -48,7 +48,7 @@ import trio
 from fluvial.errors import ConnectionLost
 from fluvial.net.errors import LocalProtocolError
 from fluvial.protocol.codec import DecodeError
-from fluvial.net.tls import TlsStream
+from fluvial.net.tls import TLS_RECEIVE_BYTES, TlsStream
 from fluvial.protocol.frame import DEFAULT_MAX_FRAME_BYTES, FrameDecoder
 
 log = logging.getLogger(__name__)
@@ -287,6 +287,8 @@ class ServerConnection:
     async def _read_loop(self, handler: Handler, nursery: trio.Nursery) -> None:
         decoder = FrameDecoder(self.limits.max_frame_bytes)
         receive_bytes = self.limits.receive_bytes
+        if isinstance(self._stream, TlsStream):  # decrypted reads are cheaper in fewer, larger steps
+            receive_bytes = max(receive_bytes, TLS_RECEIVE_BYTES)
         while True:
             with trio.CancelScope(deadline=self._read_deadline()) as scope:
                 self._read_scope = scope

@@ -24,6 +24,9 @@ T = TypeVar("T")
 
 TRANSPORT_RECEIVE_BYTES = 256 * 1024  # one transport read feeds up to 16 full TLS records
 DEFAULT_RECEIVE_BYTES = 256 * 1024
+# What serve_tcp and the client multiplexer ask a TlsStream for at a time (at least): each
+# receive_some costs a scheduling point and a decoder feed, so fewer, larger ones.
+TLS_RECEIVE_BYTES = 256 * 1024
 
 
 def server_ssl_context(cert_file: PathLike, key_file: PathLike, *, ca_file: PathLike | None = None,
