@@ -118,6 +118,10 @@ async def test_any_transport_read_size_works_from_the_handshake_on(certs, transp
 async def test_eof_without_close_notify_breaks_the_stream(certs):
     server, client = await tcp_pair(certs)
     with trio.fail_after(10):
+        await server.send_all(b"hi")
+        # The client reads everything sent to it (session tickets too), so that closing its
+        # socket sends a FIN, not a reset.
+        assert await receive_exactly(client, 2) == b"hi"
         await client.send_all(b"last words")
         await client.transport_stream.aclose()  # the TCP connection ends, no close_notify
         assert await receive_exactly(server, 10) == b"last words"  # what came before is kept
