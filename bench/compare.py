@@ -4,7 +4,11 @@ What it starts, each on 127.0.0.1 with its data in a temporary directory, and st
 
 * fluvial: ``fluvial cluster start --spus 3 --sc-port 0 --no-tls`` (an SC and three SPUs), with
   one topic of one partition per workload, at replication 1 and at replication 3. Plaintext,
-  because Redis and NATS run plaintext here.
+  because Redis and NATS run plaintext here. Unless ``--no-tls``, a second cluster started with
+  TLS (what ``fluvial cluster start`` gives a new user; the client uses the ``local`` profile it
+  writes, mutual TLS) gives the rows "fluvial TLS RF=1"; both clusters run side by side and the
+  plaintext and TLS workloads alternate within each run, so their ratio is measured under the
+  same load.
 * Redis 7 (``redis-server``): ``appendonly yes`` with ``appendfsync always``, then a fresh server
   with ``appendfsync everysec``; one stream per workload.
 * NATS JetStream (``nats-server -js``): file storage, one stream of one subject per workload.
@@ -41,7 +45,7 @@ Anything in an existing RESULTS.md below the line ``<!-- notes: kept by compare.
 
 Usage: python bench/compare.py [--runs 3] [--small 200000] [--large 50000]
        [--latency-seconds 5] [--rate 1000] [--systems fluvial,redis,nats] [--dir DIR]
-       [--results PATH | --no-results]
+       [--no-tls] [--results PATH | --no-results]
 """
 
 from __future__ import annotations
@@ -83,6 +87,8 @@ ACKS = {
     "fluvial RF=1": "after the leader SPU has written and fdatasync'd the batch (group commit)",
     "fluvial RF=3": "after every in-sync replica (all 3 here) has written and fdatasync'd the "
                     "batch (the HW covers it; `read_committed`)",
+    "fluvial TLS RF=1": "as fluvial RF=1, over TLS (mutual TLS, the `fluvial cluster start` "
+                        "default)",
     "redis always": "after the AOF is written and fsync'd (`appendfsync always`; Redis fsyncs once "
                     "per event-loop turn, before replies)",
     "redis everysec": "after the AOF write() only; fsync once a second in the background (up to "
@@ -90,7 +96,8 @@ ACKS = {
     "nats": "after the message is written to the file store, no fsync (JetStream 2.9 fsyncs every "
             "2 minutes; `sync_interval: always` only exists from 2.10)",
 }
-FSYNC = {"fluvial RF=1": "yes", "fluvial RF=3": "yes (x3)", "redis always": "yes",
+FSYNC = {"fluvial RF=1": "yes", "fluvial RF=3": "yes (x3)", "fluvial TLS RF=1": "yes",
+         "redis always": "yes",
          "redis everysec": "no", "nats": "no"}
 
 
@@ -253,18 +260,26 @@ def fluvial_missing() -> str | None:
 
 
 class FluvialCluster:
-    """``fluvial cluster start --spus N --sc-port 0 --no-tls`` in its own FLUVIAL_HOME."""
+    """``fluvial cluster start --spus N --sc-port 0 [--no-tls]`` in its own FLUVIAL_HOME.
 
-    def __init__(self, home: Path, spus: int = 3):
+    ``connect_args`` are what ``fluvial.connect`` takes to reach it: the endpoint in plaintext,
+    the ``local`` profile the start wrote (certificates included) with TLS.
+    """
+
+    def __init__(self, home: Path, spus: int = 3, tls: bool = False):
         self.home = home
         self.env = dict(os.environ, FLUVIAL_HOME=str(home))
         self.env.pop("FLUVIAL_CONFIG", None)
         self.pids: list[int] = []
-        self._cli("cluster", "start", "--spus", str(spus), "--sc-port", "0", "--no-tls")
+        self._cli("cluster", "start", "--spus", str(spus), "--sc-port", "0",
+                  "--tls" if tls else "--no-tls")
         state = json.loads((home / "cluster.json").read_text())
         self.pids = [m["pid"] for m in state["members"] if m.get("pid")]
         sc = next(m for m in state["members"] if m["kind"] == "sc")
         self.endpoint = f"127.0.0.1:{sc['public_port']}"
+        self.connect_args: dict = (
+            {"profile": "local", "config_path": str(home / "config")} if tls
+            else {"endpoint": self.endpoint})
 
     def _cli(self, *args: str) -> str:
         proc = subprocess.run([sys.executable, "-m", "fluvial.cli.main", *args], env=self.env,
@@ -344,41 +359,60 @@ async def fluvial_latency(fl, topic: str, seconds: float, rate: int) -> dict[str
     return latency_summary(latencies, n)
 
 
-async def fluvial_runs(endpoint: str, args, replications: tuple[int, ...]) -> dict[str, list[dict]]:
-    import fluvial
-
-    out: dict[str, list[dict]] = {f"fluvial RF={rf}": [] for rf in replications}
+async def fluvial_row(fl, args, rf: int, run: int) -> dict[str, float]:
+    """One run of every workload on one cluster at replication ``rf``."""
     small, large = os.urandom(SMALL_BYTES), os.urandom(LARGE_BYTES)
-    async with fluvial.connect(endpoint=endpoint) as fl:
+    res: dict[str, float] = {}
+    for name, n, value in (("small", args.small, small), ("large", args.large, large)):
+        topic = f"bench-rf{rf}-{name}-{run}"
+        await fl.admin.create_topic(topic, partitions=1, replication=rf)
+        await fluvial_wait_ready(fl, topic, rf)
+        gc.collect()
+        res[f"produce-{name}"] = n / await fluvial_produce(fl, topic, n, value)
+        gc.collect()
+        res[f"consume-{name}"] = n / await fluvial_consume(fl, topic, n, len(value))
+    topic = f"bench-rf{rf}-latency-{run}"
+    await fl.admin.create_topic(topic, partitions=1, replication=rf)
+    await fluvial_wait_ready(fl, topic, rf)
+    gc.collect()
+    res.update(await fluvial_latency(fl, topic, args.latency_seconds, args.rate))
+    for name in ("small", "large", "latency"):  # keep the disk from filling up
+        await fl.admin.delete_topic(f"bench-rf{rf}-{name}-{run}")
+    return res
+
+
+async def fluvial_runs(rows: list[tuple[str, dict, int]], args) -> dict[str, list[dict]]:
+    """``rows``: (label, connect arguments, replication); the rows alternate within each run."""
+    import fluvial
+    from contextlib import AsyncExitStack
+
+    out: dict[str, list[dict]] = {label: [] for label, _, _ in rows}
+    async with AsyncExitStack() as stack:
+        clients: dict[str, object] = {}
+        for _, connect_args, _ in rows:
+            key = json.dumps(connect_args, sort_keys=True)
+            if key not in clients:
+                clients[key] = await stack.enter_async_context(fluvial.connect(**connect_args))
         for run in range(args.runs):
-            for rf in replications:
-                res: dict[str, float] = {}
-                for name, n, value in (("small", args.small, small), ("large", args.large, large)):
-                    topic = f"bench-rf{rf}-{name}-{run}"
-                    await fl.admin.create_topic(topic, partitions=1, replication=rf)
-                    await fluvial_wait_ready(fl, topic, rf)
-                    gc.collect()
-                    res[f"produce-{name}"] = n / await fluvial_produce(fl, topic, n, value)
-                    gc.collect()
-                    res[f"consume-{name}"] = n / await fluvial_consume(fl, topic, n, len(value))
-                topic = f"bench-rf{rf}-latency-{run}"
-                await fl.admin.create_topic(topic, partitions=1, replication=rf)
-                await fluvial_wait_ready(fl, topic, rf)
-                gc.collect()
-                res.update(await fluvial_latency(fl, topic, args.latency_seconds, args.rate))
-                out[f"fluvial RF={rf}"].append(res)
-                progress(f"fluvial RF={rf}", run, res)
-                for name in ("small", "large", "latency"):  # keep the disk from filling up
-                    await fl.admin.delete_topic(f"bench-rf{rf}-{name}-{run}")
+            for label, connect_args, rf in rows:
+                fl = clients[json.dumps(connect_args, sort_keys=True)]
+                res = await fluvial_row(fl, args, rf, run)
+                out[label].append(res)
+                progress(label, run, res)
     return out
 
 
 def run_fluvial(base: Path, args) -> dict[str, list[dict]]:
-    cluster = FluvialCluster(base / "fluvial", spus=3)
+    clusters = [FluvialCluster(base / "fluvial", spus=3)]
     try:
-        return trio.run(fluvial_runs, cluster.endpoint, args, (1, 3))
+        rows = [(f"fluvial RF={rf}", clusters[0].connect_args, rf) for rf in (1, 3)]
+        if args.tls:
+            clusters.append(FluvialCluster(base / "fluvial-tls", spus=3, tls=True))
+            rows.append(("fluvial TLS RF=1", clusters[1].connect_args, 1))
+        return trio.run(fluvial_runs, rows, args)
     finally:
-        cluster.stop()
+        for cluster in clusters:
+            cluster.stop()
 
 
 # -------------------------------------------------------------------------------------- redis
@@ -665,7 +699,7 @@ def run_nats(base: Path, args) -> dict[str, list[dict]]:
 
 
 def progress(label: str, run: int, res: dict[str, float]) -> None:
-    print(f"  {label:<15} run {run + 1}: produce {res['produce-small']:>9,.0f} /s (100 B) "
+    print(f"  {label:<16} run {run + 1}: produce {res['produce-small']:>9,.0f} /s (100 B) "
           f"{res['produce-large']:>8,.0f} /s (1 KiB); consume {res['consume-small']:>9,.0f} /s "
           f"{res['consume-large']:>8,.0f} /s; latency p50 {res['lat-p50']:,.0f} us "
           f"p99 {res['lat-p99']:,.0f} us", flush=True)
@@ -747,7 +781,9 @@ def render(args, results: dict[str, list[dict]], limits: dict[str, dict[str, flo
         "Everything runs on this one machine: the servers, and the bench process that drives the "
         "client. fluvial is a local cluster of an SC and 3 SPUs (separate processes), each "
         "workload a topic of 1 partition; RF=3 keeps its three replicas on the same disk. All "
-        "connections are plaintext TCP over 127.0.0.1 (fluvial `--no-tls`).",
+        "connections are plaintext TCP over 127.0.0.1 (fluvial `--no-tls`), except the \"fluvial "
+        "TLS\" rows: a second cluster started with TLS (mutual TLS, as `fluvial cluster start` "
+        "sets it up), alternating with the plaintext rows in every run.",
         "",
         "## Machine limits (same run, measured before and after the systems)",
         "",
@@ -797,6 +833,7 @@ def render(args, results: dict[str, list[dict]], limits: dict[str, dict[str, flo
           for name, s in stats.items()],
         "",
     ]
+    lines += tls_ratios(stats)
     flv = [n for n in stats if n.startswith("fluvial")]
     peers = [n for n in stats if not n.startswith("fluvial")]
     if flv and peers:
@@ -818,6 +855,25 @@ def render(args, results: dict[str, list[dict]], limits: dict[str, dict[str, flo
         lines.append("")
     lines += goals(stats)
     return "\n".join(lines) + "\n"
+
+
+TLS_PAIRS = (("fluvial TLS RF=1", "fluvial RF=1"),)
+THROUGHPUT = ("produce-small", "produce-large", "consume-small", "consume-large")
+
+
+def tls_ratios(stats: dict[str, dict]) -> list[str]:
+    """TLS / plaintext per metric, for each TLS row measured with its plaintext twin."""
+    pairs = [(t, p) for t, p in TLS_PAIRS if t in stats and p in stats]
+    if not pairs:
+        return []
+    lines = ["## TLS / plaintext (medians)", "",
+             "Throughput: 1 means TLS costs nothing. Latency: 1 means TLS adds nothing.", "",
+             "| rows | produce 100 B | produce 1 KiB | consume 100 B | consume 1 KiB | p50 | "
+             "p99 |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for t, p in pairs:
+        r = [stats[t][m][0] / stats[p][m][0] for m in (*THROUGHPUT, "lat-p50", "lat-p99")]
+        lines.append(f"| {t} / {p} | " + " | ".join(f"{x:.2f}" for x in r) + " |")
+    return lines + [""]
 
 
 def goals(stats: dict[str, dict]) -> list[str]:
@@ -843,6 +899,14 @@ def goals(stats: dict[str, dict]) -> list[str]:
     if one:
         p50 = one["lat-p50"][0]
         row("latency p50 <= 400 us (RF=1)", f"{p50:,.0f} us", p50 <= 400)
+    tls = stats.get("fluvial TLS RF=1")
+    if one and tls:
+        worst = min(THROUGHPUT, key=lambda m: tls[m][0] / one[m][0])
+        x = tls[worst][0] / one[worst][0]
+        row("TLS throughput >= 75 % of plaintext, every row (RF=1)", f"{x:.0%} (lowest: {worst})",
+            x >= 0.75)
+        x = tls["lat-p50"][0] / one["lat-p50"][0]
+        row("TLS latency p50 within 10 % of plaintext (RF=1)", f"{x - 1:+.0%}", x <= 1.10)
     if not rows:
         return []
     return ["## Goals (the issue's compass)", "", "| goal | this run | |", "| --- | ---: | --- |",
@@ -863,6 +927,8 @@ def main() -> int:
                     help="comma-separated, from fluvial, redis, nats")
     ap.add_argument("--dir", type=Path, default=None, help="where the servers' data goes "
                                                            "(default: a temporary directory)")
+    ap.add_argument("--no-tls", dest="tls", action="store_false",
+                    help="skip the fluvial TLS rows (a second cluster, with TLS)")
     ap.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "RESULTS.md")
     ap.add_argument("--no-results", action="store_true", help="print, do not write RESULTS.md")
     args = ap.parse_args()

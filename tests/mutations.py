@@ -598,6 +598,28 @@ MUTATIONS: list[Mutation] = [
              ("tests/processor/test_call_state.py::test_progress_round_trips_and_moves_the_sequence_past_the_reply",
               "tests/processor/test_call.py::test_a_call_answered_while_an_older_one_is_open_is_not_answered_again"),
              "the next call's reply reuses the sequences of the previous one: the leader drops it as a duplicate"),
+    # --- issue 20 (perf-tls): TlsStream ---
+    Mutation("tls-eof-is-truncation", "fluvial/net/tls.py",
+             "        except ssl.SSLZeroReturnError:\n",
+             "        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):\n",
+             ("tests/net/test_tls_stream.py::test_eof_without_close_notify_breaks_the_stream",),
+             "a transport EOF without close_notify reads as a clean end (a truncation goes unseen)"),
+    Mutation("tls-bad-record-ignored", "fluvial/net/tls.py",
+             "            self._broken(exc)\n            if not got:\n",
+             "            self._broken(exc)\n            if False:\n",
+             ("tests/net/test_tls_stream.py::test_a_record_that_does_not_verify_breaks_the_stream",),
+             "a record that does not verify reads as the end of the stream, not as an error"),
+    Mutation("tls-read-unbounded", "fluvial/net/tls.py",
+             "size = min(max_bytes, incoming.pending + ssl_object.pending()) or 1",
+             "size = (incoming.pending + ssl_object.pending()) or 1",
+             ("tests/net/test_tls_stream.py::test_bounded_reads_leave_the_rest_for_later",),
+             "receive_some returns more than max_bytes"),
+    Mutation("tls-parts-reordered", "fluvial/net/tls.py",
+             "        for part in parts:\n            if part:  # SSLObject.write",
+             "        for part in reversed(parts):\n            if part:  # SSLObject.write",
+             ("tests/net/test_tls_stream.py::test_parts_leave_in_order_in_one_transport_write",
+              "tests/net/test_tls_stream.py::test_a_large_frame_through_serve_tcp_and_open_connection"),
+             "the parts of a frame leave a TLS stream out of order"),
 ]
 
 

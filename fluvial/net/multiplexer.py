@@ -39,6 +39,7 @@ import trio
 
 from fluvial.errors import ConnectionLost
 from fluvial.net.errors import ConnectError, RequestTimeout
+from fluvial.net.tls import TLS_RECEIVE_BYTES, TlsStream
 from fluvial.protocol.api import ApiVersionsRequest, ApiVersionsResponse, decode_response
 from fluvial.protocol.codec import DecodeError
 from fluvial.protocol.connection import ClientProtocol, ClientProtocolStatistics
@@ -162,9 +163,10 @@ class ClientConnection:
 
     async def _reader(self) -> None:
         protocol = self._protocol
+        receive_bytes = TLS_RECEIVE_BYTES if isinstance(self._stream, TlsStream) else _RECEIVE_BYTES
         try:
             while True:
-                data = await self._stream.receive_some(_RECEIVE_BYTES)
+                data = await self._stream.receive_some(receive_bytes)
                 if not data:
                     self._fail(ConnectionLost(detail=f"connection closed by {self.peer}"))
                     return
@@ -421,7 +423,7 @@ async def open_connection(host: str, port: int, *, ssl_context: ssl.SSLContext |
         raise ConnectError(detail=f"cannot connect to {peer}: {exc}") from exc
     stream: trio.abc.Stream = tcp
     if ssl_context is not None:
-        tls = trio.SSLStream(tcp, ssl_context, server_hostname=server_hostname or host)
+        tls = TlsStream(tcp, ssl_context, server_hostname=server_hostname or host)
         try:
             await tls.do_handshake()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:

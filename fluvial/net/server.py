@@ -48,6 +48,7 @@ import trio
 from fluvial.errors import ConnectionLost
 from fluvial.net.errors import LocalProtocolError
 from fluvial.protocol.codec import DecodeError
+from fluvial.net.tls import TLS_RECEIVE_BYTES, TlsStream
 from fluvial.protocol.frame import DEFAULT_MAX_FRAME_BYTES, FrameDecoder
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class ServerConnection:
         self.peer = peer if peer is not None else _peer_address(stream)
         self.peer_cert: dict | None = None
         self.peer_cert_der: bytes | None = None
-        if isinstance(stream, trio.SSLStream):
+        if isinstance(stream, (TlsStream, trio.SSLStream)):
             self.peer_cert = stream.getpeercert() or None
             self.peer_cert_der = stream.getpeercert(binary_form=True)
         self.state: dict[str, Any] = {}
@@ -223,6 +224,9 @@ class ServerConnection:
                 self._break("a write was interrupted part-way")
 
     async def _write_parts(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        if isinstance(self._stream, TlsStream):  # the whole frame in one transport write
+            await self._stream.send_all_parts(parts)
+            return
         for part in parts:
             if part:
                 await self._stream.send_all(part)
@@ -283,6 +287,8 @@ class ServerConnection:
     async def _read_loop(self, handler: Handler, nursery: trio.Nursery) -> None:
         decoder = FrameDecoder(self.limits.max_frame_bytes)
         receive_bytes = self.limits.receive_bytes
+        if isinstance(self._stream, TlsStream):  # decrypted reads are cheaper in fewer, larger steps
+            receive_bytes = max(receive_bytes, TLS_RECEIVE_BYTES)
         while True:
             with trio.CancelScope(deadline=self._read_deadline()) as scope:
                 self._read_scope = scope
@@ -426,7 +432,7 @@ async def _serve_accepted(stream: trio.SocketStream, handler: Handler,
     try:
         served: trio.abc.Stream = stream
         if ssl_context is not None:
-            tls = trio.SSLStream(stream, ssl_context, server_side=True)
+            tls = TlsStream(stream, ssl_context, server_side=True)
             served = tls
             timeout = limits.tls_handshake_timeout_seconds
             with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
@@ -455,7 +461,7 @@ def listener_port(listeners: Sequence[trio.SocketListener]) -> int:
 
 def _peer_address(stream: trio.abc.Stream) -> tuple[str, int]:
     inner = stream
-    while isinstance(inner, trio.SSLStream):
+    while isinstance(inner, (TlsStream, trio.SSLStream)):
         inner = inner.transport_stream
     sock = getattr(inner, "socket", None)
     if sock is None:

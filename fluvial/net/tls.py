@@ -1,16 +1,32 @@
-"""``ssl.SSLContext`` builders for servers and clients, from PEM file paths.
+"""TLS for fluvial's connections: ``ssl.SSLContext`` builders, and the stream they run on.
 
 Small on purpose: TLS 1.2 or later, certificates from files, optional mutual TLS. ``serve_tcp``
 and ``open_connection`` take the contexts these return; ``ClusterTls`` builds them from the files
 ``fluvial cluster certs`` lays out. Who a certificate is and what it may do is ``fluvial.access``'s.
+
+``TlsStream`` is what ``serve_tcp`` and ``open_connection`` wrap a TCP stream in: TLS over
+``ssl.SSLObject`` and memory BIOs like ``trio.SSLStream``, tuned for a framed protocol that moves
+large frames (see its docstring and docs/performance.md, "TLS").
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import ssl
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import trio
 
 PathLike = str | os.PathLike[str]
+T = TypeVar("T")
+
+TRANSPORT_RECEIVE_BYTES = 256 * 1024  # one transport read feeds up to 16 full TLS records
+DEFAULT_RECEIVE_BYTES = 256 * 1024
+# What serve_tcp and the client multiplexer ask a TlsStream for at a time (at least): each
+# receive_some costs a scheduling point and a decoder feed, so fewer, larger ones.
+TLS_RECEIVE_BYTES = 256 * 1024
 
 
 def server_ssl_context(cert_file: PathLike, key_file: PathLike, *, ca_file: PathLike | None = None,
@@ -31,6 +47,7 @@ def server_ssl_context(cert_file: PathLike, key_file: PathLike, *, ca_file: Path
         raise ValueError("require_client_cert needs ca_file to verify client certificates")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options |= ssl.OP_NO_RENEGOTIATION  # TlsStream never reads to write (see there)
     ctx.load_cert_chain(os.fspath(cert_file), os.fspath(key_file))
     if ca_file is not None:
         ctx.load_verify_locations(cafile=os.fspath(ca_file))
@@ -51,6 +68,7 @@ def client_ssl_context(ca_file: PathLike | None = None, *, cert_file: PathLike |
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options |= ssl.OP_NO_RENEGOTIATION
     ctx.check_hostname = check_hostname
     ctx.verify_mode = ssl.CERT_REQUIRED
     if ca_file is None:
@@ -109,3 +127,260 @@ class ClusterTls:
     def member_client_context(self) -> ssl.SSLContext:
         return client_ssl_context(self._path("ca.crt"), cert_file=self._path(f"{self.member}.crt"),
                                   key_file=self._path(f"{self.member}.key"))
+
+
+class TlsStream(trio.abc.Stream):
+    """TLS over ``transport_stream`` (a ``trio.SocketStream``), full duplex: one task may receive
+    while another sends. The same job as ``trio.SSLStream``, with the same ``ssl.SSLObject``
+    underneath, done in fewer, larger steps, because fluvial's frames are large:
+
+    * **Receiving** reads the transport ``TRANSPORT_RECEIVE_BYTES`` at a time (trio.SSLStream:
+      64 KiB) and then decrypts every complete TLS record that is buffered, up to ``max_bytes``,
+      straight into one ``bytearray`` (``SSLObject.read`` into a buffer, no intermediate bytes).
+      ``trio.SSLStream.receive_some`` returns one record (16 KiB at most) per call and passes
+      through the scheduler each time, so a 1 MiB fetch response took 64 calls; here it takes 4.
+    * **Sending** encrypts the whole buffer (records of 16 KiB) and writes what that produced
+      with one ``send_all`` on the transport; bytes leave in the order they were encrypted.
+
+    It must be handshaken (``do_handshake``) before use, as ``serve_tcp`` and ``open_connection``
+    do; ``send_all`` and ``receive_some`` do it on first use otherwise. Renegotiation is refused
+    (the contexts of this module set ``OP_NO_RENEGOTIATION``; TLS 1.3 has none), so a write
+    never has to wait for a read; a peer that asks for it breaks the stream.
+
+    EOF: a TLS ``close_notify`` reads as b""; a transport EOF without one, a TLS alert, or a
+    record that does not verify raises ``trio.BrokenResourceError`` (as ``trio.SSLStream``'s
+    default), and so does every later call. If a send is cancelled part-way the stream is broken.
+
+    Attributes:
+        transport_stream: the stream underneath.
+    """
+
+    def __init__(self, transport_stream: trio.abc.Stream, ssl_context: ssl.SSLContext, *,
+                 server_side: bool = False, server_hostname: str | None = None,
+                 transport_receive_bytes: int = TRANSPORT_RECEIVE_BYTES):
+        self.transport_stream = transport_stream
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._ssl = ssl_context.wrap_bio(self._incoming, self._outgoing, server_side=server_side,
+                                         server_hostname=server_hostname)
+        self._transport_receive_bytes = transport_receive_bytes
+        self._send_lock = trio.StrictFIFOLock()  # transport writes, in encryption order
+        self._receive_lock = trio.Lock()  # one transport read at a time
+        self._receive_count = 0
+        self._handshake_lock = trio.Lock()
+        self._handshaken = False
+        self._error: BaseException | None = None  # why the stream broke
+        self._closed = False
+        self._eof = False  # the transport ended; the SSL object has been told
+
+    # ------------------------------------------------------------------------------ TLS facts
+
+    @property
+    def server_side(self) -> bool:
+        return self._ssl.server_side
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        return self._ssl.getpeercert(binary_form)
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        return self._ssl.cipher()
+
+    def version(self) -> str | None:
+        return self._ssl.version()
+
+    # ------------------------------------------------------------------------------ plumbing
+
+    def _check(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the TLS stream is closed")
+        if self._error is not None:
+            raise trio.BrokenResourceError(f"the TLS stream is broken: {self._error!r}") \
+                from self._error
+
+    def _broken(self, exc: BaseException) -> trio.BrokenResourceError:
+        if self._error is None:
+            self._error = exc
+        err = trio.BrokenResourceError(f"TLS failed: {exc!r}")
+        err.__cause__ = exc
+        return err
+
+    async def _flush(self) -> None:
+        """Send what the SSL object has produced. The bytes are taken out of the BIO before the
+        lock is waited for, and the lock is FIFO, so they leave in the order they were made."""
+        if not self._outgoing.pending:
+            return
+        data = self._outgoing.read()
+        try:
+            await _acquire(self._send_lock)
+            try:
+                await self.transport_stream.send_all(data)
+            finally:
+                self._send_lock.release()
+        except BaseException as exc:  # some of data may have gone: nothing can follow it
+            if self._error is None:
+                self._error = exc
+            raise
+
+    async def _fill(self) -> None:
+        """Feed the incoming BIO with one transport read, unless another task did meanwhile."""
+        count = self._receive_count
+        await _acquire(self._receive_lock)
+        try:
+            if count != self._receive_count:
+                return
+            data = await self.transport_stream.receive_some(self._transport_receive_bytes)
+            if data:
+                self._incoming.write(data)
+            else:
+                self._incoming.write_eof()
+                self._eof = True
+            self._receive_count += 1
+        finally:
+            self._receive_lock.release()
+
+    async def _drive(self, operation: Callable[[], T], *, flush: bool = True) -> T:
+        """Run an SSL object call until it no longer wants to read; then send what it produced
+        (unless ``flush`` is false: the caller sends it with what follows)."""
+        while True:
+            try:
+                result = operation()
+            except ssl.SSLWantReadError:
+                await self._flush()
+                await self._fill()
+                continue
+            except (ssl.SSLError, ssl.CertificateError) as exc:
+                await self._flush_quietly()  # e.g. the alert telling the peer why
+                raise self._broken(exc) from exc
+            if flush:
+                await self._flush()
+            return result
+
+    async def _flush_quietly(self) -> None:
+        try:
+            await self._flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    # ------------------------------------------------------------------------------ trio.abc.Stream
+
+    async def do_handshake(self) -> None:
+        """Run the TLS handshake (verifying the peer as the context says). Idempotent.
+
+        Raises:
+            trio.BrokenResourceError: the handshake failed (its cause says why).
+        """
+        self._check()
+        if self._handshaken:
+            await trio.lowlevel.checkpoint()
+            return
+        async with self._handshake_lock:
+            if not self._handshaken:
+                try:
+                    await self._drive(self._ssl.do_handshake)
+                except BaseException as exc:
+                    if self._error is None:
+                        self._error = exc
+                    raise
+                self._handshaken = True
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        """Up to ``max_bytes`` (default 256 KiB) decrypted bytes: every complete record buffered,
+        reading the transport only when none is. b"" after the peer's close_notify."""
+        max_bytes = DEFAULT_RECEIVE_BYTES if max_bytes is None else max_bytes
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        if not self._handshaken:
+            await self.do_handshake()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        yielded = False
+        while True:
+            self._check()
+            if self._incoming.pending or self._ssl.pending() or self._eof:
+                data = self._decrypt_buffered(max_bytes)
+                if self._outgoing.pending:  # a post-handshake message wanted an answer
+                    await self._flush()
+                    yielded = True
+                if data is not None:
+                    if not yielded:
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+                    return data
+            await self._fill()
+            yielded = True
+
+    def _decrypt_buffered(self, max_bytes: int) -> bytearray | None:
+        """What the buffered records hold, up to ``max_bytes``; None if that is nothing yet."""
+        ssl_object, incoming = self._ssl, self._incoming
+        # The plaintext is never longer than the ciphertext it comes from.
+        size = min(max_bytes, incoming.pending + ssl_object.pending()) or 1
+        buf = bytearray(size)
+        got = 0
+        try:
+            with memoryview(buf) as view:
+                while got < size:
+                    n = ssl_object.read(size - got, view[got:])
+                    if not n:  # close_notify
+                        break
+                    got += n
+                    if not incoming.pending and not ssl_object.pending():
+                        break  # another read would only want more
+        except ssl.SSLWantReadError:
+            if not got:
+                return None
+        except ssl.SSLZeroReturnError:
+            pass
+        except (ssl.SSLError, ssl.CertificateError) as exc:
+            self._broken(exc)
+            if not got:
+                raise trio.BrokenResourceError(f"TLS failed: {exc!r}") from exc
+        if got < size:
+            del buf[got:]
+        return buf
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt ``data`` and write it to the transport in one ``send_all``."""
+        await self.send_all_parts((data,))
+
+    async def send_all_parts(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        """``send_all`` of each part in turn, without joining them, in one transport write
+        (``ServerConnection.send_parts`` writes a frame's prefix and stored batches so)."""
+        if not self._handshaken:
+            await self.do_handshake()
+        self._check()
+        for part in parts:
+            if part:  # SSLObject.write(b"") would mean something else
+                await self._drive(functools.partial(self._ssl.write, part), flush=False)
+        if self._outgoing.pending:
+            await self._flush()
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        self._check()
+        async with self._send_lock:
+            await self.transport_stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        """Send close_notify (without waiting for the peer's) if the stream is healthy, then
+        close the transport. Idempotent."""
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        try:
+            if self._handshaken and self._error is None:
+                try:
+                    self._ssl.unwrap()
+                except (ssl.SSLWantReadError, ssl.SSLError):
+                    pass
+                await self._flush_quietly()
+        finally:
+            await self.transport_stream.aclose()
+
+
+async def _acquire(lock: trio.Lock | trio.StrictFIFOLock) -> None:
+    """``lock.acquire()`` without its scheduling point when the lock is free: the caller's next
+    step (a transport read or write) is one."""
+    try:
+        lock.acquire_nowait()
+    except trio.WouldBlock:
+        await lock.acquire()
