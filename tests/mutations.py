@@ -111,7 +111,7 @@ MUTATIONS: list[Mutation] = [
              "any principal granted produce on * writes the consumer-offset topic"),
     # --- the follower -------------------------------------------------------------------------
     Mutation("follower-no-recheck", "fluvial/spu/replication.py",
-             "        if not f.holds():\n            fetcher.remove(key)\n            continue\n",
+             "        if not f.holds():\n            fetcher.forget(f)\n            continue\n",
              "",
              ("tests/spu/test_replication.py::test_a_fetch_answered_after_the_spu_became_leader_touches_nothing",),
              "the follower touches its log after the SPU became leader"),
@@ -542,6 +542,11 @@ MUTATIONS: list[Mutation] = [
              "                        pass\n",
              ("tests/spu/test_replication.py::test_a_poll_with_only_a_hw_to_give_waits_a_little_for_records_to_carry_it",),
              "a HW the follower lacks waits for records (or max_wait_ms) however long they take"),
+    Mutation("superseded-answer-unfollows-successor", "fluvial/spu/replication.py",
+             "        if self.following.get(key) is f:\n            self.remove(key)\n",
+             "        self.remove(key)\n",
+             ("tests/spu/test_replication.py::test_a_fetch_answered_as_the_replica_set_grows_keeps_the_partition_followed",),
+             "an answer for an older epoch unfollows the partition the fetcher follows at the new epoch"),
     # --- proc-riff (issue 17): riff's gRPC invoker ---
     Mutation("riff-arg-index-ignored", "fluvial/processor/riff.py",
              "                                     arg_index=i))",

@@ -297,6 +297,14 @@ class LeaderFetcher:
             self.unreconciled.discard(key)
             self.backoff.pop(key, None)
 
+    def forget(self, f: Following) -> None:
+        """Stop following ``f`` (it no longer holds), but only ``f``: an answer to a fetch sent
+        for an older epoch must not unfollow the ``Following`` that replaced it meanwhile (the
+        same leader at a new epoch, as when the replica set grows)."""
+        key = (f.r.topic, f.r.partition)
+        if self.following.get(key) is f:
+            self.remove(key)
+
     def _changed(self) -> None:
         self.changed.set()
         if self.in_flight is not None:
@@ -357,7 +365,7 @@ async def _reconcile_pending(fetcher: LeaderFetcher, conn, spu_id: int) -> None:
                 _cut_corrupt_tail(f.r)
                 await _reconcile(f, conn, spu_id)
             except _Superseded:
-                fetcher.remove(key)
+                fetcher.forget(f)
                 return
             except (_Retry, OSError, trio.TooSlowError, serr.StorageError) as e:
                 fetcher.retry_later(key, f"reconcile: {e}", trio.current_time())
@@ -442,7 +450,7 @@ def _apply_answers(fetcher: LeaderFetcher, sent, resp: ia.FetchReplicasResponse)
             continue
         f, fetch_offset = entry
         if not f.holds():
-            fetcher.remove(key)
+            fetcher.forget(f)
             continue
         r, storage = f.r, f.r.storage
         step = follower_step(f.epoch, fetch_offset, a)

@@ -17,7 +17,7 @@ from fluvial.protocol import spu_api as api
 from fluvial.protocol.batch import set_leader_epoch
 from fluvial.protocol.record import decode_record_set, encode_batch
 from fluvial.spu.partition import PartitionReplica
-from fluvial.spu.replication import handle_fetch_replicas, run_follower
+from fluvial.spu.replication import Following, LeaderFetcher, handle_fetch_replicas, run_fetcher, run_follower
 from fluvial.storage.config import ReplicaConfig
 from fluvial.storage.replica import Replica
 from harness.cluster import open_test_cluster
@@ -254,6 +254,34 @@ async def test_a_reconcile_answered_after_the_epoch_moved_does_not_truncate(tmp_
     with trio.fail_after(10):
         await run_follower(ctx, r)
     assert values(r) == [(0, b"a"), (1, b"b")]
+    r.storage.close()
+
+
+async def test_a_fetch_answered_as_the_replica_set_grows_keeps_the_partition_followed(tmp_path):
+    """The leader stays, the epoch moves (a replica joined) while a fetch is out, and the SPU
+    hands the fetcher the new ``Following`` (SpuContext._follow). The old fetch's answer,
+    delivered anyway, is dropped, and the partition goes on being fetched at the new epoch."""
+    r = open_replica(tmp_path, assignment())
+    fetcher = LeaderFetcher(LEADER)
+    fetcher.add(Following(r, LEADER, 1))
+
+    async def answer(req):
+        if isinstance(req, ia.OffsetForLeaderEpochRequest):
+            return ia.OffsetForLeaderEpochResponse(OK, req.requested_epoch, r.storage.leo)
+        if req.leader_epoch == 1:
+            r.reassign(assignment(epoch=2, replicas=(LEADER, FOLLOWER, 3)))
+            fetcher.add(Following(r, LEADER, 2))
+            return fetched(1, batch(b"old epoch", 1, 0), hw=1, leo=1)
+        if r.storage.leo == 0:
+            return fetched(2, batch(b"new epoch", 2, 0), hw=1, leo=1)
+        r.reassign(assignment(leader=FOLLOWER, epoch=3))  # done: this SPU leads now
+        return NOT_LEADER
+
+    ctx = ScriptedLeader(r, answer)
+    with trio.fail_after(10):
+        await run_fetcher(ctx, fetcher)
+    assert [q.leader_epoch for q in ctx.requests if isinstance(q, ia.FetchPartition)][:2] == [1, 2]
+    assert values(r) == [(0, b"new epoch")]
     r.storage.close()
 
 
