@@ -204,6 +204,24 @@ async def test_record_headers_and_content_types_cross_the_invoker(fl, new_topic)
                                         "fluvial-processor-window": b"up:0"}
 
 
+async def test_a_call_to_a_riff_processor_is_one_invoke_call(fl, new_topic):
+    """``fl.call`` on a processor whose function sits behind a riff invoker: the call's records
+    are one Invoke call, half-closed at the call's EOS, and its outputs come back to the caller."""
+    with RiffServer(upper) as server, trio.fail_after(TIMEOUT):
+        src, dst = await new_topic(), await new_topic()
+        async with trio.open_nursery() as n:
+            await _start(fl, n, "rcall", processor_spec("", [src], [dst], window_count=1, invoker=server.url))
+            async with fl.call("rcall") as (sink, source):
+                for v in (b"one", b"two", b"three"):
+                    await sink.send(v)
+                await sink.aclose()
+                got = [r async for r in source]
+            n.cancel_scope.cancel()
+        assert [r.value for r in got] == [b"ONE", b"TWO", b"THREE"]
+        assert server.calls == 1 and [f.payload for f in server.inputs] == [b"one", b"two", b"three"]
+        assert await _read(fl, dst, 0) == []  # a call's outputs go to its reply only
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
