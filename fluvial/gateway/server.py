@@ -55,6 +55,7 @@ from fluvial.gateway.model import (
     topic_for_stream,
 )
 from fluvial.gateway.registry import Registry, TooManySubscriptions
+from fluvial.net.tls import TlsStream
 
 log = logging.getLogger("fluvial.gateway")
 
@@ -317,7 +318,7 @@ class Gateway:
         if self.config.send_buffer_bytes is not None:
             stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.send_buffer_bytes)
         if self.config.ssl_context is not None:
-            stream = trio.SSLStream(stream, self.config.ssl_context, server_side=True)
+            stream = TlsStream(stream, self.config.ssl_context, server_side=True)
         try:
             self._slots.acquire_nowait()
         except trio.WouldBlock:
