@@ -227,7 +227,9 @@ class ServerConnection:
         ``intact``, when given, is asked before every read or send of file bytes that follows
         an await: False means the file bytes may no longer be the ones the frame counts (the
         log was truncated meanwhile), and the frame is cut there, which closes the connection.
-        The bytes already sent were read before the change.
+        ``os.sendfile`` does not copy: the kernel sends from the page cache until the peer has
+        the bytes, so a caller sends only file bytes that are never rewritten in place (a log's
+        batches below its HW); ``intact`` guards the rest of the frame, not what is queued.
 
         Raises:
             LocalProtocolError: the pieces are not exactly one frame, or a region has a

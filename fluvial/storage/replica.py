@@ -315,7 +315,9 @@ class ReadResult:
         replica close a segment's own descriptor (and its number may then name another file);
         a duplicate keeps the file it was made from open until the block ends, with the bytes
         this read counted. Call it right after ``read`` (no await in between) and ask
-        ``intact()`` after every await while sending.
+        ``intact()`` after every await while sending. ``os.sendfile`` sends from the page
+        cache until the peer has the bytes: send this way only batches that are never cut and
+        rewritten in place (below the HW).
 
         Raises:
             OffsetOutOfRange: the data was truncated or deleted since the read.
