@@ -288,21 +288,26 @@ class StreamWindow:
 
     next: int
     limit: int  # responses in flight at most
-    byte_limit: int  # bytes in flight at most (a response holds at least one batch)
+    max_bytes: int  # what one response holds at most (but one batch)
     in_flight: list[tuple[int, int]] = field(default_factory=list)  # (end offset, bytes), in order
 
-    def budget(self) -> int:
-        """The bytes the next response may hold; 0: wait for an acknowledgement."""
-        if len(self.in_flight) >= self.limit:
-            return 0
-        return max(self.byte_limit - sum(n for _, n in self.in_flight), 0)
+    def open(self) -> bool:
+        """Whether another response may go: fewer than ``limit`` in flight, and less than
+        ``max_bytes`` in them (so at most 2 x ``max_bytes`` with the next one, unless a single
+        batch is larger)."""
+        return (len(self.in_flight) < self.limit
+                and sum(n for _, n in self.in_flight) < self.max_bytes)
 
     def sent(self, end: int, size: int) -> None:
         self.in_flight.append((end, size))
         self.next = end
 
     def acknowledged(self, offset: int) -> None:
-        """The consumer is at ``offset``: every response ending there or before is done."""
+        """The consumer took the oldest response in flight and is at ``offset`` (a consumer
+        acknowledges each response, in order): it, and any later one ending at ``offset`` or
+        before, are done."""
+        if self.in_flight:
+            self.in_flight.pop(0)
         while self.in_flight and self.in_flight[0][0] <= offset:
             self.in_flight.pop(0)
         if not self.in_flight:
@@ -315,8 +320,11 @@ def _streams(conn) -> dict[int, FetchStream]:
 
 def zero_copy_read(conn, chunk: ReadResult, hw: int) -> bool:
     """Whether ``chunk`` may leave with sendfile: a plain TCP connection, a read large enough
-    to gain from it, only committed batches (below ``hw``, never truncated under the send), and
-    served byte for byte as stored (``served_records`` would change nothing)."""
+    to gain from it, only committed batches, and served byte for byte as stored
+    (``served_records`` would change nothing). Committed: below ``hw``. The kernel sends from
+    the page cache until the consumer has the bytes, so they must never be rewritten in place;
+    a log is cut (and refilled) only above its HW, while compaction and retention replace or
+    delete whole files, which the send's duplicated descriptors keep open."""
     return (conn.zero_copy and chunk.size >= SENDFILE_MIN_BYTES and chunk.next_offset <= hw
             and served_as_stored(conn, chunk.attributes))
 
@@ -410,7 +418,7 @@ async def handle_stream_fetch(ctx, conn, header, req: api.StreamFetchRequest) ->
     replica.waiters.add(stream.waiter)
     # a SmartModule stream keeps one response in flight: what it sends depends on what it read
     window = StreamWindow(req.fetch_offset, 1 if chain is not None else MAX_UNACKED_RESPONSES,
-                          max_bytes if chain is not None else 2 * max_bytes)
+                          max_bytes)
     try:
         unsent_from = None  # SmartModules: where the reads that sent nothing began
         checked = None  # the start offset last checked against the log's bounds
@@ -433,8 +441,7 @@ async def handle_stream_fetch(ctx, conn, header, req: api.StreamFetchRequest) ->
                         f"start offset: {pos} is greater than leo: {replica.leo}"))
                     return
                 checked = pos
-            budget = window.budget()
-            if pos < replica.limit(committed) and budget:
+            if pos < replica.limit(committed) and window.open():
                 if chain is not None:
                     reached, size, failed = await _send_chain_fetch(
                         ctx, conn, header, stream, replica, chain, pos, max_bytes, committed,
@@ -449,7 +456,7 @@ async def handle_stream_fetch(ctx, conn, header, req: api.StreamFetchRequest) ->
                         window.sent(reached, size)
                 else:
                     reached, size = await _send_fetch(ctx, conn, header, stream, replica, pos,
-                                                      min(max_bytes, budget), committed)
+                                                      max_bytes, committed)
                     if size:
                         window.sent(reached, size)
                 if reached != pos:
