@@ -15,11 +15,15 @@ Theory of operation
   (a synchronous append to a log; acquiring a ``trio.StrictFIFOLock``, which takes the lock before
   it yields) happens in the order the client sent the requests, as in Fluvio, whose SPU handles
   produce requests one after the other.
-* **Writes are whole and serialised.** ``send``, ``send_parts`` and ``sendfile`` hold one
-  ``trio.StrictFIFOLock``, so frames for different correlation ids (stream pushes and replies) never
-  interleave. Each checks that the bytes it is given form exactly one frame before writing any.
-  A write that fails or is cancelled part-way leaves half a frame on the wire: the connection is
-  then closed, and later sends raise ``ConnectionLost``.
+* **Writes are whole and serialised.** ``send``, ``send_parts``, ``send_regions`` and ``sendfile``
+  hold one ``trio.StrictFIFOLock``, so frames for different correlation ids (stream pushes and
+  replies) never interleave. Each checks that the bytes it is given form exactly one frame before
+  writing any. A write that fails or is cancelled part-way leaves half a frame on the wire: the
+  connection is then closed, and later sends raise ``ConnectionLost``.
+* **Few syscalls, few copies.** On plain TCP a frame given in pieces leaves in one ``sendmsg``
+  (a writev: the pieces are not joined), and file pieces (``FileRegion``) go with
+  ``os.sendfile`` straight from the page cache. On TLS every piece is encrypted anyway: the
+  frame is one ``TlsStream.send_all_parts`` and file pieces are read with ``os.pread``.
 * **Closing.** A connection ends when the peer closes it, when the framing is broken (a negative or
   oversized size prefix), on a timeout, when a handler raises, or when ``conn.close()`` is called.
   Then every running handler is cancelled (they run inside the connection's cancel scope),
@@ -41,7 +45,7 @@ import ssl
 import struct
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
@@ -58,6 +62,20 @@ Handler = Callable[["ServerConnection", bytes], Awaitable[None]]
 _SIZE = struct.Struct(">i")
 _COALESCE_BYTES = 64 * 1024  # parts smaller than this in total are joined into one write
 _SENDFILE_CHUNK_BYTES = 1024 * 1024
+_IOV_MAX = 1024  # pieces per sendmsg (Linux's UIO_MAXIOV)
+
+
+class FileRegion(NamedTuple):
+    """``count`` bytes of the open file ``fd`` from ``offset``: a piece of a frame that
+    ``send_regions`` writes from the file, on plain TCP without reading it into Python. The
+    file position of ``fd`` is not used or moved."""
+
+    fd: int
+    offset: int
+    count: int
+
+
+Piece = bytes | bytearray | memoryview | FileRegion
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,44 +186,75 @@ class ServerConnection:
         """
         await self.send_parts((frame,))
 
+    @property
+    def zero_copy(self) -> bool:
+        """Whether file pieces (``FileRegion``) leave without passing through Python: a plain
+        TCP connection where ``os.sendfile`` exists. Over TLS they are read and encrypted."""
+        return isinstance(self._stream, trio.SocketStream) and hasattr(os, "sendfile")
+
     async def send_parts(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
         """Write one frame given as pieces, e.g. ``[prefix, stored_batch, ...]``.
 
         The first piece starts with the size prefix, and the pieces together hold exactly the
-        bytes it announces. Small pieces are joined into one write; large ones are written as
-        they are, without copying.
+        bytes it announces. They are written without being joined: one ``sendmsg`` on plain
+        TCP, one TLS write on TLS.
 
         Raises:
             LocalProtocolError: the pieces are not exactly one frame; nothing was written.
             ConnectionLost: the connection is closed or broke while writing.
         """
-        total = sum(len(p) for p in parts)
-        _check_frame(parts[0] if parts else b"", total)
-        async with self._send_lock:
-            self._check_open()
-            if total <= _COALESCE_BYTES and len(parts) > 1:
-                parts = (b"".join(parts),)
-            await self._guarded_write(self._write_parts(parts))
-        self._frames_sent += 1
+        await self.send_regions(parts)
 
     async def sendfile(self, prefix: bytes, fd: int, offset: int, count: int) -> None:
-        """Write one frame made of ``prefix`` then ``count`` bytes of file ``fd`` from ``offset``.
-
-        On a plain TCP connection the file bytes go with ``os.sendfile`` (no copy through Python);
-        otherwise (TLS, wrapped streams) they are read with ``os.pread`` in 1 MiB chunks. The file
-        position of ``fd`` is not used or moved.
+        """Write one frame made of ``prefix`` then ``count`` bytes of file ``fd`` from ``offset``
+        (``send_regions([prefix, FileRegion(fd, offset, count)])``).
 
         Raises:
             LocalProtocolError: ``prefix``'s size does not announce ``len(prefix) - 4 + count``.
             ConnectionLost: the connection is closed or broke while writing, or the file ended
                 before ``count`` bytes (the frame is then cut short, so the connection is closed).
         """
-        if count < 0 or offset < 0:
-            raise LocalProtocolError(f"sendfile: offset {offset} and count {count} must be >= 0")
-        _check_frame(prefix, len(prefix) + count)
+        await self.send_regions((prefix, FileRegion(fd, offset, count)))
+
+    async def send_regions(self, parts: Sequence[Piece],
+                           intact: Callable[[], bool] | None = None) -> None:
+        """Write one frame given as pieces of memory and of files (``FileRegion``).
+
+        On plain TCP (``zero_copy``) the memory pieces between two file pieces leave in one
+        ``sendmsg`` and the file pieces with ``os.sendfile``; otherwise file pieces are read
+        with ``os.pread``, 1 MiB at a time. The descriptors must stay open until this returns.
+
+        ``intact``, when given, is asked before every read or send of file bytes that follows
+        an await: False means the file bytes may no longer be the ones the frame counts (the
+        log was truncated meanwhile), and the frame is cut there, which closes the connection.
+        ``os.sendfile`` does not copy: the kernel sends from the page cache until the peer has
+        the bytes, so a caller sends only file bytes that are never rewritten in place (a log's
+        batches below its HW); ``intact`` guards the rest of the frame, not what is queued.
+
+        Raises:
+            LocalProtocolError: the pieces are not exactly one frame, or a region has a
+                negative offset or count; nothing was written.
+            ConnectionLost: the connection is closed or broke while writing, a file ended
+                before its region did, or ``intact`` said no (the frame is then cut short, so
+                the connection is closed).
+        """
+        total = 0
+        for p in parts:
+            if isinstance(p, FileRegion):
+                if p.count < 0 or p.offset < 0:
+                    raise LocalProtocolError(f"sendfile: offset {p.offset} and count {p.count} "
+                                             f"must be >= 0")
+                total += p.count
+            else:
+                total += len(p)
+        _check_frame(parts[0] if parts else b"", total)
         async with self._send_lock:
             self._check_open()
-            await self._guarded_write(self._write_file(prefix, fd, offset, count))
+            if self.zero_copy:
+                write = self._write_socket(self._stream.socket, parts, intact)
+            else:
+                write = self._write_copied(parts, intact)
+            await self._guarded_write(write)
         self._frames_sent += 1
 
     async def _guarded_write(self, write: Awaitable[None]) -> None:
@@ -223,43 +272,80 @@ class ServerConnection:
             if not done and self._broken is None:
                 self._break("a write was interrupted part-way")
 
-    async def _write_parts(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
-        if isinstance(self._stream, TlsStream):  # the whole frame in one transport write
-            await self._stream.send_all_parts(parts)
-            return
+    async def _write_socket(self, sock: trio.socket.SocketType, parts: Sequence[Piece],
+                            intact: Callable[[], bool] | None) -> None:
+        memory: list = []
         for part in parts:
-            if part:
+            if isinstance(part, FileRegion):
+                if memory:
+                    await _sendmsg_all(sock, memory)
+                    memory = []
+                await self._sendfile_socket(sock, part, intact)
+            elif part:
+                memory.append(part)
+        if memory:
+            await _sendmsg_all(sock, memory)
+
+    async def _write_copied(self, parts: Sequence[Piece], intact: Callable[[], bool] | None) -> None:
+        """Any stream but plain TCP: file pieces read into memory, the frame written in steps
+        of about 1 MiB (one TLS write each: ``TlsStream.send_all_parts``)."""
+        pending: list = []
+        size = 0
+        checked = False  # taking the send lock may have awaited
+        for part in parts:
+            if not isinstance(part, FileRegion):
+                if part:
+                    pending.append(part)
+                    size += len(part)
+                continue
+            position, end = part.offset, part.offset + part.count
+            while position < end:
+                if not checked and intact is not None and not intact():
+                    raise _changed(position, end)
+                chunk = os.pread(part.fd, min(_SENDFILE_CHUNK_BYTES, end - position), position)
+                if not chunk:
+                    raise _short_file(position, end)
+                pending.append(chunk)
+                size += len(chunk)
+                position += len(chunk)
+                if size >= _SENDFILE_CHUNK_BYTES:
+                    await self._write_memory(pending, size)
+                    pending, size, checked = [], 0, False
+        if pending:
+            await self._write_memory(pending, size)
+
+    async def _write_memory(self, parts: list, size: int) -> None:
+        if isinstance(self._stream, TlsStream):  # the pieces in one transport write
+            await self._stream.send_all_parts(parts)
+        elif size <= _COALESCE_BYTES or len(parts) == 1:
+            await self._stream.send_all(parts[0] if len(parts) == 1 else b"".join(parts))
+        else:
+            for part in parts:
                 await self._stream.send_all(part)
 
-    async def _write_file(self, prefix: bytes, fd: int, offset: int, count: int) -> None:
-        await self._stream.send_all(prefix)
-        if isinstance(self._stream, trio.SocketStream) and hasattr(os, "sendfile"):
-            await self._sendfile_socket(self._stream.socket, fd, offset, count)
-            return
-        position, end = offset, offset + count
+    async def _sendfile_socket(self, sock: trio.socket.SocketType, region: FileRegion,
+                               intact: Callable[[], bool] | None) -> None:
+        position, end = region.offset, region.offset + region.count
+        checked = False  # the send lock or the memory pieces before this region may have awaited
         while position < end:
-            chunk = os.pread(fd, min(_SENDFILE_CHUNK_BYTES, end - position), position)
-            if not chunk:
-                raise _short_file(position, end)
-            await self._stream.send_all(chunk)
-            position += len(chunk)
-
-    async def _sendfile_socket(self, sock: trio.socket.SocketType, fd: int, offset: int,
-                               count: int) -> None:
-        position, end = offset, offset + count
-        while position < end:
+            if not checked and intact is not None and not intact():
+                raise _changed(position, end)
+            checked = True
             try:
-                sent = os.sendfile(sock.fileno(), fd, position, min(end - position,
-                                                                    _SENDFILE_CHUNK_BYTES))
+                sent = os.sendfile(sock.fileno(), region.fd, position,
+                                   min(end - position, _SENDFILE_CHUNK_BYTES))
             except BlockingIOError:
                 await trio.lowlevel.wait_writable(sock)
+                checked = False
                 continue
             except OSError as exc:
                 raise trio.BrokenResourceError(f"sendfile failed: {exc}") from exc
             if sent == 0:
                 raise _short_file(position, end)
             position += sent
-            await trio.lowlevel.checkpoint()
+            if position < end:
+                await trio.lowlevel.checkpoint()
+                checked = False
 
     # ---------------------------------------------------------------------------------- reading
 
@@ -483,6 +569,31 @@ def _check_frame(head: bytes | bytearray | memoryview, total: int) -> None:
     (size,) = _SIZE.unpack_from(head, 0)
     if size != total - 4:
         raise LocalProtocolError(f"frame size prefix says {size} bytes but {total - 4} follow")
+
+
+async def _sendmsg_all(sock: trio.socket.SocketType, parts: list) -> None:
+    """Write every byte of ``parts`` with as few ``sendmsg`` calls (writevs) as the socket
+    takes: one, unless its buffer fills."""
+    views = [memoryview(p).cast("B") for p in parts]
+    i = 0
+    while i < len(views):
+        try:
+            sent = await sock.sendmsg(views[i:i + _IOV_MAX])
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"sendmsg failed: {exc}") from exc
+        while sent:
+            n = len(views[i])
+            if sent >= n:
+                sent -= n
+                i += 1
+            else:
+                views[i] = views[i][sent:]
+                sent = 0
+
+
+def _changed(position: int, end: int) -> trio.BrokenResourceError:
+    return trio.BrokenResourceError(
+        f"sendfile: the file changed under the frame, {end - position} bytes short of it")
 
 
 def _short_file(position: int, end: int) -> trio.BrokenResourceError:

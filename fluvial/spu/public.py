@@ -34,13 +34,13 @@ from fluvial.errors import OK, Error, ErrorCode
 from fluvial.access import allowed
 from fluvial.protocol.batch import BatchError, iter_batches
 from fluvial.net.dispatch import ApiRegistry, RequestLimits, serve_api
-from fluvial.net.server import Handler
+from fluvial.net.server import FileRegion, Handler
 from fluvial.protocol import headers_api as ha
 from fluvial.protocol import spu_api as api
 from fluvial.protocol.group_api import GROUP_REQUESTS
 from fluvial.protocol import stream_api as sta
 from fluvial.protocol.codec import DecodeError
-from fluvial.protocol.record_headers import check_header_batches, has_headers, strip_record_set
+from fluvial.protocol.record_headers import ATTR_HEADERS, check_header_batches, has_headers, strip_record_set
 from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
 from fluvial.spu.group_coordinator import GROUP_HANDLERS
 from fluvial.spu.partition import NotLeader, PartitionReplica, Waiter
@@ -52,6 +52,7 @@ from fluvial.smartmodule.chain import Chain
 from fluvial.smartmodule.engine import SmartModuleFailure
 from fluvial.spu.smartmodules import open_chain, run_chain, transform_produce
 from fluvial.storage import errors as serr
+from fluvial.storage.replica import ReadResult
 from fluvial import trace
 
 log = logging.getLogger("fluvial.spu")
@@ -255,6 +256,18 @@ async def handle_produce(ctx, conn, header, req: api.ProduceRequest) -> api.Prod
 # ----------------------------------------------------------------------------- stream fetch
 
 
+# A stream keeps sending while at most this many responses, and at most 2 x max_bytes, wait for
+# the consumer's UpdateOffsets: a consumer at the tail gets each new record as soon as the read
+# limit moves, not one round trip after its acknowledgement of the response before; a consumer
+# behind gets the next response while it decodes one. Fluvio's SPU keeps one in flight; its
+# client takes any number and acknowledges each one (spu.md §3.3).
+MAX_UNACKED_RESPONSES = 4
+
+# A response of committed batches at least this large leaves with os.sendfile on a plain TCP
+# connection (``ServerConnection.send_regions``); smaller ones cost less as one copied write.
+SENDFILE_MIN_BYTES = 64 * 1024
+
+
 @dataclass
 class FetchStream:
     stream_id: int
@@ -262,49 +275,107 @@ class FetchStream:
     partition: int
     consumer_id: str | None
     waiter: Waiter = field(default_factory=Waiter)
-    acked: int | None = None
     ack_pending: list[int] = field(default_factory=list)
     closed: bool = False  # the client is done with it (CloseStreams): the handler ends
+
+
+@dataclass
+class StreamWindow:
+    """The responses of a stream that its consumer has not acknowledged, and where the next one
+    starts (``next``): right after the last one sent, or where an acknowledgement says the
+    consumer is when nothing is in flight (spu.md §3.3: an acknowledgement below the offset
+    reached means the consumer is behind, and the stream resends from there)."""
+
+    next: int
+    limit: int  # responses in flight at most
+    max_bytes: int  # what one response holds at most (but one batch)
+    in_flight: list[tuple[int, int]] = field(default_factory=list)  # (end offset, bytes), in order
+
+    def open(self) -> bool:
+        """Whether another response may go: fewer than ``limit`` in flight, and less than
+        ``max_bytes`` in them (so at most 2 x ``max_bytes`` with the next one, unless a single
+        batch is larger)."""
+        return (len(self.in_flight) < self.limit
+                and sum(n for _, n in self.in_flight) < self.max_bytes)
+
+    def sent(self, end: int, size: int) -> None:
+        self.in_flight.append((end, size))
+        self.next = end
+
+    def acknowledged(self, offset: int) -> None:
+        """The consumer took the oldest response in flight and is at ``offset`` (a consumer
+        acknowledges each response, in order): it, and any later one ending at ``offset`` or
+        before, are done."""
+        if self.in_flight:
+            self.in_flight.pop(0)
+        while self.in_flight and self.in_flight[0][0] <= offset:
+            self.in_flight.pop(0)
+        if not self.in_flight:
+            self.next = offset
 
 
 def _streams(conn) -> dict[int, FetchStream]:
     return conn.state.setdefault("streams", {})
 
 
+def zero_copy_read(conn, chunk: ReadResult, hw: int) -> bool:
+    """Whether ``chunk`` may leave with sendfile: a plain TCP connection, a read large enough
+    to gain from it, only committed batches, and served byte for byte as stored
+    (``served_records`` would change nothing). Committed: below ``hw``. The kernel sends from
+    the page cache until the consumer has the bytes, so they must never be rewritten in place;
+    a log is cut (and refilled) only above its HW, while compaction and retention replace or
+    delete whole files, which the send's duplicated descriptors keep open."""
+    return (conn.zero_copy and chunk.size >= SENDFILE_MIN_BYTES and chunk.next_offset <= hw
+            and served_as_stored(conn, chunk.attributes))
+
+
 async def _send_fetch(ctx, conn, header, stream: FetchStream, replica: PartitionReplica,
-                      start: int, max_bytes: int, committed: bool) -> int:
-    """Send the whole batches from ``start`` up to the read limit; returns the offset reached."""
+                      start: int, max_bytes: int, committed: bool) -> tuple[int, int]:
+    """Send the whole batches from ``start`` up to the read limit, at most ``max_bytes`` of them
+    (at least one batch); returns (the offset reached, the record bytes sent), (start, 0) when
+    there was nothing to send."""
     limit = replica.limit(committed)
     chunk = replica.storage.read(start, max_bytes, limit)
+    if not chunk.size:  # a response without batches gets no acknowledgement: send none
+        return start, 0
+    hw = replica.hw
+    trace.mark("spu.stream_send", stream.topic, stream.partition, start, chunk.next_offset - 1)
+    if zero_copy_read(conn, chunk, hw):
+        prefix = api.encode_stream_fetch_response_prefix(
+            header.correlation_id, header.api_version, stream.topic, stream.stream_id,
+            stream.partition, chunk.size, high_watermark=hw,
+            log_start_offset=replica.log_start_offset)
+        with chunk.opened() as pieces:  # no await since the read: the descriptors are its files
+            await conn.send_regions([prefix, *(p if isinstance(p, bytes) else FileRegion(*p)
+                                               for p in pieces)], chunk.intact)
+        return chunk.next_offset, chunk.size
     data = served_records(conn, chunk.read_bytes())
     prefix = api.encode_stream_fetch_response_prefix(
         header.correlation_id, header.api_version, stream.topic, stream.stream_id, stream.partition,
-        len(data), high_watermark=replica.hw, log_start_offset=replica.log_start_offset)
-    if data:
-        trace.mark("spu.stream_send", stream.topic, stream.partition, start, chunk.next_offset - 1)
+        len(data), high_watermark=hw, log_start_offset=replica.log_start_offset)
     await conn.send_parts([prefix, data])
-    return chunk.next_offset if data else start
+    return chunk.next_offset, len(data)
 
 
 async def _send_chain_fetch(ctx, conn, header, stream: FetchStream, replica: PartitionReplica,
                             chain: Chain, start: int, max_bytes: int, committed: bool,
-                            span_from: int) -> tuple[int, bool, bool]:
+                            span_from: int) -> tuple[int, int | None, bool]:
     """Read from ``start`` like ``_send_fetch``, run the batches through the SmartModule chain
     and send what comes out, with ``next_filter_offset`` = the input offset reached. When the
     chain kept nothing, nothing is sent (as Fluvio's SPU does) unless this read reached the end
     of what may be read: then a response with no records tells the consumer where it is (so a
     consumer that stops at the end learns that it got there). The batches sent account for
     every offset from ``span_from`` (where the reads that sent nothing began) to the offset
-    reached. Returns (offset reached, sent, failed): a failed chain has sent its error, and the
-    stream ends."""
+    reached. Returns (offset reached, record bytes sent or None when nothing was sent, failed):
+    a failed chain has sent its error, and the stream ends."""
     limit = replica.limit(committed)
     data = replica.storage.read(start, max_bytes, limit).read_bytes()
     if not data:
-        return start, False, False
+        return start, None, False
     # a module reads records as Fluvio writes them: fluvial's record headers never reach it
     result = await run_chain(chain, strip_record_set(data), start, span_from)
     if not result.count and result.error is None and result.next_offset < limit:
-        return result.next_offset, False, False
+        return result.next_offset, None, False
     records = result.record_set()
     prefix = api.encode_stream_fetch_response_prefix(
         header.correlation_id, header.api_version, stream.topic, stream.stream_id, stream.partition,
@@ -314,7 +385,7 @@ async def _send_chain_fetch(ctx, conn, header, stream: FetchStream, replica: Par
     if result.error is not None:
         log.info("%s-%d stream %d: SmartModule failed: %s", stream.topic, stream.partition,
                  stream.stream_id, result.error.message)
-    return result.next_offset, True, result.error is not None
+    return result.next_offset, len(records), result.error is not None
 
 
 async def _send_stream_error(conn, header, topic, stream_id, partition, error: Error) -> None:
@@ -345,17 +416,22 @@ async def handle_stream_fetch(ctx, conn, header, req: api.StreamFetchRequest) ->
     streams = _streams(conn)
     streams[seq] = stream
     replica.waiters.add(stream.waiter)
+    # a SmartModule stream keeps one response in flight: what it sends depends on what it read
+    window = StreamWindow(req.fetch_offset, 1 if chain is not None else MAX_UNACKED_RESPONSES,
+                          max_bytes)
     try:
-        pos: int | None = req.fetch_offset  # where the next response starts; None: awaiting an ack
-        reached = req.fetch_offset  # the offset the last response ended at
         unsent_from = None  # SmartModules: where the reads that sent nothing began
+        checked = None  # the start offset last checked against the log's bounds
         while not stream.closed:
             if replica.closed or not replica.is_leader:
                 await _send_stream_error(conn, header, req.topic, seq, req.partition,
                                          Error(ErrorCode.NotLeaderForPartition))
                 return
             stream.waiter.reset()
-            if pos is not None:
+            while stream.ack_pending:
+                window.acknowledged(stream.ack_pending.pop(0))
+            pos = window.next
+            if pos != checked:
                 if pos < replica.log_start_offset:
                     await _send_stream_error(conn, header, req.topic, seq, req.partition, Error(
                         ErrorCode.OffsetEvicted, (pos, replica.log_start_offset)))
@@ -364,38 +440,33 @@ async def handle_stream_fetch(ctx, conn, header, req: api.StreamFetchRequest) ->
                     await _send_stream_error(conn, header, req.topic, seq, req.partition, Error.other(
                         f"start offset: {pos} is greater than leo: {replica.leo}"))
                     return
-                if pos < replica.limit(committed) and chain is not None:
-                    reached, sent, failed = await _send_chain_fetch(
+                checked = pos
+            if pos < replica.limit(committed) and window.open():
+                if chain is not None:
+                    reached, size, failed = await _send_chain_fetch(
                         ctx, conn, header, stream, replica, chain, pos, max_bytes, committed,
                         pos if unsent_from is None else unsent_from)
                     if failed:
                         return
-                    unsent_from = None if sent else (pos if unsent_from is None else unsent_from)
-                    stream.acked = None if sent else reached  # nothing sent: read on
-                elif pos < replica.limit(committed):
-                    # at most one unacknowledged response in flight (spu.md §3.3)
-                    reached = await _send_fetch(ctx, conn, header, stream, replica, pos, max_bytes,
-                                                committed)
-                    stream.acked = None
-                else:
-                    stream.acked = pos  # caught up: push as soon as data arrives
-                pos = None
-            while pos is None:
-                if stream.ack_pending:
-                    u = stream.ack_pending.pop(0)
-                    if u < reached:
-                        pos = u  # the client is behind: max_bytes capped the last response
+                    if size is None:  # the chain kept nothing: read on
+                        unsent_from = pos if unsent_from is None else unsent_from
+                        window.next = reached
                     else:
-                        stream.acked = u
+                        unsent_from = None
+                        window.sent(reached, size)
+                else:
+                    reached, size = await _send_fetch(ctx, conn, header, stream, replica, pos,
+                                                      max_bytes, committed)
+                    if size:
+                        window.sent(reached, size)
+                if reached != pos:
                     continue
-                if stream.acked is not None and stream.acked < replica.limit(committed):
-                    pos = stream.acked
-                    break
-                if replica.closed or not replica.is_leader or stream.closed:
-                    break
-                await stream.waiter.wake.wait()
-                stream.waiter.reset()
-                trace.mark("spu.stream_woken", stream.topic, stream.partition, replica.limit(committed) - 1)
+            # caught up, the window is full or nothing could be read: wait for records or an
+            # acknowledgement
+            if stream.ack_pending or stream.closed:
+                continue
+            await stream.waiter.wake.wait()
+            trace.mark("spu.stream_woken", stream.topic, stream.partition, replica.limit(committed) - 1)
     finally:
         replica.waiters.discard(stream.waiter)
         streams.pop(seq, None)
@@ -531,6 +602,13 @@ def served_records(conn, data: bytes) -> bytes:
     if conn.state.get("record_headers"):
         return data
     return strip_record_set(data)
+
+
+def served_as_stored(conn, attributes: int) -> bool:
+    """Whether batches whose attributes or together to ``attributes`` reach this connection
+    byte for byte as stored (``served_records`` changes nothing): it enabled record headers,
+    or none of them carries any."""
+    return bool(conn.state.get("record_headers")) or not attributes & ATTR_HEADERS
 
 
 async def handle_enable_record_headers(ctx, conn, header, req) -> ha.EnableRecordHeadersResponse:

@@ -78,6 +78,7 @@ journals and publishes nothing. Flushes are serialised by ``_flush_lock``.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import os
 import shutil
@@ -148,6 +149,15 @@ class FileSlice(NamedTuple):
     length: int
 
 
+class OpenSlice(NamedTuple):
+    """``length`` bytes at ``position`` of the open descriptor ``fd``: a piece of a read to
+    send with ``os.sendfile`` (``ReadResult.opened``)."""
+
+    fd: int
+    position: int
+    length: int
+
+
 class AppendResult(NamedTuple):
     """What an append wrote.
 
@@ -214,20 +224,25 @@ class ReadResult:
     """Whole batches from ``first_offset`` (the base offset of the batch holding the requested
     offset) up to ``next_offset`` (exclusive), as file slices and, on demand, as bytes.
 
-    ``hw``, ``leo`` and ``log_start_offset`` are the replica's values at the time of the read.
-    An empty result has ``first_offset == next_offset ==`` the requested offset.
+    ``hw``, ``leo`` and ``log_start_offset`` are the replica's values at the time of the read;
+    ``attributes`` is the bitwise or of every batch's attributes (whether any batch is
+    compressed, carries headers, ...). An empty result has ``first_offset == next_offset ==``
+    the requested offset.
 
     Take the bytes (``read_bytes()``) or send the slices before the replica is truncated:
     ``read_bytes()`` raises ``OffsetOutOfRange`` if a truncation or retention removed the data
-    in between.
+    in between. To send the batches without reading them (``opened``), hold the descriptors it
+    gives for as long as the send runs and ask ``intact()`` after every await.
     """
 
-    __slots__ = ("first_offset", "next_offset", "hw", "leo", "log_start_offset",
+    __slots__ = ("first_offset", "next_offset", "hw", "leo", "log_start_offset", "attributes",
                  "_chunks", "_replica", "_generation", "_bytes")
 
-    def __init__(self, replica: Replica, chunks: list[_Chunk], first_offset: int, next_offset: int):
+    def __init__(self, replica: Replica, chunks: list[_Chunk], first_offset: int, next_offset: int,
+                 attributes: int = 0):
         self.first_offset = first_offset
         self.next_offset = next_offset
+        self.attributes = attributes
         self.hw = replica.hw
         self.leo = replica.leo
         self.log_start_offset = replica.log_start_offset
@@ -284,6 +299,51 @@ class ReadResult:
     @property
     def bytes(self) -> bytes:
         return self.read_bytes()
+
+    def intact(self) -> bool:
+        """Whether the log still holds the bytes this read counted: no truncation since (a
+        truncation may cut them and appends refill the same file positions). Retention and
+        compaction replace or delete whole files; ``opened`` descriptors still read the old
+        ones."""
+        return self._generation == self._replica._generation and not self._replica._closed
+
+    @contextlib.contextmanager
+    def opened(self) -> Iterator[list[bytes | OpenSlice]]:
+        """The batches as pieces to send without reading them: an ``OpenSlice`` per segment
+        part, on a duplicate of the segment's descriptor (``os.dup``), or the bytes where the
+        read already holds them (regions it CRC-checked). Retention, compaction or closing the
+        replica close a segment's own descriptor (and its number may then name another file);
+        a duplicate keeps the file it was made from open until the block ends, with the bytes
+        this read counted. Call it right after ``read`` (no await in between) and ask
+        ``intact()`` after every await while sending. ``os.sendfile`` sends from the page
+        cache until the peer has the bytes: send this way only batches that are never cut and
+        rewritten in place (below the HW).
+
+        Raises:
+            OffsetOutOfRange: the data was truncated or deleted since the read.
+            StorageIOError: a descriptor could not be duplicated.
+        """
+        if not self.intact():
+            raise self._gone()
+        pieces: list[bytes | OpenSlice] = []
+        fds: list[int] = []
+        try:
+            for c in self._chunks:
+                if c.data is not None:
+                    pieces.append(c.data)
+                    continue
+                if c.segment.closed:  # retired since the read planned it
+                    raise self._gone()
+                try:
+                    fd = os.dup(c.segment.fd)
+                except OSError as exc:
+                    raise os_error(exc, f"duplicating the descriptor of {c.segment.log_path}") from exc
+                fds.append(fd)
+                pieces.append(OpenSlice(fd, c.position, c.length))
+            yield pieces
+        finally:
+            for fd in fds:
+                os.close(fd)
 
 
 class _Run:
@@ -864,6 +924,7 @@ class Replica:
         expected = first.base_offset
         next_offset = expected
         total = 0
+        attributes = 0
         done = False
         while True:
             run_start, run_offset, run_length = pos, expected, 0
@@ -880,6 +941,7 @@ class Replica:
                         break
                     run_length += h.size
                     total += h.size
+                    attributes |= h.attributes
                     next_offset = h.next_offset
             except CorruptLog as exc:
                 seg.mark_corrupt(exc.position, exc.offset, -1, exc.reason)
@@ -902,7 +964,7 @@ class Replica:
 
         chunks, next_offset = self._verify(chunks, next_offset)
         return ReadResult(self, chunks, first.base_offset if chunks else start_offset,
-                          next_offset if chunks else start_offset)
+                          next_offset if chunks else start_offset, attributes)
 
     def _verify(self, chunks: list[_Chunk], next_offset: int) -> tuple[list[_Chunk], int]:
         """CRC-check the parts of ``chunks`` beyond their segment's ``verified_end``; cut the
