@@ -625,6 +625,17 @@ MUTATIONS: list[Mutation] = [
              ("tests/net/test_tls_stream.py::test_parts_leave_in_order_in_one_transport_write",
               "tests/net/test_tls_stream.py::test_a_large_frame_through_serve_tcp_and_open_connection"),
              "the parts of a frame leave a TLS stream out of order"),
+    # --- perf-client (issue 20) ---
+    Mutation("direct-write-while-queued", "fluvial/net/multiplexer.py",
+             "        if self._queued or self._direct_fd < 0:\n            return False\n",
+             "        if self._direct_fd < 0:\n            return False\n",
+             ("tests/net/test_multiplexer_direct_writes.py::test_concurrent_cancelled_callers_never_cut_or_mix_frames",),
+             "a caller writes its frame directly while the writer is writing (frames interleave)"),
+    Mutation("direct-write-drops-rest", "fluvial/net/multiplexer.py",
+             "        if sent < len(frame):  # the rest goes first, before any later frame\n",
+             "        if False:\n",
+             ("tests/net/test_multiplexer_direct_writes.py::test_concurrent_cancelled_callers_never_cut_or_mix_frames",),
+             "the part of a directly written frame the kernel did not take is dropped (a cut frame)"),
 ]
 
 
