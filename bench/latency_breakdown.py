@@ -28,18 +28,27 @@ Events, in path order (``leader.*`` and ``follower.*`` only at RF=3; ``N`` is a 
   client.deliver        the bench's ``async for`` got the record
 
 Usage: python bench/latency_breakdown.py [--seconds 5] [--rate 1000] [--no-redis] [--no-trace]
-       [--rf 1,3] [--against DIR --rounds 3]
+       [--rf 1,3] [--whole] [--in-flight 1,5] [--throughput 300000]
+       [--against DIR --rounds 3]
 
-To compare with another fluvial (e.g. the commit before a change), run it from a directory
-without a ``fluvial`` package, with ``PYTHONPATH`` pointing at that tree: the cluster's
-processes inherit it. ``--no-trace`` then gives the same workload without the marks.
+``--whole``: end-to-end figures only (send -> consumer, send -> ack; no marks, no trace
+instrument, no breakdown), in interleaved rounds (``--rounds``) of every variant: this tree at
+each ``--in-flight`` value (the producer's ``max_in_flight``; omitted: the producer's default)
+and, with ``--against DIR``, the fluvial package in DIR (a directory holding ``fluvial/``, e.g.
+``git worktree add DIR main``). Each variant runs in a process of its own with ``PYTHONPATH``
+at its tree, so its client and its cluster's servers are that tree's (a client-side change
+shows). ``--throughput N`` adds, per variant and RF, the seconds to produce N records of 100 B
+(``send_many``, read_committed, as bench/compare.py's produce row) as records/s. Medians and
+ranges over the rounds are printed with the load average.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -100,7 +109,8 @@ def breakdown(events: dict[str, dict[str, list[int]]], topic: str) -> list[tuple
     return out
 
 
-async def traced_latency(fl, topic: str, seconds: float, rate: int) -> dict[str, float]:
+async def traced_latency(fl, topic: str, seconds: float, rate: int,
+                         in_flight: int | None = None) -> dict[str, float]:
     import trio
 
     from fluvial import Offset
@@ -118,7 +128,8 @@ async def traced_latency(fl, topic: str, seconds: float, rate: int) -> dict[str,
         await future.wait()
         acks.append((time.perf_counter_ns() - sent) / 1000)
 
-    async with fl.producer(topic, isolation="read_committed") as p, \
+    async with fl.producer(topic, isolation="read_committed",
+                           **producer_options(in_flight)) as p, \
             fl.consumer(topic, offset=Offset.end(), isolation="read_committed") as c:
         async def consume() -> None:
             async for r in c:
@@ -157,8 +168,33 @@ async def fluvial_part(endpoint: str, args) -> dict[int, dict[str, float]]:
             topic = f"breakdown-rf{rf}"
             await fl.admin.create_topic(topic, partitions=1, replication=rf)
             await fluvial_wait_ready(fl, topic, rf)
-            out[rf] = await traced_latency(fl, topic, args.seconds, args.rate)
+            out[rf] = await traced_latency(fl, topic, args.seconds, args.rate, args.in_flight_one)
+            if args.throughput:
+                await fl.admin.create_topic(topic + "-tp", partitions=1, replication=rf)
+                await fluvial_wait_ready(fl, topic + "-tp", rf)
+                out[rf]["rec/s"] = await produce_rate(fl, topic + "-tp", args.throughput,
+                                                      args.in_flight_one)
     return out
+
+
+async def produce_rate(fl, topic: str, n: int, in_flight: int | None) -> float:
+    """Records/s for ``n`` records of 100 B (bench/compare.py's produce row)."""
+    chunk_size = 1000
+    chunk = [b"x" * 100] * chunk_size
+    async with fl.producer(topic, isolation="read_committed", batch_size=64 * 1024,
+                           **producer_options(in_flight)) as p:
+        start = time.perf_counter()
+        for i in range(0, n, chunk_size):
+            await p.send_many(chunk if n - i >= chunk_size else chunk[:n - i])
+        await p.flush()
+        return n / (time.perf_counter() - start)
+
+
+def producer_options(in_flight: int | None) -> dict:
+    """More than one in flight needs an explicitly idempotent producer."""
+    if in_flight is None:
+        return {}
+    return {"max_in_flight": in_flight, **({"idempotent": True} if in_flight > 1 else {})}
 
 
 def run_cluster(base: Path, args, pythonpath: str | None) -> dict[int, dict[str, float]]:
@@ -222,6 +258,60 @@ def compare_rounds(base: Path, args) -> None:
         print(f"| {name} | " + " | ".join("" if c != c else f"{c:,.0f} us" for c in cols) + " |")
 
 
+def run_variant(base: Path, args, label: str, tree: str, in_flight: int | None) -> dict:
+    """One variant in a process of its own (its client from ``tree``): ``{rf: figures}``."""
+    out = base / f"{label}.json"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--one-run", str(out),
+           "--seconds", str(args.seconds), "--rate", str(args.rate), "--rf", args.rf,
+           "--throughput", str(args.throughput)]
+    if in_flight is not None:
+        cmd += ["--in-flight", str(in_flight)]
+    env = {k: v for k, v in os.environ.items() if k != "FLUVIAL_TRACE"}
+    env["PYTHONPATH"] = tree
+    subprocess.run(cmd, env=env, cwd=base, check=True)
+    return {int(k): v for k, v in json.loads(out.read_text()).items()}
+
+
+def whole_rounds(base: Path, args) -> None:
+    """``--whole``: interleaved rounds of every variant, medians and ranges."""
+    here = str(Path(__file__).resolve().parent.parent)
+    variants = [(f"this tree, in flight {f}" if f is not None else "this tree", here, f)
+                for f in (args.in_flights or [None])]
+    if args.against:
+        variants.append((f"{args.against}", str(Path(args.against).resolve()), None))
+    rows: dict[str, list[dict]] = defaultdict(list)
+    loads = []
+    for i in range(args.rounds):
+        order = variants if i % 2 == 0 else variants[::-1]  # none always goes first
+        for k, (label, tree, in_flight) in enumerate(order):
+            loads.append(os.getloadavg()[0])
+            res = run_variant(base, args, f"r{i}-{k}", tree, in_flight)
+            for rf in args.rfs:
+                r = res[rf]
+                rows[f"{label} RF={rf}"].append(r)
+                tp = f", produce {r['rec/s']:,.0f} rec/s" if "rec/s" in r else ""
+                print(f"round {i + 1} {label} RF={rf}: p50 {r['p50']:,.0f} p99 {r['p99']:,.0f} "
+                      f"ack p50 {r['ack-p50']:,.0f} us{tp} (load {loads[-1]:.1f})", flush=True)
+        red = run_redis(base / f"redis-{i}", args)
+        if red:
+            rows["Redis appendfsync always"].append(
+                {"p50": red["lat-p50"], "p99": red["lat-p99"]})
+    print(f"\nmedians [ranges] over {args.rounds} rounds, {args.rate} records/s for "
+          f"{args.seconds:g} s; load average {min(loads):.1f} to {max(loads):.1f} during the run")
+    cols = ["p50", "p99", "ack-p50"] + (["rec/s"] if args.throughput else [])
+    print("| target | send -> consumer p50 | p99 | send -> ack p50 |"
+          + (" produce 100 B (records/s) |" if args.throughput else ""))
+    print("| --- |" + " ---: |" * len(cols))
+    for name in rows:
+        cells = []
+        for c in cols:
+            v = [r[c] for r in rows[name] if c in r]
+            unit = "" if c == "rec/s" else " us"
+            cells.append("" if not v else f"{statistics.median(v):,.0f}{unit} "
+                                          f"[{min(v):,.0f}-{max(v):,.0f}]")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=5.0)
@@ -234,10 +324,27 @@ def main() -> int:
                     help="a directory holding another fluvial package: interleaved rounds of both "
                          "(implies --no-trace)")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--whole", action="store_true",
+                    help="end-to-end figures only, each variant in its own process (see above)")
+    ap.add_argument("--in-flight", default="",
+                    help="producer max_in_flight values to compare (comma-separated)")
+    ap.add_argument("--throughput", type=int, default=0,
+                    help="also produce this many 100 B records per variant and RF")
+    ap.add_argument("--one-run", default=None, help=argparse.SUPPRESS)  # a --whole variant
     args = ap.parse_args()
     args.rfs = [int(x) for x in args.rf.split(",") if x.strip()]
+    args.in_flights = [int(x) for x in args.in_flight.split(",") if x.strip()]
+    args.in_flight_one = args.in_flights[0] if len(args.in_flights) == 1 else None
+    if args.one_run:
+        with tempfile.TemporaryDirectory(prefix="fluvial-breakdown-") as tmp:
+            res = run_cluster(Path(tmp), args, None)
+        Path(args.one_run).write_text(json.dumps(res))
+        return 0
     with tempfile.TemporaryDirectory(prefix="fluvial-breakdown-") as tmp:
         base = Path(tmp)
+        if args.whole:
+            whole_rounds(base, args)
+            return 0
         if args.against:
             compare_rounds(base, args)
             return 0

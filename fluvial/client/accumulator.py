@@ -19,8 +19,13 @@ back what failed with ``reenqueue``.
   ``max_request_size`` bytes per partition (always at least one batch), skipping *muted*
   partitions (the caller mutes a partition while one of its requests is in flight, which keeps
   the partition's records in order across retries) and partitions in *backoff*. A drained open
-  batch is closed.
-* **reenqueue(batches)** puts batches that must be retried back at the front, in order.
+  batch is closed. Retried batches are drained apart from new ones, and one at a time with
+  ``retry_one_at_a_time``.
+* **reenqueue(batches)** puts batches that must be retried back at the front, in the order they
+  were created (``ProducerBatch.order``), whatever order their failures arrive in: with several
+  requests in flight per partition, the answers to a later request may come first, and an
+  idempotent producer's retries must reach the leader in sequence order (a batch resent ahead of
+  its predecessor is refused as out of order).
 
 Record size estimate: value bytes + key bytes + ``RECORD_OVERHEAD`` (the varints and flags of the
 record framing, a little generous). A batch is encoded once, by
@@ -68,14 +73,17 @@ class ProducerBatch:
         error: the exception the batch failed with, once it failed.
         waiter: anything the caller wants to hang on the batch (the producer's trio.Event).
         attempts: how many times the batch was sent.
+        order: increases with every batch the accumulator creates: the partition's order.
     """
 
     __slots__ = ("partition", "values", "keys", "size", "created_at", "first_timestamp", "deltas",
-                 "closed", "encoded", "base_offset", "error", "waiter", "attempts", "headers")
+                 "closed", "encoded", "base_offset", "error", "waiter", "attempts", "headers",
+                 "order")
 
     def __init__(self, partition: int, created_at: float, first_timestamp: int,
-                 with_deltas: bool = False):
+                 with_deltas: bool = False, order: int = 0):
         self.partition = partition
+        self.order = order
         self.values: list[bytes] = []
         self.keys: list[bytes | None] | None = None
         self.size = 0
@@ -156,6 +164,12 @@ class RecordAccumulator:
         self._queues: dict[int, deque[ProducerBatch]] = {}
         self._open: dict[int, ProducerBatch] = {}
         self._backoff: dict[int, float] = {}
+        self._created = 0
+        # Resend retried batches one per drain. With several requests in flight, the batches
+        # that failed were sent in different requests, and the leader may have stored some of
+        # them (lost answers) apart from one another: it answers a duplicate record set only
+        # when its batches were stored together, so each goes alone.
+        self.retry_one_at_a_time = False
 
     # ----------------------------------------------------------------------------- appending
 
@@ -163,7 +177,8 @@ class RecordAccumulator:
         old = self._open.get(partition)
         if old is not None:
             old.closed = True
-        b = ProducerBatch(partition, self._clock(), self._wall_ms(), self.linger > 0)
+        self._created += 1
+        b = ProducerBatch(partition, self._clock(), self._wall_ms(), self.linger > 0, self._created)
         q = self._queues.get(partition)
         if q is None:
             q = self._queues[partition] = deque()
@@ -311,6 +326,8 @@ class RecordAccumulator:
                     break
                 if taken and (head.attempts > 0) != (taken[0].attempts > 0):
                     break  # retried batches go on their own (an idempotent retry is all resent)
+                if taken and head.attempts > 0 and self.retry_one_at_a_time:
+                    break
                 q.popleft()
                 if not head.closed:
                     head.closed = True
@@ -323,13 +340,23 @@ class RecordAccumulator:
         return out
 
     def reenqueue(self, batches: list[ProducerBatch]) -> None:
-        """Put batches back at the front of their partitions' queues, keeping their order."""
-        for b in reversed(batches):
+        """Put batches back at the front of their partitions' queues, each before every batch
+        created after it (so that retries go out in creation order, also when the failures of
+        several requests come back out of order)."""
+        for b in batches:
             q = self._queues.get(b.partition)
             if q is None:
                 q = self._queues[b.partition] = deque()
             b.closed = True
-            q.appendleft(b)
+            i = 0
+            while i < len(q) and q[i].order < b.order:  # only earlier retries are passed
+                i += 1
+            q.insert(i, b)
+
+    def retry_waiting(self, partition: int) -> bool:
+        """Whether the partition's next batch is a retry (it has been sent before)."""
+        q = self._queues.get(partition)
+        return bool(q) and q[0].attempts > 0
 
     def set_backoff(self, partition: int, until: float) -> None:
         """Keep ``partition`` out of ``drain`` until the clock reaches ``until``."""

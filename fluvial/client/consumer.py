@@ -195,7 +195,7 @@ class _PartitionReader:
                 if after is not None and after > start and trace.enabled():
                     trace.mark("client.stream_recv", c.topic, s.partition, start, after - 1, at=received)
                 if after is not None:
-                    self._nursery.start_soon(self._ack, s.conn, after, s.stream_id)
+                    await self._ack(s.conn, after, s.stream_id)
                     if after > s.next_offset:
                         s.next_offset = after
                 self._delay = c.retry_backoff
@@ -234,10 +234,12 @@ class _PartitionReader:
         return False
 
     async def _ack(self, conn: Any, offset: int, stream_id: int) -> None:
+        """Acknowledge a response (the SPU sends the next only then), without waiting for the
+        answer, which says nothing the consumer acts on: no task and no wait per response. A
+        lost connection shows on the stream itself."""
         try:
-            await conn.call(UpdateOffsetsRequest([OffsetUpdate(offset, stream_id)]),
-                            timeout=self._c._fl.request_timeout)
-        except (ConnectionLost, RequestTimeout, DecodeError) as e:
+            await conn.notify(UpdateOffsetsRequest([OffsetUpdate(offset, stream_id)]))
+        except ConnectionLost as e:
             log.debug("UpdateOffsets for stream %d failed: %s", stream_id, e)
 
 

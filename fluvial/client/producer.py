@@ -20,8 +20,13 @@ record that finds its partition idle (nothing queued, nothing in flight) is disp
 
 Delivery (``delivery``):
 
-* ``at_least_once`` (default): while a partition has a request in flight it is *muted* (no second
-  request for it), so its records stay in order even across retries. A retriable failure (a
+* ``at_least_once`` (default): a partition has at most ``max_in_flight`` requests in flight;
+  at the limit it is *muted* (no further request for it). The limit is 1 by default, and always
+  without idempotence, so that a retry cannot overtake later records. A producer created with
+  ``idempotent=True`` may have up to ``MAX_REMEMBERED`` (5, Kafka's limit with idempotence) in
+  flight: the leader appends a batch
+  only when its sequence follows the last one it stored, and refuses one after a gap as out of
+  order, so records cannot land out of order; the producer resends in order (below). A retriable failure (a
   ``fluvial.errors.Retriable``: ``NotLeaderForPartition``, ``RequestTimedOut``, a lost or refused
   connection, ``SpuOffline``...) puts the batches back at the front of the queue after an
   exponential backoff (``retry_backoff`` doubling up to ``retry_backoff_max``); by then the SC's
@@ -29,6 +34,16 @@ Delivery (``delivery``):
   there. A batch is failed once ``delivery_timeout`` has passed since it was created, or at once
   on an error that is not retriable. A retry may store records twice, unless the producer is
   idempotent (below).
+
+  Resending in order (several in flight): failed batches go back to the queue in creation order
+  (``RecordAccumulator.reenqueue``), and a partition whose next batch is a retry is muted until
+  none of its requests is in flight, so every answer is in before the resend and no new batch
+  overtakes a retried one; retried batches then go one per request, one request at a time
+  (``retry_one_at_a_time``: the leader answers a resent record set as a duplicate only if its
+  batches were stored together, which batches of different requests need not be). A batch refused as out of order while an earlier batch of its
+  partition is unsettled (failed and waiting for its retry, or still in flight) was refused
+  because of that batch's gap: it is retried after it, like any retriable failure. Refused with
+  every earlier batch settled, the gap is real (a batch given up) and the batch fails.
 * ``at_most_once``: each batch is sent once, with up to ``max_in_flight`` (5) requests per
   partition awaiting their answers; a failure fails the batch.
 
@@ -77,7 +92,9 @@ from fluvial.errors import (
 from fluvial.protocol.batch import stamp_producer
 from fluvial.protocol.codec import DecodeError, EncodeError
 from fluvial.protocol.content_type import check_value
-from fluvial.protocol.producer_api import AllocateProducerIdRequest, next_sequence
+from fluvial.protocol.producer_api import (
+    MAX_REMEMBERED, OUT_OF_ORDER, AllocateProducerIdRequest, next_sequence,
+)
 from fluvial.protocol.topic_settings_api import TopicSettingsRequest
 from fluvial.protocol.record_headers import normalize_headers
 from fluvial.protocol.sc_objects import CompressionAlgorithm
@@ -184,8 +201,11 @@ class Producer:
         batch_queue_size: batches a partition may have queued before ``send`` waits.
         delivery_timeout: seconds after which a batch that keeps failing is given up.
         retry_backoff, retry_backoff_max: the first and the largest wait between retries.
-        max_in_flight: requests per partition awaiting their answer; always 1 with
-            at-least-once delivery, 5 by default with at-most-once.
+        max_in_flight: requests per partition awaiting their answer. At-most-once: 5 by
+            default. At-least-once: 1 by default; up to 5 with ``idempotent=True`` (the
+            sequences then keep the order; without a producer id the producer does not start).
+            Measured: more in flight helps only when acks are slower than the send rate on an
+            idle machine, and costs latency on a busy one (docs/performance.md).
         idempotent: stamp batches with a producer id and sequences so that retries never store
             a record twice (needs at-least-once delivery). None (default): on with at-least-once
             delivery when the SC hands out producer ids, off otherwise.
@@ -218,10 +238,15 @@ class Producer:
         self.retry_backoff_max = retry_backoff_max
         self.batch_queue_size = max(1, batch_queue_size)
         if self.delivery is DeliverySemantic.AT_LEAST_ONCE:
-            if max_in_flight not in (None, 1):
-                raise ValueError("at_least_once keeps one request in flight per partition (so "
-                                 "that a retry cannot reorder records); max_in_flight must be 1")
-            self.max_in_flight = 1
+            if max_in_flight not in (None, 1) and idempotent is not True:
+                raise ValueError("at_least_once keeps one request in flight per partition unless "
+                                 "the producer is idempotent (a retry could reorder records); "
+                                 "max_in_flight must be 1, or pass idempotent=True")
+            if max_in_flight is not None and not 1 <= max_in_flight <= MAX_REMEMBERED:
+                raise ValueError(f"max_in_flight must be 1 to {MAX_REMEMBERED} with at_least_once "
+                                 f"(the leader remembers the last {MAX_REMEMBERED} batches of a "
+                                 f"producer), not {max_in_flight}")
+            self.max_in_flight = 1 if max_in_flight is None else max_in_flight
         else:
             self.max_in_flight = 5 if max_in_flight is None else max_in_flight
             if self.max_in_flight < 1:
@@ -258,6 +283,7 @@ class Producer:
         self._wake = trio.Event()
         self._space = trio.Event()
         self._inflight: dict[int, int] = {}  # partition -> requests in flight
+        self._turns = _Turns()
         self._requests: trio.Nursery | None = None
         self._pending: set[ProducerBatch] = set()
         self._flushing = 0
@@ -300,6 +326,7 @@ class Producer:
             if self._want_idempotence:
                 await self._get_producer_id()
             self._refresh_partition_count()
+            self._acc.retry_one_at_a_time = self.max_in_flight > 1
             self._fl.nursery.start_soon(self._sender)
             self._fl._producers.add(self)
             self._started = True
@@ -441,7 +468,8 @@ class Producer:
             if self._acc.queued_batches(p) > 1:
                 self._wake.set()
                 await self._after_full_batch(p)
-            elif not self._acc.linger and p not in self._inflight and self._requests is not None:
+            elif (not self._acc.linger and self._inflight.get(p, 0) < self.max_in_flight
+                  and self._requests is not None):
                 # nothing to wait for: send it now rather than through the sender task (one
                 # scheduler round less on the way to the wire)
                 self._dispatch(self._acc.drain(trio.current_time(), only=p), self._requests,
@@ -617,15 +645,26 @@ class Producer:
 
     def _muted(self) -> Iterable[int]:
         """Partitions the sender must leave alone: those with ``max_in_flight`` requests in
-        flight (with at-least-once delivery, one: a retry then cannot overtake later records)."""
+        flight, and those with a retry waiting while any of their requests is in flight (the
+        retry goes once every answer is in and every failed batch is back in order)."""
         if self.max_in_flight == 1:
             return self._inflight
-        return [p for p, n in self._inflight.items() if n >= self.max_in_flight]
+        return [p for p, n in self._inflight.items()
+                if n >= self.max_in_flight or self._acc.retry_waiting(p)]
+
+    def _unsettled_before(self, batch: ProducerBatch) -> bool:
+        """Whether an earlier batch of ``batch``'s partition is neither acknowledged nor
+        failed: a refusal of ``batch`` as out of order is then that batch's gap."""
+        p, order = batch.partition, batch.order
+        return any(b.partition == p and b.order < order and not b.done for b in self._pending)
 
     def _plan(self, ready: dict[int, list[ProducerBatch]], now: float
-              ) -> dict[int, list[tuple[int, list[ProducerBatch]]]]:
-        """Group drained batches by their partition's leader (counting them as in flight);
-        batches without a leader are retried or failed here."""
+              ) -> list[tuple[int, list[tuple[int, list[ProducerBatch]]], int]]:
+        """Group drained batches by their partition's leader (counting them as in flight):
+        ``(leader, entries, turn)`` per request; batches without a leader are retried or failed
+        here. With several requests in flight, an idempotent producer's batches take their
+        sequences here, in drain order, and each request a turn (``_Turns``): the requests'
+        tasks may start in any order (trio does not keep the order of ``start_soon``)."""
         by_leader: dict[int, list[tuple[int, list[ProducerBatch]]]] = {}
         md = self._fl.metadata
         for p, batches in ready.items():
@@ -642,20 +681,29 @@ class Producer:
                 continue
             by_leader.setdefault(leader, []).append((p, batches))
             self._inflight[p] = self._inflight.get(p, 0) + 1
-        return by_leader
+            if self.max_in_flight > 1 and self.producer_id >= 0:
+                for b in batches:
+                    try:
+                        self._encode(b)
+                    except EncodeError:
+                        pass  # _send_once fails the batch
+        if self.max_in_flight == 1:
+            return [(leader, entries, -1) for leader, entries in by_leader.items()]
+        return [(leader, entries, self._turns.take(leader)) for leader, entries in by_leader.items()]
 
     def _dispatch(self, ready: dict[int, list[ProducerBatch]], requests: trio.Nursery,
                   now: float) -> None:
-        for leader, entries in self._plan(ready, now).items():
-            requests.start_soon(self._send_request, leader, entries)
+        for leader, entries, turn in self._plan(ready, now):
+            requests.start_soon(self._send_request, leader, entries, turn)
 
-    async def _send_request(self, leader: int, entries: list[tuple[int, list[ProducerBatch]]]) -> None:
+    async def _send_request(self, leader: int, entries: list[tuple[int, list[ProducerBatch]]],
+                            turn: int) -> None:
         """Send one request and settle its batches; then, while batches are ready (typically
         those that waited for this request), send the next one from this same task: the answer
         to one request leads to the next without passing through the sender task."""
         while True:
             try:
-                await self._send_once(leader, entries)
+                await self._send_once(leader, entries, turn)
             finally:
                 for p, _ in entries:
                     left = self._inflight[p] - 1
@@ -672,15 +720,24 @@ class Producer:
                 return
             if not self._space.is_set():
                 self._space.set()
-            groups = iter(self._plan(ready, now).items())
+            groups = iter(self._plan(ready, now))
             first = next(groups, None)
             if first is None:
                 return
-            for other_leader, other_entries in groups:
-                self._requests.start_soon(self._send_request, other_leader, other_entries)
-            leader, entries = first
+            for other in groups:
+                self._requests.start_soon(self._send_request, *other)
+            leader, entries, turn = first
 
-    async def _send_once(self, leader: int, entries: list[tuple[int, list[ProducerBatch]]]) -> None:
+    async def _send_once(self, leader: int, entries: list[tuple[int, list[ProducerBatch]]],
+                         turn: int = -1) -> None:
+        try:
+            await self._send_in_turn(leader, entries, turn)
+        finally:
+            if turn >= 0:
+                self._turns.done(leader, turn)  # if not done at the submission already
+
+    async def _send_in_turn(self, leader: int, entries: list[tuple[int, list[ProducerBatch]]],
+                            turn: int) -> None:
         try:
             parts = []
             for p, batches in entries:
@@ -697,6 +754,11 @@ class Producer:
                              [TopicProduceData(self.topic, parts)], [])
         try:
             conn = await self._fl.spu_connection(leader)
+            if turn >= 0:
+                # the requests before this one are handed to the connection first; it queues
+                # (or writes) the frame before its first pause, so the wire keeps this order
+                await self._turns.wait(leader, turn)
+                self._turns.done(leader, turn)
             self._requests_sent += 1
             sent_at = trace.now()
             resp = await conn.call(req, timeout=self.timeout + _RESPONSE_MARGIN)
@@ -724,7 +786,10 @@ class Producer:
                     self._finish(b, base)
                     base += len(b.values)
             else:
-                self._retry_or_fail(p, batches, r.error_code.exception(), now)
+                error = r.error_code.exception()
+                if _out_of_order(r.error_code) and self._unsettled_before(batches[0]):
+                    error = _OutOfOrderAfterGap(r.error_code)
+                self._retry_or_fail(p, batches, error, now)
 
     def _retry_or_fail(self, partition: int, batches: list[ProducerBatch], error: BaseException,
                        now: float) -> None:
@@ -741,6 +806,50 @@ class Producer:
             return
         for b in batches:
             self._finish(b, error=error)
+
+
+class _Turns:
+    """The order in which requests to each leader are handed to its connection: the order
+    ``take`` gave out their turns. A request waits for every earlier turn to be ``done``
+    (submitted, or given up before it was sent); ``done`` may be called more than once."""
+
+    def __init__(self):
+        self._next: dict[int, int] = {}  # leader -> the next turn to give out
+        self._serving: dict[int, int] = {}  # leader -> the first turn not done
+        self._finished: dict[int, set[int]] = {}  # leader -> done turns after _serving
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def take(self, leader: int) -> int:
+        turn = self._next.get(leader, 0)
+        self._next[leader] = turn + 1
+        return turn
+
+    async def wait(self, leader: int, turn: int) -> None:
+        while self._serving.get(leader, 0) != turn:
+            await self._lot.park()
+
+    def done(self, leader: int, turn: int) -> None:
+        serving = self._serving.get(leader, 0)
+        if turn < serving:
+            return
+        finished = self._finished.setdefault(leader, set())
+        finished.add(turn)
+        while serving in finished:
+            finished.discard(serving)
+            serving += 1
+        self._serving[leader] = serving
+        self._lot.unpark_all()
+
+
+class _OutOfOrderAfterGap(Retriable):
+    """A batch refused as out of order because an earlier batch of its partition has not been
+    stored yet (it failed and waits for its retry): retriable, after that batch."""
+
+
+def _out_of_order(error: Error) -> bool:
+    """Whether the leader refused a batch for its sequence (``fluvial.spu.producer_state``)."""
+    return (error.code == ErrorCode.Other and bool(error.args)
+            and str(error.args[0]).startswith(OUT_OF_ORDER))
 
 
 def _futures(batch: ProducerBatch, start: int, count: int) -> list[ProduceFuture]:

@@ -11,10 +11,20 @@ Theory of operation
   (16) frames that keeps receiving until the stream is closed; when it is full the reader waits,
   which stalls every response on this connection (as Fluvio's dispatcher does), so a stream's
   owner must keep reading or close it. Frames for ids nobody waits for are dropped.
-* **The writer** takes whole frames from a bounded channel and writes them. Callers never write
-  to the socket themselves: a caller that is cancelled (a timeout) therefore never leaves half a
-  frame on the wire; its frame is either not queued at all or written whole, and a late answer
-  is dropped. (This is why the client uses a writer task where the server uses a lock.)
+* **The writer** takes whole frames from a bounded channel and writes them. A caller never
+  awaits while it writes to the socket: a caller that is cancelled (a timeout) therefore never
+  leaves half a frame on the wire; its frame is either not queued at all or written whole, and a
+  late answer is dropped. (This is why the client uses a writer task where the server uses a
+  lock.)
+* **Direct writes.** On a plain TCP stream with nothing queued for the writer (no frame waiting,
+  none being written), the caller writes its frame itself with one non-blocking ``send``, without
+  awaiting: the frame reaches the kernel one scheduler round earlier (the writer task is not
+  woken). Whatever the kernel does not take (a full socket buffer) is queued for the writer as
+  the first thing it writes, so frames stay whole and in order; since nothing awaits between the
+  check and the write, no other task's frame can come between. TLS and test streams always go
+  through the writer (a TLS stream's state must not be touched by two tasks).
+* **Notifications** (``notify``): a request whose answer nobody waits for (the consumer's
+  offset acknowledgements) is written like any other, and its answer is dropped on arrival.
 * **Responses are decoded by the caller**, in its own task, with the version it sent. A response
   that does not decode fails that call only.
 * **When the connection ends** (EOF, reset, a bad frame from the server, ``aclose``, leaving the
@@ -30,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -101,6 +112,10 @@ class ClientConnection:
         self._protocol = ClientProtocol(client_id=client_id, max_frame_bytes=max_frame_bytes)
         self._outgoing_send, self._outgoing_receive = trio.open_memory_channel[bytes](
             _SEND_QUEUE_FRAMES)
+        # frames handed to the writer and not yet written: a caller writes directly only at 0
+        self._queued = 0
+        # the socket a caller may write to directly (plain TCP only), else -1
+        self._direct_fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
         self._lost: ConnectionLost | None = None
         self._closed = trio.Event()
         self._io_scope = trio.CancelScope()
@@ -197,10 +212,42 @@ class ClientConnection:
                     batch.append(more)
                     size += len(more)
                 await self._stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
+                self._queued -= len(batch)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._lost_by(exc)
 
     # ---------------------------------------------------------------------------------- requests
+
+    def _write_directly(self, frame: bytes) -> bool:
+        """Write ``frame`` from the caller when the writer is idle on a plain TCP stream (see
+        the module docstring); False if it must be queued instead. Never awaits: no other frame
+        can start between the check and the write, and no cancellation can cut the frame."""
+        if self._queued or self._direct_fd < 0:
+            return False
+        try:
+            sent = os.write(self._direct_fd, frame)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return False  # the writer meets the error too, and ends the connection
+        if sent < len(frame):  # the rest goes first, before any later frame
+            self._queued += 1
+            try:
+                self._outgoing_send.send_nowait(memoryview(frame)[sent:])
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._queued -= 1  # the connection is failing: the caller's wait learns it
+        return True
+
+    async def _queue(self, frame: bytes) -> None:
+        """Hand ``frame`` to the writer (or write it now, when ``_write_directly`` may)."""
+        if self._write_directly(frame):
+            return
+        self._queued += 1
+        try:
+            await self._outgoing_send.send(frame)
+        except BaseException:
+            self._queued -= 1  # not queued: cancelled, or the connection ended
+            raise
 
     async def _submit(self, req: Any, version: int, sink: Any, client_id: str | None,
                       stream: bool) -> int:
@@ -210,7 +257,7 @@ class ClientConnection:
         if stream:
             sink.correlation_id = corr
         try:
-            await self._outgoing_send.send(frame)
+            await self._queue(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._protocol.forget(corr)
             self._raise_if_lost()
@@ -219,6 +266,26 @@ class ClientConnection:
             self._protocol.forget(corr)
             raise
         return corr
+
+    async def notify(self, req: Any, version: int | None = None, *,
+                     client_id: str | None = None) -> None:
+        """Send ``req`` without waiting for its answer, which is dropped when it arrives: for
+        requests whose answer changes nothing for the caller (the consumer's UpdateOffsets).
+        Returns once the frame is written or queued.
+
+        Raises:
+            ConnectionLost: the connection has ended.
+        """
+        self._raise_if_lost()
+        version = self.version_for(type(req)) if version is None else version
+        corr, frame = self._protocol.start_request(req, version, None, client_id=client_id)
+        self._protocol.forget(corr)  # before the answer can arrive: it is dropped
+        try:
+            await self._queue(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._raise_if_lost()
+            raise
+        await trio.lowlevel.checkpoint()
 
     def lookup_version(self, request_cls: type) -> int | None:
         """Fluvio's lookup_version against ``self.versions``; None if the server has no usable
@@ -322,6 +389,7 @@ class ResponseStream:
             raise RuntimeError("a ResponseStream is entered only once")
         self.correlation_id = await self._conn._submit(
             self._req, self.version, self._sink, self._client_id, stream=True)
+        await trio.lowlevel.checkpoint()  # _submit need not have yielded (a direct write)
         return self
 
     async def __aexit__(self, *exc_info) -> None:

@@ -20,6 +20,13 @@ from fluvial.protocol.codec import ERROR_CODE, I16, I64, message, wire
 
 ALLOCATE_PRODUCER_ID_KEY = 9001
 SEQUENCE_MODULUS = 1 << 31  # batch sequences are i32 >= 0 and wrap to 0 (Kafka's rule)
+# Runs of sequences a leader remembers per producer (Kafka remembers 5 batches), and so the most
+# batches an idempotent producer may have in flight per partition: a retry of any of them is
+# still recognised as a duplicate.
+MAX_REMEMBERED = 5
+# How the message of a batch the leader refuses (a sequence gap, a fenced epoch) starts; it is
+# sent as ErrorCode Other, since Fluvio has no code for it.
+OUT_OF_ORDER = "OutOfOrderSequence"
 
 
 def next_sequence(first_sequence: int, count: int) -> int:
@@ -41,4 +48,4 @@ class AllocateProducerIdRequest(Request):
     Response: ClassVar[type] = AllocateProducerIdResponse
 
 
-__all__ = ["ALLOCATE_PRODUCER_ID_KEY", "SEQUENCE_MODULUS", "next_sequence", "AllocateProducerIdRequest", "AllocateProducerIdResponse"]
+__all__ = ["ALLOCATE_PRODUCER_ID_KEY", "MAX_REMEMBERED", "OUT_OF_ORDER", "SEQUENCE_MODULUS", "next_sequence", "AllocateProducerIdRequest", "AllocateProducerIdResponse"]

@@ -41,12 +41,11 @@ from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
 from fluvial.protocol.batch import PRODUCER_OFFSET
-from fluvial.protocol.producer_api import SEQUENCE_MODULUS, next_sequence
+from fluvial.protocol.producer_api import (  # shared with the producer
+    MAX_REMEMBERED, OUT_OF_ORDER, SEQUENCE_MODULUS, next_sequence,
+)
 
-MAX_REMEMBERED = 5  # runs per producer (Kafka remembers 5 batches)
 NO_PRODUCER_ID = -1
-# how a refused batch's message starts (sent as ErrorCode Other: Fluvio has no code for it)
-OUT_OF_ORDER = "OutOfOrderSequence"
 _PRODUCER_ID = struct.Struct(">q")
 _PRODUCER_ID_OFFSET = PRODUCER_OFFSET
 

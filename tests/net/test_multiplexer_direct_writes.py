@@ -1,0 +1,127 @@
+"""The multiplexer's direct writes (a caller writes its frame itself when the writer is idle on
+plain TCP): frames stay whole and apart under many concurrent, cancelled callers, also when the
+kernel takes only part of a frame; and ``notify`` sends without a waiter."""
+
+from __future__ import annotations
+
+import random
+from functools import partial
+import socket
+
+import pytest
+import trio
+
+from fluvial.errors import ConnectionLost
+from fluvial.net.multiplexer import open_multiplexer
+from fluvial.protocol.api import decode_request
+from fluvial.protocol.frame import FrameDecoder
+
+from .conftest import REGISTRY, EchoRequest, reply_frame
+
+SMALL_BUFFER = 16384  # socket buffers, so that large frames are taken in pieces
+
+
+def text_for(value: int, size: int) -> str:
+    """A body that shows if it was cut or mixed with another frame's bytes."""
+    return (chr(65 + value % 26) * size)[:size]
+
+
+class CheckingServer:
+    """Reads request frames on a raw TCP socket, checks each one decodes whole with the body
+    its value implies, and answers it. Any bad frame is kept in ``bad``."""
+
+    def __init__(self):
+        self.port = 0
+        self.seen: list[int] = []
+        self.bad: list[str] = []
+        self.ended = trio.Event()
+
+    async def serve(self, stream: trio.SocketStream) -> None:
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
+        decoder = FrameDecoder()
+        try:
+            while True:
+                data = await stream.receive_some(SMALL_BUFFER)
+                if not data:
+                    return
+                for payload in decoder.feed(data):
+                    try:
+                        header, req = decode_request(payload, REGISTRY)
+                    except Exception as exc:  # a cut or interleaved frame
+                        self.bad.append(repr(exc))
+                        return
+                    if header.api_key != EchoRequest.API_KEY or req.text != text_for(req.value, len(req.text)):
+                        self.bad.append(f"frame {header.correlation_id} carries a foreign body")
+                        return
+                    self.seen.append(req.value)
+                    await stream.send_all(reply_frame(header.correlation_id, req.value))
+        except Exception as exc:
+            self.bad.append(repr(exc))
+        finally:
+            self.ended.set()
+            await stream.aclose()
+
+
+async def connect_small_buffers(port: int) -> trio.SocketStream:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
+    return stream
+
+
+async def test_concurrent_cancelled_callers_never_cut_or_mix_frames(nursery):
+    server = CheckingServer()
+    listeners = await nursery.start(partial(trio.serve_tcp, server.serve, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    rng = random.Random(20)
+    answered: dict[int, int] = {}
+    cancelled = 0
+
+    with trio.fail_after(60):
+        stream = await connect_small_buffers(port)
+        async with open_multiplexer(stream) as conn:
+            async def caller(task: int) -> None:
+                nonlocal cancelled
+                for k in range(12):
+                    value = task * 1000 + k
+                    size = rng.choice([0, 10, 300, 5000, 20_000, 32_000])
+                    req = EchoRequest(value, text_for(value, size))
+                    # some callers are cancelled at once, some while queued or waiting
+                    delay = rng.choice([None, None, 0, 0.0005, 0.002])
+                    with trio.move_on_after(1e9 if delay is None else delay) as scope:
+                        resp = await conn.call(req, 0)
+                        answered[value] = resp.value
+                    if scope.cancelled_caught:
+                        cancelled += 1
+                    await trio.lowlevel.checkpoint()
+
+            async with trio.open_nursery() as callers:  # the writer is mostly busy
+                for task in range(40):
+                    callers.start_soon(caller, task)
+            for task in range(40, 50):  # alone: the writer idle, large frames taken in pieces
+                await caller(task)
+            assert conn.is_open
+            # one last call: everything before it was read as whole frames
+            assert (await conn.call(EchoRequest(-1, ""), 0)).value == -1
+    assert server.bad == []
+    assert all(answered[v] == v for v in answered)
+    assert set(answered) <= set(server.seen)
+    assert cancelled > 0 and len(answered) > 100  # both kinds of caller happened
+    assert server.seen[-1] == -1
+
+
+async def test_a_notification_is_sent_and_its_answer_dropped(nursery):
+    server = CheckingServer()
+    listeners = await nursery.start(partial(trio.serve_tcp, server.serve, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(20):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with open_multiplexer(stream) as conn:
+            for i in range(5):
+                await conn.notify(EchoRequest(i, text_for(i, 100)), 0)
+            # a call after them: its answer comes after theirs, which were dropped
+            assert (await conn.call(EchoRequest(99, ""), 0)).value == 99
+            stats = conn.statistics()
+            assert stats.outstanding_requests == 0 and stats.frames_dropped == 5
+        with pytest.raises(ConnectionLost):
+            await conn.notify(EchoRequest(7), 0)
+    assert server.seen == [0, 1, 2, 3, 4, 99]
