@@ -712,6 +712,22 @@ MUTATIONS: list[Mutation] = [
              ("tests/client/test_new_in_flight.py::test_many_batches_in_flight_are_stored_in_send_order",),
              "requests to one leader reach its connection in task order, not send order (the "
              "leader refuses the early ones, which are retried)"),
+    # --- perf-1: where the fsync runs -----------------------------------------------------
+    Mutation("inline-flush-while-busy", "fluvial/storage/group_commit.py",
+             "        return (runnable_tasks == 0 and unflushed_bytes <= self.max_bytes",
+             "        return (True and unflushed_bytes <= self.max_bytes",
+             ("tests/spu/test_flush_placement.py::test_a_busy_spu_fsyncs_in_a_thread",),
+             "an fsync holds the event loop while other tasks are ready to run"),
+    Mutation("inline-flush-on-a-slow-disk", "fluvial/storage/group_commit.py",
+             "                and self.last_seconds <= self.max_seconds)",
+             "                and True)",
+             ("tests/spu/test_flush_placement.py::test_an_idle_spu_fsyncs_on_its_loop_and_a_slow_disk_moves_the_fsync_to_a_thread",),
+             "an fsync holds the event loop after the disk stalled"),
+    Mutation("inline-flush-not-measured", "fluvial/spu/partition.py",
+             "            placement.took(time.perf_counter() - start)",
+             "            pass",
+             ("tests/spu/test_flush_placement.py::test_an_idle_spu_fsyncs_on_its_loop_and_a_slow_disk_moves_the_fsync_to_a_thread",),
+             "a flush's duration is never measured: a stalled disk keeps holding the loop"),
 ]
 
 

@@ -45,6 +45,7 @@ from fluvial.spu.replication import Following, LeaderFetcher, run_fetcher
 from fluvial.storage import errors as serr
 from fluvial.storage.checkpoint import write_atomic
 from fluvial.storage.config import ReplicaConfig
+from fluvial.storage.group_commit import FlushPlacement
 from fluvial.storage.replica import Replica
 
 if TYPE_CHECKING:
@@ -168,6 +169,7 @@ class SpuContext:
         self.private_port = 0
         self.policy = config.policy
         self._member_ctx = config.tls.member_client_context() if config.tls else None
+        self.flushes = FlushPlacement()  # where fsyncs run: this SPU's disk history (partition.flush_placed)
         self.hw_file = HwCheckpoint(config.data_dir)  # every replica's HW, one file write per interval
         self._take_overs: dict[tuple[str, int], PartitionReplica] = {}  # waiting for their epoch file
 
@@ -305,7 +307,7 @@ class SpuContext:
             self.hw_file.restore(storage, a.topic_id)
         try:
             r = PartitionReplica(storage, a, self.spu_id, lease=self.lease,
-                                 epoch_writer=self._queue_take_over)
+                                 epoch_writer=self._queue_take_over, flushes=self.flushes)
         except BaseException:
             storage.close()
             raise

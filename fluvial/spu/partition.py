@@ -4,9 +4,10 @@ Theory of operation
 -------------------
 * Appends run on the event-loop thread (one ``write``), so the log's LEO moves in program order.
 * Durability is group commit (``fluvial.storage.group_commit.GroupCommit``): an append waits
-  until ``durable_leo`` covers its batch. The flusher task runs ``Replica.flush`` (an fsync) in a
-  worker thread; every append that lands while an fsync runs is covered by the next one, so N
-  concurrent producers cost one fsync per round, not N.
+  until ``durable_leo`` covers its batch. The flusher task runs ``Replica.flush`` (an fsync),
+  in a worker thread or, when nothing else is ready to run and the fsync is short, on the loop
+  thread (``flush_placed``); every append that lands while an fsync runs is covered by the
+  next one, so N concurrent producers cost one fsync per round, not N.
 * The high watermark only counts durable data: ``fluvial.replication.isr.LeaderState`` is fed the
   leader's durable LEO after each fsync, and the LEOs its followers report, which are durable on
   their side too (a follower fsyncs before it fetches again, and fetches from its LEO). Followers
@@ -31,18 +32,38 @@ Theory of operation
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import trio
 
 from fluvial.protocol.internal_api import ReplicaAssignment
 from fluvial.replication.isr import LeaderState
 from fluvial.spu.producer_state import ProducerStateTable
-from fluvial.storage.group_commit import GroupCommit
+from fluvial.storage.group_commit import FlushPlacement, GroupCommit
 from fluvial.storage.replica import AppendResult, Replica
 
 log = logging.getLogger("fluvial.spu")
 
 PRODUCER_SCAN_RECORDS = 1_000_000  # records a new leader reads back for producer sequences
+
+T = TypeVar("T")
+
+
+async def flush_placed(placement: FlushPlacement, flush: Callable[[], T], unflushed_bytes: int) -> T:
+    """Run ``flush`` (fsyncs of about ``unflushed_bytes``) where ``placement`` says: on this
+    thread, without a pause, or in a worker thread; its own duration goes back to ``placement``."""
+    def timed() -> T:
+        start = time.perf_counter()
+        try:
+            return flush()
+        finally:
+            placement.took(time.perf_counter() - start)
+
+    if placement.inline(trio.lowlevel.current_statistics().tasks_runnable, unflushed_bytes):
+        return timed()
+    return await trio.to_thread.run_sync(timed)
 
 
 class Waiter:
@@ -116,8 +137,10 @@ class Lease:
 
 class PartitionReplica:
     def __init__(self, storage: Replica, assignment: ReplicaAssignment, spu_id: int,
-                 lease: Lease | None = None, epoch_writer=None):
+                 lease: Lease | None = None, epoch_writer=None,
+                 flushes: FlushPlacement | None = None):
         self.storage = storage
+        self.flushes = flushes if flushes is not None else FlushPlacement()  # the SPU's, shared
         self.spu_id = spu_id
         self.lease = lease  # None: no lease (always valid), for unit tests
         self.assignment = assignment
@@ -373,7 +396,7 @@ class PartitionReplica:
             if self.closed:
                 return
             try:
-                await trio.to_thread.run_sync(self.storage.flush)
+                await flush_placed(self.flushes, self.storage.flush, self.storage.unflushed_bytes)
             except Exception as e:  # the disk failed under us: fail the waiters, keep serving reads
                 log.error("flush of %s-%s failed: %s", self.topic, self.partition, e)
                 self.failed = e

@@ -39,6 +39,7 @@ records.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -52,7 +53,7 @@ from fluvial.replication.fetch import (
     follower_step, has_news, refusal,
 )
 from fluvial.replication.isr import FollowerAheadError
-from fluvial.spu.partition import PartitionReplica, Waiter
+from fluvial.spu.partition import PartitionReplica, Waiter, flush_placed
 from fluvial.storage import errors as serr
 from fluvial import trace
 
@@ -342,8 +343,15 @@ class LeaderFetcher:
         return self._start
 
 
+async def _flush_followed(replicas: list[PartitionReplica]) -> dict[tuple[str, int], Exception]:
+    """fsync every replica in ``replicas``, all in one place (one worker-thread hop for all, or
+    on this thread: ``flush_placed``); the errors by key."""
+    return await flush_placed(replicas[0].flushes, functools.partial(_flush_all, replicas),
+                              sum(r.storage.unflushed_bytes for r in replicas))
+
+
 def _flush_all(replicas: list[PartitionReplica]) -> dict[tuple[str, int], Exception]:
-    """fsync every replica in ``replicas`` (one worker-thread hop for all); the errors by key."""
+    """fsync every replica in ``replicas``; the errors by key."""
     errors = {}
     for r in replicas:
         try:
@@ -393,7 +401,7 @@ async def _fetch_rounds(fetcher: LeaderFetcher, conn, spu_id: int) -> None:
             await _reconcile_pending(fetcher, conn, spu_id)
         dirty = [f.r for f in fetcher.following.values() if f.r.storage.needs_flush]
         if dirty:
-            for key, e in (await trio.to_thread.run_sync(_flush_all, dirty)).items():
+            for key, e in (await _flush_followed(dirty)).items():
                 fetcher.retry_later(key, f"flush failed: {e}", trio.current_time())
             for r in dirty:
                 r.notify()
@@ -421,7 +429,7 @@ async def _fetch_rounds(fetcher: LeaderFetcher, conn, spu_id: int) -> None:
         _apply_answers(fetcher, sent, resp)
         appended = [f for f, _ in sent.values() if f.holds() and f.r.storage.needs_flush]
         if appended:
-            for key, e in (await trio.to_thread.run_sync(_flush_all, [f.r for f in appended])).items():
+            for key, e in (await _flush_followed([f.r for f in appended])).items():
                 fetcher.retry_later(key, f"flush failed: {e}", trio.current_time())
             for f in appended:
                 f.r.notify()  # its durable LEO moved (reported to the SC)

@@ -384,6 +384,7 @@ class Replica:
         self._checkpoint_lock = threading.Lock()
         self._epoch_file_lock = threading.Lock()  # prepare_epoch writes leader-epoch.chk in a worker
         self._dirty: dict[int, Segment] = {}
+        self._unflushed = 0  # bytes appended since the last flush took its snapshot
         self._dir_dirty = False
         self._generation = 0
         # verify_sealed's cursor: (segment base offset, position, offset there, generation).
@@ -544,6 +545,11 @@ class Replica:
     @property
     def needs_flush(self) -> bool:
         return self._durable_leo < self._leo
+
+    @property
+    def unflushed_bytes(self) -> int:
+        """Bytes appended since the last ``flush`` began: about what the next one writes."""
+        return self._unflushed
 
     @property
     def log_start_offset(self) -> int:
@@ -804,6 +810,7 @@ class Replica:
                 if seg.max_timestamp is None or run.max_timestamp > seg.max_timestamp:
                     seg.max_timestamp = run.max_timestamp
                 self._dirty[seg.base_offset] = seg
+                self._unflushed += run.end - run.start
             if created:
                 for seg in [self._segments[-1], *created[:-1]]:
                     seg.sealed = True
@@ -860,6 +867,7 @@ class Replica:
                     raise os_error(exc, f"flushing {self.path}") from exc
                 fds = [fd for fd, _, _ in snapshot]
                 self._dirty.clear()
+                self._unflushed = 0
                 sync_dir, self._dir_dirty = self._dir_dirty, False
             try:
                 if sync_dir:  # first, so that a segment created by a roll exists when its data is durable

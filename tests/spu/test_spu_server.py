@@ -23,6 +23,7 @@ from fluvial.protocol.sc_objects import CONSUMER_OFFSET_TOPIC
 from fluvial.spu.partition import Lease, PartitionReplica
 from fluvial.storage import errors as serr
 from fluvial.storage.config import ReplicaConfig
+from fluvial.storage.group_commit import FlushPlacement
 from fluvial.storage.replica import Replica
 from harness.cluster import open_test_cluster
 
@@ -346,9 +347,11 @@ def open_replica(tmp_path, a, lease=None, spu_id=1):
 
 
 class GatedFlush:
-    """Holds the replica's next fsync (in its worker thread) until ``open()``."""
+    """Holds the replica's next fsync (in a worker thread, never on the loop) until ``open()``."""
 
-    def __init__(self, storage):
+    def __init__(self, replica):
+        replica.flushes = FlushPlacement(max_bytes=-1)  # every flush in a worker thread
+        storage = replica.storage
         self.real, self.gate, self.entered = storage.flush, threading.Event(), trio.Event()
         self.token = trio.lowlevel.current_trio_token()
         storage.flush = self
@@ -380,7 +383,7 @@ async def test_an_uncommitted_ack_after_demotion_and_truncation_is_refused(tmp_p
         ctx = OneReplica(r)
         async with trio.open_nursery() as n:
             n.start_soon(r.run_flusher)
-            gate = GatedFlush(r.storage)
+            gate = GatedFlush(r)
             done = trio.Event()
             answer = {}
 
@@ -419,7 +422,7 @@ async def test_a_one_partition_produce_is_answered_only_after_its_fsync(tmp_path
         conn = type("Conn", (), {"state": {}})()
         async with trio.open_nursery() as n:
             n.start_soon(r.run_flusher)
-            gate = GatedFlush(r.storage)
+            gate = GatedFlush(r)
             answer = {}
             answered = trio.Event()
 
@@ -462,7 +465,7 @@ async def test_a_lease_that_runs_out_before_the_ack_refuses_it(tmp_path):
             r = open_replica(tmp_path / str(committed), assignment(), lease)
             async with trio.open_nursery() as n:
                 n.start_soon(r.run_flusher)
-                gate = GatedFlush(r.storage)
+                gate = GatedFlush(r)
                 lease.renew(trio.current_time())
                 answer = {}
                 done = trio.Event()

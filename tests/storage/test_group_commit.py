@@ -239,3 +239,18 @@ def test_flush_on_a_short_circuited_replica_raises(open_replica):
     r._short_circuit("test")
     with pytest.raises(ShortCircuited):
         r.flush()
+
+
+# --- where a flush runs ----------------------------------------------------------------------
+
+def test_a_flush_runs_on_the_loop_only_when_nothing_waits_little_is_unflushed_and_the_disk_is_fast():
+    from fluvial.storage.group_commit import FlushPlacement
+
+    p = FlushPlacement(max_bytes=1000, max_seconds=0.002)
+    assert p.inline(runnable_tasks=0, unflushed_bytes=1000)
+    assert not p.inline(runnable_tasks=1, unflushed_bytes=10)  # others are ready: keep serving them
+    assert not p.inline(runnable_tasks=0, unflushed_bytes=1001)  # a long fsync: a worker thread
+    p.took(0.0021)  # the disk stalled once
+    assert not p.inline(runnable_tasks=0, unflushed_bytes=10)
+    p.took(0.0005)  # ... until a flush is fast again
+    assert p.inline(runnable_tasks=0, unflushed_bytes=10)

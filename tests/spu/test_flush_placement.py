@@ -1,0 +1,82 @@
+"""Where the SPU's fsyncs run (``partition.flush_placed``): on the event-loop thread while that
+costs nobody anything, in a worker thread otherwise, with the same results and errors."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import trio
+
+from fluvial.protocol import internal_api as ia
+from fluvial.protocol.record import encode_batch
+from fluvial.spu.partition import PartitionReplica, flush_placed
+from fluvial.storage.config import ReplicaConfig
+from fluvial.storage.group_commit import FlushPlacement
+from fluvial.storage.replica import Replica
+
+
+def replica(path, flushes: FlushPlacement) -> PartitionReplica:
+    a = ia.ReplicaAssignment("t", 0, 1, 1, [1], [1], ia.ReplicaSettings())
+    return PartitionReplica(Replica.open(path, "t", 0, ReplicaConfig()), a, 1, flushes=flushes)
+
+
+def flushing_thread(r: PartitionReplica) -> list[int]:
+    """Record the thread of every ``storage.flush`` of ``r``."""
+    seen: list[int] = []
+    flush = r.storage.flush
+
+    def spy() -> int:
+        seen.append(threading.get_ident())
+        return flush()
+
+    r.storage.flush = spy
+    return seen
+
+
+async def test_an_idle_spu_fsyncs_on_its_loop_and_a_slow_disk_moves_the_fsync_to_a_thread(tmp_path):
+    flushes = FlushPlacement()
+    r = replica(tmp_path, flushes)
+    seen = flushing_thread(r)
+    loop = threading.get_ident()
+    r.storage.append(encode_batch([b"a"]), leader_epoch=1)
+    assert r.storage.unflushed_bytes > 0
+    assert await flush_placed(flushes, r.storage.flush, r.storage.unflushed_bytes) == 1
+    assert seen == [loop] and r.storage.durable_leo == 1 and r.storage.unflushed_bytes == 0
+
+    flushes.took(1.0)  # the disk stalled: the next fsync must not hold the loop
+    r.storage.append(encode_batch([b"b"]), leader_epoch=1)
+    assert await flush_placed(flushes, r.storage.flush, r.storage.unflushed_bytes) == 2
+    assert seen[1] != loop and r.storage.durable_leo == 2
+    assert flushes.last_seconds < 1.0  # measured again, in the thread: the loop may come back
+    r.storage.close()
+
+
+async def test_a_busy_spu_fsyncs_in_a_thread(tmp_path):
+    flushes = FlushPlacement()
+    r = replica(tmp_path, flushes)
+    seen = flushing_thread(r)
+    r.storage.append(encode_batch([b"a"]), leader_epoch=1)
+    release = trio.Event()
+    async with trio.open_nursery() as n:
+        n.start_soon(release.wait)  # another task ...
+        n.start_soon(release.wait)  # ... and another, both ready to run now
+        assert await flush_placed(flushes, r.storage.flush, r.storage.unflushed_bytes) == 1
+        release.set()
+    assert seen and seen[0] != threading.get_ident()
+    r.storage.close()
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["on the loop", "in a thread"])
+async def test_a_failed_fsync_raises_the_same_either_way(tmp_path, slow):
+    flushes = FlushPlacement()
+    if slow:
+        flushes.took(1.0)
+    r = replica(tmp_path, flushes)  # an SPU's loop, as above
+
+    def broken() -> int:
+        raise OSError(5, "Input/output error")
+
+    with pytest.raises(OSError, match="Input/output"):
+        await flush_placed(flushes, broken, 10)
+    r.storage.close()
