@@ -713,6 +713,12 @@ MUTATIONS: list[Mutation] = [
              "requests to one leader reach its connection in task order, not send order (the "
              "leader refuses the early ones, which are retried)"),
     # --- perf-1: where the fsync runs -----------------------------------------------------
+    Mutation("consumer-acks-on-arrival", "fluvial/client/consumer.py",
+             "                    if c.smartmodules:\n",
+             "                    if True:\n",
+             ("tests/client/test_produce_consume.py::test_a_response_is_acknowledged_once_its_records_are_taken",),
+             "the consumer acknowledges a response as it arrives: the SPU sends ahead of what the "
+             "application takes, and the write sits between a record's arrival and the application"),
     Mutation("inline-flush-while-busy", "fluvial/storage/group_commit.py",
              "        return (runnable_tasks == 0 and unflushed_bytes <= self.max_bytes",
              "        return (True and unflushed_bytes <= self.max_bytes",

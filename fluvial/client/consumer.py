@@ -113,6 +113,12 @@ class _PartitionReader:
 
     ``next_item`` may be cancelled at any await and called again: the stream, the position and
     the retry state live on the object.
+
+    A response is acknowledged (UpdateOffsets: the SPU keeps a few responses unacknowledged
+    per stream and sends more as acknowledgements come) when the next item is asked for, after
+    its records were handed out: the write is not on the way from a record's arrival to the
+    application, and the SPU sends ahead only what the application takes. A SmartModule stream,
+    which the SPU serves one response at a time, is acknowledged at once.
     """
 
     def __init__(self, consumer: Consumer, state: _PartitionState, nursery: trio.Nursery):
@@ -125,8 +131,10 @@ class _PartitionReader:
         self._deadline = trio.current_time() + consumer.reconnect_timeout
         self._finished = False
         self._after_records: Error | None = None  # a SmartModule error, raised after its records
+        self._unacked: tuple[Any, int, int] | None = None  # (conn, offset, stream id) to acknowledge
 
     async def aclose(self) -> None:
+        self._unacked = None  # the stream it was for ends
         if self._stream is not None:
             stream, self._stream = self._stream, None
             conn, stream_id = self._s.conn, self._s.stream_id
@@ -169,6 +177,9 @@ class _PartitionReader:
                     await stream.__aenter__()
                     self._stream, self._version = stream, stream.version
                     s.conn, s.stream_id = conn, None
+                if self._unacked is not None:
+                    unacked, self._unacked = self._unacked, None
+                    await self._ack(*unacked)
                 payload = await self._stream.receive_payload()
                 received = trace.now()
                 chunk = parse_stream_fetch_response(payload, self._version)
@@ -195,7 +206,10 @@ class _PartitionReader:
                 if after is not None and after > start and trace.enabled():
                     trace.mark("client.stream_recv", c.topic, s.partition, start, after - 1, at=received)
                 if after is not None:
-                    await self._ack(s.conn, after, s.stream_id)
+                    if c.smartmodules:
+                        await self._ack(s.conn, after, s.stream_id)
+                    else:
+                        self._unacked = (s.conn, after, s.stream_id)
                     if after > s.next_offset:
                         s.next_offset = after
                 self._delay = c.retry_backoff

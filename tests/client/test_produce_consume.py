@@ -315,3 +315,30 @@ async def test_many_consumers_one_after_another_on_one_connection(fl, new_topic)
         for _ in range(150):
             async with fl.consumer(topic, continuous=False) as c:
                 assert [r.value async for r in c] == [b"x"]
+
+
+async def test_a_response_is_acknowledged_once_its_records_are_taken(fl, new_topic, monkeypatch):
+    """UpdateOffsets for a stream response goes when the application asks for more, not when
+    the response arrives: the SPU sends ahead only what the application takes (a consumer that
+    stops reading stops the stream after its window), and the write is off the way from a
+    record's arrival to the application."""
+    from fluvial.client import consumer as consumer_module
+
+    acks: list[int] = []
+    real_ack = consumer_module._PartitionReader._ack
+
+    async def spy(self, conn, offset, stream_id):
+        acks.append(offset)
+        await real_ack(self, conn, offset, stream_id)
+
+    monkeypatch.setattr(consumer_module._PartitionReader, "_ack", spy)
+    with trio.fail_after(TEST_TIMEOUT):
+        topic = await new_topic(1)
+        async with fl.producer(topic) as p, fl.consumer(topic, offset=Offset.beginning()) as c:
+            it = c.__aiter__()
+            await (await p.send(b"first"))
+            assert (await it.__anext__()).value == b"first"
+            assert acks == []  # handed out, not yet acknowledged
+            await (await p.send(b"second"))
+            assert (await it.__anext__()).value == b"second"
+            assert acks == [1]  # the first response, acknowledged when the second was asked for
