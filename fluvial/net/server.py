@@ -401,7 +401,10 @@ class ServerConnection:
             for payload in frames:
                 self._seen_frame = True
                 self._frames_received += 1
-                await self._slots.acquire()
+                try:
+                    self._slots.acquire_nowait()  # no pause when a slot is free: start() pauses
+                except trio.WouldBlock:
+                    await self._slots.acquire()
                 await nursery.start(self._dispatch, handler, payload)
 
     async def _dispatch(self, handler: Handler, payload: bytes, *,
