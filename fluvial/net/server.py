@@ -22,7 +22,10 @@ Theory of operation
   connection is then closed, and later sends raise ``ConnectionLost``.
 * **Few syscalls, few copies.** On plain TCP a frame given in pieces leaves in one ``sendmsg``
   (a writev: the pieces are not joined), and file pieces (``FileRegion``) go with
-  ``os.sendfile`` straight from the page cache. On TLS every piece is encrypted anyway: the
+  ``os.sendfile`` straight from the page cache. A frame of memory pieces that finds the lock
+  free is written by the caller at once, before any pause (``_write_now``; the pause comes
+  after the frame is out, so other tasks still get their turn), and whatever the socket does
+  not take is written under the lock, taken with no pause since the write. On TLS every piece is encrypted anyway: the
   frame is one ``TlsStream.send_all_parts`` and file pieces are read with ``os.pread``.
 * **Closing.** A connection ends when the peer closes it, when the framing is broken (a negative or
   oversized size prefix), on a timeout, when a handler raises, or when ``conn.close()`` is called.
@@ -248,6 +251,17 @@ class ServerConnection:
             else:
                 total += len(p)
         _check_frame(parts[0] if parts else b"", total)
+        rest = self._write_now(parts)
+        if rest is not None:
+            if rest:  # the socket took part of it: the lock is ours since before the write
+                try:
+                    await self._guarded_write(_sendmsg_all(self._stream.socket, rest))
+                finally:
+                    self._send_lock.release()
+            else:  # the frame is out; the pause comes after it (as trio's own sends do)
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            self._frames_sent += 1
+            return
         async with self._send_lock:
             self._check_open()
             if self.zero_copy:
@@ -256,6 +270,32 @@ class ServerConnection:
                 write = self._write_copied(parts, intact)
             await self._guarded_write(write)
         self._frames_sent += 1
+
+    def _write_now(self, parts: Sequence[Piece]) -> list | None:
+        """Write a frame of memory pieces on plain TCP with one ``writev`` and no pause, when the
+        send lock is free. Returns None when nothing was written (the usual path must), else
+        what the socket did not take: then the send lock is held (taken right after the write,
+        with no pause between, so no other frame can come first) and the caller writes the rest
+        and releases it."""
+        if (self._send_lock.locked() or not self.zero_copy or len(parts) > _IOV_MAX
+                or self._broken is not None or self.closed.is_set()
+                or any(isinstance(p, FileRegion) for p in parts)):
+            return None
+        try:
+            sent = os.writev(self._stream.socket.fileno(), parts)
+        except OSError:  # full (BlockingIOError), or broken: the usual path waits or fails
+            return None
+        rest: list = []
+        for p in parts:
+            view = memoryview(p).cast("B")
+            if sent >= len(view):
+                sent -= len(view)
+            else:
+                rest.append(view[sent:])
+                sent = 0
+        if rest:
+            self._send_lock.acquire_nowait()  # free (checked above), and nothing awaited since
+        return rest
 
     async def _guarded_write(self, write: Awaitable[None]) -> None:
         # Called with the send lock held. Any failure or cancellation part-way leaves a partial

@@ -145,3 +145,37 @@ async def test_a_file_that_changes_under_the_frame_cuts_it(tmp_path, wrapped):
         if wrapped:
             assert bytes(got) == wire[:len(got)]
         await client.aclose()
+
+
+async def test_a_frame_finding_the_send_lock_held_waits_for_it():
+    """A frame is written at once (no pause before the write) only when no other frame is
+    being written: while the lock is held, it waits its turn."""
+    _, wire = frame_of([b"second"], b"")
+    with trio.fail_after(10):
+        server, client = await tcp_pair()
+        async with server, client, trio.open_nursery() as n:
+            conn = ServerConnection(server, peer=("test", 0))
+            async with conn._send_lock:  # another frame is being written
+                n.start_soon(conn.send, wire)
+                await trio.testing.wait_all_tasks_blocked()
+                assert conn.statistics().frames_sent == 0
+            assert await receive_exactly(client, len(wire)) == wire
+        assert conn.statistics().frames_sent == 1
+
+
+async def test_a_frame_the_socket_takes_in_part_is_finished_before_the_next():
+    """A frame larger than the socket's buffer: the caller writes what it can at once and the
+    rest under the send lock, so a frame sent meanwhile comes whole, after it."""
+    big, big_wire = frame_of([random.Random(3).randbytes(8 * 1024 * 1024)], b"")
+    small, small_wire = frame_of([b"after"], b"")
+    with trio.fail_after(30):
+        server, client = await tcp_pair()
+        async with server, client, trio.open_nursery() as n:
+            conn = ServerConnection(server, peer=("test", 0))
+            n.start_soon(conn.send_parts, big)
+            await trio.testing.wait_all_tasks_blocked()  # the socket is full, the rest waits
+            n.start_soon(conn.send_parts, small)
+            await trio.testing.wait_all_tasks_blocked()
+            got = await receive_exactly(client, len(big_wire) + len(small_wire))
+        assert got == big_wire + small_wire
+        assert conn.statistics().frames_sent == 2
