@@ -108,7 +108,7 @@ class GroupCommit:
         return waiters
 
 
-INLINE_FLUSH_BYTES = 256 * 1024  # at most this much unflushed to fsync on the event loop
+INLINE_FLUSH_BYTES = 64 * 1024  # at most this much unflushed to fsync on the event loop (a few small batches)
 INLINE_FLUSH_SECONDS = 0.002  # ... and only while the last fsync took at most this long
 
 
