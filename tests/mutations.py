@@ -735,6 +735,11 @@ MUTATIONS: list[Mutation] = [
              ("tests/net/test_server_regions.py::test_a_frame_the_socket_takes_in_part_is_finished_before_the_next",),
              "the rest of a frame written at once is written without the send lock: another frame "
              "can come between"),
+    Mutation("failed-flush-acknowledged", "fluvial/spu/partition.py",
+             "                for w in self._commit.flush_failed():\n                    w.release(e)\n",
+             "                for w in self._commit.flush_failed():\n                    w.release()\n",
+             ("tests/spu/test_flush_placement.py::test_an_append_waits_for_its_fsync_and_a_failed_fsync_fails_it",),
+             "the appends waiting on an fsync that failed are released as if durable"),
     Mutation("inline-flush-while-busy", "fluvial/storage/group_commit.py",
              "        return (runnable_tasks == 0 and unflushed_bytes <= self.max_bytes",
              "        return (True and unflushed_bytes <= self.max_bytes",

@@ -80,3 +80,32 @@ async def test_a_failed_fsync_raises_the_same_either_way(tmp_path, slow):
     with pytest.raises(OSError, match="Input/output"):
         await flush_placed(flushes, broken, 10)
     r.storage.close()
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["on the loop", "in a thread"])
+async def test_an_append_waits_for_its_fsync_and_a_failed_fsync_fails_it(tmp_path, slow):
+    """``wait_durable`` with the flusher's fsync on the loop or in a thread: the wait ends only
+    once the records are durable, and a failed fsync fails the wait and the replica."""
+    flushes = FlushPlacement(max_bytes=-1 if slow else 1 << 20)
+    r = replica(tmp_path, flushes)
+    seen = flushing_thread(r)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as n:
+            n.start_soon(r.run_flusher)
+            leo = r.storage.append(encode_batch([b"a"]), leader_epoch=1).leo
+            await r.wait_durable(leo)
+            assert r.storage.durable_leo == leo and len(seen) == 1
+            assert (seen[0] == threading.get_ident()) is not slow
+
+            def broken() -> int:
+                raise OSError(5, "Input/output error")
+
+            r.storage.flush = broken
+            leo = r.storage.append(encode_batch([b"b"]), leader_epoch=1).leo
+            with pytest.raises(OSError, match="Input/output"):
+                await r.wait_durable(leo)
+            assert r.failed is not None and r.storage.durable_leo == leo - 1
+            r.closed = True
+            n.cancel_scope.cancel()
+    del r.storage.flush  # the real one again, for close()
+    r.storage.close()
