@@ -128,16 +128,18 @@ def read_request(payload: bytes, registry: ApiRegistry,
     return registry.read(payload)
 
 
-async def send_reply(conn: ServerConnection, header: RequestHeader, reply: Reply) -> None:
-    """Encode and send what a handler or gate returned (see the module docstring)."""
+async def send_reply(conn: ServerConnection, header: RequestHeader, reply: Reply, *,
+                     last: bool = False) -> None:
+    """Encode and send what a handler or gate returned (see the module docstring); ``last``:
+    the task ends after it (``ServerConnection.send``)."""
     if reply is None:
         return
     if isinstance(reply, Refusal):
-        await conn.send(encode_error_response(header.correlation_id, reply.error))
+        await conn.send(encode_error_response(header.correlation_id, reply.error), last=last)
         if reply.close:
             conn.close()
         return
-    await conn.send(encode_response(reply, header.correlation_id, header.api_version))
+    await conn.send(encode_response(reply, header.correlation_id, header.api_version), last=last)
 
 
 def members_only(ctx, conn: ServerConnection, header: RequestHeader, req) -> Reply:
@@ -150,10 +152,13 @@ def members_only(ctx, conn: ServerConnection, header: RequestHeader, req) -> Rep
 
 
 def serve_api(registry: ApiRegistry, handlers: Mapping[int, ApiHandler], limits: RequestLimits,
-              ctx: Any, *, gate: Gate | None = None, name: str = "") -> Handler:
+              ctx: Any, *, gate: Gate | None = None, name: str = "",
+              inline: frozenset[int] = frozenset()) -> Handler:
     """The ``serve_tcp`` handler that serves ``registry``'s API with ``handlers`` (one per api
     key but ApiVersions, which is answered here), each called as ``handler(ctx, conn, header,
-    request)``. ``name`` prefixes log lines ("private").
+    request)``. ``name`` prefixes log lines ("private"). ``inline``: api keys whose handlers
+    never wait (but to send their answer); the connection's reader runs them itself
+    (``ServerConnection``, "Quick requests run in the reader").
 
     Raises:
         ValueError: a key of the registry has no handler, or a handler no key.
@@ -167,7 +172,7 @@ def serve_api(registry: ApiRegistry, handlers: Mapping[int, ApiHandler], limits:
         try:
             header, req = read_request(payload, registry, limits)
         except UnsupportedRequest as e:
-            await send_reply(conn, e.header, registry.refuse(e.header, e))
+            await send_reply(conn, e.header, registry.refuse(e.header, e), last=True)
             return
         except DecodeError as e:
             log.warning("%s%s: %s, closing", what, conn.peer, e)
@@ -180,7 +185,7 @@ def serve_api(registry: ApiRegistry, handlers: Mapping[int, ApiHandler], limits:
                 reply = gate(ctx, conn, header, req) if gate is not None else None
                 if reply is None:
                     reply = await handlers[header.api_key](ctx, conn, header, req)
-            await send_reply(conn, header, reply)
+            await send_reply(conn, header, reply, last=True)  # the handler's task ends after it
         except ConnectionLost:
             return  # the client went away mid-request: nothing to answer
         except Exception as e:  # a bug of ours: answer with an error, keep the connection and server
@@ -188,5 +193,7 @@ def serve_api(registry: ApiRegistry, handlers: Mapping[int, ApiHandler], limits:
             await conn.send(encode_error_response(
                 header.correlation_id, Error.other(f"internal error: {type(e).__name__}: {e}")))
 
+    if inline:
+        handle.runs_inline = lambda payload: peek_api_key(payload) in inline  # type: ignore[attr-defined]
     return handle
 

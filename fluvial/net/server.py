@@ -10,6 +10,9 @@ Theory of operation
   until the connection closes). At most ``limits.max_in_flight`` handlers run at once; when that
   many are running the reader stops reading the socket until one finishes, so a client that
   floods us is slowed by TCP, not buffered in memory.
+* **Quick requests run in the reader.** A handler with a ``runs_inline(payload)`` method that
+  says yes for a frame (requests that never wait, such as a consumer's acknowledgement) is run
+  by the reader itself, before it reads on: no task to start and finish per request.
 * **Handlers start in arrival order.** The reader starts one handler at a time and each runs until
   its first blocking ``await`` before the next frame's handler starts. Work done before that point
   (a synchronous append to a log; acquiring a ``trio.StrictFIFOLock``, which takes the lock before
@@ -180,14 +183,16 @@ class ServerConnection:
         if self.closed.is_set():
             raise ConnectionLost(detail=f"connection from {_fmt(self.peer)} is closed")
 
-    async def send(self, frame: bytes | bytearray | memoryview) -> None:
-        """Write one whole frame (size prefix included).
+    async def send(self, frame: bytes | bytearray | memoryview, *, last: bool = False) -> None:
+        """Write one whole frame (size prefix included). ``last``: the calling task ends right
+        after (a handler's answer), so a frame written at once needs no pause after it: the
+        task's end gives the other tasks their turn.
 
         Raises:
             LocalProtocolError: ``frame`` is not exactly one frame; nothing was written.
             ConnectionLost: the connection is closed or broke while writing.
         """
-        await self.send_parts((frame,))
+        await self.send_regions((frame,), last=last)
 
     @property
     def zero_copy(self) -> bool:
@@ -220,7 +225,7 @@ class ServerConnection:
         await self.send_regions((prefix, FileRegion(fd, offset, count)))
 
     async def send_regions(self, parts: Sequence[Piece],
-                           intact: Callable[[], bool] | None = None) -> None:
+                           intact: Callable[[], bool] | None = None, *, last: bool = False) -> None:
         """Write one frame given as pieces of memory and of files (``FileRegion``).
 
         On plain TCP (``zero_copy``) the memory pieces between two file pieces leave in one
@@ -258,7 +263,7 @@ class ServerConnection:
                     await self._guarded_write(_sendmsg_all(self._stream.socket, rest))
                 finally:
                     self._send_lock.release()
-            else:  # the frame is out; the pause comes after it (as trio's own sends do)
+            elif not last:  # the frame is out; the pause comes after it (as trio's own sends do)
                 await trio.lowlevel.cancel_shielded_checkpoint()
             self._frames_sent += 1
             return
@@ -412,6 +417,7 @@ class ServerConnection:
 
     async def _read_loop(self, handler: Handler, nursery: trio.Nursery) -> None:
         decoder = FrameDecoder(self.limits.max_frame_bytes)
+        inline = getattr(handler, "runs_inline", None)
         receive_bytes = self.limits.receive_bytes
         if isinstance(self._stream, TlsStream):  # decrypted reads are cheaper in fewer, larger steps
             receive_bytes = max(receive_bytes, TLS_RECEIVE_BYTES)
@@ -441,6 +447,9 @@ class ServerConnection:
             for payload in frames:
                 self._seen_frame = True
                 self._frames_received += 1
+                if inline is not None and inline(payload):
+                    await self._handle(handler, payload)
+                    continue
                 try:
                     self._slots.acquire_nowait()  # no pause when a slot is free: start() pauses
                 except trio.WouldBlock:
@@ -452,6 +461,17 @@ class ServerConnection:
         self._in_flight += 1
         task_status.started()
         try:
+            await self._handle(handler, payload)
+        finally:
+            self._in_flight -= 1
+            self._slots.release()
+            if (not self._in_flight and self._read_scope is not None
+                    and self.limits.idle_timeout_seconds is not None):
+                self._read_scope.deadline = trio.current_time() + self.limits.idle_timeout_seconds
+
+
+    async def _handle(self, handler: Handler, payload: bytes) -> None:
+        try:
             await handler(self, payload)
         except ConnectionLost as exc:
             log.debug("%r: handler stopped, connection lost: %s", self, exc)
@@ -459,12 +479,6 @@ class ServerConnection:
         except Exception:
             log.exception("%r: handler failed, closing the connection", self)
             self.close()
-        finally:
-            self._in_flight -= 1
-            self._slots.release()
-            if (not self._in_flight and self._read_scope is not None
-                    and self.limits.idle_timeout_seconds is not None):
-                self._read_scope.deadline = trio.current_time() + self.limits.idle_timeout_seconds
 
 
 async def serve_connection(stream: trio.abc.Stream, handler: Handler, *,

@@ -86,7 +86,9 @@ def public_api(ctx) -> Handler:
                             sta.CLOSE_STREAMS_KEY: sta.CloseStreamsRequest},
                            (*api.SPU_API_VERSIONS, ha.HEADERS_API_VERSION, sta.STREAM_API_VERSION,
                             sta.CLOSE_STREAMS_API_VERSION))
-    return serve_api(registry, {**HANDLERS, **GROUP_HANDLERS}, limits, ctx)
+    # a consumer's acknowledgement only wakes its stream: answered by the reader, no task each
+    return serve_api(registry, {**HANDLERS, **GROUP_HANDLERS}, limits, ctx,
+                     inline=frozenset({api.SpuApiKey.UpdateOffsets}))
 
 
 def _storage_error(e: serr.StorageError, topic: str, partition: int) -> Error:

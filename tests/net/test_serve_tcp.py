@@ -1,5 +1,6 @@
 """serve_tcp: dispatch, isolation of bad connections, backpressure, limits and timeouts."""
 
+import functools
 import random
 import struct
 
@@ -306,3 +307,40 @@ async def test_stream_handlers_are_cancelled_when_the_client_goes(echo_server, e
                 assert echo_server.in_flight == 1
         await echo_server.wait_until(lambda: echo_server.in_flight == 0)
         await echo_server.connections[0].closed.wait()
+
+
+async def test_quick_requests_are_answered_by_the_reader_while_every_slot_is_taken():
+    """A handler's ``runs_inline`` frames (a consumer's acknowledgements) run in the reader, in
+    arrival order: they are answered while every request slot is held by a waiting handler,
+    and one that raises closes only that connection, as any handler's."""
+    release = trio.Event()
+    order = []
+
+    async def handler(conn: ServerConnection, payload: bytes) -> None:
+        order.append(payload)
+        if payload.startswith(b"hold"):
+            await release.wait()
+        elif payload == b"boom":
+            raise RuntimeError("a bug in a quick handler")
+        await conn.send(frame(payload))
+
+    handler.runs_inline = lambda payload: not payload.startswith(b"hold")
+    left, right = trio.testing.memory_stream_pair()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as n:
+            n.start_soon(functools.partial(serve_connection, right, handler,
+                                           limits=ServerLimits(max_in_flight=1)))
+            await left.send_all(frame(b"hold-1") + frame(b"ack-1") + frame(b"ack-2"))
+            want = frame(b"ack-1") + frame(b"ack-2")
+            got = b""
+            while len(got) < len(want):
+                got += await left.receive_some()
+            assert got == want  # answered though the one slot is taken
+            release.set()
+            got = b""
+            while len(got) < len(frame(b"hold-1")):
+                got += await left.receive_some()
+            assert got == frame(b"hold-1")
+            await left.send_all(frame(b"boom"))
+            assert await left.receive_some() == b""  # closed
+    assert order == [b"hold-1", b"ack-1", b"ack-2", b"boom"]
