@@ -26,7 +26,7 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare  # noqa: E402  (the workloads and the cluster runner are compare.py's)
+import systems  # noqa: E402  (the workloads and the cluster runner)
 from tls_cost import cpu_seconds  # noqa: E402
 
 
@@ -34,16 +34,16 @@ async def run(clusters: dict, redis, args) -> dict[str, dict[str, list[float]]]:
     import fluvial
 
     out: dict[str, dict[str, list[float]]] = {name: {} for name in clusters}
-    value = os.urandom(compare.LARGE_BYTES)
-    mb = args.large * compare.LARGE_BYTES / 1e6
+    value = os.urandom(systems.LARGE_BYTES)
+    mb = args.large * systems.LARGE_BYTES / 1e6
     for name, cluster in clusters.items():
         async with fluvial.connect(**cluster.connect_args) as fl:
             await fl.admin.create_topic("consume", partitions=1, replication=1)
-            await compare.fluvial_wait_ready(fl, "consume", 1)
-            await compare.fluvial_produce(fl, "consume", args.large, value)
+            await systems.fluvial_wait_ready(fl, "consume", 1)
+            await systems.fluvial_produce(fl, "consume", args.large, value)
     if redis is not None:
         r = redis.client()
-        compare.redis_produce(r, "consume", args.large, value)
+        systems.redis_produce(r, "consume", args.large, value)
         out["redis always"] = {}
     for k in range(args.rounds):
         order = list(clusters.items())
@@ -53,7 +53,7 @@ async def run(clusters: dict, redis, args) -> dict[str, dict[str, list[float]]]:
             async with fluvial.connect(**cluster.connect_args) as fl:
                 gc.collect()
                 client0, server0 = time.process_time(), cpu_seconds(cluster.pids)
-                seconds = await compare.fluvial_consume(fl, "consume", args.large, len(value))
+                seconds = await systems.fluvial_consume(fl, "consume", args.large, len(value))
                 client = time.process_time() - client0
                 server = cpu_seconds(cluster.pids) - server0
             res = out[name]
@@ -62,7 +62,7 @@ async def run(clusters: dict, redis, args) -> dict[str, dict[str, list[float]]]:
             res.setdefault("client CPU us/MB", []).append(client / mb * 1e6)
         if redis is not None:
             gc.collect()
-            seconds = compare.redis_consume(r, "consume", args.large, len(value))
+            seconds = systems.redis_consume(r, "consume", args.large, len(value))
             out["redis always"].setdefault("MB/s", []).append(mb / seconds)
         print(f"round {k + 1}/{args.rounds} done (load {os.getloadavg()[0]:.1f})", flush=True)
     return out
@@ -85,14 +85,14 @@ def main() -> None:
         try:
             for name, tree in (("this tree", here), ("--against", against)):
                 os.environ["PYTHONPATH"] = tree  # what the cluster's processes import
-                clusters[name] = compare.FluvialCluster(Path(tmp) / name.strip("-").replace(" ", "-"),
+                clusters[name] = systems.FluvialCluster(Path(tmp) / name.strip("-").replace(" ", "-"),
                                                         spus=1)
             if saved is None:
                 os.environ.pop("PYTHONPATH")
             else:
                 os.environ["PYTHONPATH"] = saved
             if not args.no_redis:
-                redis = compare.RedisServer(Path(tmp) / "redis", "always")
+                redis = systems.RedisServer(Path(tmp) / "redis", "always")
             results = trio.run(run, clusters, redis, args)
         finally:
             for cluster in clusters.values():

@@ -160,7 +160,7 @@ async def traced_latency(fl, topic: str, seconds: float, rate: int,
 
 async def fluvial_part(endpoint: str, args) -> dict[int, dict[str, float]]:
     import fluvial
-    from compare import fluvial_wait_ready
+    from systems import fluvial_wait_ready
 
     out = {}
     async with fluvial.connect(endpoint=endpoint) as fl:
@@ -201,7 +201,7 @@ def run_cluster(base: Path, args, pythonpath: str | None) -> dict[int, dict[str,
     """One cluster (its servers from ``pythonpath`` when given), the latency run at each RF."""
     import trio
 
-    from compare import FluvialCluster
+    from systems import FluvialCluster
 
     saved = os.environ.get("PYTHONPATH")
     if pythonpath:
@@ -221,7 +221,7 @@ def run_cluster(base: Path, args, pythonpath: str | None) -> dict[int, dict[str,
 
 
 def run_redis(base: Path, args) -> dict[str, float] | None:
-    from compare import RedisServer, redis_latency, redis_missing
+    from systems import RedisServer, redis_latency, redis_missing
 
     if args.no_redis or redis_missing():
         return None

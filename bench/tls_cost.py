@@ -29,7 +29,7 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare  # noqa: E402  (the workloads and the cluster runner are compare.py's)
+import systems  # noqa: E402  (the workloads and the cluster runner)
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -53,29 +53,29 @@ async def rounds(clusters: dict, args) -> dict[str, dict[str, list[float]]]:
     import fluvial
 
     out: dict[str, dict[str, list[float]]] = {name: {} for name in clusters}
-    large, small = os.urandom(compare.LARGE_BYTES), os.urandom(compare.SMALL_BYTES)
-    large_mb = args.large * compare.LARGE_BYTES / 1e6
-    small_mb = args.small * compare.SMALL_BYTES / 1e6
+    large, small = os.urandom(systems.LARGE_BYTES), os.urandom(systems.SMALL_BYTES)
+    large_mb = args.large * systems.LARGE_BYTES / 1e6
+    small_mb = args.small * systems.SMALL_BYTES / 1e6
     for r in range(args.rounds):
         for name, cluster in clusters.items():
             res = out[name]
             async with fluvial.connect(**cluster.connect_args) as fl:
                 for topic in (f"large-{r}", f"small-{r}", f"lat-{r}"):
                     await fl.admin.create_topic(topic, partitions=1, replication=1)
-                    await compare.fluvial_wait_ready(fl, topic, 1)
+                    await systems.fluvial_wait_ready(fl, topic, 1)
                 cases = {
-                    "produce 1 KiB": (large_mb, lambda: compare.fluvial_produce(
+                    "produce 1 KiB": (large_mb, lambda: systems.fluvial_produce(
                         fl, f"large-{r}", args.large, large)),
-                    "consume 1 KiB": (large_mb, lambda: compare.fluvial_consume(
+                    "consume 1 KiB": (large_mb, lambda: systems.fluvial_consume(
                         fl, f"large-{r}", args.large, len(large))),
-                    "produce 100 B": (small_mb, lambda: compare.fluvial_produce(
+                    "produce 100 B": (small_mb, lambda: systems.fluvial_produce(
                         fl, f"small-{r}", args.small, small)),
                 }
                 for case, (mb, work) in cases.items():
                     for metric, value in (await measured(cluster, mb, work)).items():
                         res.setdefault(f"{case} {metric}", []).append(value)
                 gc.collect()
-                lat = await compare.fluvial_latency(fl, f"lat-{r}", args.latency_seconds,
+                lat = await systems.fluvial_latency(fl, f"lat-{r}", args.latency_seconds,
                                                     args.rate)
                 res.setdefault("latency p50 us", []).append(lat["lat-p50"])
                 res.setdefault("latency p99 us", []).append(lat["lat-p99"])
@@ -96,8 +96,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fluvial-tls-cost-") as tmp:
         clusters: dict = {}
         try:
-            clusters["plaintext"] = compare.FluvialCluster(Path(tmp) / "plain", spus=1)
-            clusters["TLS"] = compare.FluvialCluster(Path(tmp) / "tls", spus=1, tls=True)
+            clusters["plaintext"] = systems.FluvialCluster(Path(tmp) / "plain", spus=1)
+            clusters["TLS"] = systems.FluvialCluster(Path(tmp) / "tls", spus=1, tls=True)
             results = trio.run(rounds, clusters, args)
         finally:
             for cluster in clusters.values():
