@@ -111,7 +111,8 @@ def main() -> None:
     for metric in results["plaintext"]:
         p = statistics.median(results["plaintext"][metric])
         t = statistics.median(results["TLS"][metric])
-        print(f"| {metric} | {p:,.0f} | {t:,.0f} | {t / p:.2f} |")
+        ratio = f"{t / p:.2f}" if p else "n/a"  # a tiny run can measure no CPU time at all
+        print(f"| {metric} | {p:,.0f} | {t:,.0f} | {ratio} |")
 
 
 if __name__ == "__main__":
