@@ -28,8 +28,9 @@ Theory of operation
   ``os.sendfile`` straight from the page cache. A frame of memory pieces that finds the lock
   free is written by the caller at once, before any pause (``_write_now``; the pause comes
   after the frame is out, so other tasks still get their turn), and whatever the socket does
-  not take is written under the lock, taken with no pause since the write. On TLS every piece is encrypted anyway: the
-  frame is one ``TlsStream.send_all_parts`` and file pieces are read with ``os.pread``.
+  not take is written under the lock, taken with no pause since the write. On TLS every
+  piece is encrypted anyway: the frame is one ``TlsStream.send_all_parts`` and file pieces
+  are read with ``os.pread``.
 * **Closing.** A connection ends when the peer closes it, when the framing is broken (a negative or
   oversized size prefix), on a timeout, when a handler raises, or when ``conn.close()`` is called.
   Then every running handler is cancelled (they run inside the connection's cancel scope),
@@ -290,14 +291,7 @@ class ServerConnection:
             sent = os.writev(self._stream.socket.fileno(), parts)
         except OSError:  # full (BlockingIOError), or broken: the usual path waits or fails
             return None
-        rest: list = []
-        for p in parts:
-            view = memoryview(p).cast("B")
-            if sent >= len(view):
-                sent -= len(view)
-            else:
-                rest.append(view[sent:])
-                sent = 0
+        rest = _unsent([memoryview(p).cast("B") for p in parts], sent)
         if rest:
             self._send_lock.acquire_nowait()  # free (checked above), and nothing awaited since
         return rest
@@ -469,7 +463,6 @@ class ServerConnection:
                     and self.limits.idle_timeout_seconds is not None):
                 self._read_scope.deadline = trio.current_time() + self.limits.idle_timeout_seconds
 
-
     async def _handle(self, handler: Handler, payload: bytes) -> None:
         try:
             await handler(self, payload)
@@ -632,20 +625,23 @@ async def _sendmsg_all(sock: trio.socket.SocketType, parts: list) -> None:
     """Write every byte of ``parts`` with as few ``sendmsg`` calls (writevs) as the socket
     takes: one, unless its buffer fills."""
     views = [memoryview(p).cast("B") for p in parts]
-    i = 0
-    while i < len(views):
+    while views:
         try:
-            sent = await sock.sendmsg(views[i:i + _IOV_MAX])
+            sent = await sock.sendmsg(views[:_IOV_MAX])
         except OSError as exc:
             raise trio.BrokenResourceError(f"sendmsg failed: {exc}") from exc
-        while sent:
-            n = len(views[i])
-            if sent >= n:
-                sent -= n
-                i += 1
-            else:
-                views[i] = views[i][sent:]
-                sent = 0
+        views = _unsent(views, sent)
+
+
+def _unsent(views: list[memoryview], sent: int) -> list[memoryview]:
+    """What is left of ``views`` (byte views, in order) once the first ``sent`` bytes are out."""
+    i = 0
+    while i < len(views) and sent >= len(views[i]):
+        sent -= len(views[i])
+        i += 1
+    if i == len(views):
+        return []
+    return [views[i][sent:], *views[i + 1:]]
 
 
 def _changed(position: int, end: int) -> trio.BrokenResourceError:
