@@ -131,7 +131,7 @@ class _PartitionReader:
         self._deadline = trio.current_time() + consumer.reconnect_timeout
         self._finished = False
         self._after_records: Error | None = None  # a SmartModule error, raised after its records
-        self._unacked: tuple[Any, int, int] | None = None  # (conn, offset, stream id) to acknowledge
+        self._unacked: int | None = None  # the offset to acknowledge on this stream, when asked for more
 
     async def aclose(self) -> None:
         self._unacked = None  # the stream it was for ends
@@ -177,9 +177,9 @@ class _PartitionReader:
                     await stream.__aenter__()
                     self._stream, self._version = stream, stream.version
                     s.conn, s.stream_id = conn, None
-                if self._unacked is not None:
-                    unacked, self._unacked = self._unacked, None
-                    await self._ack(*unacked)
+                if self._unacked is not None:  # the stream is the one it was for (aclose drops it)
+                    offset, self._unacked = self._unacked, None
+                    await self._ack(s.conn, offset, s.stream_id)
                 payload = await self._stream.receive_payload()
                 received = trace.now()
                 chunk = parse_stream_fetch_response(payload, self._version)
@@ -209,7 +209,7 @@ class _PartitionReader:
                     if c.smartmodules:
                         await self._ack(s.conn, after, s.stream_id)
                     else:
-                        self._unacked = (s.conn, after, s.stream_id)
+                        self._unacked = after
                     if after > s.next_offset:
                         s.next_offset = after
                 self._delay = c.retry_backoff
