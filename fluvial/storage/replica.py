@@ -1170,6 +1170,7 @@ class Replica:
             self._remove_segments(doomed)
             self._segments = [fresh]
             self._dirty.clear()
+            self._unflushed = 0
             self._leo = self._hw = self._durable_leo = offset
         self._save_epochs(LeaderEpochCache())
 

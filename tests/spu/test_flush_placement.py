@@ -52,6 +52,20 @@ async def test_an_idle_spu_fsyncs_on_its_loop_and_a_slow_disk_moves_the_fsync_to
     r.storage.close()
 
 
+async def test_a_long_fsync_runs_in_a_thread(tmp_path):
+    """The bytes appended since the last flush are counted: more than the placement's limit
+    go to a worker thread, however idle the loop."""
+    flushes = FlushPlacement(max_bytes=4096)
+    r = replica(tmp_path, flushes)
+    seen = flushing_thread(r)
+    r.storage.append(encode_batch([bytes(5000)]), leader_epoch=1)
+    assert r.storage.unflushed_bytes > 5000
+    assert await flush_placed(flushes, r.storage.flush, r.storage.unflushed_bytes) == 1
+    assert seen and seen[0] != threading.get_ident()
+    assert r.storage.unflushed_bytes == 0
+    r.storage.close()
+
+
 async def test_a_busy_spu_fsyncs_in_a_thread(tmp_path):
     flushes = FlushPlacement()
     r = replica(tmp_path, flushes)
