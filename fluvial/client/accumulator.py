@@ -17,8 +17,11 @@ back what failed with ``reenqueue``.
   travel), so records batch up while the sender is busy, which is what makes throughput adapt.
 * **drain(now)** takes ready batches from the front of each partition's queue, oldest first, up to
   ``max_request_size`` bytes per partition (always at least one batch), skipping *muted*
-  partitions (the caller mutes a partition while one of its requests is in flight, which keeps
-  the partition's records in order across retries) and partitions in *backoff*. A drained open
+  partitions (the caller mutes a partition that has as many requests in flight as it allows,
+  which keeps the partition's records in order across retries) and partitions in *backoff*.
+  From a *busy* partition (a request of it in flight, but not muted) only closed batches go:
+  Nagle's rule, so full batches pipeline while a trickle of records fills one batch behind the
+  request in flight rather than a request each (``flush`` overrides it). A drained open
   batch is closed. Retried batches are drained apart from new ones, and one at a time with
   ``retry_one_at_a_time``.
 * **reenqueue(batches)** puts batches that must be retried back at the front, in the order they
@@ -37,7 +40,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from itertools import accumulate, repeat
 from typing import Any
 
@@ -274,15 +277,21 @@ class RecordAccumulator:
 
     # ------------------------------------------------------------------------------ draining
 
-    def ready_at(self, muted: Iterable[int] = ()) -> float | None:
+    def ready_at(self, muted: Iterable[int] = (), busy: Container[int] = ()) -> float | None:
         """When the next batch outside ``muted`` becomes ready: the earliest of the open batches'
-        ``created_at + linger`` and of the partitions' backoff ends; ``-inf`` when a closed batch
-        is waiting; None when nothing outside ``muted`` is queued."""
+        ``created_at + linger`` (not those of ``busy`` partitions, which wait for their request in
+        flight) and of the partitions' backoff ends; ``-inf`` when a closed batch is waiting; None
+        when nothing outside ``muted`` is queued."""
         best = None
         for p, q in self._queues.items():
             if not q or p in muted:
                 continue
-            t = -math.inf if q[0].closed else q[0].created_at + self.linger
+            if q[0].closed:
+                t = -math.inf
+            elif p in busy:
+                continue
+            else:
+                t = q[0].created_at + self.linger
             b = self._backoff.get(p)
             if b is not None and b > t:
                 t = b
@@ -291,13 +300,14 @@ class RecordAccumulator:
         return best
 
     def drain(self, now: float, *, flush: bool = False, muted: Iterable[int] = (),
-              only: int | None = None) -> dict[int, list[ProducerBatch]]:
+              busy: Container[int] = (), only: int | None = None) -> dict[int, list[ProducerBatch]]:
         """Take the ready batches: ``{partition: [batches, oldest first]}``.
 
         Args:
             now: the caller's clock.
             flush: treat every open batch as ready.
             muted: partitions to leave alone.
+            busy: partitions with a request in flight: closed batches only (unless ``flush``).
             only: look at this partition only.
         """
         out: dict[int, list[ProducerBatch]] = {}
@@ -317,7 +327,7 @@ class RecordAccumulator:
             while q:
                 head = q[0]
                 if not head.closed and not flush:
-                    if head.created_at + linger > now:
+                    if p in busy or head.created_at + linger > now:
                         break
                     if taken and not linger:
                         break  # full batches are going: let this one fill while they travel

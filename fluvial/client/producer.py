@@ -18,13 +18,19 @@ once the answer is in, sends whatever became ready meanwhile itself. With ``ling
 record that finds its partition idle (nothing queued, nothing in flight) is dispatched by
 ``send`` itself. Both save a pass through the sender task on the way to the wire.
 
+Nagle's rule: whatever the limit, a batch that is still open (not full) goes only when its
+partition has no request in flight (or on ``flush``); full batches go up to the limit. So a
+stream of records pipelines full batches, while records sent one at a time gather behind the
+request in flight into one batch instead of a request each (the measured choice: at RF=3 on a
+busy machine a request per record cost more than the wait, docs/performance.md).
+
 Delivery (``delivery``):
 
 * ``at_least_once`` (default): a partition has at most ``max_in_flight`` requests in flight;
-  at the limit it is *muted* (no further request for it). The limit is 1 by default, and always
-  without idempotence, so that a retry cannot overtake later records. A producer created with
-  ``idempotent=True`` may have up to ``MAX_REMEMBERED`` (5, Kafka's limit with idempotence) in
-  flight: the leader appends a batch
+  at the limit it is *muted* (no further request for it). Without idempotence the limit is 1,
+  so that a retry cannot overtake later records. An idempotent producer may have up to
+  ``MAX_REMEMBERED`` (5, Kafka's limit with idempotence) in flight, and has by default: the
+  leader appends a batch
   only when its sequence follows the last one it stored, and refuses one after a gap as out of
   order, so records cannot land out of order; the producer resends in order (below). A retriable failure (a
   ``fluvial.errors.Retriable``: ``NotLeaderForPartition``, ``RequestTimedOut``, a lost or refused
@@ -201,11 +207,11 @@ class Producer:
         batch_queue_size: batches a partition may have queued before ``send`` waits.
         delivery_timeout: seconds after which a batch that keeps failing is given up.
         retry_backoff, retry_backoff_max: the first and the largest wait between retries.
-        max_in_flight: requests per partition awaiting their answer. At-most-once: 5 by
-            default. At-least-once: 1 by default; up to 5 with ``idempotent=True`` (the
-            sequences then keep the order; without a producer id the producer does not start).
-            Measured: more in flight helps only when acks are slower than the send rate on an
-            idle machine, and costs latency on a busy one (docs/performance.md).
+        max_in_flight: requests per partition awaiting their answer (batches that are not
+            full go only when none is: Nagle's rule, above). At-most-once: 5 by default.
+            At-least-once: 5 by default when the producer is idempotent, else 1; an explicit
+            value above 1 needs ``idempotent=True`` (the sequences then keep the order; without
+            a producer id the producer does not start).
         idempotent: stamp batches with a producer id and sequences so that retries never store
             a record twice (needs at-least-once delivery). None (default): on with at-least-once
             delivery when the SC hands out producer ids, off otherwise.
@@ -246,6 +252,7 @@ class Producer:
                 raise ValueError(f"max_in_flight must be 1 to {MAX_REMEMBERED} with at_least_once "
                                  f"(the leader remembers the last {MAX_REMEMBERED} batches of a "
                                  f"producer), not {max_in_flight}")
+            # None: 5 once the SC gives a producer id (``_ensure_started``), else 1
             self.max_in_flight = 1 if max_in_flight is None else max_in_flight
         else:
             self.max_in_flight = 5 if max_in_flight is None else max_in_flight
@@ -256,6 +263,8 @@ class Producer:
         self._want_idempotence = (self.delivery is DeliverySemantic.AT_LEAST_ONCE
                                   if idempotent is None else idempotent)
         self._idempotence_required = bool(idempotent)
+        self._in_flight_by_idempotence = (self.delivery is DeliverySemantic.AT_LEAST_ONCE
+                                          and max_in_flight is None)
         self.producer_id = -1  # set when idempotent, once started
         self.content_type = ""  # the topic's (fluvial.protocol.content_type), once started
         self._producer_epoch = -1
@@ -326,6 +335,8 @@ class Producer:
             if self._want_idempotence:
                 await self._get_producer_id()
             self._refresh_partition_count()
+            if self._in_flight_by_idempotence and self.producer_id >= 0:
+                self.max_in_flight = MAX_REMEMBERED
             self._acc.retry_one_at_a_time = self.max_in_flight > 1
             self._fl.nursery.start_soon(self._sender)
             self._fl._producers.add(self)
@@ -468,8 +479,7 @@ class Producer:
             if self._acc.queued_batches(p) > 1:
                 self._wake.set()
                 await self._after_full_batch(p)
-            elif (not self._acc.linger and self._inflight.get(p, 0) < self.max_in_flight
-                  and self._requests is not None):
+            elif not self._acc.linger and p not in self._inflight and self._requests is not None:
                 # nothing to wait for: send it now rather than through the sender task (one
                 # scheduler round less on the way to the wire)
                 self._dispatch(self._acc.drain(trio.current_time(), only=p), self._requests,
@@ -620,7 +630,8 @@ class Producer:
                     self._requests = requests
                     while True:
                         now = trio.current_time()
-                        ready = self._acc.drain(now, flush=self._flushing > 0, muted=self._muted())
+                        ready = self._acc.drain(now, flush=self._flushing > 0, muted=self._muted(),
+                                                busy=self._inflight)
                         if ready:
                             self._dispatch(ready, requests, now)
                             if not self._space.is_set():
@@ -630,7 +641,7 @@ class Producer:
                         if self._wake.is_set():
                             self._wake = trio.Event()
                             continue  # something changed between drain and here: look again
-                        at = self._acc.ready_at(self._muted())
+                        at = self._acc.ready_at(self._muted(), self._inflight)
                         timeout = math.inf if at is None else max(0.0, at - now)
                         with trio.move_on_after(timeout):
                             await self._wake.wait()
@@ -715,7 +726,8 @@ class Producer:
             if self._closed or self._requests is None:
                 return
             now = trio.current_time()
-            ready = self._acc.drain(now, flush=self._flushing > 0, muted=self._muted())
+            ready = self._acc.drain(now, flush=self._flushing > 0, muted=self._muted(),
+                                    busy=self._inflight)
             if not ready:
                 return
             if not self._space.is_set():

@@ -107,6 +107,25 @@ def test_drain_skips_muted_partitions_and_partitions_in_backoff():
     assert acc.ready_at() is None
 
 
+def test_a_busy_partition_sends_closed_batches_and_keeps_its_open_one_filling():
+    """Nagle's rule: with a request in flight, full batches go and the open one waits (also
+    past its linger), unless flushed; an idle partition's open batch goes as before."""
+    acc, clock = make(linger=0.5, batch_size=2 * (1 + RECORD_OVERHEAD))
+    for v in (b"a", b"b", b"c"):
+        acc.append(0, v)
+    acc.append(1, b"x")
+    clock.now += 1  # every open batch is past its linger
+    assert acc.ready_at(busy={0, 1}) == -float("inf")  # a closed batch waits
+    out = acc.drain(clock.now, busy={0, 1})
+    assert [b.values for b in out[0]] == [[b"a", b"b"]] and 1 not in out
+    assert acc.ready_at(busy={0, 1}) is None  # only open batches of busy partitions are left
+    assert acc.ready_at(busy={0}) == pytest.approx(clock.now - 0.5)
+    acc.append(0, b"d")  # still the open batch: it keeps filling
+    out = acc.drain(clock.now, busy={0})  # partition 1 is idle now
+    assert list(out) == [1] and [b.values for b in out[1]] == [[b"x"]]
+    assert [b.values for b in acc.drain(clock.now, busy={0}, flush=True)[0]] == [[b"c", b"d"]]
+
+
 def test_drain_takes_at_most_max_request_size_per_partition_but_always_one_batch():
     acc, clock = make(batch_size=100, max_request_size=250)
     for _ in range(10):

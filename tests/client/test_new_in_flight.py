@@ -50,7 +50,9 @@ def route_produces(fl, fault) -> None:
 
 async def send_unawaited(p, values):
     """One record per request while the partition has room in flight: send without waiting for
-    acks (each send finds the previous records still in flight)."""
+    acks (each send finds the previous records still in flight). The producer needs
+    ``batch_size=1``: each record then closes the batch before it, and closed batches go while
+    others are in flight (an open one waits: Nagle's rule)."""
     futures = []
     for v in values:
         futures.append(await p.send(v))
@@ -82,7 +84,7 @@ async def test_lost_answers_with_several_in_flight_store_every_record_once(fl, n
         lose_answers(fl, every_other())
         values = [b"r-%d" % i for i in range(60)]
         async with fl.producer(topic, retry_backoff=0.001, partitioner=0, idempotent=True,
-                               max_in_flight=in_flight) as p:
+                               max_in_flight=in_flight, batch_size=1) as p:
             assert p.idempotent and p.max_in_flight == in_flight
             offsets = await send_unawaited(p, values)
             assert p.statistics().retries >= 2
@@ -106,7 +108,7 @@ async def test_lost_requests_are_resent_in_send_order(fl, new_topic):
         route_produces(fl, fault)
         values = [b"r-%d" % i for i in range(30)]
         async with fl.producer(topic, retry_backoff=0.001, partitioner=0, max_in_flight=5,
-                               idempotent=True, delivery_timeout=20) as p:
+                               idempotent=True, delivery_timeout=20, batch_size=1) as p:
             offsets = await send_unawaited(p, values)
         assert await stored(fl, topic) == values
         assert offsets == list(range(len(values)))
@@ -134,7 +136,7 @@ async def test_a_batch_refused_after_a_gap_is_resent_after_the_missing_one(fl, n
         route_produces(fl, fault)
         values = [b"r-%d" % i for i in range(12)]
         async with fl.producer(topic, retry_backoff=0.001, partitioner=0, max_in_flight=5,
-                               idempotent=True, delivery_timeout=20) as p:
+                               idempotent=True, delivery_timeout=20, batch_size=1) as p:
             offsets = await send_unawaited(p, values)
         assert refusals and all("OutOfOrderSequence" in str(e.args) for e in refusals)
         assert await stored(fl, topic) == values
@@ -148,7 +150,7 @@ async def test_a_leader_failover_with_five_in_flight_keeps_every_record_once_in_
             old = fl.metadata.leader_of("inflight", 0)
             sent: dict[int, list[bytes]] = {0: [], 1: []}
             async with fl.producer("inflight", isolation="read_committed", retry_backoff=0.01,
-                                   max_in_flight=5, idempotent=True) as p:
+                                   max_in_flight=5, idempotent=True, batch_size=1) as p:
                 futures = []
                 for i in range(200):
                     if i == 80:
@@ -178,7 +180,6 @@ def test_max_in_flight_is_bounded_by_what_the_leader_remembers():
     with pytest.raises(ValueError):
         Producer(None, "t", max_in_flight=2, idempotent=False)
     assert Producer(None, "t", max_in_flight=5, idempotent=True).max_in_flight == 5
-    assert Producer(None, "t", idempotent=True).max_in_flight == 1
 
 
 async def test_many_batches_in_flight_are_stored_in_send_order(fl, new_topic):
@@ -202,3 +203,79 @@ async def test_many_batches_in_flight_are_stored_in_send_order(fl, new_topic):
                 assert p.statistics().retries == 0
             assert await stored(fl, topic) == values
             assert offsets == list(range(len(values)))
+
+
+async def test_an_idempotent_producer_keeps_five_in_flight_by_default(fl, new_topic):
+    topic = await new_topic()
+    async with fl.producer(topic) as p:
+        assert p.idempotent and p.max_in_flight == 5
+    async with fl.producer(topic, idempotent=False) as p:
+        assert p.max_in_flight == 1
+
+
+def count_requests(p) -> list[int]:
+    """The records of each produce request ``p`` sends, in send order."""
+    sizes: list[int] = []
+    real = p._send_in_turn
+
+    async def counting(leader, entries, turn):
+        sizes.append(sum(len(b) for _, batches in entries for b in batches))
+        await real(leader, entries, turn)
+
+    p._send_in_turn = counting
+    return sizes
+
+
+def hold_first_request(fl) -> trio.Event:
+    """The answer to the first produce request waits until the returned event is set (the
+    request itself is stored: the requests after it are not refused as out of order)."""
+    release = trio.Event()
+
+    async def fault(n, call):
+        resp = await call()
+        if n == 1:
+            await release.wait()
+        return resp
+
+    route_produces(fl, fault)
+    return release
+
+
+async def test_records_sent_one_at_a_time_wait_for_the_request_in_flight_and_go_together(fl, new_topic):
+    """Nagle's rule: while a partition's request is in flight, a batch that is not full stays
+    in the accumulator and takes the records sent meanwhile: one request for them, not one
+    each."""
+    with trio.fail_after(TEST_TIMEOUT):
+        topic = await new_topic()
+        release = hold_first_request(fl)
+        async with fl.producer(topic, partitioner=0) as p:
+            assert p.max_in_flight == 5
+            sizes = count_requests(p)
+            futures = [await p.send(b"first")]
+            while not sizes:  # the first request is on its way (and held)
+                await trio.sleep(0)
+            for i in range(10):
+                futures.append(await p.send(b"r-%d" % i))
+                await trio.sleep(0)  # the sender and the request tasks get to run
+            assert sizes == [1]  # the first is held; the ten wait in one open batch
+            release.set()
+            offsets = [(await f).offset for f in futures]
+        assert sizes == [1, 10]
+        assert offsets == list(range(11))
+
+
+async def test_full_batches_go_while_a_request_is_in_flight_up_to_the_limit(fl, new_topic):
+    with trio.fail_after(TEST_TIMEOUT):
+        topic = await new_topic()
+        release = hold_first_request(fl)
+        # batch_size=1: each record closes the batch before it
+        async with fl.producer(topic, partitioner=0, batch_size=1) as p:
+            sizes = count_requests(p)
+            futures = []
+            for i in range(8):
+                futures.append(await p.send(b"r-%d" % i))
+                await trio.sleep(0)
+            assert sizes == [1] * 5  # the held one and four more: the limit
+            release.set()
+            offsets = [(await f).offset for f in futures]
+        assert sum(sizes) == 8 and offsets == list(range(8))  # no retry: each record sent once
