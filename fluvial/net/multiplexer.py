@@ -181,7 +181,7 @@ class ClientConnection:
         receive_bytes = TLS_RECEIVE_BYTES if isinstance(self._stream, TlsStream) else _RECEIVE_BYTES
         try:
             while True:
-                data = await self._stream.receive_some(receive_bytes)
+                data = await self._stream.receive_some(protocol.read_size(receive_bytes))
                 if not data:
                     self._fail(ConnectionLost(detail=f"connection closed by {self.peer}"))
                     return

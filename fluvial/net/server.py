@@ -419,7 +419,7 @@ class ServerConnection:
             with trio.CancelScope(deadline=self._read_deadline()) as scope:
                 self._read_scope = scope
                 try:
-                    data = await self._stream.receive_some(receive_bytes)
+                    data = await self._stream.receive_some(decoder.read_size(receive_bytes))
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     log.debug("%r: receive failed: %r", self, exc)
                     return

@@ -90,6 +90,10 @@ class ClientProtocol:
         self._pending[corr] = _Pending(sink, stream)
         return corr, data
 
+    def read_size(self, least: int) -> int:
+        """How many bytes to read next (``FrameDecoder.read_size``)."""
+        return self._decoder.read_size(least)
+
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[tuple[Any, bytes]]:
         """Feed bytes read from the transport; returns ``(sink, payload)`` per routed frame.
 

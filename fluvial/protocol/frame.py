@@ -7,6 +7,12 @@ never trusts the size prefix: a negative size, or one above ``max_frame_bytes`` 
 raises ``FrameTooLarge``/``DecodeError`` as soon as the 4 prefix bytes are in, before a single
 payload byte is buffered or allocated. After an error the decoder is poisoned: the stream is out
 of sync and the connection must be closed.
+
+Large frames (a payload of at least ``collect_from`` bytes, 64 KiB by default: a fetch answer
+of a megabyte arrives in many reads) are not grown in one buffer: the pieces are kept as they
+came and joined once, when the last one is in (one copy of the payload instead of two), and
+``wanted()`` says how many bytes the frame still needs, so that a reader can ask the transport
+for all of them in one read.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import struct
 from fluvial.protocol.codec import DecodeError
 
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
+COLLECT_FROM_BYTES = 64 * 1024  # payloads this large are collected in pieces (above)
+MAX_READ_BYTES = 4 * 1024 * 1024  # the most ``read_size`` asks for at once
 _SIZE = struct.Struct(">i")
 
 
@@ -31,31 +39,70 @@ def frame(payload: bytes | bytearray) -> bytes:
 class FrameDecoder:
     """Incremental splitter: ``feed(data)`` returns the complete payloads it now holds."""
 
-    __slots__ = ("max_frame_bytes", "_buf", "_need", "_failed")
+    __slots__ = ("max_frame_bytes", "collect_from", "_buf", "_need", "_parts", "_have", "_failed")
 
-    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+                 collect_from: int = COLLECT_FROM_BYTES):
         self.max_frame_bytes = max_frame_bytes
+        self.collect_from = collect_from
         self._buf = bytearray()
         self._need = -1  # payload size of the frame being read, -1 while reading the prefix
+        self._parts: list | None = None  # a large payload's pieces so far (``_buf`` is empty)
+        self._have = 0  # their bytes
         self._failed: DecodeError | None = None
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         if self._failed:
             raise self._failed
+        out: list[bytes] = []
+        stable = type(data) is bytes  # slices of it may be kept: nothing can change it
+        view = memoryview(data)
+        if self._parts is not None:
+            missing = self._need - self._have
+            if len(view) < missing:
+                self._parts.append(view if stable else bytes(view))
+                self._have += len(view)
+                return out
+            self._parts.append(view[:missing])
+            out.append(b"".join(self._parts))
+            self._parts, self._have, self._need = None, 0, -1
+            view = view[missing:]
         if not self._buf:
             # Fast path: nothing buffered, so whole frames are cut straight out of ``data`` (one
             # copy each) and only a trailing partial frame is kept.
-            view = memoryview(data)
-            out, pos = self._split(view)
+            got, pos = self._split(view)
+            out += got
             if pos < len(view):
-                self._buf += view[pos:]
+                self._keep(view[pos:], stable)
             return out
-        self._buf += data
-        with memoryview(self._buf) as view:
-            out, pos = self._split(view)
+        self._buf += view
+        with memoryview(self._buf) as buffered:
+            got, pos = self._split(buffered)
+            out += got
+            if self._need >= self.collect_from and pos < len(buffered):
+                self._parts, self._have = [bytes(buffered[pos:])], len(buffered) - pos
+                pos = len(buffered)
         if pos:
             del self._buf[:pos]
         return out
+
+    def _keep(self, tail: memoryview, stable: bool) -> None:
+        """Hold the start of a frame that ``feed`` could not finish."""
+        if self._need >= self.collect_from:
+            self._parts, self._have = [tail if stable else bytes(tail)], len(tail)
+        else:
+            self._buf += tail
+
+    def wanted(self) -> int:
+        """The bytes a large frame still needs (0 when none is being collected)."""
+        return self._need - self._have if self._parts is not None else 0
+
+    def read_size(self, least: int) -> int:
+        """What a reader should ask the transport for next: ``least``, or what a large frame
+        still needs when that is more (up to ``MAX_READ_BYTES``)."""
+        if self._parts is None:
+            return least
+        return max(least, min(self._need - self._have, MAX_READ_BYTES))
 
     def _split(self, view: memoryview) -> tuple[list[bytes], int]:
         out: list[bytes] = []
@@ -83,4 +130,4 @@ class FrameDecoder:
 
     def buffered(self) -> int:
         """Bytes held waiting for the rest of a frame."""
-        return len(self._buf)
+        return len(self._buf) + self._have

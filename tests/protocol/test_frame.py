@@ -60,3 +60,46 @@ def test_any_split_yields_the_same_frames(payloads, data):
         out += d.feed(stream[prev:c])
         prev = c
     assert out == payloads
+
+
+@given(st.lists(st.binary(max_size=120), max_size=8), st.data(),
+       st.sampled_from([bytes, bytearray, memoryview]))
+def test_large_frames_collected_in_pieces_come_out_whole(payloads, data, kind):
+    """With a small ``collect_from`` most frames here are "large": their pieces are kept as
+    they came (bytes) or copied (a buffer the caller may reuse), joined once; ``wanted`` says
+    what the frame being collected still needs."""
+    stream = b"".join(frame(p) for p in payloads)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
+    d, out, prev = FrameDecoder(collect_from=16), [], 0
+    for c in cuts + [len(stream)]:
+        piece = bytearray(stream[prev:c])
+        got = d.feed(kind(bytes(piece)) if kind is not bytearray else piece)
+        piece[:] = bytes(b ^ 0xFF for b in piece)  # a reused buffer: nothing kept may change
+        out += got
+        prev = c
+        assert 0 <= d.wanted() <= d.buffered() + d.wanted()
+    assert out == payloads and all(type(p) is bytes for p in out)
+    assert d.buffered() == 0 and d.wanted() == 0
+
+
+def test_wanted_counts_what_a_large_frame_still_needs():
+    payload = bytes(range(256)) * 400  # 100 KiB
+    data = frame(payload) + frame(b"next")
+    d = FrameDecoder()
+    assert d.feed(data[:1000]) == [] and d.wanted() == len(payload) - 996
+    assert d.feed(data[1000:50_000]) == [] and d.wanted() == len(payload) - 49_996
+    assert d.feed(data[50_000:]) == [payload, b"next"] and d.wanted() == 0
+    small = FrameDecoder()
+    assert small.feed(frame(b"x" * 100)[:50]) == [] and small.wanted() == 0  # not collected
+
+
+def test_read_size_asks_for_the_rest_of_a_large_frame_up_to_a_bound():
+    from fluvial.protocol.frame import MAX_READ_BYTES
+
+    d = FrameDecoder()
+    assert d.read_size(65536) == 65536
+    d.feed(frame(bytes(200_000))[:10_000])
+    assert d.read_size(65536) == 200_000 - 9_996
+    huge = FrameDecoder()
+    huge.feed(struct.pack(">i", 32 * 1024 * 1024) + bytes(100))
+    assert huge.read_size(65536) == MAX_READ_BYTES
