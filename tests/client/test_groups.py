@@ -36,7 +36,9 @@ async def drain(member, into: list, stop: trio.Event | None = None):
 
 
 async def produce(fl, topic, n, prefix="v"):
-    async with fl.producer(topic) as p:
+    """Committed records: a test that stops a leader after this keeps them (acknowledged by the
+    leader alone, records its followers had not fetched yet would go with it)."""
+    async with fl.producer(topic, isolation="read_committed") as p:
         for i in range(n):
             await p.send(f"{prefix}{i}".encode(), key=str(i).encode())
 
