@@ -13,8 +13,12 @@ Theory of operation
 * **Quick requests run in the reader.** A handler with a ``runs_inline(payload)`` method that
   says yes for a frame (requests that never wait, such as a consumer's acknowledgement) is run
   by the reader itself, before it reads on: no task to start and finish per request.
-* **Handlers start in arrival order.** The reader starts one handler at a time and each runs until
-  its first blocking ``await`` before the next frame's handler starts. Work done before that point
+* **Handlers start in arrival order.** The reader queues each frame and starts a task for it;
+  the tasks are alike, and each takes the oldest frame not yet taken when it starts, so
+  whatever order trio runs new tasks in, each handler runs until its first blocking ``await``
+  before the next frame's handler starts (no pause in the reader per frame, and none of
+  ``Nursery.start``'s machinery: a fifth of the SPU's dispatch cost). A quick request waits
+  until the frames before it have started, then runs in the reader. Work done before that point
   (a synchronous append to a log; acquiring a ``trio.StrictFIFOLock``, which takes the lock before
   it yields) happens in the order the client sent the requests, as in Fluvio, whose SPU handles
   produce requests one after the other.
@@ -50,6 +54,7 @@ import math
 import os
 import ssl
 import struct
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -148,6 +153,8 @@ class ServerConnection:
         self._broken: str | None = None
         self._slots = trio.Semaphore(limits.max_in_flight)
         self._in_flight = 0
+        self._unstarted: deque[bytes] = deque()  # frames whose handler's task has not started
+        self._caught_up: trio.Event | None = None  # set once every queued frame has started
         self._seen_frame = False
         self._first_frame_deadline = math.inf
         self._read_scope: trio.CancelScope | None = None
@@ -442,18 +449,25 @@ class ServerConnection:
                 self._seen_frame = True
                 self._frames_received += 1
                 if inline is not None and inline(payload):
+                    if self._unstarted:  # the handlers of the frames before it start first
+                        self._caught_up = trio.Event()
+                        await self._caught_up.wait()
                     await self._handle(handler, payload)
                     continue
                 try:
-                    self._slots.acquire_nowait()  # no pause when a slot is free: start() pauses
+                    self._slots.acquire_nowait()  # no pause when a slot is free
                 except trio.WouldBlock:
                     await self._slots.acquire()
-                await nursery.start(self._dispatch, handler, payload)
+                self._in_flight += 1
+                self._unstarted.append(payload)
+                nursery.start_soon(self._dispatch, handler)
 
-    async def _dispatch(self, handler: Handler, payload: bytes, *,
-                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self._in_flight += 1
-        task_status.started()
+    async def _dispatch(self, handler: Handler) -> None:
+        # the oldest frame not yet taken, whichever task this is: handlers start in arrival order
+        payload = self._unstarted.popleft()
+        if not self._unstarted and self._caught_up is not None:
+            self._caught_up.set()
+            self._caught_up = None
         try:
             await self._handle(handler, payload)
         finally:
