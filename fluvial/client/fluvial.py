@@ -186,6 +186,20 @@ class MetadataCache:
             raise TopicNotFoundError(detail=f"Topic not found: {topic} (no partition {topic}-{index})")
         return m
 
+    async def created(self, topic: str, index: int = 0) -> Metadata:
+        """The partition's metadata, waiting up to ``timeout`` for a topic that was just
+        created (by this client or another: the SC's watch may bring it after the create's
+        answer, or after another client's create was refused as a duplicate).
+
+        Raises:
+            TopicNotFoundError: still no such partition after ``timeout``.
+        """
+        with trio.move_on_after(self.timeout):
+            while (topic, index) not in self.partitions or topic not in self.topics:
+                await self.wait_changed()
+        await self.topic(topic)
+        return await self.partition(topic, index)
+
     def leader_of(self, topic: str, index: int) -> int | None:
         """The partition's leader SPU id from the cache, without waiting; None if unknown."""
         m = self.partitions.get((topic, index))

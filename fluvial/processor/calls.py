@@ -50,8 +50,7 @@ async def ensure_call_topics(fl: Any, name: str) -> tuple[str, str, int]:
                 await fl.admin.create_topic(t, 1, 1, retention=CALLS_RETENTION)
             except TopicAlreadyExistsError:
                 pass
-        await fl.metadata.topic(t)
-        await fl.metadata.partition(t, 0)
+        await fl.metadata.created(t)
     counts = [fl.metadata.partition_count(t) for t in topics]
     if counts[0] != counts[1]:
         raise FluvialError(detail=f"processor {name!r}: topics {topics[0]} and {topics[1]} must "
