@@ -746,7 +746,8 @@ MUTATIONS: list[Mutation] = [
     Mutation("sequences-in-task-order", "fluvial/client/producer.py",
              "                        self._encode(b)\n                    except EncodeError:\n",
              "                        pass\n                    except EncodeError:\n",
-             ("tests/client/test_new_in_flight.py::test_many_batches_in_flight_are_stored_in_send_order",),
+             ("tests/client/test_new_in_flight.py::test_sequences_are_taken_in_drain_order_when_requests_are_planned",
+              "tests/client/test_new_in_flight.py::test_many_batches_in_flight_are_stored_in_send_order"),
              "an idempotent batch takes its sequence when its request task runs (trio may start "
              "them in any order), not in send order"),
     Mutation("requests-out-of-turn", "fluvial/client/producer.py",

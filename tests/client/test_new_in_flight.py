@@ -170,6 +170,34 @@ async def test_a_leader_failover_with_five_in_flight_keeps_every_record_once_in_
                 assert offsets == list(range(len(sent[part])))
 
 
+async def test_sequences_are_taken_in_drain_order_when_requests_are_planned():
+    """An idempotent batch takes its sequence when its request is planned, in drain order, not
+    when the request's task runs: the tasks started in one scheduler round may run in any order
+    (the producer's dispatch today starts one per round for a partition; this keeps the order
+    whatever the dispatch does)."""
+    from fluvial.client.producer import Producer
+    from fluvial.protocol.batch import read_header
+
+    class _Metadata:
+        topics = {"t"}
+
+        def leader_of(self, topic, partition):
+            return 5001
+
+    class _Client:
+        metadata = _Metadata()
+
+    p = Producer(_Client(), "t", max_in_flight=5, idempotent=True)
+    p.producer_id, p._producer_epoch = 7, 0
+    planned = []
+    for i in range(3):
+        for v in (b"a", b"b")[: i + 1]:
+            p._acc.append(0, v + b"%d" % i)
+        planned += p._plan(p._acc.drain(0.0, flush=True), 0.0)
+    headers = [read_header(b.encoded, 0) for _, entries, _ in planned for _, bs in entries for b in bs]
+    assert [(h.producer_id, h.first_sequence) for h in headers] == [(7, 0), (7, 1), (7, 3)]
+
+
 def test_max_in_flight_is_bounded_by_what_the_leader_remembers():
     from fluvial.client.producer import Producer
 
