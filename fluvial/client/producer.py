@@ -630,8 +630,7 @@ class Producer:
                     self._requests = requests
                     while True:
                         now = trio.current_time()
-                        ready = self._acc.drain(now, flush=self._flushing > 0, muted=self._muted(),
-                                                busy=self._inflight)
+                        ready = self._drain(now)
                         if ready:
                             self._dispatch(ready, requests, now)
                             if not self._space.is_set():
@@ -653,6 +652,12 @@ class Producer:
         finally:
             self._requests = None
             self._sender_done.set()
+
+    def _drain(self, now: float) -> dict[int, list[ProducerBatch]]:
+        """The batches that may go now: not of muted partitions, only full ones of partitions
+        with a request in flight (Nagle's rule), every one while flushing."""
+        return self._acc.drain(now, flush=self._flushing > 0, muted=self._muted(),
+                               busy=self._inflight)
 
     def _muted(self) -> Iterable[int]:
         """Partitions the sender must leave alone: those with ``max_in_flight`` requests in
@@ -726,8 +731,7 @@ class Producer:
             if self._closed or self._requests is None:
                 return
             now = trio.current_time()
-            ready = self._acc.drain(now, flush=self._flushing > 0, muted=self._muted(),
-                                    busy=self._inflight)
+            ready = self._drain(now)
             if not ready:
                 return
             if not self._space.is_set():

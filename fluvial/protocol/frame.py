@@ -80,7 +80,7 @@ class FrameDecoder:
             got, pos = self._split(buffered)
             out += got
             if self._need >= self.collect_from and pos < len(buffered):
-                self._parts, self._have = [bytes(buffered[pos:])], len(buffered) - pos
+                self._keep(buffered[pos:], stable=False)  # a large frame: collected from here
                 pos = len(buffered)
         if pos:
             del self._buf[:pos]
@@ -100,9 +100,7 @@ class FrameDecoder:
     def read_size(self, least: int) -> int:
         """What a reader should ask the transport for next: ``least``, or what a large frame
         still needs when that is more (up to ``MAX_READ_BYTES``)."""
-        if self._parts is None:
-            return least
-        return max(least, min(self._need - self._have, MAX_READ_BYTES))
+        return max(least, min(self.wanted(), MAX_READ_BYTES))
 
     def _split(self, view: memoryview) -> tuple[list[bytes], int]:
         out: list[bytes] = []
