@@ -111,50 +111,23 @@ def breakdown(events: dict[str, dict[str, list[int]]], topic: str) -> list[tuple
 
 async def traced_latency(fl, topic: str, seconds: float, rate: int,
                          in_flight: int | None = None) -> dict[str, float]:
-    import trio
-
-    from fluvial import Offset
+    """``systems.fluvial_latency``, each delivered record marked for the breakdown."""
+    from systems import fluvial_latency
 
     try:
         from fluvial import trace
     except ImportError:  # a fluvial without fluvial/trace.py (the "before" of a comparison)
         trace = None
-    n = int(seconds * rate)
-    latencies: list[float] = []
+
+    def mark(r, now: int) -> None:
+        trace.mark("client.send", topic, r.partition, r.offset, at=int(r.value))
+        trace.mark("client.deliver", topic, r.partition, r.offset, at=now)
+
     acks: list[float] = []
-    done = trio.Event()
-
-    async def acked(future, sent: int) -> None:
-        await future.wait()
-        acks.append((time.perf_counter_ns() - sent) / 1000)
-
-    async with fl.producer(topic, isolation="read_committed",
-                           **producer_options(in_flight)) as p, \
-            fl.consumer(topic, offset=Offset.end(), isolation="read_committed") as c:
-        async def consume() -> None:
-            async for r in c:
-                now = time.perf_counter_ns()
-                latencies.append((now - int(r.value)) / 1000)
-                if trace is not None:
-                    trace.mark("client.send", topic, r.partition, r.offset, at=int(r.value))
-                    trace.mark("client.deliver", topic, r.partition, r.offset, at=now)
-                if len(latencies) == n:
-                    done.set()
-                    return
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(consume)
-            start = trio.current_time()
-            for i in range(n):
-                await trio.sleep_until(start + i / rate)
-                sent = time.perf_counter_ns()
-                nursery.start_soon(acked, await p.send(b"%d" % sent), sent)
-            await p.flush()
-            with trio.move_on_after(30):
-                await done.wait()
-            nursery.cancel_scope.cancel()
-    s, a = sorted(latencies), sorted(acks)
-    return {"p50": s[len(s) // 2], "p99": s[int(len(s) * 0.99)], "n": len(s),
+    res = await fluvial_latency(fl, topic, seconds, rate, producer_options=producer_options(in_flight),
+                                on_record=mark if trace is not None else None, acks=acks)
+    a = sorted(acks)
+    return {"p50": res["lat-p50"], "p99": res["lat-p99"], "n": int(seconds * rate),
             "ack-p50": a[len(a) // 2] if a else float("nan")}
 
 

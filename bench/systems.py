@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -261,17 +262,31 @@ async def fluvial_consume(fl, topic: str, n: int, size: int) -> float:
     return elapsed
 
 
-async def fluvial_latency(fl, topic: str, seconds: float, rate: int) -> dict[str, float]:
+async def fluvial_latency(fl, topic: str, seconds: float, rate: int, *,
+                         producer_options: dict | None = None,
+                         on_record: Callable[[Any, int], None] | None = None,
+                         acks: list[float] | None = None) -> dict[str, float]:
+    """Send -> consumer latency (us) of ``seconds * rate`` records sent at ``rate``, each value
+    its send time, read back by a live ``read_committed`` consumer from the end. ``on_record(r,
+    now_ns)`` sees each delivered record; ``acks`` (when given) gets each send -> ack in us."""
     from fluvial import Offset
 
     n = int(seconds * rate)
     latencies: list[float] = []
     done = trio.Event()
-    async with fl.producer(topic, isolation="read_committed") as p, \
+
+    async def acked(future, sent: int) -> None:
+        await future.wait()
+        acks.append((time.perf_counter_ns() - sent) / 1000)
+
+    async with fl.producer(topic, isolation="read_committed", **(producer_options or {})) as p, \
             fl.consumer(topic, offset=Offset.end(), isolation="read_committed") as c:
         async def consume() -> None:
             async for r in c:
-                latencies.append((time.perf_counter_ns() - int(r.value)) / 1000)
+                now = time.perf_counter_ns()
+                latencies.append((now - int(r.value)) / 1000)
+                if on_record is not None:
+                    on_record(r, now)
                 if len(latencies) == n:
                     done.set()
                     return
@@ -281,7 +296,10 @@ async def fluvial_latency(fl, topic: str, seconds: float, rate: int) -> dict[str
             start = trio.current_time()
             for i in range(n):
                 await trio.sleep_until(start + i / rate)
-                await p.send(b"%d" % time.perf_counter_ns())
+                sent = time.perf_counter_ns()
+                future = await p.send(b"%d" % sent)
+                if acks is not None:
+                    nursery.start_soon(acked, future, sent)
             await p.flush()
             with trio.move_on_after(30):
                 await done.wait()
