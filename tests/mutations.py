@@ -753,7 +753,8 @@ MUTATIONS: list[Mutation] = [
     Mutation("requests-out-of-turn", "fluvial/client/producer.py",
              "                await self._turns.wait(leader, turn)\n",
              "",
-             ("tests/client/test_new_in_flight.py::test_many_batches_in_flight_are_stored_in_send_order",),
+             ("tests/client/test_new_in_flight.py::test_requests_reach_the_connection_in_send_order_whatever_task_gets_there_first",
+              "tests/client/test_new_in_flight.py::test_many_batches_in_flight_are_stored_in_send_order"),
              "requests to one leader reach its connection in task order, not send order (the "
              "leader refuses the early ones, which are retried)"),
     # --- perf-1: where the fsync runs -----------------------------------------------------

@@ -170,6 +170,39 @@ async def test_a_leader_failover_with_five_in_flight_keeps_every_record_once_in_
                 assert offsets == list(range(len(sent[part])))
 
 
+async def test_requests_reach_the_connection_in_send_order_whatever_task_gets_there_first(fl, new_topic):
+    """The first request's task gets its connection only after the second's has: the second
+    still waits for its turn, so the leader never sees a sequence gap (a refusal and a retry)."""
+    with trio.fail_after(TEST_TIMEOUT):
+        topic = await new_topic()
+        real = fl.spu_connection
+        asked = 0
+        second_asked = trio.Event()
+
+        async def spu_connection(spu_id):
+            nonlocal asked
+            asked += 1
+            if asked == 1:
+                await second_asked.wait()
+            else:
+                second_asked.set()
+            return await real(spu_id)
+
+        fl.spu_connection = spu_connection
+        values = [b"r-%d" % i for i in range(6)]
+        # batch_size=1: each record closes the batch before it, which may go at once
+        async with fl.producer(topic, partitioner=0, batch_size=1) as p:
+            futures = []
+            for v in values:
+                futures.append(await p.send(v))
+                await trio.sleep(0)
+            offsets = [(await f).offset for f in futures]
+            assert p.statistics().retries == 0
+        assert asked >= 2
+        assert await stored(fl, topic) == values
+        assert offsets == list(range(len(values)))
+
+
 async def test_sequences_are_taken_in_drain_order_when_requests_are_planned():
     """An idempotent batch takes its sequence when its request is planned, in drain order, not
     when the request's task runs: the tasks started in one scheduler round may run in any order
