@@ -28,7 +28,7 @@ Events, in path order (``leader.*`` and ``follower.*`` only at RF=3; ``N`` is a 
   client.deliver        the bench's ``async for`` got the record
 
 Usage: python bench/latency_breakdown.py [--seconds 5] [--rate 1000] [--no-redis] [--no-trace]
-       [--rf 1,3] [--whole] [--in-flight 1,5] [--throughput 300000]
+       [--rf 1,3] [--tls] [--whole] [--in-flight 1,5] [--throughput 300000]
        [--against DIR --rounds 3]
 
 ``--whole``: end-to-end figures only (send -> consumer, send -> ack; no marks, no trace
@@ -131,12 +131,12 @@ async def traced_latency(fl, topic: str, seconds: float, rate: int,
             "ack-p50": a[len(a) // 2] if a else float("nan")}
 
 
-async def fluvial_part(endpoint: str, args) -> dict[int, dict[str, float]]:
+async def fluvial_part(connect_args: dict, args) -> dict[int, dict[str, float]]:
     import fluvial
     from systems import fluvial_wait_ready
 
     out = {}
-    async with fluvial.connect(endpoint=endpoint) as fl:
+    async with fluvial.connect(**connect_args) as fl:
         for rf in args.rfs:
             topic = f"breakdown-rf{rf}"
             await fl.admin.create_topic(topic, partitions=1, replication=rf)
@@ -180,7 +180,7 @@ def run_cluster(base: Path, args, pythonpath: str | None) -> dict[int, dict[str,
     if pythonpath:
         os.environ["PYTHONPATH"] = pythonpath  # the cluster's processes only: fluvial is imported
     try:
-        cluster = FluvialCluster(base, spus=3)
+        cluster = FluvialCluster(base, spus=3, tls=args.tls)
     finally:
         if pythonpath:
             if saved is None:
@@ -188,7 +188,7 @@ def run_cluster(base: Path, args, pythonpath: str | None) -> dict[int, dict[str,
             else:
                 os.environ["PYTHONPATH"] = saved
     try:
-        return trio.run(fluvial_part, cluster.endpoint, args)
+        return trio.run(fluvial_part, cluster.connect_args, args)
     finally:
         cluster.stop()
 
@@ -239,6 +239,8 @@ def run_variant(base: Path, args, label: str, tree: str, in_flight: int | None) 
            "--throughput", str(args.throughput)]
     if in_flight is not None:
         cmd += ["--in-flight", str(in_flight)]
+    if args.tls:
+        cmd.append("--tls")
     env = {k: v for k, v in os.environ.items() if k != "FLUVIAL_TRACE"}
     env["PYTHONPATH"] = tree
     subprocess.run(cmd, env=env, cwd=base, check=True)
@@ -292,6 +294,8 @@ def main() -> int:
     ap.add_argument("--no-redis", action="store_true")
     ap.add_argument("--no-trace", action="store_true",
                     help="latencies only: no FLUVIAL_TRACE marks (they cost a little)")
+    ap.add_argument("--tls", action="store_true",
+                    help="the cluster with TLS, as `fluvial cluster start` gives a new user")
     ap.add_argument("--rf", default="1,3", help="replication factors to run (comma-separated)")
     ap.add_argument("--against", default=None,
                     help="a directory holding another fluvial package: interleaved rounds of both "

@@ -4,8 +4,9 @@ A stream-level A/B, below the protocol: one trio process, a loopback TCP connect
 server end wrapped as ``serve_tcp`` wraps it and the client end as ``open_connection`` does. Cases:
 
 * ``bulk``: the client writes ``--megabytes`` MiB in frames of ``--frame`` bytes with ``send_all``
-  (a producer's batches, a fetch response), the server reads with ``receive_some(256 KiB)`` (what
-  ``ServerLimits.receive_bytes`` / the multiplexer ask for) until it has everything; MB/s.
+  (a producer's batches, a fetch response), the server reads them as fluvial's readers do: a
+  ``FrameDecoder`` fed with ``receive_some(decoder.read_size(256 KiB))`` (256 KiB is what
+  ``ServerLimits.receive_bytes`` / the multiplexer ask for at least); MB/s.
 * ``ping``: ``--pings`` round trips of a 200-byte frame, each answered by a 200-byte frame (a
   produce and its ack); p50 and p99 in microseconds.
 
@@ -28,6 +29,7 @@ from pathlib import Path
 import trio
 
 from fluvial.net.tls import TlsStream, client_ssl_context, server_ssl_context
+from fluvial.protocol.frame import FrameDecoder, frame
 from fluvial.tls_certs import CA
 
 RECEIVE_BYTES = 256 * 1024
@@ -78,15 +80,26 @@ async def read_exactly(stream: trio.abc.Stream, n: int) -> None:
         got += len(data)
 
 
-async def bulk(wrap: Wrap | None, megabytes: int, frame: int) -> float:
+async def read_frames(stream: trio.abc.Stream, n: int) -> None:
+    decoder, got = FrameDecoder(), 0
+    owned = isinstance(stream, TlsStream)  # as the server's read loop and the multiplexer
+    while got < n:
+        data = await stream.receive_some(decoder.read_size(RECEIVE_BYTES))
+        if not data:
+            raise RuntimeError(f"EOF after {got} of {n} frames")
+        got += len(decoder.feed(data, owned))
+
+
+async def bulk(wrap: Wrap | None, megabytes: int, frame_bytes: int) -> float:
     server, client, listener = await pair(wrap)
-    payload = b"x" * frame
-    total = megabytes * 1024 * 1024 // frame * frame
+    payload = frame(b"x" * (frame_bytes - 4))
+    count = megabytes * 1024 * 1024 // frame_bytes
+    total = count * frame_bytes
     try:
         start = time.perf_counter()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(read_exactly, server, total)
-            for _ in range(total // frame):
+            nursery.start_soon(read_frames, server, count)
+            for _ in range(count):
                 await client.send_all(payload)
         return total / (time.perf_counter() - start) / 1e6
     finally:
@@ -126,9 +139,9 @@ async def main_async(args) -> None:
     for rnd in range(args.rounds):
         for name, wrap in kinds.items():
             r = results[name]
-            for frame in args.frame:
-                r.setdefault(f"bulk {frame // 1024} KiB frames MB/s", []).append(
-                    await bulk(wrap, args.megabytes, frame))
+            for frame_bytes in args.frame:
+                r.setdefault(f"bulk {frame_bytes // 1024} KiB frames MB/s", []).append(
+                    await bulk(wrap, args.megabytes, frame_bytes))
             p50, p99 = await ping(wrap, args.pings)
             r.setdefault("ping p50 us", []).append(p50)
             r.setdefault("ping p99 us", []).append(p99)
