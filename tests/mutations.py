@@ -694,6 +694,18 @@ MUTATIONS: list[Mutation] = [
              "            self._parts, self._have = [tail], len(tail)\n",
              ("tests/protocol/test_frame.py::test_large_frames_collected_in_pieces_come_out_whole",),
              "a large frame keeps a view of a buffer the reader reuses: the payload changes under it"),
+    Mutation("tls-read-ignores-want", "fluvial/net/tls.py",
+             "            data = await self.transport_stream.receive_some(max(want, self._transport_receive_bytes))\n",
+             "            data = await self.transport_stream.receive_some(self._transport_receive_bytes)\n",
+             ("tests/net/test_tls_stream.py::test_a_read_asks_the_transport_for_what_the_caller_wants",),
+             "a large TLS read asks the transport for its usual size only: a 1 MB answer takes many reads"),
+    Mutation("tls-read-reuses-buffer", "fluvial/net/tls.py",
+             "        buf = bytearray(size)\n",
+             "        buf = getattr(self, '_spare', None)\n"
+             "        if buf is None or len(buf) < size:\n"
+             "            buf = self._spare = bytearray(size)\n",
+             ("tests/net/test_tls_stream.py::test_each_read_is_a_new_buffer_the_caller_keeps",),
+             "TLS reads decrypt into a buffer they reuse: a reader that kept one (owned) sees it change"),
     Mutation("frame-piece-uncounted", "fluvial/protocol/frame.py",
              "                self._have += len(view)\n",
              "                pass\n",

@@ -178,14 +178,15 @@ class ClientConnection:
 
     async def _reader(self) -> None:
         protocol = self._protocol
-        receive_bytes = TLS_RECEIVE_BYTES if isinstance(self._stream, TlsStream) else _RECEIVE_BYTES
+        tls = isinstance(self._stream, TlsStream)  # its reads are new buffers, ours to keep
+        receive_bytes = TLS_RECEIVE_BYTES if tls else _RECEIVE_BYTES
         try:
             while True:
                 data = await self._stream.receive_some(protocol.read_size(receive_bytes))
                 if not data:
                     self._fail(ConnectionLost(detail=f"connection closed by {self.peer}"))
                     return
-                for sink, payload in protocol.receive_data(data):
+                for sink, payload in protocol.receive_data(data, tls):
                     if isinstance(sink, _Reply):
                         sink.deliver(payload)
                         continue

@@ -420,7 +420,8 @@ class ServerConnection:
         decoder = FrameDecoder(self.limits.max_frame_bytes)
         inline = getattr(handler, "runs_inline", None)
         receive_bytes = self.limits.receive_bytes
-        if isinstance(self._stream, TlsStream):  # decrypted reads are cheaper in fewer, larger steps
+        tls = isinstance(self._stream, TlsStream)  # its reads are new buffers, ours to keep
+        if tls:  # decrypted reads are cheaper in fewer, larger steps
             receive_bytes = max(receive_bytes, TLS_RECEIVE_BYTES)
         while True:
             with trio.CancelScope(deadline=self._read_deadline()) as scope:
@@ -441,7 +442,7 @@ class ServerConnection:
                 return
             self._bytes_received += len(data)
             try:
-                frames = decoder.feed(data)
+                frames = decoder.feed(data, tls)
             except DecodeError as exc:
                 log.warning("%r: bad frame, closing: %s", self, exc)
                 return

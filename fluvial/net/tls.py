@@ -22,7 +22,8 @@ import trio
 PathLike = str | os.PathLike[str]
 T = TypeVar("T")
 
-TRANSPORT_RECEIVE_BYTES = 256 * 1024  # one transport read feeds up to 16 full TLS records
+# One transport read feeds at least 16 full TLS records (more when the caller asks for more).
+TRANSPORT_RECEIVE_BYTES = 256 * 1024
 DEFAULT_RECEIVE_BYTES = 256 * 1024
 # What serve_tcp and the client multiplexer ask a TlsStream for at a time (at least): each
 # receive_some costs a scheduling point and a decoder feed, so fewer, larger ones.
@@ -134,9 +135,11 @@ class TlsStream(trio.abc.Stream):
     while another sends. The same job as ``trio.SSLStream``, with the same ``ssl.SSLObject``
     underneath, done in fewer, larger steps, because fluvial's frames are large:
 
-    * **Receiving** reads the transport ``TRANSPORT_RECEIVE_BYTES`` at a time (trio.SSLStream:
-      64 KiB) and then decrypts every complete TLS record that is buffered, up to ``max_bytes``,
-      straight into one ``bytearray`` (``SSLObject.read`` into a buffer, no intermediate bytes).
+    * **Receiving** reads the transport ``TRANSPORT_RECEIVE_BYTES`` at a time, or what the
+      caller asks for when that is more (trio.SSLStream: 64 KiB), and then decrypts every
+      complete TLS record that is buffered, up to ``max_bytes``, straight into a new
+      ``bytearray`` (``SSLObject.read`` into a buffer, no intermediate bytes), which the caller
+      owns: nothing here touches it again.
       ``trio.SSLStream.receive_some`` returns one record (16 KiB at most) per call and passes
       through the scheduler each time, so a 1 MiB fetch response took 64 calls; here it takes 4.
     * **Sending** encrypts the whole buffer (records of 16 KiB) and writes what that produced
@@ -221,14 +224,15 @@ class TlsStream(trio.abc.Stream):
                 self._error = exc
             raise
 
-    async def _fill(self) -> None:
-        """Feed the incoming BIO with one transport read, unless another task did meanwhile."""
+    async def _fill(self, want: int = 0) -> None:
+        """Feed the incoming BIO with one transport read (``want`` bytes or more), unless another
+        task did meanwhile."""
         count = self._receive_count
         await _acquire(self._receive_lock)
         try:
             if count != self._receive_count:
                 return
-            data = await self.transport_stream.receive_some(self._transport_receive_bytes)
+            data = await self.transport_stream.receive_some(max(want, self._transport_receive_bytes))
             if data:
                 self._incoming.write(data)
             else:
@@ -284,8 +288,9 @@ class TlsStream(trio.abc.Stream):
                 self._handshaken = True
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        """Up to ``max_bytes`` (default 256 KiB) decrypted bytes: every complete record buffered,
-        reading the transport only when none is. b"" after the peer's close_notify."""
+        """Up to ``max_bytes`` (default 256 KiB) decrypted bytes, in a new ``bytearray``: every
+        complete record buffered, reading the transport only when none is. b"" after the peer's
+        close_notify."""
         max_bytes = DEFAULT_RECEIVE_BYTES if max_bytes is None else max_bytes
         if max_bytes < 1:
             raise ValueError("max_bytes must be >= 1")
@@ -304,7 +309,7 @@ class TlsStream(trio.abc.Stream):
                     if not yielded:
                         await trio.lowlevel.cancel_shielded_checkpoint()
                     return data
-            await self._fill()
+            await self._fill(max_bytes)
             yielded = True
 
     def _decrypt_buffered(self, max_bytes: int) -> bytearray | None:

@@ -94,15 +94,17 @@ class ClientProtocol:
         """How many bytes to read next (``FrameDecoder.read_size``)."""
         return self._decoder.read_size(least)
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> list[tuple[Any, bytes]]:
+    def receive_data(self, data: bytes | bytearray | memoryview,
+                     owned: bool = False) -> list[tuple[Any, bytes]]:
         """Feed bytes read from the transport; returns ``(sink, payload)`` per routed frame.
+        ``owned``: the caller hands ``data`` over (``FrameDecoder.feed``).
 
         Raises:
             DecodeError: a size prefix is negative or too large, or a payload is shorter than a
                 correlation id. The protocol object is unusable afterwards.
         """
         out = []
-        for payload in self._decoder.feed(data):
+        for payload in self._decoder.feed(data, owned):
             self._frames_received += 1
             corr = response_correlation_id(payload)
             pending = self._pending.get(corr)

@@ -12,7 +12,9 @@ Large frames (a payload of at least ``collect_from`` bytes, 64 KiB by default: a
 of a megabyte arrives in many reads) are not grown in one buffer: the pieces are kept as they
 came and joined once, when the last one is in (one copy of the payload instead of two), and
 ``wanted()`` says how many bytes the frame still needs, so that a reader can ask the transport
-for all of them in one read.
+for all of them in one read. A piece is kept as it is when nothing can change it: a ``bytes``
+read, or a buffer the reader hands over (``owned``: a TLS read is decrypted into a new buffer
+every time); a piece of a buffer the reader may reuse is copied.
 """
 
 from __future__ import annotations
@@ -51,11 +53,13 @@ class FrameDecoder:
         self._have = 0  # their bytes
         self._failed: DecodeError | None = None
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+    def feed(self, data: bytes | bytearray | memoryview, owned: bool = False) -> list[bytes]:
+        """The payloads completed by ``data``. ``owned``: the caller will never change ``data``
+        again (it hands the buffer over), so its pieces may be kept without a copy."""
         if self._failed:
             raise self._failed
         out: list[bytes] = []
-        stable = type(data) is bytes  # slices of it may be kept: nothing can change it
+        stable = owned or type(data) is bytes  # slices of it may be kept: nothing can change it
         view = memoryview(data)
         if self._parts is not None:
             missing = self._need - self._have

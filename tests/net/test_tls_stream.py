@@ -115,6 +115,35 @@ async def test_any_transport_read_size_works_from_the_handshake_on(certs, transp
         assert await receive_exactly(client, 3) == b"ack"
 
 
+async def test_a_read_asks_the_transport_for_what_the_caller_wants(certs):
+    """A large ``receive_some`` reads the transport for that much (not only its usual read size)
+    and comes back with every record that holds, in one call."""
+    server, client, _ = memory_pair(certs, 16_389)
+    with trio.fail_after(30):
+        await handshaken(server, client)
+        payload = os.urandom(200_000)
+        await client.send_all(payload)  # all of it is in the memory transport now
+        assert await server.receive_some(300_000) == payload
+
+
+async def test_each_read_is_a_new_buffer_the_caller_keeps(certs):
+    """The readers keep pieces of what ``receive_some`` returned without copying them
+    (``FrameDecoder.feed(..., owned=True)``): no later read may write into an earlier one."""
+    server, client = await tcp_pair(certs)
+    payload = os.urandom(300_000)
+    reads = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send_all, payload)
+            got = 0
+            while got < len(payload):
+                reads.append(await server.receive_some(20_000))
+                got += len(reads[-1])
+    assert len(reads) > 1 and b"".join(reads) == payload
+    for s in (server, client):
+        await s.aclose()
+
+
 async def test_eof_without_close_notify_breaks_the_stream(certs):
     server, client = await tcp_pair(certs)
     with trio.fail_after(10):

@@ -63,18 +63,21 @@ def test_any_split_yields_the_same_frames(payloads, data):
 
 
 @given(st.lists(st.binary(max_size=120), max_size=8), st.data(),
-       st.sampled_from([bytes, bytearray, memoryview]))
+       st.sampled_from([bytes, bytearray, memoryview, "owned"]))
 def test_large_frames_collected_in_pieces_come_out_whole(payloads, data, kind):
     """With a small ``collect_from`` most frames here are "large": their pieces are kept as
-    they came (bytes) or copied (a buffer the caller may reuse), joined once; ``wanted`` says
-    what the frame being collected still needs."""
+    they came (bytes, or a buffer handed over: ``owned``) or copied (a buffer the caller may
+    reuse), joined once; ``wanted`` says what the frame being collected still needs."""
     stream = b"".join(frame(p) for p in payloads)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
     d, out, prev = FrameDecoder(collect_from=16), [], 0
     for c in cuts + [len(stream)]:
         piece = bytearray(stream[prev:c])
-        got = d.feed(kind(bytes(piece)) if kind is not bytearray else piece)
-        piece[:] = bytes(b ^ 0xFF for b in piece)  # a reused buffer: nothing kept may change
+        if kind == "owned":  # handed over: the caller never touches it again
+            got = d.feed(piece, owned=True)
+        else:
+            got = d.feed(kind(bytes(piece)) if kind is not bytearray else piece)
+            piece[:] = bytes(b ^ 0xFF for b in piece)  # a reused buffer: nothing kept may change
         out += got
         prev = c
         assert 0 <= d.wanted() <= d.buffered() + d.wanted()
