@@ -21,8 +21,10 @@ Theory of operation
   awaiting: the frame reaches the kernel one scheduler round earlier (the writer task is not
   woken). Whatever the kernel does not take (a full socket buffer) is queued for the writer as
   the first thing it writes, so frames stay whole and in order; since nothing awaits between the
-  check and the write, no other task's frame can come between. TLS and test streams always go
-  through the writer (a TLS stream's state must not be touched by two tasks).
+  check and the write, no other task's frame can come between. On TLS the same, with
+  ``TlsStream.send_now`` (encrypt, then one write; the ciphertext the kernel did not take is
+  queued for the writer, which sends it with ``send_rest`` under the TLS stream's send lock).
+  Test streams always go through the writer.
 * **Notifications** (``notify``): a request whose answer nobody waits for (the consumer's
   offset acknowledgements) is written like any other, and its answer is dropped on arrival.
 * **Responses are decoded by the caller**, in its own task, with the version it sent. A response
@@ -96,6 +98,15 @@ class _StreamSink:
         self.send_channel.close()
 
 
+class _Ciphertext:
+    """What ``TlsStream.send_now`` wrote in part: the writer sends the rest as it is."""
+
+    __slots__ = ("rest",)
+
+    def __init__(self, rest: memoryview):
+        self.rest = rest
+
+
 class ClientConnection:
     """A multiplexed connection; create it with ``open_connection`` or ``open_multiplexer``.
 
@@ -116,6 +127,7 @@ class ClientConnection:
         self._queued = 0
         # the socket a caller may write to directly (plain TCP only), else -1
         self._direct_fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
+        self._tls = stream if type(stream) is TlsStream else None  # direct writes: send_now
         self._lost: ConnectionLost | None = None
         self._closed = trio.Event()
         self._io_scope = trio.CancelScope()
@@ -203,6 +215,10 @@ class ClientConnection:
         receive = self._outgoing_receive
         try:
             async for frame in receive:
+                if type(frame) is _Ciphertext:  # the rest of a direct TLS write, always first
+                    await self._stream.send_rest(frame.rest)
+                    self._queued -= 1
+                    continue
                 # Join what else is already queued into one write, up to a bound.
                 batch, size = [frame], len(frame)
                 while size < _COALESCE_BYTES:
@@ -223,8 +239,10 @@ class ClientConnection:
         """Write ``frame`` from the caller when the writer is idle on a plain TCP stream (see
         the module docstring); False if it must be queued instead. Never awaits: no other frame
         can start between the check and the write, and no cancellation can cut the frame."""
-        if self._queued or self._direct_fd < 0:
+        if self._queued:
             return False
+        if self._direct_fd < 0:
+            return self._tls is not None and self._send_tls_now(frame)
         try:
             sent = os.write(self._direct_fd, frame)
         except BlockingIOError:
@@ -237,6 +255,20 @@ class ClientConnection:
                 self._outgoing_send.send_nowait(memoryview(frame)[sent:])
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._queued -= 1  # the connection is failing: the caller's wait learns it
+        return True
+
+    def _send_tls_now(self, frame: bytes) -> bool:
+        """``_write_directly`` on TLS: encrypted and written at once, or False."""
+        rest = self._tls.send_now((frame,))
+        if rest is None:
+            return False
+        if rest:  # queued first: the TLS send lock is held until the writer sends it
+            self._queued += 1
+            try:
+                self._outgoing_send.send_nowait(_Ciphertext(rest))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._queued -= 1  # the connection is failing: the caller's wait learns it
+                self._tls.drop_rest("the connection ended with a frame half written")
         return True
 
     async def _queue(self, frame: bytes) -> None:

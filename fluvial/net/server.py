@@ -32,9 +32,9 @@ Theory of operation
   ``os.sendfile`` straight from the page cache. A frame of memory pieces that finds the lock
   free is written by the caller at once, before any pause (``_write_now``; the pause comes
   after the frame is out, so other tasks still get their turn), and whatever the socket does
-  not take is written under the lock, taken with no pause since the write. On TLS every
-  piece is encrypted anyway: the frame is one ``TlsStream.send_all_parts`` and file pieces
-  are read with ``os.pread``.
+  not take is written under the lock, taken with no pause since the write; on TLS the same
+  with ``TlsStream.send_now``. Otherwise on TLS every piece is encrypted anyway: the frame is
+  one ``TlsStream.send_all_parts`` and file pieces are read with ``os.pread``.
 * **Closing.** A connection ends when the peer closes it, when the framing is broken (a negative or
   oversized size prefix), on a timeout, when a handler raises, or when ``conn.close()`` is called.
   Then every running handler is cancelled (they run inside the connection's cancel scope),
@@ -268,7 +268,9 @@ class ServerConnection:
         if rest is not None:
             if rest:  # the socket took part of it: the lock is ours since before the write
                 try:
-                    await self._guarded_write(_sendmsg_all(self._stream.socket, rest))
+                    await self._guarded_write(
+                        self._stream.send_rest(rest) if type(rest) is memoryview
+                        else _sendmsg_all(self._stream.socket, rest))
                 finally:
                     self._send_lock.release()
             elif not last:  # the frame is out; the pause comes after it (as trio's own sends do)
@@ -284,15 +286,24 @@ class ServerConnection:
             await self._guarded_write(write)
         self._frames_sent += 1
 
-    def _write_now(self, parts: Sequence[Piece]) -> list | None:
+    def _write_now(self, parts: Sequence[Piece]) -> list | memoryview | None:
         """Write a frame of memory pieces on plain TCP with one ``writev`` and no pause, when the
-        send lock is free. Returns None when nothing was written (the usual path must), else
-        what the socket did not take: then the send lock is held (taken right after the write,
-        with no pause between, so no other frame can come first) and the caller writes the rest
-        and releases it."""
-        if (self._send_lock.locked() or not self.zero_copy or len(parts) > _IOV_MAX
-                or self._broken is not None or self.closed.is_set()
+        send lock is free (on TLS: ``TlsStream.send_now``). Returns None when nothing was written
+        (the usual path must), else what the socket did not take: then the send lock is held
+        (taken right after the write, with no pause between, so no other frame can come first)
+        and the caller writes the rest and releases it (a list of pieces on plain TCP, the
+        ciphertext for ``TlsStream.send_rest`` on TLS)."""
+        if (self._send_lock.locked() or self._broken is not None or self.closed.is_set()
                 or any(isinstance(p, FileRegion) for p in parts)):
+            return None
+        if not self.zero_copy:
+            if type(self._stream) is not TlsStream:
+                return None
+            rest = self._stream.send_now(parts)
+            if rest:
+                self._send_lock.acquire_nowait()  # free (checked above), and nothing awaited since
+            return rest
+        if len(parts) > _IOV_MAX:
             return None
         try:
             sent = os.writev(self._stream.socket.fileno(), parts)

@@ -144,6 +144,9 @@ class TlsStream(trio.abc.Stream):
       through the scheduler each time, so a 1 MiB fetch response took 64 calls; here it takes 4.
     * **Sending** encrypts the whole buffer (records of 16 KiB) and writes what that produced
       with one ``send_all`` on the transport; bytes leave in the order they were encrypted.
+      ``send_now`` does the same without a pause when nothing else is being sent: one
+      non-blocking write on the socket, the rest (if the socket did not take it all) under the
+      send lock, as the plain-TCP direct writes of the server and the client do.
 
     It must be handshaken (``do_handshake``) before use, as ``serve_tcp`` and ``open_connection``
     do; ``send_all`` and ``receive_some`` do it on first use otherwise. Renegotiation is refused
@@ -167,7 +170,9 @@ class TlsStream(trio.abc.Stream):
         self._ssl = ssl_context.wrap_bio(self._incoming, self._outgoing, server_side=server_side,
                                          server_hostname=server_hostname)
         self._transport_receive_bytes = transport_receive_bytes
-        self._send_lock = trio.StrictFIFOLock()  # transport writes, in encryption order
+        # Transport writes, in encryption order: FIFO, and without an owner (a semaphore, not a
+        # lock), since the task that takes it in ``send_now`` may leave ``send_rest`` to another.
+        self._send_lock = trio.Semaphore(1, max_value=1)
         self._receive_lock = trio.Lock()  # one transport read at a time
         self._receive_count = 0
         self._handshake_lock = trio.Lock()
@@ -175,6 +180,9 @@ class TlsStream(trio.abc.Stream):
         self._error: BaseException | None = None  # why the stream broke
         self._closed = False
         self._eof = False  # the transport ended; the SSL object has been told
+        # the socket ``send_now`` writes to (a trio.SocketStream underneath), else -1
+        self._fd = (transport_stream.socket.fileno()
+                    if type(transport_stream) is trio.SocketStream else -1)
 
     # ------------------------------------------------------------------------------ TLS facts
 
@@ -359,6 +367,51 @@ class TlsStream(trio.abc.Stream):
         else:
             await trio.lowlevel.checkpoint()
 
+    def send_now(self, parts: Sequence[bytes | bytearray | memoryview]) -> memoryview | None:
+        """Encrypt ``parts`` and write them to the socket at once, with no pause, when nothing
+        else is being sent. Returns None when it did nothing (the stream is busy, not yet
+        handshaken, broken, or not on a socket): the caller uses ``send_all_parts``. Otherwise
+        the ciphertext the socket did not take, empty when it took everything; when it is not
+        empty the send lock is held (taken right after the write, with no pause between, so
+        nothing else can be sent first) and the caller must pass it to ``send_rest``."""
+        if (self._fd < 0 or not self._send_lock.value or not self._handshaken or self._closed
+                or self._error is not None or self._outgoing.pending):
+            return None
+        try:
+            for part in parts:
+                if part:  # SSLObject.write(b"") would mean something else
+                    self._ssl.write(part)
+        except (ssl.SSLError, ssl.CertificateError) as exc:  # no renegotiation: never WantRead
+            self._broken(exc)
+            return None  # send_all_parts raises why
+        data = self._outgoing.read()
+        try:
+            sent = os.write(self._fd, data)
+        except OSError:  # full (BlockingIOError), or broken: send_rest waits, or fails
+            sent = 0
+        rest = memoryview(data)[sent:]
+        if rest:
+            self._send_lock.acquire_nowait()  # free (checked above), and nothing awaited since
+        return rest
+
+    async def send_rest(self, rest: memoryview) -> None:
+        """Send what ``send_now`` left, under the send lock it took; releases the lock."""
+        try:
+            await self.transport_stream.send_all(rest)
+        except BaseException as exc:  # part of a record may have gone: nothing can follow it
+            if self._error is None:
+                self._error = exc
+            raise
+        finally:
+            self._send_lock.release()
+
+    def drop_rest(self, why: str) -> None:
+        """Give up what ``send_now`` left (the connection is ending): the stream is broken,
+        the send lock released."""
+        if self._error is None:
+            self._error = trio.BrokenResourceError(why)
+        self._send_lock.release()
+
     async def wait_send_all_might_not_block(self) -> None:
         self._check()
         async with self._send_lock:
@@ -382,7 +435,7 @@ class TlsStream(trio.abc.Stream):
             await self.transport_stream.aclose()
 
 
-async def _acquire(lock: trio.Lock | trio.StrictFIFOLock) -> None:
+async def _acquire(lock: trio.Lock | trio.Semaphore) -> None:
     """``lock.acquire()`` without its scheduling point when the lock is free: the caller's next
     step (a transport read or write) is one."""
     try:

@@ -1,6 +1,6 @@
-"""The multiplexer's direct writes (a caller writes its frame itself when the writer is idle on
-plain TCP): frames stay whole and apart under many concurrent, cancelled callers, also when the
-kernel takes only part of a frame; and ``notify`` sends without a waiter."""
+"""The multiplexer's direct writes (a caller writes its frame itself when the writer is idle, on
+plain TCP and on TLS): frames stay whole and apart under many concurrent, cancelled callers, also
+when the kernel takes only part of a frame; and ``notify`` sends without a waiter."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import trio
 
 from fluvial.errors import ConnectionLost
 from fluvial.net.multiplexer import open_multiplexer
+from fluvial.net.tls import TlsStream, client_ssl_context, server_ssl_context
 from fluvial.protocol.api import decode_request
 from fluvial.protocol.frame import FrameDecoder
 
@@ -30,8 +31,8 @@ class CheckingServer:
     """Reads request frames on a raw TCP socket, checks each one decodes whole with the body
     its value implies, and answers it. Any bad frame is kept in ``bad``."""
 
-    def __init__(self):
-        self.port = 0
+    def __init__(self, ssl_context=None):
+        self.ssl_context = ssl_context  # TLS on the accepted connections, when given
         self.seen: list[int] = []
         self.bad: list[str] = []
         self.ended = trio.Event()
@@ -40,8 +41,16 @@ class CheckingServer:
         stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
         decoder = FrameDecoder()
         try:
+            if self.ssl_context is not None:
+                stream = TlsStream(stream, self.ssl_context, server_side=True)
+                await stream.do_handshake()
             while True:
-                data = await stream.receive_some(SMALL_BUFFER)
+                try:
+                    data = await stream.receive_some(SMALL_BUFFER)
+                except trio.BrokenResourceError:
+                    if self.ssl_context is not None and not decoder.buffered():
+                        return  # the client closed without close_notify, between frames
+                    raise
                 if not data:
                     return
                 for payload in decoder.feed(data):
@@ -62,14 +71,19 @@ class CheckingServer:
             await stream.aclose()
 
 
-async def connect_small_buffers(port: int) -> trio.SocketStream:
+async def connect_small_buffers(port: int, ssl_context=None) -> trio.abc.Stream:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
-    return stream
+    if ssl_context is None:
+        return stream
+    tls = TlsStream(stream, ssl_context, server_hostname="localhost")
+    await tls.do_handshake()
+    return tls
 
 
-async def test_concurrent_cancelled_callers_never_cut_or_mix_frames(nursery):
-    server = CheckingServer()
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+async def test_concurrent_cancelled_callers_never_cut_or_mix_frames(nursery, certs, tls):
+    server = CheckingServer(server_ssl_context(certs.server_cert, certs.server_key) if tls else None)
     listeners = await nursery.start(partial(trio.serve_tcp, server.serve, 0, host="127.0.0.1"))
     port = listeners[0].socket.getsockname()[1]
     rng = random.Random(20)
@@ -77,7 +91,7 @@ async def test_concurrent_cancelled_callers_never_cut_or_mix_frames(nursery):
     cancelled = 0
 
     with trio.fail_after(60):
-        stream = await connect_small_buffers(port)
+        stream = await connect_small_buffers(port, client_ssl_context(certs.ca) if tls else None)
         async with open_multiplexer(stream) as conn:
             async def caller(task: int) -> None:
                 nonlocal cancelled

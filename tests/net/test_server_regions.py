@@ -12,10 +12,12 @@ import trio.testing
 
 from fluvial.errors import ConnectionLost
 from fluvial.net.server import FileRegion, ServerConnection
+from fluvial.net.tls import TlsStream, client_ssl_context, server_ssl_context
 
 
-async def tcp_pair():
-    """A connected (server side, client side) pair of trio.SocketStreams on 127.0.0.1."""
+async def tcp_pair(certs=None):
+    """A connected (server side, client side) pair of trio.SocketStreams on 127.0.0.1; with
+    ``certs``, of handshaken TlsStreams over them."""
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
     async with trio.open_nursery() as n:
@@ -24,6 +26,13 @@ async def tcp_pair():
         n.cancel_scope.cancel()
     for listener in listeners:
         await listener.aclose()
+    if certs is not None:
+        server = TlsStream(server, server_ssl_context(certs.server_cert, certs.server_key),
+                           server_side=True)
+        client = TlsStream(client, client_ssl_context(certs.ca), server_hostname="localhost")
+        async with trio.open_nursery() as n:
+            n.start_soon(server.do_handshake)
+            n.start_soon(client.do_handshake)
     return server, client
 
 
@@ -147,12 +156,13 @@ async def test_a_file_that_changes_under_the_frame_cuts_it(tmp_path, wrapped):
         await client.aclose()
 
 
-async def test_a_frame_finding_the_send_lock_held_waits_for_it():
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+async def test_a_frame_finding_the_send_lock_held_waits_for_it(certs, tls):
     """A frame is written at once (no pause before the write) only when no other frame is
     being written: while the lock is held, it waits its turn."""
     _, wire = frame_of([b"second"], b"")
     with trio.fail_after(10):
-        server, client = await tcp_pair()
+        server, client = await tcp_pair(certs if tls else None)
         async with server, client, trio.open_nursery() as n:
             conn = ServerConnection(server, peer=("test", 0))
             async with conn._send_lock:  # another frame is being written
@@ -163,13 +173,14 @@ async def test_a_frame_finding_the_send_lock_held_waits_for_it():
         assert conn.statistics().frames_sent == 1
 
 
-async def test_a_frame_the_socket_takes_in_part_is_finished_before_the_next():
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+async def test_a_frame_the_socket_takes_in_part_is_finished_before_the_next(certs, tls):
     """A frame larger than the socket's buffer: the caller writes what it can at once and the
     rest under the send lock, so a frame sent meanwhile comes whole, after it."""
     big, big_wire = frame_of([random.Random(3).randbytes(8 * 1024 * 1024)], b"")
     small, small_wire = frame_of([b"after"], b"")
     with trio.fail_after(30):
-        server, client = await tcp_pair()
+        server, client = await tcp_pair(certs if tls else None)
         async with server, client, trio.open_nursery() as n:
             conn = ServerConnection(server, peer=("test", 0))
             n.start_soon(conn.send_parts, big)

@@ -144,6 +144,26 @@ async def test_each_read_is_a_new_buffer_the_caller_keeps(certs):
         await s.aclose()
 
 
+async def test_send_now_writes_at_once_only_when_nothing_else_is_being_sent(certs):
+    """``send_now`` encrypts and writes without a pause; while another send holds the stream
+    (the peer reads nothing, so a large send waits) it does nothing, and the bytes leave in
+    the order of the sends."""
+    server, client = await tcp_pair(certs)
+    big = os.urandom(8 * MiB)
+    with trio.fail_after(20):
+        assert client.send_now([b"fir", b"st"]) == b""  # the socket took it all
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send_all, big)
+            await trio.testing.wait_all_tasks_blocked()  # the socket is full: it waits
+            assert client.send_now([b"late"]) is None
+            assert await receive_exactly(server, 5, 5) == b"first"
+            assert await receive_exactly(server, len(big), 65536) == big
+        await client.send_all(b"last")
+        assert await receive_exactly(server, 4) == b"last"
+    for s in (server, client):
+        await s.aclose()
+
+
 async def test_eof_without_close_notify_breaks_the_stream(certs):
     server, client = await tcp_pair(certs)
     with trio.fail_after(10):
