@@ -19,6 +19,7 @@ import typer
 
 from fluvial import trace
 from fluvial.access import is_loopback, private_bind_host, spu_member_name
+from fluvial.malloc import keep_freed_memory
 
 app = typer.Typer(no_args_is_help=True, help="Run one fluvial server in the foreground.")
 
@@ -64,7 +65,9 @@ def _write_ready(path: Optional[Path], info: dict) -> None:
 
 
 async def _run_until_signal(serve, ready_file: Optional[Path], describe) -> None:
-    """Run ``serve`` until SIGTERM/SIGINT, which are honoured at any time, even while starting."""
+    """Run ``serve`` until SIGTERM/SIGINT, which are honoured at any time, even while starting.
+    A server keeps the memory it frees for its next requests (``fluvial.malloc``)."""
+    keep_freed_memory()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             async def stop_on_signal():
