@@ -236,8 +236,8 @@ class ClientConnection:
     # ---------------------------------------------------------------------------------- requests
 
     def _write_directly(self, frame: bytes) -> bool:
-        """Write ``frame`` from the caller when the writer is idle on a plain TCP stream (see
-        the module docstring); False if it must be queued instead. Never awaits: no other frame
+        """Write ``frame`` from the caller when the writer is idle on a plain TCP or TLS stream
+        (see the module docstring); False if it must be queued instead. Never awaits: no other frame
         can start between the check and the write, and no cancellation can cut the frame."""
         if self._queued:
             return False
