@@ -250,11 +250,7 @@ class ClientConnection:
         except OSError:
             return False  # the writer meets the error too, and ends the connection
         if sent < len(frame):  # the rest goes first, before any later frame
-            self._queued += 1
-            try:
-                self._outgoing_send.send_nowait(memoryview(frame)[sent:])
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._queued -= 1  # the connection is failing: the caller's wait learns it
+            self._queue_rest(memoryview(frame)[sent:])
         return True
 
     def _send_tls_now(self, frame: bytes) -> bool:
@@ -262,13 +258,20 @@ class ClientConnection:
         rest = self._tls.send_now((frame,))
         if rest is None:
             return False
-        if rest:  # queued first: the TLS send lock is held until the writer sends it
-            self._queued += 1
-            try:
-                self._outgoing_send.send_nowait(_Ciphertext(rest))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._queued -= 1  # the connection is failing: the caller's wait learns it
-                self._tls.drop_rest("the connection ended with a frame half written")
+        if rest and not self._queue_rest(_Ciphertext(rest)):  # the send lock is held till it goes
+            self._tls.drop_rest("the connection ended with a frame half written")
+        return True
+
+    def _queue_rest(self, rest: memoryview | _Ciphertext) -> bool:
+        """Queue what a direct write left, for the writer to send first (the queue is empty: a
+        direct write happens only then). False if the connection is ending: the caller's wait
+        learns it."""
+        self._queued += 1
+        try:
+            self._outgoing_send.send_nowait(rest)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._queued -= 1
+            return False
         return True
 
     async def _queue(self, frame: bytes) -> None:

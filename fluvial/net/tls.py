@@ -223,14 +223,11 @@ class TlsStream(trio.abc.Stream):
         data = self._outgoing.read()
         try:
             await _acquire(self._send_lock)
-            try:
-                await self.transport_stream.send_all(data)
-            finally:
-                self._send_lock.release()
-        except BaseException as exc:  # some of data may have gone: nothing can follow it
+        except BaseException as exc:  # data is out of the BIO: nothing can follow it now
             if self._error is None:
                 self._error = exc
             raise
+        await self.send_rest(data)
 
     async def _fill(self, want: int = 0) -> None:
         """Feed the incoming BIO with one transport read (``want`` bytes or more), unless another
@@ -394,8 +391,9 @@ class TlsStream(trio.abc.Stream):
             self._send_lock.acquire_nowait()  # free (checked above), and nothing awaited since
         return rest
 
-    async def send_rest(self, rest: memoryview) -> None:
-        """Send what ``send_now`` left, under the send lock it took; releases the lock."""
+    async def send_rest(self, rest: bytes | memoryview) -> None:
+        """Send what ``send_now`` left (or ``_flush`` took out of the BIO) under the send lock the
+        caller holds; releases the lock."""
         try:
             await self.transport_stream.send_all(rest)
         except BaseException as exc:  # part of a record may have gone: nothing can follow it
