@@ -21,7 +21,7 @@ client library never changes its host process's allocator.
 from __future__ import annotations
 
 import ctypes
-import platform
+import os
 
 M_TRIM_THRESHOLD = -1  # glibc's malloc.h
 M_MMAP_THRESHOLD = -3
@@ -32,11 +32,11 @@ TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
 def keep_freed_memory() -> bool:
     """Set the thresholds above for this process. Returns whether they were set: False where the
     C library is not glibc (nothing is changed there)."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
+    try:  # glibc says so without reading a file (platform.libc_ver scans the executable)
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+            return False
         mallopt = ctypes.CDLL(None).mallopt  # the C library this process already runs on
-    except (OSError, AttributeError):
+    except (ValueError, OSError, AttributeError):  # no such name, no C library to ask
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
