@@ -27,7 +27,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import systems  # noqa: E402  (the workloads and the cluster runner)
-from tls_cost import cpu_seconds  # noqa: E402
+from systems import cpu_seconds  # noqa: E402
 
 
 async def run(clusters: dict, redis, args) -> dict[str, dict[str, list[float]]]:

@@ -39,7 +39,8 @@ and, with ``--against DIR``, the fluvial package in DIR (a directory holding ``f
 at its tree, so its client and its cluster's servers are that tree's (a client-side change
 shows). ``--throughput N`` adds, per variant and RF, the seconds to produce N records of 100 B
 (``send_many``, read_committed, as bench/compare.py's produce row) as records/s. Medians and
-ranges over the rounds are printed with the load average.
+ranges over the rounds are printed with the load average. Every run also gives the CPU time per
+record of the latency run: the cluster's processes together (``/proc/<pid>/stat``) and this one.
 """
 
 from __future__ import annotations
@@ -131,9 +132,9 @@ async def traced_latency(fl, topic: str, seconds: float, rate: int,
             "ack-p50": a[len(a) // 2] if a else float("nan")}
 
 
-async def fluvial_part(connect_args: dict, args) -> dict[int, dict[str, float]]:
+async def fluvial_part(connect_args: dict, args, pids: list[int]) -> dict[int, dict[str, float]]:
     import fluvial
-    from systems import fluvial_wait_ready
+    from systems import cpu_seconds, fluvial_wait_ready
 
     out = {}
     async with fluvial.connect(**connect_args) as fl:
@@ -141,7 +142,11 @@ async def fluvial_part(connect_args: dict, args) -> dict[int, dict[str, float]]:
             topic = f"breakdown-rf{rf}"
             await fl.admin.create_topic(topic, partitions=1, replication=rf)
             await fluvial_wait_ready(fl, topic, rf)
+            client0, servers0 = time.process_time(), cpu_seconds(pids)
             out[rf] = await traced_latency(fl, topic, args.seconds, args.rate, args.in_flight_one)
+            n = out[rf]["n"] / 1e6  # CPU per record, in us
+            out[rf]["servers-cpu"] = (cpu_seconds(pids) - servers0) / n
+            out[rf]["client-cpu"] = (time.process_time() - client0) / n
             if args.throughput:
                 await fl.admin.create_topic(topic + "-tp", partitions=1, replication=rf)
                 await fluvial_wait_ready(fl, topic + "-tp", rf)
@@ -188,7 +193,7 @@ def run_cluster(base: Path, args, pythonpath: str | None) -> dict[int, dict[str,
             else:
                 os.environ["PYTHONPATH"] = saved
     try:
-        return trio.run(fluvial_part, cluster.connect_args, args)
+        return trio.run(fluvial_part, cluster.connect_args, args, cluster.pids)
     finally:
         cluster.stop()
 
@@ -273,9 +278,9 @@ def whole_rounds(base: Path, args) -> None:
                 {"p50": red["lat-p50"], "p99": red["lat-p99"]})
     print(f"\nmedians [ranges] over {args.rounds} rounds, {args.rate} records/s for "
           f"{args.seconds:g} s; load average {min(loads):.1f} to {max(loads):.1f} during the run")
-    cols = ["p50", "p99", "ack-p50"] + (["rec/s"] if args.throughput else [])
-    print("| target | send -> consumer p50 | p99 | send -> ack p50 |"
-          + (" produce 100 B (records/s) |" if args.throughput else ""))
+    cols = ["p50", "p99", "ack-p50", "servers-cpu", "client-cpu"] + (["rec/s"] if args.throughput else [])
+    print("| target | send -> consumer p50 | p99 | send -> ack p50 | servers' CPU per record "
+          "| client's CPU per record |" + (" produce 100 B (records/s) |" if args.throughput else ""))
     print("| --- |" + " ---: |" * len(cols))
     for name in rows:
         cells = []
@@ -336,7 +341,8 @@ def main() -> int:
         for rf in args.rfs:
             s = summary[rf]
             print(f"\nfluvial RF={rf}: send -> consumer p50 {s['p50']:,.0f} us, p99 {s['p99']:,.0f} us, "
-                  f"send -> ack p50 {s['ack-p50']:,.0f} us ({s['n']} records)")
+                  f"send -> ack p50 {s['ack-p50']:,.0f} us ({s['n']} records); CPU per record: "
+                  f"servers {s['servers-cpu']:,.0f} us, this process {s['client-cpu']:,.0f} us")
             if not events:
                 continue
             print(f"  {'event':<22} {'p50 since send':>15} {'p99':>8} {'step p50':>9}")

@@ -26,7 +26,6 @@ Usage: python bench/scale.py [--sizes 30,300,1000] [--with-3000] [--with-10000]
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -44,9 +43,9 @@ from fluvial.protocol.record import encode_batch  # noqa: E402
 from harness import processes  # noqa: E402
 from harness.client import ScAdmin  # noqa: E402
 from harness.processes import ProcessCluster  # noqa: E402
+from systems import cpu_seconds  # noqa: E402  (bench/, this script's directory)
 
 TOPIC = "scale"
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -59,11 +58,6 @@ class Row:
     rss_mb: dict[str, float] = field(default_factory=dict)
     produce_rps: float = 0.0
     failover_s: float | None = None
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
 def rss_mb(pid: int) -> float:
@@ -98,11 +92,11 @@ def members(cluster: ProcessCluster) -> dict[str, int]:
 
 async def idle_cpu(cluster: ProcessCluster, seconds: float) -> tuple[dict[str, float], dict[str, float]]:
     pids = members(cluster)
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    before = {name: cpu_seconds([pid]) for name, pid in pids.items()}
     t0 = time.monotonic()
     await trio.sleep(seconds)
     dt = time.monotonic() - t0
-    cpu = {name: 100 * (cpu_seconds(pid) - before[name]) / dt for name, pid in pids.items()}
+    cpu = {name: 100 * (cpu_seconds([pid]) - before[name]) / dt for name, pid in pids.items()}
     return cpu, {name: rss_mb(pid) for name, pid in pids.items()}
 
 

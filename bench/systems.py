@@ -53,6 +53,15 @@ def latency_summary(latencies_us: list[float], expected: int) -> dict[str, float
     return {"lat-p50": percentile(s, 0.50), "lat-p99": percentile(s, 0.99), "lat-max": s[-1]}
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) the processes ``pids`` have used so far (``/proc/<pid>/stat``)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def stop_pid(pid: int, timeout: float = 15.0) -> None:
     """SIGTERM, then SIGKILL after ``timeout`` seconds; returns once ``pid`` has gone."""
     try:

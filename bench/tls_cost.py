@@ -30,14 +30,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import systems  # noqa: E402  (the workloads and the cluster runner)
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+from systems import cpu_seconds  # noqa: E402
 
 
 async def measured(cluster, megabytes: float, work) -> dict[str, float]:
