@@ -65,7 +65,7 @@ from fluvial.errors import ConnectionLost
 from fluvial.net.errors import LocalProtocolError
 from fluvial.protocol.codec import DecodeError
 from fluvial.net.tls import TLS_RECEIVE_BYTES, TlsStream
-from fluvial.protocol.frame import DEFAULT_MAX_FRAME_BYTES, FrameDecoder
+from fluvial.protocol.frame import DEFAULT_MAX_FRAME_BYTES, IOV_MAX, FrameDecoder, unsent
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,6 @@ Handler = Callable[["ServerConnection", bytes], Awaitable[None]]
 _SIZE = struct.Struct(">i")
 _COALESCE_BYTES = 64 * 1024  # parts smaller than this in total are joined into one write
 _SENDFILE_CHUNK_BYTES = 1024 * 1024
-_IOV_MAX = 1024  # pieces per sendmsg (Linux's UIO_MAXIOV)
 
 
 class FileRegion(NamedTuple):
@@ -303,13 +302,13 @@ class ServerConnection:
             if rest:
                 self._send_lock.acquire_nowait()  # free (checked above), and nothing awaited since
             return rest
-        if len(parts) > _IOV_MAX:
+        if len(parts) > IOV_MAX:
             return None
         try:
             sent = os.writev(self._stream.socket.fileno(), parts)
         except OSError:  # full (BlockingIOError), or broken: the usual path waits or fails
             return None
-        rest = _unsent([memoryview(p).cast("B") for p in parts], sent)
+        rest = unsent([memoryview(p).cast("B") for p in parts], sent)
         if rest:
             self._send_lock.acquire_nowait()  # free (checked above), and nothing awaited since
         return rest
@@ -653,21 +652,10 @@ async def _sendmsg_all(sock: trio.socket.SocketType, parts: list) -> None:
     views = [memoryview(p).cast("B") for p in parts]
     while views:
         try:
-            sent = await sock.sendmsg(views[:_IOV_MAX])
+            sent = await sock.sendmsg(views[:IOV_MAX])
         except OSError as exc:
             raise trio.BrokenResourceError(f"sendmsg failed: {exc}") from exc
-        views = _unsent(views, sent)
-
-
-def _unsent(views: list[memoryview], sent: int) -> list[memoryview]:
-    """What is left of ``views`` (byte views, in order) once the first ``sent`` bytes are out."""
-    i = 0
-    while i < len(views) and sent >= len(views[i]):
-        sent -= len(views[i])
-        i += 1
-    if i == len(views):
-        return []
-    return [views[i][sent:], *views[i + 1:]]
+        views = unsent(views, sent)
 
 
 def _changed(position: int, end: int) -> trio.BrokenResourceError:

@@ -19,6 +19,7 @@ every time); a piece of a buffer the reader may reuse is copied.
 
 from __future__ import annotations
 
+import os
 import struct
 
 from fluvial.protocol.codec import DecodeError
@@ -26,6 +27,7 @@ from fluvial.protocol.codec import DecodeError
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
 COLLECT_FROM_BYTES = 64 * 1024  # payloads this large are collected in pieces (above)
 MAX_READ_BYTES = 4 * 1024 * 1024  # the most ``read_size`` asks for at once
+IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024  # pieces per writev
 _SIZE = struct.Struct(">i")
 
 
@@ -36,6 +38,22 @@ class FrameTooLarge(DecodeError):
 def frame(payload: bytes | bytearray) -> bytes:
     """Prefix ``payload`` with its i32 size."""
     return _SIZE.pack(len(payload)) + payload
+
+
+def unsent(views: list[memoryview], sent: int) -> list[memoryview]:
+    """What is left of a frame written in pieces (``views``: byte views, in order) once its
+    first ``sent`` bytes are out: a writev that the socket took only part of.
+
+    >>> [bytes(v) for v in unsent([memoryview(b"abc"), memoryview(b"de")], 4)]
+    [b'e']
+    """
+    i = 0
+    while i < len(views) and sent >= len(views[i]):
+        sent -= len(views[i])
+        i += 1
+    if i == len(views):
+        return []
+    return [views[i][sent:], *views[i + 1:]]
 
 
 class FrameDecoder:

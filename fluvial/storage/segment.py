@@ -42,6 +42,7 @@ from fluvial.protocol.batch import (
     read_header,
     scan_valid_prefix,
 )
+from fluvial.protocol.frame import IOV_MAX
 from fluvial.durable import replace_durably
 from fluvial.storage.errors import CorruptLog, os_error
 from fluvial.storage.index import OffsetIndex
@@ -98,9 +99,6 @@ def pwrite_all(fd: int, data, position: int) -> None:
         n = os.pwrite(fd, view, position)
         view = view[n:]
         position += n
-
-
-IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
 
 def pwritev_all(fd: int, parts: list, position: int) -> None:
