@@ -757,7 +757,7 @@ class Producer:
         try:
             parts = []
             for p, batches in entries:
-                data = b"".join([self._encode(b) for b in batches])
+                data = [self._encode(b) for b in batches]  # not joined: one writev sends them
                 for b in batches:
                     b.attempts += 1
                 parts.append(PartitionProduceData(p, data))

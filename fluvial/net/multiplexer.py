@@ -17,8 +17,9 @@ Theory of operation
   late answer is dropped. (This is why the client uses a writer task where the server uses a
   lock.)
 * **Direct writes.** On a plain TCP stream with nothing queued for the writer (no frame waiting,
-  none being written), the caller writes its frame itself with one non-blocking ``send``, without
-  awaiting: the frame reaches the kernel one scheduler round earlier (the writer task is not
+  none being written), the caller writes its frame itself with one non-blocking ``writev`` of its
+  pieces (a producer's large batches are pieces of their own, never copied into the frame),
+  without awaiting: the frame reaches the kernel one scheduler round earlier (the writer task is not
   woken). Whatever the kernel does not take (a full socket buffer) is queued for the writer as
   the first thing it writes, so frames stay whole and in order; since nothing awaits between the
   check and the write, no other task's frame can come between. On TLS the same, with
@@ -56,7 +57,7 @@ from fluvial.net.tls import TLS_RECEIVE_BYTES, TlsStream
 from fluvial.protocol.api import ApiVersionsRequest, ApiVersionsResponse, decode_response
 from fluvial.protocol.codec import DecodeError
 from fluvial.protocol.connection import ClientProtocol, ClientProtocolStatistics
-from fluvial.protocol.frame import DEFAULT_MAX_FRAME_BYTES
+from fluvial.protocol.frame import DEFAULT_MAX_FRAME_BYTES, IOV_MAX, unsent
 
 log = logging.getLogger(__name__)
 
@@ -235,27 +236,31 @@ class ClientConnection:
 
     # ---------------------------------------------------------------------------------- requests
 
-    def _write_directly(self, frame: bytes) -> bool:
-        """Write ``frame`` from the caller when the writer is idle on a plain TCP or TLS stream
-        (see the module docstring); False if it must be queued instead. Never awaits: no other frame
-        can start between the check and the write, and no cancellation can cut the frame."""
+    def _write_directly(self, pieces: list[bytes]) -> bool:
+        """Write the frame ``pieces`` from the caller when the writer is idle on a plain TCP or
+        TLS stream (see the module docstring), with one writev; False if it must be queued
+        instead. Never awaits: no other frame can start between the check and the write, and no
+        cancellation can cut the frame."""
         if self._queued:
             return False
         if self._direct_fd < 0:
-            return self._tls is not None and self._send_tls_now(frame)
+            return self._tls is not None and self._send_tls_now(pieces)
+        if len(pieces) > IOV_MAX:
+            return False
         try:
-            sent = os.write(self._direct_fd, frame)
+            sent = os.writev(self._direct_fd, pieces)
         except BlockingIOError:
             return False
         except OSError:
             return False  # the writer meets the error too, and ends the connection
-        if sent < len(frame):  # the rest goes first, before any later frame
-            self._queue_rest(memoryview(frame)[sent:])
+        rest = unsent([memoryview(p) for p in pieces], sent)
+        if rest:  # the rest goes first, before any later frame
+            self._queue_rest(memoryview(b"".join(rest)))
         return True
 
-    def _send_tls_now(self, frame: bytes) -> bool:
+    def _send_tls_now(self, pieces: list[bytes]) -> bool:
         """``_write_directly`` on TLS: encrypted and written at once, or False."""
-        rest = self._tls.send_now((frame,))
+        rest = self._tls.send_now(pieces)
         if rest is None:
             return False
         if rest and not self._queue_rest(_Ciphertext(rest)):  # the send lock is held till it goes
@@ -274,13 +279,14 @@ class ClientConnection:
             return False
         return True
 
-    async def _queue(self, frame: bytes) -> None:
-        """Hand ``frame`` to the writer (or write it now, when ``_write_directly`` may)."""
-        if self._write_directly(frame):
+    async def _queue(self, pieces: list[bytes]) -> None:
+        """Hand the frame ``pieces`` to the writer, joined (or write them now, when
+        ``_write_directly`` may)."""
+        if self._write_directly(pieces):
             return
         self._queued += 1
         try:
-            await self._outgoing_send.send(frame)
+            await self._outgoing_send.send(pieces[0] if len(pieces) == 1 else b"".join(pieces))
         except BaseException:
             self._queued -= 1  # not queued: cancelled, or the connection ended
             raise
@@ -288,12 +294,12 @@ class ClientConnection:
     async def _submit(self, req: Any, version: int, sink: Any, client_id: str | None,
                       stream: bool) -> int:
         self._raise_if_lost()
-        corr, frame = self._protocol.start_request(req, version, sink, client_id=client_id,
+        corr, pieces = self._protocol.start_request(req, version, sink, client_id=client_id,
                                                    stream=stream)
         if stream:
             sink.correlation_id = corr
         try:
-            await self._queue(frame)
+            await self._queue(pieces)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._protocol.forget(corr)
             self._raise_if_lost()
@@ -314,10 +320,10 @@ class ClientConnection:
         """
         self._raise_if_lost()
         version = self.version_for(type(req)) if version is None else version
-        corr, frame = self._protocol.start_request(req, version, None, client_id=client_id)
+        corr, pieces = self._protocol.start_request(req, version, None, client_id=client_id)
         self._protocol.forget(corr)  # before the answer can arrive: it is dropped
         try:
-            await self._queue(frame)
+            await self._queue(pieces)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._raise_if_lost()
             raise

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from fluvial.errors import Error
-from fluvial.protocol.codec import ERROR_CODE, STR, DecodeError, Reader
+from fluvial.protocol.codec import ERROR_CODE, STR, DecodeError, Reader, SplicedWriter
 
 _HDR = struct.Struct(">Hhi")
 _I32 = struct.Struct(">i")
@@ -67,13 +67,30 @@ class Request:
 def encode_request(req: Any, correlation_id: int, version: int | None = None,
                    client_id: str = "fluvio") -> bytes:
     """The whole frame (size prefix included) for ``req``."""
+    return b"".join(encode_request_pieces(req, correlation_id, version, client_id))
+
+
+def encode_request_pieces(req: Any, correlation_id: int, version: int | None = None,
+                          client_id: str = "fluvio") -> list[bytes]:
+    """The frame of ``encode_request`` in pieces, for one writev: its large record sets (a
+    producer's batches) are pieces of their own, never copied (``codec.SplicedWriter``).
+
+    >>> from fluvial.protocol.spu_api import ProduceRequest, TopicProduceData, PartitionProduceData
+    >>> batches = [b"a" * 20_000, b"b" * 10, b"c" * 30_000]
+    >>> req = ProduceRequest(None, 1, 1000, [TopicProduceData("t", [PartitionProduceData(0, batches)])], [])
+    >>> pieces = encode_request_pieces(req, 7)
+    >>> pieces[1] is batches[0], pieces[2], pieces[3] is batches[2], len(pieces)  # header, a, b, c, tail
+    (True, b'bbbbbbbbbb', True, 5)
+    >>> b"".join(pieces) == encode_request(req, 7)
+    True
+    """
     v = req.DEFAULT_API_VERSION if version is None else version
-    w = bytearray(4)
+    w = SplicedWriter(4)
     w += _HDR.pack(req.API_KEY, v, correlation_id)
     STR.encode(w, client_id, 0)
     req.wire_encode(w, v)
-    _I32.pack_into(w, 0, len(w) - 4)
-    return bytes(w)
+    _I32.pack_into(w, 0, w.total() - 4)
+    return w.pieces()
 
 
 def encode_response(resp: Any, correlation_id: int, version: int) -> bytes:

@@ -186,14 +186,58 @@ class Bytes(WireType):
 BYTES = Bytes()
 
 
+SPLICE_FROM_BYTES = 16 * 1024  # a record set piece this large is spliced, not copied (below)
+
+
+class SplicedWriter(bytearray):
+    """An encoding buffer that large record sets are not copied into: ``RawRecords`` hands them
+    to ``splice``, which notes where they go (the buffer's length now), and ``pieces()`` gives
+    the encoding as the bytes written, cut at those points, with the spliced pieces between
+    them: ``b"".join(w.pieces())`` is what a plain ``bytearray`` would hold. For frames written
+    with one writev (a producer's request: its batches go out as the producer encoded them)."""
+
+    def __init__(self, size: int = 0):
+        super().__init__(size)
+        self.spliced: list[tuple[int, bytes]] = []  # (where, piece), in order
+        self.spliced_bytes = 0
+
+    def splice(self, piece: bytes) -> None:
+        self.spliced.append((len(self), piece))
+        self.spliced_bytes += len(piece)
+
+    def total(self) -> int:
+        """The encoding's length, spliced pieces included."""
+        return len(self) + self.spliced_bytes
+
+    def pieces(self) -> list[bytes]:
+        out: list[bytes] = []
+        start = 0
+        for at, piece in self.spliced:
+            if at > start:
+                out.append(bytes(self[start:at]))
+                start = at
+            out.append(piece)
+        if start < len(self) or not out:
+            out.append(bytes(self[start:]))
+        return out
+
+
 class RawRecords(WireType):
-    """A RecordSet carried opaque: i32 byte length + the batch bytes (records.md §3)."""
+    """A RecordSet carried opaque: i32 byte length + the batch bytes (records.md §3). Encodes
+    ``bytes`` or a list of them (a producer's batches, in order, not joined first); pieces of
+    ``SPLICE_FROM_BYTES`` or more are spliced into a ``SplicedWriter`` rather than copied."""
 
     name = "records"
 
     def encode(self, w, v, version):
-        w += struct.pack(">i", len(v))
-        w += v
+        pieces = v if isinstance(v, list) else (v,)
+        w += struct.pack(">i", sum(len(p) for p in pieces))
+        splicing = type(w) is SplicedWriter
+        for p in pieces:
+            if splicing and len(p) >= SPLICE_FROM_BYTES:
+                w.splice(bytes(p))
+            else:
+                w += p
 
     def decode(self, r, version):
         (n,) = r.unpack(_I32, "record set length")

@@ -6,7 +6,7 @@ Theory of operation
 (../shared/fluvio-protocol/README.md §4.4; the same shape as kafka-python's ``KafkaProtocol``):
 
 * ``start_request(req, version, sink)`` assigns the next correlation id, remembers ``sink`` under
-  it and returns ``(correlation_id, frame_bytes)``; the caller writes the bytes.
+  it and returns ``(correlation_id, frame_pieces)``; the caller writes the pieces, in order.
 * ``receive_data(data)`` is fed whatever the transport read and returns ``(sink, payload)`` for
   every complete response frame whose correlation id is outstanding. ``payload`` is the whole
   response payload (correlation id included), ready for ``api.decode_response``.
@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fluvial.protocol.api import encode_request, response_correlation_id
+from fluvial.protocol.api import encode_request_pieces, response_correlation_id
 from fluvial.protocol.frame import DEFAULT_MAX_FRAME_BYTES, FrameDecoder
 
 _MAX_CORRELATION_ID = 2**31 - 1
@@ -76,19 +76,20 @@ class ClientProtocol:
                 return corr
 
     def start_request(self, req: Any, version: int, sink: Any, *, client_id: str | None = None,
-                      stream: bool = False) -> tuple[int, bytes]:
+                      stream: bool = False) -> tuple[int, list[bytes]]:
         """Register ``sink`` under a fresh correlation id and encode ``req``.
 
         Returns:
-            ``(correlation_id, frame)``: the whole frame, size prefix included.
+            ``(correlation_id, pieces)``: the whole frame, size prefix included, in pieces for
+            one writev (``encode_request_pieces``: a producer's large batches are not copied).
         Raises:
             EncodeError: ``req`` does not encode; nothing is registered.
         """
         corr = self._allocate_id()
         client_id = self.client_id if client_id is None else client_id
-        data = encode_request(req, corr, version, client_id)
+        pieces = encode_request_pieces(req, corr, version, client_id)
         self._pending[corr] = _Pending(sink, stream)
-        return corr, data
+        return corr, pieces
 
     def read_size(self, least: int) -> int:
         """How many bytes to read next (``FrameDecoder.read_size``)."""

@@ -277,7 +277,7 @@ class DerivedStreamInvocation:
 @message
 class PartitionProduceData:
     partition_index: int = wire(U32)
-    records: bytes = wire(RECORDS)
+    records: bytes | list[bytes] = wire(RECORDS)  # decoded: bytes; sent: also the batches, unjoined
 
 
 @message

@@ -28,7 +28,7 @@ from fluvial.protocol.api import (
     decode_request,
     encode_response,
 )
-from fluvial.protocol.codec import I8, I16, I32, STR, message, wire
+from fluvial.protocol.codec import I8, I16, I32, RECORDS, STR, message, wire
 
 ECHO_KEY = 9001
 
@@ -67,6 +67,7 @@ class EchoRequest(Request):
     text: str = wire(STR, default="")
     mode: int = wire(I8, default=Mode.REPLY)
     count: int = wire(I32, default=0)
+    blob: bytes = wire(RECORDS, default=b"")  # a list of pieces when sent (a producer's batches)
 
 
 REGISTRY = {ApiVersionsRequest.API_KEY: ApiVersionsRequest, ECHO_KEY: EchoRequest}

@@ -18,12 +18,12 @@ def response(corr: int, body: bytes = b"") -> bytes:
 
 def test_request_frame_is_encode_request_with_the_assigned_id():
     p = ClientProtocol(client_id="me")
-    corr, frame = p.start_request(ApiVersionsRequest(), 2, "sink")
+    corr, pieces = p.start_request(ApiVersionsRequest(), 2, "sink")
     assert corr == 1
-    assert frame == encode_request(ApiVersionsRequest(), 1, 2, "me")
-    corr, frame = p.start_request(ApiVersionsRequest(), 1, "sink", client_id="other")
+    assert b"".join(pieces) == encode_request(ApiVersionsRequest(), 1, 2, "me")
+    corr, pieces = p.start_request(ApiVersionsRequest(), 1, "sink", client_id="other")
     assert corr == 2
-    assert frame == encode_request(ApiVersionsRequest(), 2, 1, "other")
+    assert b"".join(pieces) == encode_request(ApiVersionsRequest(), 2, 1, "other")
 
 
 def test_responses_out_of_order_go_to_their_own_sink():

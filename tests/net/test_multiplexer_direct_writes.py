@@ -1,6 +1,8 @@
 """The multiplexer's direct writes (a caller writes its frame itself when the writer is idle, on
 plain TCP and on TLS): frames stay whole and apart under many concurrent, cancelled callers, also
-when the kernel takes only part of a frame; and ``notify`` sends without a waiter."""
+when the kernel takes only part of a frame and when a frame is written in pieces (record sets
+of several batches, the large ones spliced in rather than copied); and ``notify`` sends without a
+waiter."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from fluvial.errors import ConnectionLost
 from fluvial.net.multiplexer import open_multiplexer
 from fluvial.net.tls import TlsStream, client_ssl_context, server_ssl_context
 from fluvial.protocol.api import decode_request
+from fluvial.protocol.codec import SPLICE_FROM_BYTES
 from fluvial.protocol.frame import FrameDecoder
 
 from .conftest import REGISTRY, EchoRequest, reply_frame
@@ -25,6 +28,13 @@ SMALL_BUFFER = 16384  # socket buffers, so that large frames are taken in pieces
 def text_for(value: int, size: int) -> str:
     """A body that shows if it was cut or mixed with another frame's bytes."""
     return (chr(65 + value % 26) * size)[:size]
+
+
+def blob_for(value: int) -> list[bytes]:
+    """A record set of 0 to 3 batches around ``SPLICE_FROM_BYTES`` (spliced or copied when
+    encoded), each showing whose it is and where it belongs."""
+    sizes = [SPLICE_FROM_BYTES - 1, SPLICE_FROM_BYTES, 50, 40_000][value % 4:]
+    return [bytes([(value + i) % 251]) * n for i, n in enumerate(sizes)]
 
 
 class CheckingServer:
@@ -59,7 +69,8 @@ class CheckingServer:
                     except Exception as exc:  # a cut or interleaved frame
                         self.bad.append(repr(exc))
                         return
-                    if header.api_key != EchoRequest.API_KEY or req.text != text_for(req.value, len(req.text)):
+                    if (header.api_key != EchoRequest.API_KEY or req.text != text_for(req.value, len(req.text))
+                            or req.blob != b"".join(blob_for(req.value))):
                         self.bad.append(f"frame {header.correlation_id} carries a foreign body")
                         return
                     self.seen.append(req.value)
@@ -98,7 +109,7 @@ async def test_concurrent_cancelled_callers_never_cut_or_mix_frames(nursery, cer
                 for k in range(12):
                     value = task * 1000 + k
                     size = rng.choice([0, 10, 300, 5000, 20_000, 32_000])
-                    req = EchoRequest(value, text_for(value, size))
+                    req = EchoRequest(value, text_for(value, size), blob=blob_for(value))
                     # some callers are cancelled at once, some while queued or waiting
                     delay = rng.choice([None, None, 0, 0.0005, 0.002])
                     with trio.move_on_after(1e9 if delay is None else delay) as scope:
@@ -115,7 +126,7 @@ async def test_concurrent_cancelled_callers_never_cut_or_mix_frames(nursery, cer
                 await caller(task)
             assert conn.is_open
             # one last call: everything before it was read as whole frames
-            assert (await conn.call(EchoRequest(-1, ""), 0)).value == -1
+            assert (await conn.call(EchoRequest(-1, "", blob=blob_for(-1)), 0)).value == -1
     assert server.bad == []
     assert all(answered[v] == v for v in answered)
     assert set(answered) <= set(server.seen)
@@ -131,9 +142,9 @@ async def test_a_notification_is_sent_and_its_answer_dropped(nursery):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with open_multiplexer(stream) as conn:
             for i in range(5):
-                await conn.notify(EchoRequest(i, text_for(i, 100)), 0)
+                await conn.notify(EchoRequest(i, text_for(i, 100), blob=blob_for(i)), 0)
             # a call after them: its answer comes after theirs, which were dropped
-            assert (await conn.call(EchoRequest(99, ""), 0)).value == 99
+            assert (await conn.call(EchoRequest(99, "", blob=blob_for(99)), 0)).value == 99
             stats = conn.statistics()
             assert stats.outstanding_requests == 0 and stats.frames_dropped == 5
         with pytest.raises(ConnectionLost):
