@@ -52,7 +52,7 @@ from fluvial.client.smartmodule import decode_smartmodule_chunk
 from fluvial.client.smartmodule import invocations as smartmodule_invocations
 from fluvial.client.types import Offset, Record, isolation_from
 from fluvial.errors import (
-    RETRIABLE, ConnectionLost, Error, ErrorCode, FluvialError, OffsetEvictedError,
+    RETRIABLE, ConnectionLost, Error, ErrorCode, FluvialError,
     OffsetFlushRequestError, OffsetManagementDisabledError,
 )
 from fluvial.net.errors import RequestTimeout
