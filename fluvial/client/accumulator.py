@@ -45,6 +45,7 @@ from itertools import accumulate, repeat
 from typing import Any
 
 from fluvial.errors import Error, ErrorCode, MessageTooLargeError
+from fluvial.protocol.batch import stamp_producer
 from fluvial.protocol.record import Compression
 from fluvial.protocol.record_fast import encode_producer_batch
 from fluvial.protocol.record_headers import encode_headers_batch
@@ -119,18 +120,22 @@ class ProducerBatch:
             return self.values
         return list(zip(self.keys, self.values))
 
-    def encode(self, compression: int = Compression.None_) -> bytes:
-        """The batch bytes (computed once, then kept for retries)."""
+    def encode(self, compression: int = Compression.None_,
+               producer: tuple[int, int, int] | None = None) -> bytes:
+        """The batch bytes (computed once, then kept for retries); ``producer``: an idempotent
+        producer's ``(id, epoch, first sequence)`` for the header, used by the first call."""
         if self.encoded is None and self.headers is not None:
             keys = self.keys or [None] * len(self.values)
             self.encoded = encode_headers_batch(list(zip(keys, self.values, self.headers)),
                                                 first_timestamp=self.first_timestamp,
                                                 compression=compression,
                                                 timestamp_deltas=self.deltas)
+            if producer is not None:
+                self.encoded = stamp_producer(self.encoded, *producer)
         if self.encoded is None:
             self.encoded = encode_producer_batch(self.values, self.keys, compression=compression,
                                                  first_timestamp=self.first_timestamp,
-                                                 deltas=self.deltas)
+                                                 deltas=self.deltas, producer=producer)
         return self.encoded
 
     def complete(self, base_offset: int) -> None:

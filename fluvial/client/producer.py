@@ -95,7 +95,6 @@ from fluvial.errors import (
     CompressionError, Error, ErrorCode, FluvialError, NotLeaderForPartitionError, Retriable,
     TopicNotFoundError,
 )
-from fluvial.protocol.batch import stamp_producer
 from fluvial.protocol.codec import DecodeError, EncodeError
 from fluvial.protocol.content_type import check_value
 from fluvial.protocol.producer_api import (
@@ -383,8 +382,7 @@ class Producer:
         carry its id, epoch and the partition's next sequence, taken at that first encoding."""
         if b.encoded is None and self.producer_id >= 0:
             seq = self._next_sequence.get(b.partition, 0)
-            b.encoded = stamp_producer(b.encode(self.compression), self.producer_id,
-                                       self._producer_epoch, seq)
+            b.encode(self.compression, (self.producer_id, self._producer_epoch, seq))
             self._next_sequence[b.partition] = next_sequence(seq, len(b.values))
         return b.encode(self.compression)
 

@@ -315,7 +315,8 @@ def encode_records(records: Iterable,
 
 def encode_batch(records: Iterable, *, base_offset: int = 0, first_timestamp: int | None = None,
                  compression: int = Compression.None_, partition_leader_epoch: int = NO_EPOCH,
-                 timestamp_deltas: Sequence[int] | None = None) -> bytes:
+                 timestamp_deltas: Sequence[int] | None = None,
+                 producer: tuple[int, int, int] | None = None) -> bytes:
     """The bytes of one batch holding ``records``, laid out as Fluvio's producer writes it.
 
     Args:
@@ -326,6 +327,8 @@ def encode_batch(records: Iterable, *, base_offset: int = 0, first_timestamp: in
         compression: a ``Compression`` code; the count is compressed with the records.
         partition_leader_epoch: written as is.
         timestamp_deltas: per-record deltas (ms) replacing each record's own (0 for tuples/bytes).
+        producer: an idempotent producer's ``(id, epoch, first sequence)`` for the header (as
+            ``batch.stamp_producer`` would put them, without a second pass); None: none.
 
     Returns:
         The whole batch, CRC included. ``max_time_stamp = first_timestamp + last record's delta``.
@@ -344,14 +347,17 @@ def encode_batch(records: Iterable, *, base_offset: int = 0, first_timestamp: in
         first_timestamp = _now_ms()
     return frame_batch(section, count=count, compression=compression,
                        first_timestamp=first_timestamp, max_time_stamp=first_timestamp + last_tsd,
-                       base_offset=base_offset, partition_leader_epoch=partition_leader_epoch)
+                       base_offset=base_offset, partition_leader_epoch=partition_leader_epoch,
+                       producer=producer)
 
 
 def frame_batch(section: bytes, *, count: int, compression: int, first_timestamp: int,
                 max_time_stamp: int, base_offset: int = 0,
-                partition_leader_epoch: int = NO_EPOCH) -> bytes:
+                partition_leader_epoch: int = NO_EPOCH,
+                producer: tuple[int, int, int] | None = None) -> bytes:
     """The whole batch around an encoded (and, with ``compression``, compressed) records
     section of ``count`` records: the header, its CRC-32C over attributes..end, the section.
+    ``producer``: an idempotent producer's ``(id, epoch, first sequence)``, else none.
 
     Raises:
         EncodeError: a header field that does not fit its type.
@@ -367,9 +373,7 @@ def frame_batch(section: bytes, *, count: int, compression: int, first_timestamp
             count - 1,  # last_offset_delta
             first_timestamp,
             max_time_stamp,
-            NO_PRODUCER_ID,
-            NO_PRODUCER_EPOCH,
-            NO_SEQUENCE,
+            *((NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE) if producer is None else producer),
         ))
     except struct.error as e:
         raise EncodeError(f"batch header: {e}") from None

@@ -434,7 +434,8 @@ def _uniform_section(values: list[bytes], keys: list[bytes | None] | None) -> by
 
 def encode_producer_batch(values: list[bytes], keys: list[bytes | None] | None = None, *,
                           compression: int = Compression.None_, first_timestamp: int,
-                          deltas: list[int] | None = None) -> bytes:
+                          deltas: list[int] | None = None,
+                          producer: tuple[int, int, int] | None = None) -> bytes:
     """A whole batch holding ``values`` (with ``keys``), byte for byte what
     ``fluvial.protocol.record.encode_batch`` writes for the same records, base_offset 0.
 
@@ -444,6 +445,7 @@ def encode_producer_batch(values: list[bytes], keys: list[bytes | None] | None =
         compression: a ``Compression`` code.
         first_timestamp: the batch timestamp, ms since the Unix epoch.
         deltas: per-record timestamp deltas in ms, or None for all 0.
+        producer: an idempotent producer's ``(id, epoch, first sequence)``, or None.
 
     Raises:
         EncodeError: no records, an unknown codec, a value that is not bytes-like.
@@ -459,8 +461,9 @@ def encode_producer_batch(values: list[bytes], keys: list[bytes | None] | None =
     if section is None:
         records = values if keys is None else list(zip(keys, values))
         return encode_batch(records, first_timestamp=first_timestamp, compression=compression,
-                            timestamp_deltas=deltas)
+                            timestamp_deltas=deltas, producer=producer)
     if compression:
         section = compress(compression, section)
     return frame_batch(section, count=len(values), compression=compression,
-                       first_timestamp=first_timestamp, max_time_stamp=first_timestamp)
+                       first_timestamp=first_timestamp, max_time_stamp=first_timestamp,
+                       producer=producer)

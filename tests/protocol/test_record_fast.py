@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from fluvial.client.types import Record
 from fluvial.errors import Error, ErrorCode
 from fluvial.protocol.api import decode_response, encode_response
-from fluvial.protocol.batch import set_base_offset
+from fluvial.protocol.batch import read_header, set_base_offset, stamp_producer
 from fluvial.protocol.codec import DecodeError, EncodeError
 from fluvial.protocol.record import (
     Compression, decode_batch, decode_record_set as reference_decode, encode_batch,
@@ -116,6 +116,24 @@ def test_uniform_batches_take_the_fast_path_and_decode_exactly(n, vlen, klen, va
     assert got == expected(data, 0)
     assert after == 40 + n
     assert all(type(r) is Record for r in got)
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=st.one_of(st.lists(record, min_size=1, max_size=30), uniform_batch()),
+       varying_ts=st.booleans(), codec=st.sampled_from([Compression.None_, Compression.Gzip]),
+       producer=st.tuples(st.integers(0, 2**63 - 1), st.integers(0, 2**15 - 1),
+                          st.integers(0, 2**31 - 1)))
+def test_a_batch_encoded_with_its_producer_is_the_stamped_batch(batch, varying_ts, codec, producer):
+    """An idempotent producer's batch is encoded with its id, epoch and sequence in one pass
+    (fast path and fallback alike): the same bytes as stamping the plain batch afterwards."""
+    values = [v for _, v in batch]
+    keys = [k for k, _ in batch] if any(k is not None for k, _ in batch) else None
+    deltas = [i % 7 for i in range(len(values))] if varying_ts else None
+    args = dict(compression=codec, first_timestamp=1_700_000_000_000, deltas=deltas)
+    data = encode_producer_batch(values, keys, producer=producer, **args)
+    assert data == stamp_producer(encode_producer_batch(values, keys, **args), *producer)
+    h = read_header(data)
+    assert (h.producer_id, h.producer_epoch, h.first_sequence) == producer
 
 
 def test_a_batch_with_one_odd_record_falls_back_and_still_decodes():
