@@ -747,6 +747,11 @@ MUTATIONS: list[Mutation] = [
              ("tests/protocol/test_record_fast.py::test_a_batch_encoded_with_its_producer_is_the_stamped_batch",),
              "a batch of records of several shapes (the general encoder) loses the producer's id, "
              "epoch and sequence"),
+    Mutation("headers-batch-without-producer", "fluvial/protocol/record_headers.py",
+             "                        producer=producer)\n",
+             "                        producer=None)\n",
+             ("tests/protocol/test_record_headers.py::test_a_headers_batch_encoded_with_its_producer_is_the_stamped_batch",),
+             "a batch with record headers loses the idempotent producer's id, epoch and sequence"),
     Mutation("nagle-ignored", "fluvial/client/accumulator.py",
              "                    if p in busy or head.created_at + linger > now:\n",
              "                    if head.created_at + linger > now:\n",

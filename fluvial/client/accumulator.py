@@ -45,7 +45,6 @@ from itertools import accumulate, repeat
 from typing import Any
 
 from fluvial.errors import Error, ErrorCode, MessageTooLargeError
-from fluvial.protocol.batch import stamp_producer
 from fluvial.protocol.record import Compression
 from fluvial.protocol.record_fast import encode_producer_batch
 from fluvial.protocol.record_headers import encode_headers_batch
@@ -129,9 +128,8 @@ class ProducerBatch:
             self.encoded = encode_headers_batch(list(zip(keys, self.values, self.headers)),
                                                 first_timestamp=self.first_timestamp,
                                                 compression=compression,
-                                                timestamp_deltas=self.deltas)
-            if producer is not None:
-                self.encoded = stamp_producer(self.encoded, *producer)
+                                                timestamp_deltas=self.deltas,
+                                                producer=producer)
         if self.encoded is None:
             self.encoded = encode_producer_batch(self.values, self.keys, compression=compression,
                                                  first_timestamp=self.first_timestamp,

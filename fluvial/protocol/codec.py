@@ -199,15 +199,13 @@ class SplicedWriter(bytearray):
     def __init__(self, size: int = 0):
         super().__init__(size)
         self.spliced: list[tuple[int, bytes]] = []  # (where, piece), in order
-        self.spliced_bytes = 0
 
     def splice(self, piece: bytes) -> None:
         self.spliced.append((len(self), piece))
-        self.spliced_bytes += len(piece)
 
     def total(self) -> int:
         """The encoding's length, spliced pieces included."""
-        return len(self) + self.spliced_bytes
+        return len(self) + sum(len(piece) for _, piece in self.spliced)
 
     def pieces(self) -> list[bytes]:
         out: list[bytes] = []

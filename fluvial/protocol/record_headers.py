@@ -117,8 +117,10 @@ def set_attributes(batch: bytes, attributes: int) -> bytes:
 
 def encode_headers_batch(records: Sequence[tuple[bytes | None, bytes, Headers]], *,
                          first_timestamp: int, compression: int = 0,
-                         timestamp_deltas: Sequence[int] | None = None) -> bytes:
-    """One batch of ``(key, value, headers)`` records, marked ``ATTR_HEADERS``.
+                         timestamp_deltas: Sequence[int] | None = None,
+                         producer: tuple[int, int, int] | None = None) -> bytes:
+    """One batch of ``(key, value, headers)`` records, marked ``ATTR_HEADERS``; ``producer``: an
+    idempotent producer's ``(id, epoch, first sequence)`` for the header, or None.
 
     Raises:
         EncodeError: no records, or a field that does not encode.
@@ -133,7 +135,8 @@ def encode_headers_batch(records: Sequence[tuple[bytes | None, bytes, Headers]],
     if compression:
         section = compress(compression, section)
     batch = frame_batch(section, count=count, compression=compression,
-                        first_timestamp=first_timestamp, max_time_stamp=first_timestamp + last_tsd)
+                        first_timestamp=first_timestamp, max_time_stamp=first_timestamp + last_tsd,
+                        producer=producer)
     return set_attributes(batch, (compression & ATTR_COMPRESSION_MASK) | ATTR_HEADERS)
 
 

@@ -72,6 +72,13 @@ def test_strip_keeps_offsets_epochs_timestamps_and_producer_fields():
     assert [r.timestamp for r in decode_record_set(stripped)] == [5000, 5003, 5007]
 
 
+@pytest.mark.parametrize("codec", [Compression.None_, Compression.Gzip])
+def test_a_headers_batch_encoded_with_its_producer_is_the_stamped_batch(codec):
+    args = dict(first_timestamp=5000, compression=codec, timestamp_deltas=[0, 3, 7])
+    assert (encode_headers_batch(RECORDS, producer=(9, 1, 4), **args)
+            == stamp_producer(encode_headers_batch(RECORDS, **args), 9, 1, 4))
+
+
 def test_a_record_set_without_headers_passes_untouched():
     plain = encode_batch([b"a"]) + encode_batch([b"b"])
     assert strip_record_set(plain) is plain
