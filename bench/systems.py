@@ -46,6 +46,15 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
+async def paced_sends(n: int, rate: int, send: Callable[[int], Any]) -> None:
+    """``await send(t)`` ``n`` times, one every ``1 / rate`` s; ``t`` is the send time
+    (``perf_counter_ns``), which the record carries for its receiver to subtract."""
+    start = trio.current_time()
+    for i in range(n):
+        await trio.sleep_until(start + i / rate)
+        await send(time.perf_counter_ns())
+
+
 def latency_summary(latencies_us: list[float], expected: int) -> dict[str, float]:
     if len(latencies_us) < expected:
         raise RuntimeError(f"latency run received {len(latencies_us)} of {expected} records")
@@ -302,13 +311,13 @@ async def fluvial_latency(fl, topic: str, seconds: float, rate: int, *,
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(consume)
-            start = trio.current_time()
-            for i in range(n):
-                await trio.sleep_until(start + i / rate)
-                sent = time.perf_counter_ns()
+
+            async def send(sent: int) -> None:
                 future = await p.send(b"%d" % sent)
                 if acks is not None:
                     nursery.start_soon(acked, future, sent)
+
+            await paced_sends(n, rate, send)
             await p.flush()
             with trio.move_on_after(30):
                 await done.wait()
