@@ -894,6 +894,17 @@ MUTATIONS: list[Mutation] = [
              "            pass",
              ("tests/spu/test_flush_placement.py::test_an_idle_spu_fsyncs_on_its_loop_and_a_slow_disk_moves_the_fsync_to_a_thread",),
              "a flush's duration is never measured: a stalled disk keeps holding the loop"),
+    Mutation("leader-fsync-before-followers-served", "fluvial/spu/partition.py",
+             "    if after_woken:\n        await trio.lowlevel.checkpoint()\n",
+             "",
+             ("tests/spu/test_flush_placement.py::test_a_leader_s_followers_fetches_go_before_its_fsync_which_then_stays_on_the_loop",),
+             "a leader's flusher woken with its followers' fetches holds the loop for its fsync before "
+             "they send (or sees them and goes to a thread): the fsyncs do not overlap"),
+    Mutation("leader-flusher-never-lets-fetches-first", "fluvial/spu/partition.py",
+             "                                   after_woken=len(self.assignment.replicas) > 1)",
+             "                                   after_woken=False)",
+             ("tests/spu/test_flush_placement.py::test_a_leader_s_followers_fetches_go_before_its_fsync_which_then_stays_on_the_loop",),
+             "the same, from the flusher's side: it never lets the fetches woken with it go first"),
 ]
 
 

@@ -6,8 +6,10 @@ Theory of operation
 * Durability is group commit (``fluvial.storage.group_commit.GroupCommit``): an append waits
   until ``durable_leo`` covers its batch. The flusher task runs ``Replica.flush`` (an fsync),
   in a worker thread or, when nothing else is ready to run and the fsync is short, on the loop
-  thread (``flush_placed``); every append that lands while an fsync runs is covered by the
-  next one, so N concurrent producers cost one fsync per round, not N.
+  thread (``flush_placed``); a leader with followers lets the tasks woken with its flusher go
+  first (their waiting fetches: the followers' copies and fsyncs then overlap its own). Every
+  append that lands while an fsync runs is covered by the next one, so N concurrent producers
+  cost one fsync per round, not N.
 * The high watermark only counts durable data: ``fluvial.replication.isr.LeaderState`` is fed the
   leader's durable LEO after each fsync, and the LEOs its followers report, which are durable on
   their side too (a follower fsyncs before it fetches again, and fetches from its LEO). Followers
@@ -51,9 +53,17 @@ PRODUCER_SCAN_RECORDS = 1_000_000  # records a new leader reads back for produce
 T = TypeVar("T")
 
 
-async def flush_placed(placement: FlushPlacement, flush: Callable[[], T], unflushed_bytes: int) -> T:
-    """Run ``flush`` (fsyncs of about ``unflushed_bytes``) where ``placement`` says: on this
-    thread, without a pause, or in a worker thread; its own duration goes back to ``placement``."""
+async def flush_placed(placement: FlushPlacement, flush: Callable[[], T],
+                       unflushed_bytes: Callable[[], int], *, after_woken: bool = False) -> T:
+    """Run ``flush`` (fsyncs of about ``unflushed_bytes()``) where ``placement`` says: on this
+    thread, without a pause, or in a worker thread; its own duration goes back to ``placement``.
+
+    ``after_woken``: the tasks runnable now go first. trio counts as runnable only the tasks of
+    its next batch, not the rest of the batch it is running, so a leader's flusher woken by the
+    same append as its followers' waiting fetches sees an idle loop, and half the time (trio
+    reverses a batch at random) holds it for the fsync before they send the followers their
+    copies; the other half it sees them and goes to a thread. After one checkpoint they have
+    run, and the rule asks about what is runnable then, with the bytes appended meanwhile."""
     def timed() -> T:
         start = time.perf_counter()
         try:
@@ -61,7 +71,9 @@ async def flush_placed(placement: FlushPlacement, flush: Callable[[], T], unflus
         finally:
             placement.took(time.perf_counter() - start)
 
-    if placement.inline(trio.lowlevel.current_statistics().tasks_runnable, unflushed_bytes):
+    if after_woken:
+        await trio.lowlevel.checkpoint()
+    if placement.inline(trio.lowlevel.current_statistics().tasks_runnable, unflushed_bytes()):
         return timed()
     return await trio.to_thread.run_sync(timed)
 
@@ -396,7 +408,9 @@ class PartitionReplica:
             if self.closed:
                 return
             try:
-                await flush_placed(self.flushes, self.storage.flush, self.storage.unflushed_bytes)
+                await flush_placed(self.flushes, self.storage.flush,
+                                   lambda: self.storage.unflushed_bytes,
+                                   after_woken=len(self.assignment.replicas) > 1)
             except Exception as e:  # the disk failed under us: fail the waiters, keep serving reads
                 log.error("flush of %s-%s failed: %s", self.topic, self.partition, e)
                 self.failed = e

@@ -347,7 +347,7 @@ async def _flush_followed(replicas: list[PartitionReplica]) -> dict[tuple[str, i
     """fsync every replica in ``replicas``, all in one place (one worker-thread hop for all, or
     on this thread: ``flush_placed``); the errors by key."""
     return await flush_placed(replicas[0].flushes, functools.partial(_flush_all, replicas),
-                              sum(r.storage.unflushed_bytes for r in replicas))
+                              lambda: sum(r.storage.unflushed_bytes for r in replicas))
 
 
 def _flush_all(replicas: list[PartitionReplica]) -> dict[tuple[str, int], Exception]:

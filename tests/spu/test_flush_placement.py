@@ -7,6 +7,7 @@ import threading
 
 import pytest
 import trio
+import trio.testing
 
 from fluvial.protocol import internal_api as ia
 from fluvial.protocol.record import encode_batch
@@ -41,12 +42,12 @@ async def test_an_idle_spu_fsyncs_on_its_loop_and_a_slow_disk_moves_the_fsync_to
     loop = threading.get_ident()
     r.storage.append(encode_batch([b"a"]), leader_epoch=1)
     assert r.storage.unflushed_bytes > 0
-    assert await flush_placed(flushes, r.storage.flush, r.storage.unflushed_bytes) == 1
+    assert await flush_placed(flushes, r.storage.flush, lambda: r.storage.unflushed_bytes) == 1
     assert seen == [loop] and r.storage.durable_leo == 1 and r.storage.unflushed_bytes == 0
 
     flushes.took(1.0)  # the disk stalled: the next fsync must not hold the loop
     r.storage.append(encode_batch([b"b"]), leader_epoch=1)
-    assert await flush_placed(flushes, r.storage.flush, r.storage.unflushed_bytes) == 2
+    assert await flush_placed(flushes, r.storage.flush, lambda: r.storage.unflushed_bytes) == 2
     assert seen[1] != loop and r.storage.durable_leo == 2
     assert flushes.last_seconds < 1.0  # measured again, in the thread: the loop may come back
     r.storage.close()
@@ -60,7 +61,7 @@ async def test_a_long_fsync_runs_in_a_thread(tmp_path):
     seen = flushing_thread(r)
     r.storage.append(encode_batch([bytes(5000)]), leader_epoch=1)
     assert r.storage.unflushed_bytes > 5000
-    assert await flush_placed(flushes, r.storage.flush, r.storage.unflushed_bytes) == 1
+    assert await flush_placed(flushes, r.storage.flush, lambda: r.storage.unflushed_bytes) == 1
     assert seen and seen[0] != threading.get_ident()
     assert r.storage.unflushed_bytes == 0
     r.storage.close()
@@ -75,9 +76,51 @@ async def test_a_busy_spu_fsyncs_in_a_thread(tmp_path):
     async with trio.open_nursery() as n:
         n.start_soon(release.wait)  # another task ...
         n.start_soon(release.wait)  # ... and another, both ready to run now
-        assert await flush_placed(flushes, r.storage.flush, r.storage.unflushed_bytes) == 1
+        assert await flush_placed(flushes, r.storage.flush, lambda: r.storage.unflushed_bytes) == 1
         release.set()
     assert seen and seen[0] != threading.get_ident()
+    r.storage.close()
+
+
+async def test_a_leader_s_followers_fetches_go_before_its_fsync_which_then_stays_on_the_loop(tmp_path):
+    """One append wakes a leader's waiting follower fetches (parked in ``waiters``) and its
+    flusher, in one batch of trio's scheduler and in either order (trio reverses a batch at
+    random: 20 rounds). The fetches run first, so that the followers' copies and fsyncs overlap
+    the leader's; the fsync then runs on the idle loop, not in a worker thread."""
+    flushes = FlushPlacement()
+    a = ia.ReplicaAssignment("t", 0, 1, 1, [1, 2, 3], [1, 2, 3], ia.ReplicaSettings())
+    r = PartitionReplica(Replica.open(tmp_path, "t", 0, ReplicaConfig()), a, 1, flushes=flushes)
+    assert r.is_leader
+    loop = threading.get_ident()
+    order: list[str] = []
+    threads: list[int] = []
+    flush = r.storage.flush
+
+    def spy() -> int:
+        order.append("fsync")
+        threads.append(threading.get_ident())
+        return flush()
+
+    r.storage.flush = spy
+
+    async def fetch() -> None:  # a follower's long poll, parked in ``waiters`` until a change
+        await r.wait_change()
+        order.append("served")
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as n:
+            n.start_soon(r.run_flusher)
+            for i in range(20):
+                async with trio.open_nursery() as fetches:
+                    fetches.start_soon(fetch)
+                    fetches.start_soon(fetch)
+                    await trio.testing.wait_all_tasks_blocked()
+                    leo = r.storage.append(encode_batch([b"%d" % i]), leader_epoch=1).leo
+                    r.notify()  # as append_nowait does
+                    await r.wait_durable(leo)
+                assert order[-3:] == ["served", "served", "fsync"], (i, order[-3:])
+            n.cancel_scope.cancel()
+    assert threads == [loop] * 20 and r.storage.durable_leo == 20
     r.storage.close()
 
 
@@ -92,7 +135,7 @@ async def test_a_failed_fsync_raises_the_same_either_way(tmp_path, slow):
         raise OSError(5, "Input/output error")
 
     with pytest.raises(OSError, match="Input/output"):
-        await flush_placed(flushes, broken, 10)
+        await flush_placed(flushes, broken, lambda: 10)
     r.storage.close()
 
 
