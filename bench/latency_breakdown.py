@@ -254,6 +254,7 @@ def run_variant(base: Path, args, label: str, tree: str, in_flight: int | None) 
 
 def whole_rounds(base: Path, args) -> None:
     """``--whole``: interleaved rounds of every variant, medians and ranges."""
+    from systems import median_range
     here = str(Path(__file__).resolve().parent.parent)
     variants = [(f"this tree, in flight {f}" if f is not None else "this tree", here, f)
                 for f in (args.in_flights or [None])]
@@ -286,9 +287,7 @@ def whole_rounds(base: Path, args) -> None:
         cells = []
         for c in cols:
             v = [r[c] for r in rows[name] if c in r]
-            unit = "" if c == "rec/s" else " us"
-            cells.append("" if not v else f"{statistics.median(v):,.0f}{unit} "
-                                          f"[{min(v):,.0f}-{max(v):,.0f}]")
+            cells.append(median_range(v, "" if c == "rec/s" else " us") if v else "")
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 

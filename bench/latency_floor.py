@@ -8,7 +8,8 @@ subscriber and answers the producer; the subscriber acknowledges each push and g
 as a fluvial consumer does (five messages per record, as in fluvial). At RF=3 the leader also
 sends each record to two follower processes (trio), which write, fdatasync and answer, before it
 pushes and answers: the leader's own fdatasync runs while the followers work. No batches, no
-protocol, no tasks beyond one per connection, the cheapest trio I/O (non-blocking sockets and
+protocol but the frames (``FrameDecoder``), no tasks beyond one per connection, the cheapest trio
+I/O (non-blocking sockets and
 ``trio.lowlevel.wait_readable``): what any server in this stack pays at least.
 
     python bench/latency_floor.py                  # RF=1 and RF=3, then Redis-always, 3 rounds
@@ -22,6 +23,7 @@ reach of issue 20's goals.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import socket
 import statistics
@@ -36,8 +38,10 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from systems import (RedisServer, latency_summary, paced_sends, redis_latency,  # noqa: E402
-                     redis_missing, stop_popen)
+from systems import (RedisServer, latency_summary, median_range, paced_sends,  # noqa: E402
+                     redis_latency, redis_missing, stop_popen)
+
+from fluvial.protocol.frame import FrameDecoder  # noqa: E402
 
 LENGTH = struct.Struct(">i")
 
@@ -49,16 +53,11 @@ class Conn:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
-        self.buf = bytearray()
+        self.decoder = FrameDecoder()
+        self.frames: collections.deque[bytes] = collections.deque()
 
     async def read(self) -> bytes:
-        while True:
-            if len(self.buf) >= 4:
-                n = LENGTH.unpack_from(self.buf)[0]
-                if len(self.buf) >= 4 + n:
-                    frame = bytes(self.buf[4:4 + n])
-                    del self.buf[:4 + n]
-                    return frame
+        while not self.frames:
             try:
                 data = self.sock.recv(65536)
             except BlockingIOError:
@@ -66,7 +65,8 @@ class Conn:
                 continue
             if not data:
                 raise EOFError("the peer closed the connection")
-            self.buf += data
+            self.frames.extend(self.decoder.feed(data))
+        return self.frames.popleft()
 
     async def send(self, payload: bytes) -> None:
         view = memoryview(LENGTH.pack(len(payload)) + payload)
@@ -100,6 +100,7 @@ async def serve(data: Path, followers: list[int]) -> None:
         kind = await conn.read()
         if kind == b"subscribe":
             subscribers.append(conn)
+            await conn.send(b"ok")  # subscribed: records from now on reach it
             while True:
                 await conn.read()  # the consumer's acknowledgement of a push
                 await conn.send(b"ok")
@@ -128,12 +129,13 @@ async def measure(port: int, seconds: float, rate: int) -> dict[str, float]:
     consumer = Conn(socket.create_connection(("127.0.0.1", port)))
     await producer.send(b"produce")
     await consumer.send(b"subscribe")
-    done = trio.Event()
+    done, subscribed = trio.Event(), trio.Event()
 
     async def consume() -> None:
         while True:
             frame = await consumer.read()
-            if frame == b"ok":
+            if frame == b"ok":  # the subscription, or the answer to an acknowledgement
+                subscribed.set()
                 continue
             latencies.append((time.perf_counter_ns() - int(frame)) / 1000)
             await consumer.send(b"next")
@@ -147,7 +149,7 @@ async def measure(port: int, seconds: float, rate: int) -> dict[str, float]:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(consume)
         nursery.start_soon(answers)
-        await trio.sleep(0.1)  # the subscription reaches the leader before the first record
+        await subscribed.wait()
         await paced_sends(n, rate, lambda sent: producer.send(b"%d" % sent))
         with trio.move_on_after(30):
             await done.wait()
@@ -223,10 +225,8 @@ def main() -> int:
     medians = {}
     for name, runs in results.items():
         p50s = [x["lat-p50"] for x in runs]
-        p99s = [x["lat-p99"] for x in runs]
         medians[name] = statistics.median(p50s)
-        print(f"| {name} | {medians[name]:,.0f} us [{min(p50s):,.0f}-{max(p50s):,.0f}] "
-              f"| {statistics.median(p99s):,.0f} us [{min(p99s):,.0f}-{max(p99s):,.0f}] |")
+        print(f"| {name} | {median_range(p50s)} | {median_range([x['lat-p99'] for x in runs])} |")
     redis = medians.get("Redis appendfsync always")
     if redis:
         print()

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import socket
 import subprocess
 import sys
@@ -53,6 +54,12 @@ async def paced_sends(n: int, rate: int, send: Callable[[int], Any]) -> None:
     for i in range(n):
         await trio.sleep_until(start + i / rate)
         await send(time.perf_counter_ns())
+
+
+def median_range(values: list[float], unit: str = " us") -> str:
+    """``values`` over a bench's rounds as its table cell: the median, then [min-max]."""
+    return (f"{statistics.median(values):,.0f}{unit} "
+            f"[{min(values):,.0f}-{max(values):,.0f}]")
 
 
 def latency_summary(latencies_us: list[float], expected: int) -> dict[str, float]:

@@ -22,13 +22,15 @@ def replica(path, flushes: FlushPlacement) -> PartitionReplica:
     return PartitionReplica(Replica.open(path, "t", 0, ReplicaConfig()), a, 1, flushes=flushes)
 
 
-def flushing_thread(r: PartitionReplica) -> list[int]:
-    """Record the thread of every ``storage.flush`` of ``r``."""
+def flushing_thread(r: PartitionReplica, order: list[str] | None = None) -> list[int]:
+    """Record the thread of every ``storage.flush`` of ``r`` (and "fsync" in ``order``)."""
     seen: list[int] = []
     flush = r.storage.flush
 
     def spy() -> int:
         seen.append(threading.get_ident())
+        if order is not None:
+            order.append("fsync")
         return flush()
 
     r.storage.flush = spy
@@ -93,15 +95,7 @@ async def test_a_leader_s_followers_fetches_go_before_its_fsync_which_then_stays
     assert r.is_leader
     loop = threading.get_ident()
     order: list[str] = []
-    threads: list[int] = []
-    flush = r.storage.flush
-
-    def spy() -> int:
-        order.append("fsync")
-        threads.append(threading.get_ident())
-        return flush()
-
-    r.storage.flush = spy
+    threads = flushing_thread(r, order)
 
     async def fetch() -> None:  # a follower's long poll, parked in ``waiters`` until a change
         await r.wait_change()
